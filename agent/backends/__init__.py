@@ -1,0 +1,1 @@
+"""Agent backends: the built-in litellm loop and external command agents."""

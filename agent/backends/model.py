@@ -1,0 +1,177 @@
+"""The model seam: one chat completion with tools, as an OpenAI-style assistant message.
+
+:class:`LiteLLMModel` reaches any provider through litellm. litellm is imported lazily, in a
+worker thread, once per process (its import takes seconds and must not block the event
+loop), with stdout pointed at stderr meanwhile: under a stdio language server stdout
+belongs to JSON-RPC. Retries are ours, not litellm's or the OpenAI SDK's: transient
+failures (rate limits, 5xx, connection errors, timeouts) back off and retry; anything that
+retrying cannot fix (authentication, permission, unknown model, context window, bad
+request) aborts at once with an :class:`AgentError` that says what to check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import random
+import re
+import sys
+import threading
+from types import ModuleType
+from typing import Any, Protocol
+
+import anyio
+
+from .base import AgentError
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
+
+# "litellm.NotFoundError: NotFoundError: OpenAIException - " says nothing to a developer
+_NOISE = re.compile(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?")
+
+_litellm: ModuleType | None = None
+_litellm_lock = threading.Lock()
+
+
+@dataclasses.dataclass
+class ModelReply:
+    message: dict[str, Any]  # {"role": "assistant", "content": str | None, "tool_calls"?: [...]}
+    cost_usd: float = 0.0
+
+
+class Model(Protocol):
+    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply: ...
+
+
+def import_litellm() -> ModuleType:
+    """Import and quiet litellm; blocking, so call it from a worker thread."""
+    global _litellm
+    with _litellm_lock:
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
+            saved, sys.stdout = sys.stdout, sys.stderr
+            try:
+                mod = importlib.import_module("litellm")
+            finally:
+                sys.stdout = saved
+            mod.suppress_debug_info = True  # no "Give Feedback / Get Help" prints on errors
+            mod.set_verbose = False
+            mod.num_retries = 0
+            if hasattr(mod, "telemetry"):
+                mod.telemetry = False
+            _litellm = mod
+    return _litellm
+
+
+async def load_litellm() -> ModuleType:
+    if _litellm is not None:
+        return _litellm
+    return await anyio.to_thread.run_sync(import_litellm)
+
+
+class LiteLLMModel:
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, *,
+                 retries: int = 3, timeout_s: float = 120.0) -> None:
+        self.model = model
+        self.api_base = api_base
+        self._api_key = api_key
+        self.retries = retries
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        return f"LiteLLMModel({self.model!r}, api_base={self.api_base!r})"
+
+    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
+        litellm = await load_litellm()
+        retryable = (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
+                     litellm.BadGatewayError, litellm.APIConnectionError, litellm.Timeout)
+        attempt = 0
+        while True:
+            try:
+                response = await litellm.acompletion(
+                    model=self.model, messages=messages, tools=tools, api_base=self.api_base,
+                    api_key=self._api_key, timeout=self.timeout_s, num_retries=0, max_retries=0,
+                )
+                break
+            except retryable as exc:
+                if attempt >= self.retries:
+                    raise AgentError(f"the model is unavailable after {attempt + 1} attempts: "
+                                     f"{self._describe(exc)}") from None
+                await anyio.sleep(_delay(attempt, exc))
+                attempt += 1
+            except litellm.AuthenticationError as exc:
+                raise AgentError(f"model authentication failed ({_status(exc, 401)}): "
+                                 "check HANDOFF_API_KEY / apiKey") from None
+            except litellm.PermissionDeniedError as exc:
+                raise AgentError(f"the model provider refused access ({_status(exc, 403)}): "
+                                 f"{self._describe(exc)}") from None
+            except litellm.NotFoundError as exc:
+                raise AgentError(f"model not found: {self.model!r} ({self._describe(exc)}); "
+                                 "check HANDOFF_MODEL / model and apiBase") from None
+            except litellm.ContextWindowExceededError as exc:
+                raise AgentError(f"the conversation no longer fits the model's context window: "
+                                 f"{self._describe(exc)}") from None
+            except (litellm.BadRequestError, litellm.UnprocessableEntityError) as exc:
+                raise AgentError(f"the model rejected the request: {self._describe(exc)}") from None
+            except litellm.APIError as exc:  # litellm's catch-all; 5xx is worth a retry
+                if _status(exc, 0) < 500 or attempt >= self.retries:
+                    raise AgentError(f"model error: {self._describe(exc)}") from None
+                await anyio.sleep(_delay(attempt, exc))
+                attempt += 1
+        return ModelReply(_assistant_message(response), _cost(litellm, response))
+
+    def _describe(self, exc: BaseException) -> str:
+        """The error's message, short and without the API key."""
+        text = _NOISE.sub("", str(getattr(exc, "message", "") or exc).strip())
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text[:500] or type(exc).__name__
+
+
+def _status(exc: BaseException, default: int) -> int:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) else default
+
+
+def _delay(attempt: int, exc: BaseException) -> float:
+    """Exponential backoff with jitter; a small Retry-After from the server wins."""
+    headers = getattr(exc, "headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        retry_after = float(headers.get("retry-after")) if headers else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        retry_after = None
+    if retry_after is not None and 0 <= retry_after <= BACKOFF_CAP_S:
+        return retry_after
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.8, 1.0)
+
+
+def _assistant_message(response: Any) -> dict[str, Any]:
+    """The first choice as a plain OpenAI assistant message dict."""
+    choices = getattr(response, "choices", None) or []
+    msg = getattr(choices[0], "message", None) if choices else None
+    out: dict[str, Any] = {"role": "assistant", "content": getattr(msg, "content", None)}
+    calls = []
+    for i, tc in enumerate(getattr(msg, "tool_calls", None) or []):
+        fn = getattr(tc, "function", None)
+        args = getattr(fn, "arguments", None)
+        calls.append({
+            "id": getattr(tc, "id", None) or f"call_{i}",
+            "type": "function",
+            "function": {
+                "name": getattr(fn, "name", None) or "",
+                "arguments": args if isinstance(args, str) else json.dumps(args),
+            },
+        })
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def _cost(litellm: ModuleType, response: Any) -> float:
+    try:
+        return float(litellm.completion_cost(completion_response=response) or 0.0)
+    except Exception:  # litellm raises assorted errors for models without a known price
+        return 0.0

@@ -1,0 +1,231 @@
+"""Configuration: one tree of small typed classes, merged from every source.
+
+Sources, later wins (DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
+environment < LSP ``initializationOptions`` < ``workspace/configuration``. Keys are the
+camelCase wire names in every source. Bad values fall back to the default and produce one
+clear message each; loading never raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_KEYS = {
+    "HANDOFF_MODEL": "model",
+    "HANDOFF_API_BASE": "apiBase",
+    "HANDOFF_API_KEY": "apiKey",
+}
+
+
+@dataclasses.dataclass
+class AgentSpec:
+    """A named external agent: ``{command = [...]}`` or ``{acp = [...]}``."""
+
+    name: str
+    command: list[str] | None = None
+    acp: list[str] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "acp" if self.acp else "command"
+
+
+@dataclasses.dataclass
+class TodoConfig:
+    autoTrigger: bool = True
+
+
+@dataclasses.dataclass
+class Config:
+    model: str | None = None
+    apiBase: str | None = None
+    apiKey: str | None = dataclasses.field(default=None, repr=False)  # never persisted
+    agent: str = "builtin"
+    agents: dict[str, AgentSpec] = dataclasses.field(default_factory=dict)
+    maxParallel: int = 4
+    maxSteps: int = 30
+    maxCostUsd: float = 1.0
+    timeoutS: float = 900.0
+    testCommand: str | None = None
+    autoApply: bool = False
+    todo: TodoConfig = dataclasses.field(default_factory=TodoConfig)
+
+    def agent_spec(self, name: str | None) -> AgentSpec | None:
+        """The external agent called ``name``; None for the built-in one."""
+        name = name or self.agent
+        if name == "builtin":
+            return None
+        return self.agents.get(name)
+
+    def public(self) -> dict[str, Any]:
+        """The configuration without secrets, for logs and ``checkhealth``."""
+        d = dataclasses.asdict(self)
+        d.pop("apiKey", None)
+        d["apiKeySet"] = bool(self.apiKey)
+        return d
+
+
+def _positive_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError("a whole number of at least 1")
+    return v
+
+
+def _positive_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise ValueError("a positive number")
+    return float(v)
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str):
+        raise ValueError("a string")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return v.lower() in ("true", "1", "yes", "on")
+    raise ValueError("true or false")
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError("a non-empty string")
+    return v
+
+
+_SCALARS = {
+    "model": _opt_str,
+    "apiBase": _opt_str,
+    "apiKey": _opt_str,
+    "agent": _str,
+    "maxParallel": _positive_int,
+    "maxSteps": _positive_int,
+    "maxCostUsd": _positive_float,
+    "timeoutS": _positive_float,
+    "testCommand": _opt_str,
+    "autoApply": _bool,
+}
+
+
+def _argv(v: Any) -> list[str]:
+    if isinstance(v, str):
+        import shlex
+
+        v = shlex.split(v)
+    if not isinstance(v, list) or not v or not all(isinstance(a, str) for a in v):
+        raise ValueError("a non-empty list of strings")
+    return list(v)
+
+
+def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str]) -> None:
+    for key, value in data.items():
+        where = f"{source}: `{key}`"
+        try:
+            if key in _SCALARS:
+                setattr(cfg, key, _SCALARS[key](value))
+            elif key == "todo":
+                if not isinstance(value, Mapping):
+                    raise ValueError("a table like {autoTrigger = true}")
+                for tkey, tval in value.items():
+                    if tkey != "autoTrigger":
+                        messages.append(f"{where}.{tkey} is not a known key; ignored")
+                        continue
+                    try:
+                        cfg.todo.autoTrigger = _bool(tval)
+                    except ValueError as exc:
+                        messages.append(f"{where}.{tkey} must be {exc}; using the default")
+            elif key == "todo.autoTrigger":  # dotted form, as some clients send it
+                cfg.todo.autoTrigger = _bool(value)
+            elif key == "agents":
+                if not isinstance(value, Mapping):
+                    raise ValueError("a table of named agents")
+                for name, spec in value.items():
+                    try:
+                        cfg.agents[name] = _agent_spec(name, spec)
+                    except ValueError as exc:
+                        messages.append(f"{source}: agent `{name}` {exc}; ignored")
+            else:
+                messages.append(f"{where} is not a known key; ignored")
+        except ValueError as exc:
+            messages.append(f"{where} must be {exc}; using the default")
+
+
+def _agent_spec(name: str, spec: Any) -> AgentSpec:
+    if not isinstance(spec, Mapping):
+        raise ValueError("must be a table with `command` or `acp`")
+    if "command" in spec and "acp" not in spec:
+        return AgentSpec(name, command=_argv(spec["command"]))
+    if "acp" in spec and "command" not in spec:
+        return AgentSpec(name, acp=_argv(spec["acp"]))
+    raise ValueError("must have exactly one of `command` or `acp`")
+
+
+def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str]:
+    """``.handoff.toml`` at the repo root wins over ``[tool.handoff]`` in ``pyproject.toml``."""
+    for name in (".handoff.toml", "pyproject.toml"):
+        path = repo_root / name
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            messages.append(f"{name}: cannot be read ({exc}); ignored")
+            continue
+        if name == "pyproject.toml":
+            data = data.get("tool", {}).get("handoff")
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                messages.append("pyproject.toml: [tool.handoff] must be a table; ignored")
+                continue
+        return data, name
+    return {}, ""
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    return {key: env[var] for var, key in ENV_KEYS.items() if env.get(var)}
+
+
+def load(
+    repo_root: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: list[tuple[str, Mapping[str, Any] | None]] = (),  # type: ignore[assignment]
+) -> tuple[Config, list[str]]:
+    """Merge every source into a :class:`Config`; returns it with the messages to show."""
+    cfg = Config()
+    messages: list[str] = []
+    if repo_root is not None:
+        data, name = read_toml(repo_root, messages)
+        if data:
+            _apply(cfg, data, name, messages)
+    _apply(cfg, from_env(os.environ if env is None else env), "environment", messages)
+    for source, data in overrides:
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            messages.append(f"{source}: the configuration must be an object; ignored")
+            continue
+        _apply(cfg, data, source, messages)
+    if cfg.agent != "builtin" and cfg.agent not in cfg.agents:
+        messages.append(
+            f"`agent` names `{cfg.agent}`, which is not in `agents`; using the built-in agent"
+        )
+        cfg.agent = "builtin"
+    return cfg, messages

@@ -1,0 +1,404 @@
+"""Every git call of Handoff: snapshots, session worktrees, diffs, cleanup.
+
+Git output is parsed here and only here, from ``-z``/porcelain formats. Every call runs with
+``GIT_OPTIONAL_LOCKS=0`` and never prompts, so nothing touches the developer's index, stash,
+branches or files unless a function says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Handoff",
+    "GIT_AUTHOR_EMAIL": "handoff@localhost",
+    "GIT_COMMITTER_NAME": "Handoff",
+    "GIT_COMMITTER_EMAIL": "handoff@localhost",
+}
+BRANCH_PREFIX = "handoff/"
+REF_ROOT = "refs/handoff/"
+# Inherited variables that would point git somewhere else than the folder we run in.
+_STRIP_ENV = (
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
+    "GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS",
+)
+_NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
+_DIFF_OPTS = ("--no-ext-diff", "--no-textconv", "--no-color", "--find-renames", "--no-relative")
+
+
+class GitError(Exception):
+    """A git operation failed; the message is meant for the developer."""
+
+
+class NotARepository(GitError):
+    """The path is not inside a git working tree."""
+
+
+@dataclasses.dataclass
+class FileChange:
+    path: str  # repository-relative posix path (the new path for a rename)
+    status: Literal["added", "modified", "deleted", "renamed"]
+    old_path: str | None = None
+    binary: bool = False
+
+
+def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _STRIP_ENV}
+    env.update(GIT_OPTIONAL_LOCKS="0", GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
+    env.setdefault("GIT_ASKPASS", "true")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _run(
+    cwd: Path,
+    *args: str,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``."""
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, env=_env(env), input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True, check=False,
+        )
+    except FileNotFoundError as exc:
+        if not Path(cwd).is_dir():
+            raise GitError(f"folder does not exist: {cwd}") from exc
+        raise GitError("git was not found on PATH; install git to use Handoff") from exc
+    if check and proc.returncode != 0:
+        sub = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+        msg = os.fsdecode(proc.stderr).strip() or f"exit code {proc.returncode}"
+        if "not a git repository" in msg:
+            raise NotARepository(f"not a git repository: {cwd}")
+        raise GitError(f"git {sub} failed in {cwd}: {msg}")
+    return proc
+
+
+def _out(cwd: Path, *args: str, **kw: Any) -> str:
+    return os.fsdecode(_run(cwd, *args, **kw).stdout).strip()
+
+
+def _z(data: bytes) -> list[str]:
+    """Split NUL-terminated git output into paths/fields."""
+    return [os.fsdecode(p) for p in data.split(b"\0") if p]
+
+
+# --- repository ------------------------------------------------------------------------
+
+
+def find_repo_root(path: Path) -> Path:
+    """The top folder of the working tree that contains ``path`` (a file or a folder)."""
+    path = Path(path).absolute()
+    start = path
+    while not start.is_dir():
+        if start.parent == start:
+            raise NotARepository(f"not a git repository: {path}")
+        start = start.parent
+    proc = _run(start, "rev-parse", "--show-toplevel", check=False)
+    top = os.fsdecode(proc.stdout).strip()
+    if proc.returncode != 0 or not top:
+        raise NotARepository(f"not a git repository: {path}")
+    return Path(top)
+
+
+def head(repo_root: Path) -> tuple[str | None, str | None]:
+    """(HEAD commit or None when there is no commit yet, branch name or None when detached)."""
+    proc = _run(repo_root, "rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
+    sha = os.fsdecode(proc.stdout).strip() if proc.returncode == 0 else None
+    proc = _run(repo_root, "symbolic-ref", "-q", "--short", "HEAD", check=False)
+    branch = os.fsdecode(proc.stdout).strip() if proc.returncode == 0 else None
+    return sha or None, branch or None
+
+
+def _check_rel(path: str) -> str:
+    """Validate a repository-relative posix path (no absolute, '..' or '.git' parts)."""
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith("/") or any(p in ("..", ".", ".git") for p in parts):
+        raise GitError(f"not a path inside the repository: {path!r}")
+    return "/".join(parts)
+
+
+# --- snapshot --------------------------------------------------------------------------
+
+
+def snapshot(
+    repo_root: Path,
+    *,
+    ref: str,
+    overlays: Mapping[str, bytes] | None = None,
+    message: str = "handoff snapshot",
+) -> str:
+    """Commit what the developer sees (HEAD + staged + unstaged + untracked + ``overlays``).
+
+    Works on a copy of the index, so the developer's index, files, stash and branches are
+    untouched; the commit is kept alive by ``ref``. Returns the commit sha.
+    """
+    repo_root = Path(repo_root)
+    if not ref.startswith("refs/"):
+        raise GitError(f"snapshot ref must start with 'refs/': {ref}")
+    index = Path(_out(repo_root, "rev-parse", "--git-path", "index"))
+    if not index.is_absolute():
+        index = repo_root / index
+    tmpdir = Path(tempfile.mkdtemp(prefix="handoff-index-"))
+    try:
+        tmp_index = tmpdir / "index"
+        if index.is_file():
+            shutil.copy2(index, tmp_index)  # keep mtime: racy-git detection stays correct
+        env = {"GIT_INDEX_FILE": str(tmp_index), **IDENTITY}
+        proc = _run(repo_root, "add", "-A", "--", ":/", env=env, check=False)
+        if proc.returncode != 0:
+            # e.g. an embedded repository without commits: add what can be added.
+            log.warning("git add -A: %s", os.fsdecode(proc.stderr).strip())
+            _run(repo_root, "add", "-A", "--ignore-errors", "--", ":/", env=env, check=False)
+        if overlays:
+            _apply_overlays(repo_root, overlays, env)
+        tree = _out(repo_root, "write-tree", env=env)
+        sha, _ = head(repo_root)
+        parents = ["-p", sha] if sha else []
+        commit = _out(repo_root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message,
+                      env=env)
+        _run(repo_root, "update-ref", "-m", "handoff: snapshot", ref, commit)
+        return commit
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _apply_overlays(repo_root: Path, overlays: Mapping[str, bytes], env: Mapping[str, str]) -> None:
+    """Put unsaved buffers into the (temporary) index named by ``env``."""
+    paths = {_check_rel(p): data for p, data in overlays.items()}
+    listing = _run(repo_root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *paths,
+                   env=env).stdout
+    modes: dict[str, str] = {}
+    for entry in _z(listing):
+        meta, _, path = entry.partition("\t")
+        modes[path] = meta.split(" ")[0]
+    records = []
+    for path, data in paths.items():
+        mode = modes.get(path, "100644")
+        if mode in ("120000", "160000"):
+            target = _link_target(repo_root, path) if mode == "120000" else None
+            if target is None:
+                log.warning("overlay for %s skipped: not a regular file", path)
+                continue
+            path, mode = target, modes.get(target, "100644")
+        sha = _out(repo_root, "hash-object", "-w", "--stdin", f"--path={path}", stdin=data, env=env)
+        records.append(f"{mode} {sha} 0\t".encode() + os.fsencode(path))
+    if records:
+        _run(repo_root, "update-index", "-z", "--index-info",
+             stdin=b"".join(r + b"\0" for r in records), env=env)
+
+
+def _link_target(repo_root: Path, path: str) -> str | None:
+    """The repository-relative path a symlink in the working tree points to, if inside."""
+    try:
+        real = (repo_root / path).resolve(strict=True)
+        rel = real.relative_to(repo_root.resolve())
+    except (OSError, ValueError):
+        return None
+    return rel.as_posix() if real.is_file() else None
+
+
+# --- session worktrees -----------------------------------------------------------------
+
+
+def _branch_exists(repo_root: Path, branch: str) -> bool:
+    proc = _run(repo_root, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
+    return proc.returncode == 0
+
+
+def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> None:
+    """Check ``commit`` out at ``path`` on a new branch ``branch``."""
+    if _branch_exists(repo_root, branch):
+        raise GitError(f"branch {branch} exists already in {repo_root}")
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise GitError(f"worktree folder exists already and is not empty: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run(repo_root, *_NO_HOOKS, "worktree", "add", "--quiet", "-b", branch, str(path), commit)
+
+
+def commit_worktree(worktree: Path, message: str) -> str:
+    """Commit everything in ``worktree`` (if anything changed); return its HEAD commit."""
+    _run(worktree, "add", "-A", "--", ":/")
+    staged = _run(worktree, "diff", "--cached", "--quiet", "--no-ext-diff", check=False)
+    if staged.returncode == 1:
+        _run(worktree, *_NO_HOOKS, "commit", "-q", "--no-verify", "--no-gpg-sign",
+             "--allow-empty-message", "-m", message, env=IDENTITY)
+    elif staged.returncode != 0:
+        raise GitError(f"git diff failed in {worktree}: {os.fsdecode(staged.stderr).strip()}")
+    return _out(worktree, "rev-parse", "HEAD")
+
+
+def worktrees(repo_root: Path) -> list[dict[str, str]]:
+    """``git worktree list --porcelain -z`` as dicts (keys: worktree, HEAD, branch, ...)."""
+    out = _run(repo_root, "worktree", "list", "--porcelain", "-z").stdout
+    records = ([os.fsdecode(f).partition(" ") for f in block.split(b"\0") if f]
+               for block in out.split(b"\0\0"))
+    return [{key: value for key, _, value in fields} for fields in records if fields]
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _remove_worktree(repo_root: Path, worktree: Path) -> None:
+    proc = _run(repo_root, "worktree", "remove", "--force", "--force", str(worktree), check=False)
+    _run(repo_root, "worktree", "prune")
+    if proc.returncode == 0:
+        return
+    # Git refuses e.g. worktrees with initialised submodules, or folders it no longer knows:
+    # a linked worktree (its .git is a file) is ours to delete.
+    if worktree.is_dir() and (worktree / ".git").is_file():
+        shutil.rmtree(worktree)
+        _run(repo_root, "worktree", "prune")
+    if any(_same_path(w["worktree"], worktree) for w in worktrees(repo_root)[1:]):
+        raise GitError(f"could not remove worktree {worktree}: {os.fsdecode(proc.stderr).strip()}")
+
+
+def remove_session(
+    repo_root: Path, *, worktree: Path | None, branch: str, ref_prefix: str
+) -> None:
+    """Remove a session's worktree, branch and refs; missing pieces are fine (idempotent)."""
+    repo_root = Path(repo_root)
+    if worktree is not None and _same_path(worktree, find_repo_root(repo_root)):
+        raise GitError(f"refusing to remove the developer's working tree {worktree}")
+    targets = [Path(worktree)] if worktree is not None else []
+    for entry in worktrees(repo_root)[1:]:  # [0] is the developer's own working tree
+        if entry.get("branch") == f"refs/heads/{branch}" and not any(
+            _same_path(entry["worktree"], t) for t in targets
+        ):
+            targets.append(Path(entry["worktree"]))
+    for target in targets:
+        _remove_worktree(repo_root, target)
+    _run(repo_root, "worktree", "prune")
+    if _branch_exists(repo_root, branch):
+        _run(repo_root, "branch", "-D", "--", branch)
+    prefix = ref_prefix if ref_prefix.endswith("/") else ref_prefix + "/"
+    if not prefix.startswith("refs/") or prefix.count("/") < 3:
+        raise GitError(f"refusing to delete refs under {ref_prefix!r}")
+    refs = _refs(repo_root, prefix)
+    if refs:
+        _run(repo_root, "update-ref", "--stdin", "-z",
+             stdin=b"".join(b"delete " + os.fsencode(r) + b"\0\0" for r in refs))
+
+
+def _refs(repo_root: Path, prefix: str) -> list[str]:
+    out = _out(repo_root, "for-each-ref", "--format=%(refname)", prefix.rstrip("/"))
+    return [r for r in out.splitlines() if r.startswith(prefix)]
+
+
+def gc(repo_root: Path, *, keep: Callable[[str], bool]) -> list[str]:
+    """Remove the branches, refs and worktrees of every session ``keep(id)`` rejects."""
+    repo_root = Path(repo_root)
+    _run(repo_root, "worktree", "prune")
+    ids: dict[str, Path | None] = {}
+    for name in _out(repo_root, "for-each-ref", "--format=%(refname:lstrip=3)",
+                     f"refs/heads/{BRANCH_PREFIX.rstrip('/')}").splitlines():
+        ids.setdefault(name, None)
+    for ref in _refs(repo_root, REF_ROOT):
+        ids.setdefault(ref[len(REF_ROOT):].split("/", 1)[0], None)
+    for entry in worktrees(repo_root)[1:]:
+        branch = entry.get("branch", "")
+        if branch.startswith(f"refs/heads/{BRANCH_PREFIX}"):
+            ids[branch[len(f"refs/heads/{BRANCH_PREFIX}"):]] = Path(entry["worktree"])
+    removed = []
+    for sid, wt in sorted(ids.items()):
+        if not sid or keep(sid):
+            continue
+        try:
+            remove_session(repo_root, worktree=wt, branch=BRANCH_PREFIX + sid,
+                           ref_prefix=f"{REF_ROOT}{sid}/")
+        except GitError as exc:
+            log.warning("gc: session %s not removed: %s", sid, exc)
+            continue
+        removed.append(sid)
+    return removed
+
+
+# --- reading results -------------------------------------------------------------------
+
+_STATUS: dict[str, Literal["added", "modified", "deleted", "renamed"]] = {
+    "A": "added", "M": "modified", "D": "deleted", "R": "renamed", "T": "modified",
+}
+
+
+def changes(repo_root: Path, base: str, result: str) -> list[FileChange]:
+    """Files that differ between two commits, renames detected, binary files flagged."""
+    fields = _z(_run(repo_root, "diff", "--name-status", "-z", *_DIFF_OPTS, base, result,
+                     "--").stdout)
+    found: list[FileChange] = []
+    i = 0
+    while i < len(fields):
+        code = fields[i][0]
+        if code in "RC":
+            old, new = fields[i + 1], fields[i + 2]
+            i += 3
+            if code == "C":  # not asked for, but never lose a file
+                found.append(FileChange(new, "added"))
+            else:
+                found.append(FileChange(new, "renamed", old_path=old))
+            continue
+        path = fields[i + 1]
+        i += 2
+        if code not in _STATUS:
+            raise GitError(f"unexpected change '{fields[i - 2]}' for {path}")
+        found.append(FileChange(path, _STATUS[code]))
+    binary = _binary_paths(repo_root, base, result)
+    for change in found:
+        change.binary = change.path in binary
+    return found
+
+
+def _binary_paths(repo_root: Path, base: str, result: str) -> set[str]:
+    out = _run(repo_root, "diff", "--numstat", "-z", *_DIFF_OPTS, base, result, "--").stdout
+    fields = out.split(b"\0")
+    binary: set[str] = set()
+    i = 0
+    while i < len(fields):
+        stat = fields[i]
+        if not stat:
+            i += 1
+            continue
+        added, deleted, path = stat.split(b"\t", 2)
+        if path:  # plain entry: "added\tdeleted\tpath"
+            i += 1
+        else:  # rename: "added\tdeleted\t" NUL old NUL new
+            path = fields[i + 2]
+            i += 3
+        if added == b"-" and deleted == b"-":
+            binary.add(os.fsdecode(path))
+    return binary
+
+
+def read_blob(repo_root: Path, commit: str, path: str) -> bytes | None:
+    """A file's content at ``commit`` in working-tree form (eol/filters applied); None if absent."""
+    for mode in ("--filters", "blob"):  # raw content if a filter (e.g. LFS) is unavailable
+        proc = _run(repo_root, "cat-file", mode, f"{commit}:{path}", check=False)
+        if proc.returncode == 0:
+            return proc.stdout
+    if _run(repo_root, "rev-parse", "-q", "--verify", f"{commit}^{{commit}}",
+            check=False).returncode != 0:
+        raise GitError(f"no such commit in {repo_root}: {commit}")
+    return None
+
+
+def diff_text(repo_root: Path, base: str, result: str, *, paths: Sequence[str] = ()) -> str:
+    """A unified diff between two commits, for people to read (``handoff show``)."""
+    out = _run(repo_root, "-c", "core.quotePath=false", "diff", *_DIFF_OPTS, base, result,
+               "--", *paths).stdout
+    return out.decode("utf-8", errors="replace")

@@ -1,0 +1,487 @@
+"""Sessions of one repository: create, run (at most ``maxParallel`` at once), cancel,
+follow up, apply, discard. The one owner of session state transitions at run time.
+
+Everything slow (git, disk walks, the agent) runs in background tasks or worker threads:
+``delegate`` returns at once with a queued session, so an editor never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import gitops
+from .backends.base import AgentContext, AgentError, Backend
+from .brief import Origin, build_brief
+from .config import Config
+from .merge import FileMerge, merge_change
+from .session import ACTIVE, Session, State, TransitionError, new_id, transition
+from .store import Redactor, Store
+
+log = logging.getLogger(__name__)
+
+GUIDES = ("AGENTS.md", "CLAUDE.md")
+
+
+class SessionError(Exception):
+    """A request about a session that cannot be done; the message is for the developer."""
+
+
+@dataclasses.dataclass
+class DelegateRequest:
+    instruction: str
+    file: str | None = None  # repository-relative posix path of the origin
+    uri: str | None = None
+    range: dict[str, Any] | None = None
+    overlays: dict[str, bytes] = dataclasses.field(default_factory=dict)  # unsaved buffers
+    agent: str | None = None
+    diagnostics: list[str] = dataclasses.field(default_factory=list)
+    title: str | None = None
+
+
+@dataclasses.dataclass
+class ApplyReport:
+    written: list[str]
+    conflicts: list[FileMerge]
+
+
+def make_backend(name: str, config: Config) -> Backend:
+    """The backend for agent ``name`` (``builtin`` or an entry of ``agents``)."""
+    if name == "builtin":
+        from .backends.builtin import BuiltinBackend
+
+        return BuiltinBackend()
+    spec = config.agents.get(name)
+    if spec is None:
+        raise AgentError(f"no agent called `{name}`: add it under `agents` in .handoff.toml")
+    if spec.command:
+        from .backends.command import CommandBackend
+
+        return CommandBackend(name, spec.command)
+    raise AgentError(f"agent `{name}` is an ACP agent; ACP support is not available yet")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_orphan(s: Session) -> None:
+    """Kill an agent process group that outlived the process that ran its session, if it
+    still runs in that session's worktree (so a reused pid is never hit)."""
+    pid, s.agentPid = s.agentPid, None
+    if not pid or not s.worktree:
+        return
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return
+    if Path(cwd).resolve() == Path(s.worktree).resolve() or cwd.startswith(s.worktree + os.sep):
+        from .backends.command import kill_group
+
+        kill_group(pid)
+
+
+def title_of(instruction: str) -> str:
+    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
+    return first if len(first) <= 72 else first[:71] + "…"
+
+
+class SessionManager:
+    def __init__(
+        self,
+        repo_root: Path,
+        config: Config,
+        *,
+        store: Store | None = None,
+        backend_factory: Callable[[str, Config], Backend] = make_backend,
+    ) -> None:
+        self.repo_root = Path(repo_root)
+        self.config = config
+        self.store = store or Store(self.repo_root, redactor=Redactor([config.apiKey]))
+        self.sessions: dict[str, Session] = {}
+        self._backend_factory = backend_factory
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._on_change: list[Callable[[Session], None]] = []
+        self._on_progress: list[Callable[[Session, str], None]] = []
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._closing = False
+        self._git_lock = threading.Lock()  # worktree add/remove touch shared git admin files
+
+    # -- observation -------------------------------------------------------------------
+    def subscribe(
+        self,
+        on_change: Callable[[Session], None],
+        on_progress: Callable[[Session, str], None] | None = None,
+    ) -> None:
+        self._on_change.append(on_change)
+        if on_progress:
+            self._on_progress.append(on_progress)
+
+    def _changed(self, s: Session) -> None:
+        for cb in self._on_change:
+            try:
+                cb(s)
+            except Exception:  # a listener's bug must not kill a session
+                log.exception("session listener failed")
+
+    def get(self, session_id: str) -> Session:
+        s = self.sessions.get(session_id)
+        if s is None:
+            raise SessionError(f"no session `{session_id}` in {self.repo_root}")
+        return s
+
+    def list(self) -> list[Session]:
+        return sorted(self.sessions.values(), key=lambda s: s.createdAt)
+
+    # -- loading ----------------------------------------------------------------------
+    def load(self) -> list[Session]:
+        """Read the stored sessions (blocking: call in a worker thread). Sessions whose
+        process died while they ran become ``interrupted``."""
+        for s in self.store.load_all():
+            if s.state in ACTIVE and not (s.pid != os.getpid() and _pid_alive(s.pid)):
+                transition(s, State.INTERRUPTED, error="the process running it stopped")
+                _kill_orphan(s)
+                s.pid = None
+                self.store.save(s)
+            self.sessions.setdefault(s.id, s)
+        return self.list()
+
+    # -- running ----------------------------------------------------------------------
+    def _spawn(self, s: Session, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"handoff-session-{s.id}")
+        self._tasks[s.id] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._tasks.get(s.id) is t:
+                del self._tasks[s.id]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("session %s crashed", s.id, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    def delegate(self, req: DelegateRequest) -> Session:
+        """Create a queued session and start it in the background; returns at once."""
+        agent = req.agent or self.config.agent
+        if agent != "builtin" and agent not in self.config.agents:
+            raise SessionError(f"no agent called `{agent}`: add it under `agents` in .handoff.toml")
+        sid = new_id()
+        s = Session(
+            id=sid,
+            title=req.title or title_of(req.instruction) or "Delegated task",
+            state=State.QUEUED,
+            uri=req.uri,
+            range=req.range,
+            agent=agent,
+            instruction=req.instruction,
+            file=req.file,
+            repoRoot=str(self.repo_root),
+            branch=f"handoff/{sid}",
+            worktree=str(self.store.worktree_path(sid)),
+            pid=os.getpid(),
+        )
+        self.sessions[sid] = s
+        self._spawn(s, self._first_run(s, req))
+        self._changed(s)
+        return s
+
+    async def _first_run(self, s: Session, req: DelegateRequest) -> None:
+        async def prepare() -> None:
+            await anyio.to_thread.run_sync(self._prepare, s, req)
+
+        await self._run(s, prepare)
+
+    def _prepare(self, s: Session, req: DelegateRequest) -> None:
+        """Snapshot what the developer sees and write the brief (worker thread)."""
+        self.store.save(s)
+        s.baseCommit = gitops.snapshot(
+            self.repo_root, ref=f"refs/handoff/{s.id}/base", overlays=req.overlays,
+            message=f"handoff {s.id}: snapshot\n\n{s.title}",
+        )
+        text = None
+        if req.file:
+            data = req.overlays.get(req.file)
+            if data is None:
+                data = gitops.read_blob(self.repo_root, s.baseCommit, req.file)
+            text = data.decode("utf-8", "replace") if data is not None else None
+        guide = None
+        for name in GUIDES:
+            data = gitops.read_blob(self.repo_root, s.baseCommit, name)
+            if data is not None:
+                guide = (name, data.decode("utf-8", "replace"))
+                break
+        brief = build_brief(
+            req.instruction,
+            Origin(file=req.file, range=req.range, text=text, diagnostics=req.diagnostics),
+            test_command=self.config.testCommand,
+            guide=guide,
+        )
+        self.store.write_brief(s.id, brief)
+        self.store.save(s)
+
+    async def _run(self, s: Session, prepare=None) -> None:
+        """Run the agent once for ``s``: queued -> running -> ready | failed | cancelled."""
+        try:
+            if prepare is not None:
+                await prepare()
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(self.config.maxParallel)
+            async with self._limiter:
+                transition(s, State.RUNNING)
+                s.pid = os.getpid()
+                s.runs += 1
+                await self._save(s)
+                await self._agent_pass(s)
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                new = State.INTERRUPTED if self._closing else State.CANCELLED
+                if s.state in ACTIVE:
+                    msg = "the server stopped while it ran" if self._closing else None
+                    transition(s, new, error=msg)
+                    s.pid = None
+                    await self._save(s)
+            raise
+        except (AgentError, gitops.GitError, OSError) as exc:
+            if s.state in ACTIVE:
+                transition(s, State.FAILED, error=str(exc))
+                if isinstance(exc, AgentError):
+                    s.steps, s.costUsd = max(s.steps, exc.steps), max(s.costUsd, exc.cost_usd)
+            s.pid = None
+            await self._save(s)
+
+    async def _agent_pass(self, s: Session) -> None:
+        worktree = Path(s.worktree)
+        if not worktree.exists():
+            def add() -> None:
+                with self._git_lock:
+                    gitops.add_worktree(self.repo_root, worktree, branch=s.branch, commit=s.baseCommit)
+
+            await anyio.to_thread.run_sync(add)
+        backend = self._backend_factory(s.agent, self.config)
+        history = await anyio.to_thread.run_sync(self.store.load_messages, s.id)
+
+        def progress(message: str, steps: int, cost: float) -> None:
+            s.steps, s.costUsd = steps, round(cost, 6)
+            for cb in self._on_progress:
+                try:
+                    cb(s, message)
+                except Exception:
+                    log.exception("progress listener failed")
+
+        ctx = AgentContext(
+            session_id=s.id,
+            worktree=worktree,
+            instruction=s.instruction,
+            brief=self.store.session_dir(s.id).joinpath("task.md").read_text("utf-8"),
+            brief_path=self.store.session_dir(s.id) / "task.md",
+            config=self.config,
+            file=s.file,
+            range=s.range,
+            history=history,
+            record=lambda event: self.store.append_transcript(s.id, event),
+            progress=progress,
+            started=lambda pid: self._agent_started(s, pid),
+        )
+        ctx.record({"type": "start", "run": s.runs, "agent": s.agent, "instruction": s.instruction})
+        try:
+            outcome = await backend.run(ctx)
+        finally:
+            # Keep what the agent left, even when it failed: follow-ups build on it.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._collect, s)
+        ctx.record({"type": "finish", "summary": outcome.summary})
+        s.summary = outcome.summary
+        s.steps, s.costUsd = outcome.steps or s.steps, round(outcome.cost_usd or s.costUsd, 6)
+        if outcome.messages:
+            await anyio.to_thread.run_sync(self.store.save_messages, s.id, outcome.messages)
+        transition(s, State.READY)
+        s.pid = s.agentPid = None
+        await self._save(s)
+
+    def _agent_started(self, s: Session, pid: int) -> None:
+        s.agentPid = pid
+        self.store.save(s)  # small and rare; a crash must find the pid
+
+    def _collect(self, s: Session) -> None:
+        """Commit the worktree and list what changed against the base (worker thread)."""
+        worktree = Path(s.worktree)
+        if not worktree.exists():
+            return
+        s.resultCommit = gitops.commit_worktree(worktree, f"handoff {s.id}: result")
+        changed = gitops.changes(self.repo_root, s.baseCommit, s.resultCommit)
+        s.filesChanged = [(self.repo_root / c.path).as_uri() for c in changed]
+
+    async def _save(self, s: Session) -> None:
+        await anyio.to_thread.run_sync(self.store.save, s)
+        self._changed(s)
+
+    async def wait(self, session_id: str) -> Session:
+        """Until the session's current run is over."""
+        task = self._tasks.get(session_id)
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise
+        return self.get(session_id)
+
+    def cancel(self, session_id: str) -> Session:
+        s = self.get(session_id)
+        task = self._tasks.get(session_id)
+        if task is not None and not task.done():
+            task.cancel()
+        elif s.state in ACTIVE:
+            if _pid_alive(s.pid) and s.pid != os.getpid():
+                raise SessionError(f"session {s.id} runs in another process ({s.pid})")
+            transition(s, State.CANCELLED)
+            self.store.save(s)
+            self._changed(s)
+        return s
+
+    def follow_up(self, session_id: str, instruction: str) -> Session:
+        """Run the agent again in the same worktree, with its conversation so far."""
+        s = self.get(session_id)
+        if s.state in ACTIVE:
+            raise SessionError(f"session {s.id} is still {s.state.value}")
+        if s.state in (State.APPLIED, State.DISCARDED) or not Path(s.worktree).exists():
+            raise SessionError(
+                f"session {s.id} is {s.state.value}; its worktree is gone, start a new session"
+            )
+        try:
+            transition(s, State.QUEUED)
+        except TransitionError as exc:
+            raise SessionError(str(exc)) from None
+        s.instruction = instruction
+        s.pid = os.getpid()
+        self.store.append_transcript(s.id, {"type": "follow_up", "instruction": instruction})
+        self._spawn(s, self._run(s))
+        self._changed(s)
+        return s
+
+    # -- results ----------------------------------------------------------------------
+    def plan(self, session_id: str, read_current: Callable[[str], bytes | None]) -> list[FileMerge]:
+        """Merge the session's result into the files as they are now (blocking).
+
+        ``read_current(path)`` gives the current content of a repository-relative path:
+        the open buffer if there is one, else the disk, None when it does not exist."""
+        s = self.get(session_id)
+        if s.state is not State.READY:
+            raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply")
+        plans = []
+        for change in gitops.changes(self.repo_root, s.baseCommit, s.resultCommit):
+            base_path = change.old_path or change.path
+            base = gitops.read_blob(self.repo_root, s.baseCommit, base_path)
+            theirs = gitops.read_blob(self.repo_root, s.resultCommit, change.path)
+            ours = read_current(base_path)
+            plans.append(merge_change(change, base, ours, theirs))
+        return plans
+
+    def read_disk(self, path: str) -> bytes | None:
+        try:
+            return (self.repo_root / path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def mark_applied(self, session_id: str) -> Session:
+        """The result is in the developer's files: record it and remove the worktree."""
+        s = self.get(session_id)
+        transition(s, State.APPLIED)
+        s.conflicts = 0
+        self._cleanup(s)
+        self.store.save(s)
+        self._changed(s)
+        return s
+
+    def apply_to_disk(self, session_id: str, *, conflict_markers: bool = False) -> ApplyReport:
+        """``handoff apply``: write clean merges into the working tree; a conflicted file is
+        left untouched unless ``conflict_markers`` (blocking)."""
+        plans = self.plan(session_id, self.read_disk)
+        written, conflicts = [], []
+        for fm in plans:
+            if fm.action == "conflict":
+                conflicts.append(fm)
+                if not conflict_markers or fm.content is None:
+                    continue
+            self._write(fm)
+            if fm.action != "unchanged":
+                written.append(fm.path)
+        s = self.get(session_id)
+        if conflicts and not conflict_markers:
+            s.conflicts = len(conflicts)
+            self.store.save(s)
+            self._changed(s)
+        else:
+            self.mark_applied(session_id)
+        return ApplyReport(written=written, conflicts=conflicts)
+
+    def _write(self, fm: FileMerge) -> None:
+        target = self.repo_root / fm.path
+        if fm.action == "delete":
+            target.unlink(missing_ok=True)
+            return
+        if fm.action == "rename" and fm.old_path:
+            (self.repo_root / fm.old_path).unlink(missing_ok=True)
+        if fm.content is not None and fm.action != "unchanged":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.handoff-tmp")
+            tmp.write_bytes(fm.content)
+            if target.exists():
+                os.chmod(tmp, target.stat().st_mode)
+            os.replace(tmp, target)
+
+    def discard(self, session_id: str) -> Session:
+        """Drop the session and everything it left in git (blocking)."""
+        s = self.get(session_id)
+        if s.state in ACTIVE:
+            raise SessionError(f"session {s.id} is {s.state.value}: cancel it first")
+        if s.state is not State.DISCARDED:
+            transition(s, State.DISCARDED)
+        self._cleanup(s)
+        self.store.save(s)
+        self._changed(s)
+        return s
+
+    def _cleanup(self, s: Session) -> None:
+        with self._git_lock:
+            gitops.remove_session(
+                self.repo_root,
+                worktree=Path(s.worktree) if s.worktree else None,
+                branch=s.branch or f"handoff/{s.id}",
+                ref_prefix=f"refs/handoff/{s.id}/",
+            )
+
+    def gc(self) -> list[str]:
+        """Remove what crashed or finished sessions left in git (blocking)."""
+        live = {s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)}
+        return gitops.gc(self.repo_root, keep=lambda sid: sid in live)
+
+    def diff(self, session_id: str) -> str:
+        s = self.get(session_id)
+        if not s.resultCommit:
+            return ""
+        return gitops.diff_text(self.repo_root, s.baseCommit, s.resultCommit)
+
+    async def close(self) -> None:
+        """Stop every running session; they become ``interrupted`` and can be resumed."""
+        self._closing = True
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

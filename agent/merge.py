@@ -1,0 +1,216 @@
+"""Three-way merge of an agent's result into the files as they are now.
+
+base = the snapshot the agent started from, ours = the current content (buffer or disk),
+theirs = the agent's result. Text merges go through ``git merge-file``; conflicts are reported
+as line regions of *ours*, which is what the developer has in front of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from .gitops import FileChange, GitError, _env
+
+_MARKERS = re.compile(rb"^([<|=>])\1{6,}", re.MULTILINE)
+
+
+@dataclasses.dataclass
+class ConflictRegion:
+    start: int  # 0-based line index into ours
+    end: int  # exclusive; start == end for a conflict at a point between lines
+
+
+@dataclasses.dataclass
+class MergeResult:
+    text: bytes  # the merge; where it conflicts, ours' side is kept
+    conflicts: list[ConflictRegion]
+    with_markers: bytes  # the merge with diff3 conflict markers (binary: ours)
+
+    @property
+    def clean(self) -> bool:
+        return not self.conflicts
+
+
+@dataclasses.dataclass
+class FileMerge:
+    path: str
+    action: Literal["write", "create", "delete", "rename", "unchanged", "conflict"]
+    content: bytes | None  # what to write; for a conflict the content with markers, if any
+    conflicts: list[ConflictRegion]
+    old_path: str | None = None
+    reason: str = ""
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Split on b"\\n" only (as git does), keeping the line ends."""
+    parts = data.split(b"\n")
+    lines = [p + b"\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _is_binary(*blobs: bytes) -> bool:
+    return any(b"\0" in b[:8000] for b in blobs)
+
+
+def _merge_file(
+    ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str], *extra: str
+) -> tuple[bytes, int]:
+    with tempfile.TemporaryDirectory(prefix="handoff-merge-") as tmp:
+        names = []
+        for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
+            (Path(tmp) / name).write_bytes(data)
+            names.append(str(Path(tmp) / name))
+        args = ["git", "merge-file", "-p", "--diff3", *extra]
+        for label in labels:
+            args += ["-L", label]
+        try:
+            proc = subprocess.run(args + names, capture_output=True, env=_env(), check=False)
+        except FileNotFoundError as exc:
+            raise GitError("git was not found on PATH; install git to use Handoff") from exc
+    if proc.returncode > 127 or proc.returncode < 0:
+        msg = os.fsdecode(proc.stderr).strip() or f"exit code {proc.returncode}"
+        raise GitError(f"git merge-file failed: {msg}")
+    return proc.stdout, proc.returncode
+
+
+def merge3(
+    base: bytes,
+    ours: bytes,
+    theirs: bytes,
+    *,
+    labels: tuple[str, str, str] = ("current", "base", "agent"),
+) -> MergeResult:
+    """Merge ``theirs`` into ``ours`` relative to ``base``."""
+    if ours == theirs or theirs == base:
+        return MergeResult(ours, [], ours)
+    if ours == base:
+        return MergeResult(theirs, [], theirs)
+    if _is_binary(base, ours, theirs):
+        return MergeResult(ours, [ConflictRegion(0, len(_lines(ours)))], ours)
+    with_markers, count = _merge_file(ours, base, theirs, labels)
+    if count == 0:
+        return MergeResult(with_markers, [], with_markers)
+    # Parse with markers longer than any marker-like line in the inputs, so content that
+    # itself looks like a conflict is never mistaken for one.
+    longest = max((len(m.group(0)) for b in (base, ours, theirs) for m in _MARKERS.finditer(b)),
+                  default=0)
+    size = max(7, longest + 1)
+    parsed = with_markers if size == 7 else _merge_file(
+        ours, base, theirs, labels, f"--marker-size={size}")[0]
+    resolved, _ = _merge_file(ours, base, theirs, labels, "--ours")
+    return MergeResult(resolved, _regions(parsed, ours, size), with_markers)
+
+
+def _regions(marked: bytes, ours: bytes, size: int) -> list[ConflictRegion]:
+    """Conflict regions in ours' lines, from merge output with markers of ``size``."""
+    merged: list[bytes] = []  # the merge with every conflict resolved to ours
+    spans: list[tuple[int, list[bytes]]] = []  # (start in ``merged``, ours' side)
+    side: str | None = None  # None outside a conflict, else "ours" / "other"
+    chunk: list[bytes] = []
+    for line in _lines(marked):
+        mark = next((c for c in b"<|=>" if line.startswith(bytes([c]) * size)), None)
+        if side is None and mark == ord("<"):
+            side, chunk = "ours", []
+        elif side == "ours" and mark in (ord("|"), ord("=")):
+            side = "other"
+        elif side == "other" and mark == ord(">"):
+            spans.append((len(merged), chunk))
+            merged.extend(chunk)
+            side = None
+        elif side == "ours":
+            chunk.append(line)
+        elif side is None:
+            merged.append(line)
+    return _map_to_ours(merged, spans, _lines(ours))
+
+
+def _norm(line: bytes) -> bytes:
+    return line.rstrip(b"\r\n")
+
+
+def _map_to_ours(
+    merged: list[bytes], spans: list[tuple[int, list[bytes]]], ours: list[bytes]
+) -> list[ConflictRegion]:
+    """Map spans of ``merged`` (whose conflict parts are verbatim ours) to ours' lines."""
+    a = [_norm(x) for x in ours]
+    b = [_norm(x) for x in merged]
+    opcodes = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+
+    def point(j: int) -> int:
+        for tag, i1, _i2, j1, j2 in opcodes:
+            if j1 <= j < j2:
+                return i1 + (j - j1) if tag == "equal" else i1
+        return len(a)
+
+    regions: list[ConflictRegion] = []
+    floor = 0
+    for start, chunk in spans:
+        want = [_norm(x) for x in chunk]
+        s = max(point(start), floor)
+        if a[s:s + len(want)] != want:  # the matcher aligned elsewhere: search nearby
+            s = _find(a, want, s, floor)
+        regions.append(ConflictRegion(s, s + len(want)))
+        floor = s + len(want)
+    return regions
+
+
+def _find(a: list[bytes], want: list[bytes], guess: int, floor: int) -> int:
+    """The occurrence of ``want`` in ``a`` at or after ``floor`` closest to ``guess``."""
+    if not want:
+        return guess
+    hits = [i for i in range(floor, len(a) - len(want) + 1) if a[i:i + len(want)] == want]
+    return min(hits, key=lambda i: abs(i - guess)) if hits else guess
+
+
+def merge_change(
+    change: FileChange, base: bytes | None, ours: bytes | None, theirs: bytes | None
+) -> FileMerge:
+    """Decide what to do with one file the agent changed, given what it is now (``ours``)."""
+    path, old = change.path, change.old_path
+    whole = [ConflictRegion(0, len(_lines(ours)))] if ours is not None else []
+
+    def conflict(reason: str, content: bytes | None = None,
+                 regions: list[ConflictRegion] | None = None) -> FileMerge:
+        return FileMerge(path, "conflict", content, whole if regions is None else regions,
+                         old, reason)
+
+    if change.status == "added":
+        if ours is None:
+            return FileMerge(path, "create", theirs, [], None, "")
+        if ours == theirs:
+            return FileMerge(path, "unchanged", None, [], None, "")
+        content = None if _is_binary(ours, theirs or b"") else merge3(
+            b"", ours, theirs or b"").with_markers
+        return conflict(f"{path} exists already with other content than the agent created.",
+                        content)
+    if change.status == "deleted":
+        if ours is None:
+            return FileMerge(path, "unchanged", None, [], None, "")
+        if ours == base:
+            return FileMerge(path, "delete", None, [], None, "")
+        return conflict(f"The agent deleted {path}, but it was changed meanwhile.")
+    # modified or renamed: the content is merged either way
+    where = old if change.status == "renamed" and old else path
+    if ours is None:
+        return conflict(f"The agent changed {where}, but it was deleted meanwhile.")
+    result = merge3(base or b"", ours, theirs if theirs is not None else b"")
+    if not result.clean:
+        n = len(result.conflicts)
+        return conflict(
+            f"The agent's changes to {where} conflict with edits made meanwhile "
+            f"({n} conflicting region{'s' if n != 1 else ''}).",
+            result.with_markers, result.conflicts)
+    if change.status == "renamed":
+        return FileMerge(path, "rename", result.text, [], old, "")
+    if result.text == ours:
+        return FileMerge(path, "unchanged", None, [], None, "")
+    return FileMerge(path, "write", result.text, [], None, "")

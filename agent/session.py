@@ -1,0 +1,115 @@
+"""Session records and their state machine.
+
+A :class:`Session` is the wire-shaped record of one delegation (DESIGN.md, ``Session``);
+:func:`transition` is the one place a state changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import secrets
+import time
+from typing import Any
+
+
+class State(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    READY = "ready"
+    APPLIED = "applied"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DISCARDED = "discarded"
+    INTERRUPTED = "interrupted"
+
+
+ACTIVE = frozenset({State.QUEUED, State.RUNNING})
+FINAL = frozenset({State.APPLIED, State.DISCARDED})
+
+# Allowed moves. Anything that is not final can be discarded; follow-up and resume
+# re-queue a session that has stopped.
+_MOVES: dict[State, frozenset[State]] = {
+    State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.FAILED, State.DISCARDED}),
+    State.RUNNING: frozenset(
+        {State.READY, State.FAILED, State.CANCELLED, State.INTERRUPTED, State.DISCARDED}
+    ),
+    State.READY: frozenset({State.APPLIED, State.DISCARDED, State.QUEUED}),
+    State.FAILED: frozenset({State.DISCARDED, State.QUEUED}),
+    State.CANCELLED: frozenset({State.DISCARDED, State.QUEUED}),
+    State.INTERRUPTED: frozenset({State.DISCARDED, State.QUEUED}),
+    State.APPLIED: frozenset(),
+    State.DISCARDED: frozenset(),
+}
+
+
+class TransitionError(ValueError):
+    """A state change the session does not allow (e.g. apply on a running session)."""
+
+
+def new_id() -> str:
+    """Short, sortable, unique enough for one machine: time prefix + random suffix."""
+    return time.strftime("%y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclasses.dataclass
+class Session:
+    """One delegation. Field names are the wire names (camelCase) of DESIGN.md."""
+
+    id: str
+    title: str
+    state: State
+    uri: str | None = None
+    range: dict[str, Any] | None = None  # LSP range {start:{line,character}, end:{...}}
+    agent: str = "builtin"
+    createdAt: str = dataclasses.field(default_factory=now_iso)
+    updatedAt: str = dataclasses.field(default_factory=now_iso)
+    steps: int = 0
+    costUsd: float = 0.0
+    summary: str = ""
+    filesChanged: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    # Not on the wire's required list, but kept in the record:
+    repoRoot: str = ""
+    baseCommit: str = ""
+    resultCommit: str = ""
+    worktree: str = ""
+    branch: str = ""
+    instruction: str = ""
+    file: str | None = None  # origin file, repository-relative (posix)
+    pid: int | None = None  # process that runs the session while running
+    agentPid: int | None = None  # process group of an external agent while it runs
+    conflicts: int = 0
+    runs: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["state"] = self.state.value
+        if d["error"] is None:
+            del d["error"]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Session":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["state"] = State(kwargs["state"])
+        return cls(**kwargs)
+
+
+def transition(session: Session, new: State, *, error: str | None = None) -> None:
+    """Move ``session`` to ``new`` or raise :class:`TransitionError`."""
+    if new not in _MOVES[session.state]:
+        raise TransitionError(
+            f"session {session.id} is {session.state.value}; it cannot become {new.value}"
+        )
+    session.state = new
+    if new in (State.FAILED, State.INTERRUPTED) or error is not None:
+        session.error = error
+    elif new in (State.QUEUED, State.RUNNING, State.READY):
+        session.error = None
+    session.updatedAt = now_iso()

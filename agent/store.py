@@ -1,0 +1,169 @@
+"""Where sessions live on disk: one folder a session, records written atomically.
+
+Layout under the state root (``HANDOFF_STATE_DIR`` or ``platformdirs.user_state_dir("handoff")``)::
+
+    repos/<name>-<hash>/sessions/<id>/record.json      the Session, as on the wire
+                                      task.md          the brief every agent gets
+                                      transcript.jsonl one JSON object a line
+                                      messages.json    model conversation, for follow-ups
+    repos/<name>-<hash>/worktrees/<id>/                the session's git worktree
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .session import Session
+
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
+
+
+def state_root() -> Path:
+    override = os.environ.get("HANDOFF_STATE_DIR")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("handoff", appauthor=False))
+
+
+def repo_key(repo_root: Path) -> str:
+    resolved = str(Path(repo_root).resolve())
+    digest = hashlib.sha1(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(resolved).name) or "repo"
+    return f"{name}-{digest}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class Redactor:
+    """Replaces known secret values (API keys, tokens from the environment) with ``***``."""
+
+    def __init__(self, extra: Iterable[str | None] = ()) -> None:
+        values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}
+        values.update(v for v in extra if v and len(v) >= 4)
+        self._values = sorted(values, key=len, reverse=True)
+
+    def text(self, s: str) -> str:
+        for v in self._values:
+            if v in s:
+                s = s.replace(v, "***")
+        return s
+
+    def obj(self, o: Any) -> Any:
+        if isinstance(o, str):
+            return self.text(o)
+        if isinstance(o, dict):
+            return {k: self.obj(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [self.obj(v) for v in o]
+        return o
+
+
+class Store:
+    """The sessions of one repository."""
+
+    def __init__(self, repo_root: Path, root: Path | None = None, redactor: Redactor | None = None):
+        self.repo_root = Path(repo_root)
+        self.root = (root or state_root()) / "repos" / repo_key(self.repo_root)
+        self.redactor = redactor or Redactor()
+
+    def session_dir(self, session_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session_id):
+            raise ValueError(f"not a session id: {session_id!r}")
+        return self.root / "sessions" / session_id
+
+    def worktree_path(self, session_id: str) -> Path:
+        # Named after the session: git names its admin folder after the basename, and
+        # unique names keep concurrent `git worktree add` calls apart.
+        self.session_dir(session_id)  # validates the id
+        return self.root / "worktrees" / session_id
+
+    def save(self, session: Session) -> None:
+        data = json.dumps(self.redactor.obj(session.to_wire()), indent=2, ensure_ascii=False)
+        atomic_write(self.session_dir(session.id) / "record.json", data.encode("utf-8"))
+
+    def load(self, session_id: str) -> Session | None:
+        path = self.session_dir(session_id) / "record.json"
+        try:
+            return Session.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+
+    def load_all(self) -> list[Session]:
+        sessions: list[Session] = []
+        folder = self.root / "sessions"
+        if not folder.is_dir():
+            return sessions
+        for child in sorted(folder.iterdir()):
+            try:
+                s = self.load(child.name)
+            except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+                continue  # a broken record is skipped, not fatal; gc can remove it
+            if s is not None:
+                sessions.append(s)
+        return sessions
+
+    def write_brief(self, session_id: str, text: str) -> Path:
+        path = self.session_dir(session_id) / "task.md"
+        atomic_write(path, self.redactor.text(text).encode("utf-8"))
+        return path
+
+    def append_transcript(self, session_id: str, event: dict[str, Any]) -> None:
+        path = self.session_dir(session_id) / "transcript.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(self.redactor.obj(event), ensure_ascii=False) + "\n"
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    def read_transcript(self, session_id: str) -> list[dict[str, Any]]:
+        path = self.session_dir(session_id) / "transcript.jsonl"
+        events = []
+        try:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        except FileNotFoundError:
+            pass
+        return events
+
+    def save_messages(self, session_id: str, messages: list[dict[str, Any]]) -> None:
+        data = json.dumps(self.redactor.obj(messages), ensure_ascii=False)
+        atomic_write(self.session_dir(session_id) / "messages.json", data.encode("utf-8"))
+
+    def load_messages(self, session_id: str) -> list[dict[str, Any]]:
+        try:
+            return json.loads((self.session_dir(session_id) / "messages.json").read_text("utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+
+    def remove(self, session_id: str) -> None:
+        """Forget a session's files (not its git objects; see gitops.remove_session)."""
+        import shutil
+
+        shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
