@@ -1,0 +1,61 @@
+"""Configuration: every source, later wins; bad values mean defaults plus a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from handoff.agent.config import Config, load
+
+
+def test_defaults():
+    cfg, messages = load(None, env={})
+    assert messages == []
+    assert cfg == Config()
+    assert cfg.agent == "builtin" and cfg.todo.autoTrigger is True
+
+
+def test_sources_in_order(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.handoff]\nmaxParallel = 2\nmodel = "from-pyproject"\n'
+        '[tool.handoff.agents.aider]\ncommand = ["aider", "--message-file", "{task_file}"]\n'
+    )
+    cfg, messages = load(tmp_path, env={"HANDOFF_MODEL": "from-env", "HANDOFF_API_KEY": "sk-x"},
+                         overrides=[("initializationOptions", {"maxSteps": 5, "agent": "aider"}),
+                                    ("workspace/configuration", {"maxSteps": 7})])
+    assert messages == []
+    assert cfg.maxParallel == 2
+    assert cfg.model == "from-env"
+    assert cfg.apiKey == "sk-x"
+    assert cfg.maxSteps == 7
+    assert cfg.agent == "aider"
+    assert cfg.agent_spec("aider").command == ["aider", "--message-file", "{task_file}"]
+    assert "sk-x" not in repr(cfg) and "apiKey" not in cfg.public()
+
+
+def test_handoff_toml_wins_over_pyproject(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text("[tool.handoff]\nmaxParallel = 2\n")
+    (tmp_path / ".handoff.toml").write_text("maxParallel = 6\n[todo]\nautoTrigger = false\n")
+    cfg, messages = load(tmp_path, env={})
+    assert (cfg.maxParallel, cfg.todo.autoTrigger, messages) == (6, False, [])
+
+
+def test_bad_values_fall_back_with_one_message_each(tmp_path: Path):
+    (tmp_path / ".handoff.toml").write_text(
+        'maxParallel = 0\nmaxCostUsd = "lots"\nautoApply = "maybe"\ncolour = "red"\n'
+        'agent = "ghost"\n[agents.broken]\nacp = []\n'
+    )
+    cfg, messages = load(tmp_path, env={})
+    assert cfg.maxParallel == 4 and cfg.maxCostUsd == 1.0 and cfg.autoApply is False
+    assert cfg.agent == "builtin"
+    assert len(messages) == 6, messages
+    joined = "\n".join(messages)
+    for needle in ("maxParallel", "maxCostUsd", "autoApply", "colour", "ghost", "broken"):
+        assert needle in joined
+
+
+def test_unreadable_toml_is_a_message_not_a_crash(tmp_path: Path):
+    (tmp_path / ".handoff.toml").write_text("maxParallel = [unclosed\n")
+    cfg, messages = load(tmp_path, env={}, overrides=[("initializationOptions", "nonsense")])
+    assert cfg == Config()
+    assert any(".handoff.toml" in m for m in messages)
+    assert any("must be an object" in m for m in messages)
