@@ -1,0 +1,88 @@
+// Settings `handoff.*`: where the server lives, and the configuration object that mirrors the
+// server's config keys (DESIGN.md "Configuration"). The object is sent as initializationOptions and
+// as the answer to `workspace/configuration` for section `handoff`. Unset settings (null) are left
+// out, so the project's `.handoff.toml` and the environment keep their say.
+import * as vscode from 'vscode';
+
+export const SECTION = 'handoff';
+
+export interface ServerSettings {
+  /** Explicit path to the `handoff-lsp` executable, or "". */
+  path: string;
+  /** A Python interpreter to run `-m handoff.server` with, or "". */
+  python: string;
+  /** Extra command-line arguments for the server. */
+  args: string[];
+}
+
+/** The wire-shaped configuration object (camelCase keys, `todo` nested). */
+export interface HandoffConfig {
+  model?: string;
+  apiBase?: string;
+  agent?: string;
+  agents?: Record<string, { command?: string[]; acp?: string[] }>;
+  maxParallel?: number;
+  maxSteps?: number;
+  maxCostUsd?: number;
+  timeoutS?: number;
+  testCommand?: string;
+  autoApply?: boolean;
+  todo?: { autoTrigger?: boolean };
+}
+
+/** The flat keys mirrored one to one from settings `handoff.<key>`. */
+const CONFIG_KEYS = [
+  'model',
+  'apiBase',
+  'agent',
+  'agents',
+  'maxParallel',
+  'maxSteps',
+  'maxCostUsd',
+  'timeoutS',
+  'testCommand',
+  'autoApply',
+] as const;
+
+export function serverSettings(): ServerSettings {
+  const cfg = vscode.workspace.getConfiguration(SECTION);
+  const args = cfg.get<unknown>('server.args');
+  return {
+    path: expandHome((cfg.get<string>('server.path') ?? '').trim()),
+    python: expandHome((cfg.get<string>('server.python') ?? '').trim()),
+    args: Array.isArray(args) ? args.filter((a): a is string => typeof a === 'string') : [],
+  };
+}
+
+export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig {
+  const cfg = vscode.workspace.getConfiguration(SECTION, scope);
+  const out: Record<string, unknown> = {};
+  for (const key of CONFIG_KEYS) {
+    const value = cfg.get<unknown>(key);
+    if (value !== null && value !== undefined && value !== '') {
+      out[key] = plain(value);
+    }
+  }
+  const autoTrigger = cfg.get<unknown>('todo.autoTrigger');
+  if (typeof autoTrigger === 'boolean') {
+    out.todo = { autoTrigger };
+  }
+  return out as HandoffConfig;
+}
+
+/** True when a change needs a server restart (the command line), not just a config push. */
+export function affectsServerCommand(e: vscode.ConfigurationChangeEvent): boolean {
+  return e.affectsConfiguration(`${SECTION}.server`);
+}
+
+function plain(value: unknown): unknown {
+  // Settings objects are read-only proxies; the wire wants plain JSON.
+  return typeof value === 'object' ? JSON.parse(JSON.stringify(value)) : value;
+}
+
+function expandHome(p: string): string {
+  if (p === '~' || p.startsWith('~/')) {
+    return (process.env.HOME ?? '') + p.slice(1);
+  }
+  return p;
+}
