@@ -1,0 +1,1 @@
+"""handoff-lsp: the language server front of Handoff (pygls + lsprotocol)."""

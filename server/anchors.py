@@ -1,0 +1,84 @@
+"""Ranges that follow the text: a session's origin and its conflict regions (pure functions).
+
+When the developer inserts or deletes lines above a range, the range moves with its text; an edit
+inside it grows or shrinks it. Positions are LSP positions in the client's encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from typing import Any
+
+from .edits import units
+
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+@dataclasses.dataclass
+class Anchor:
+    uri: str
+    session_id: str
+    start: tuple[int, int]  # (line, character)
+    end: tuple[int, int]
+    kind: str = "origin"  # "origin" or "conflict"
+    message: str = ""
+
+    @classmethod
+    def from_range(cls, uri: str, session_id: str, rng: dict[str, Any] | None, **kw) -> "Anchor":
+        rng = rng or {}
+        s, e = rng.get("start") or {}, rng.get("end") or rng.get("start") or {}
+        start = (int(s.get("line", 0)), int(s.get("character", 0)))
+        end = (int(e.get("line", start[0])), int(e.get("character", start[1])))
+        return cls(uri, session_id, start, max(start, end), **kw)
+
+    def as_range(self) -> dict[str, Any]:
+        return {"start": {"line": self.start[0], "character": self.start[1]},
+                "end": {"line": self.end[0], "character": self.end[1]}}
+
+
+def _after(pos: tuple[int, int], start: tuple[int, int], end: tuple[int, int], text: str,
+           encoding: str, *, is_end: bool) -> tuple[int, int]:
+    """Where ``pos`` is after ``start..end`` was replaced with ``text``.
+
+    Text inserted exactly at ``pos`` goes before it (lines typed above an origin push it down);
+    a position inside a replaced span moves to the span's start (a range start) or its new end
+    (a range end)."""
+    if pos < start or (pos == start and start != end):
+        return pos
+    pieces = _EOL.split(text)
+    new_end = (start[0] + len(pieces) - 1,
+               (start[1] if len(pieces) == 1 else 0) + units(pieces[-1], encoding))
+    if pos < end:
+        return new_end if is_end else start
+    if pos[0] == end[0]:
+        return (new_end[0], new_end[1] + pos[1] - end[1])
+    return (pos[0] + new_end[0] - end[0], pos[1])
+
+
+def shift(anchor: Anchor, start: tuple[int, int], end: tuple[int, int], text: str,
+          encoding: str = "utf-16") -> bool:
+    """Move ``anchor`` for one incremental change; True when it moved."""
+    before = (anchor.start, anchor.end)
+    a_start = _after(anchor.start, start, end, text, encoding, is_end=False)
+    a_end = _after(anchor.end, start, end, text, encoding, is_end=anchor.end > anchor.start)
+    anchor.start, anchor.end = a_start, max(a_start, a_end)
+    return (anchor.start, anchor.end) != before
+
+
+def remap(anchor: Anchor, old: str, new: str) -> bool:
+    """Move ``anchor`` for a whole-document change, by the line diff of ``old`` and ``new``."""
+    a, b = _EOL.split(old), _EOL.split(new)
+    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+
+    def line(n: int) -> int:
+        for tag, i1, i2, j1, j2 in ops:
+            if i1 <= n < i2:
+                return j1 + (n - i1) if tag == "equal" else j1
+        return len(b) - 1 if n >= len(a) else n
+
+    before = (anchor.start, anchor.end)
+    anchor.start = (line(anchor.start[0]), anchor.start[1])
+    anchor.end = max(anchor.start, (line(anchor.end[0]), anchor.end[1]))
+    return (anchor.start, anchor.end) != before

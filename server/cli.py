@@ -1,0 +1,112 @@
+"""``handoff-lsp``: the language server on stdio (or TCP).
+
+stdout belongs to JSON-RPC. The protocol gets its own duplicate of file descriptor 1, and both
+``sys.stdout`` and descriptor 1 are then pointed at stderr, so a stray ``print`` (litellm prints)
+or a child process writing to its inherited stdout can never corrupt the stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+
+from handoff import __version__
+
+log = logging.getLogger("handoff.server")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="handoff-lsp", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"handoff-lsp {__version__}")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    p.add_argument("--stdio", action="store_true", help="use stdio (the default)")
+    p.add_argument("--log-file", metavar="PATH", help="write the log there instead of stderr")
+    p.add_argument("--log-level", default=os.environ.get("HANDOFF_LOG_LEVEL", "INFO"),
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    args, unknown = p.parse_known_args(argv)
+    args.unknown = unknown  # editors add their own flags (e.g. --clientProcessId); never fatal
+    return args
+
+
+class _ExpectedErrors(logging.Filter):
+    """pygls logs a traceback for every error response; ours are expected and say it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "RequestFailed":
+            record.msg, record.args, record.exc_info = "request failed: %s", (exc,), None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _logging(args: argparse.Namespace) -> None:
+    handler: logging.Handler
+    if args.log_file:
+        handler = logging.FileHandler(args.log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ExpectedErrors())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("handoff").setLevel(args.log_level)
+
+
+def _protocol_stdout():
+    """A private binary stream on the real stdout; fd 1 and sys.stdout then go to stderr."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
+async def _serve_stdio(ls, stdin, stdout) -> None:
+    from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
+
+    ls._stop_event = threading.Event()
+    ls.protocol.set_writer(StdoutWriter(stdout))
+    try:
+        await run_async(stop_event=ls._stop_event, reader=StdinAsyncReader(stdin, ls.thread_pool),
+                        protocol=ls.protocol, logger=log, error_handler=ls.report_server_error)
+    finally:
+        # The editor went away (or asked us to exit): running sessions become `interrupted`.
+        await ls.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    _logging(args)
+    if args.unknown:
+        log.info("ignoring arguments %s", args.unknown)
+    from .server import create_server
+
+    ls = create_server()
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        if not port.isdigit():
+            print(f"handoff-lsp: --tcp wants HOST:PORT, got {args.tcp!r}", file=sys.stderr)
+            return 2
+        sys.stdout = sys.stderr
+        ls.start_tcp(host or "127.0.0.1", int(port))
+        return 0
+    stdout = _protocol_stdout()
+    log.info("handoff-lsp %s on stdio (pid %d)", __version__, os.getpid())
+    try:
+        asyncio.run(_serve_stdio(ls, sys.stdin.buffer, stdout))
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    except BrokenPipeError:
+        log.error("the client closed the connection")
+    finally:
+        ls.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

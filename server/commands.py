@@ -1,0 +1,232 @@
+"""The ``workspace/executeCommand`` commands of DESIGN.md (one JSON object argument, camelCase).
+
+A command that starts work returns at once with the session id: the session belongs to the
+server, so a cancelled request cancels nothing. Errors are JSON-RPC errors whose message is
+written for the developer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any
+
+import anyio
+import attrs
+import cattrs
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.protocol import default_converter
+
+from handoff.agent import gitops
+from handoff.agent.backends.base import AgentError
+from handoff.agent.manager import SessionError
+from handoff.agent.session import ACTIVE, State, TransitionError
+
+from . import delegation, show, todos
+from .apply import apply_session
+from .repos import NotInRepository
+
+log = logging.getLogger(__name__)
+CANCEL_WAIT_S = 10.0
+
+DELEGATE = "handoff.delegate"
+DELEGATE_TODOS = "handoff.delegateTodos"
+LIST = "handoff.listSessions"
+APPLY = "handoff.apply"
+FOLLOW_UP = "handoff.followUp"
+CANCEL = "handoff.cancel"
+DISCARD = "handoff.discard"
+SHOW = "handoff.show"
+PREVIEW = "handoff.preview"
+ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW)
+
+
+@functools.cache
+def converter():
+    """pygls' converter (camelCase wire names), built on first use: it takes a while."""
+    return default_converter()
+
+
+
+class RequestFailed(JsonRpcException):
+    CODE = -32803  # LSP's RequestFailed: the request was valid, the work could not be done
+
+
+class CommandError(Exception):
+    """Bad arguments; the message says which."""
+
+
+_EXPECTED = (CommandError, SessionError, TransitionError, NotInRepository, delegation.NoTask,
+             gitops.GitError, AgentError)
+
+
+@attrs.define
+class DelegateArgs:
+    uri: str
+    range: types.Range | None = None
+    instruction: str | None = None
+    agent: str | None = None
+    diagnostics: list[Any] | None = None
+
+
+@attrs.define
+class UriArgs:
+    uri: str
+
+
+@attrs.define
+class SessionArgs:
+    session_id: str
+
+
+@attrs.define
+class ApplyArgs:
+    session_id: str
+    conflict_markers: bool = False
+
+
+@attrs.define
+class FollowUpArgs:
+    session_id: str
+    instruction: str | None = None
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def parse(cls, args: tuple[Any, ...], command: str):
+    """The command's one object argument as ``cls``, or a readable error (wire names)."""
+    arg = args[0] if args else {}
+    if not isinstance(arg, dict) or len(args) > 1:
+        raise CommandError(f"{command} takes one JSON object argument, got {args!r}")
+    missing = [_camel(f.name) for f in attrs.fields(cls)
+               if f.default is attrs.NOTHING and _camel(f.name) not in arg]
+    if missing:
+        names = ", ".join(f"`{m}`" for m in missing)
+        raise CommandError(f"{command}: bad arguments: {names} missing (got {sorted(arg)})")
+    try:
+        return converter().structure(arg, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(re.sub(r"(?<=\.)[a-z]+(?:_[a-z]+)+", lambda m: _camel(m.group(0)), p)
+                             for p in cattrs.transform_error(exc, path="arguments"))
+        raise CommandError(f"{command}: bad arguments: {problems}") from None
+
+
+def _range_dict(rng: types.Range | None) -> dict[str, Any] | None:
+    return converter().unstructure(rng) if rng is not None else None
+
+
+def register(ls) -> None:
+    def command(name: str):
+        def decorator(fn):
+            async def handler(ls, *args: Any):
+                try:
+                    result = await fn(ls, *args)
+                except _EXPECTED as exc:
+                    log.info("%s: %s", name, exc)
+                    raise RequestFailed(message=str(exc)) from None
+                ls.status.flush_now()  # the session list already shows what the command did
+                return result
+
+            handler.__name__ = fn.__name__
+            ls.command(name)(handler)
+            return fn
+
+        return decorator
+
+    @command(DELEGATE)
+    async def delegate(ls, *args: Any) -> dict[str, Any]:
+        a = parse(DelegateArgs, args, DELEGATE)
+        s = await delegation.delegate(ls, a.uri, _range_dict(a.range), instruction=a.instruction,
+                                      agent=a.agent, diagnostics=a.diagnostics)
+        return {"sessionId": s.id}
+
+    @command(DELEGATE_TODOS)
+    async def delegate_todos(ls, *args: Any) -> dict[str, Any]:
+        a = parse(UriArgs, args, DELEGATE_TODOS)
+        repo, file = await ls.repos.for_uri(a.uri)
+        text = await delegation.current_text(ls, repo, a.uri, file)
+        found = todos.find_todos(text)
+        if not found:
+            raise CommandError(f"there is no TODO, FIXME or XXX comment in {file}")
+        ids = []
+        for t in found:
+            s = await delegation.delegate(
+                ls, a.uri, delegation.todo_range(text, t, ls.encoding),
+                instruction=delegation.todo_instruction(t, file), title=t.text)
+            ids.append(s.id)
+        return {"sessionIds": ids}
+
+    @command(LIST)
+    async def list_sessions(ls, *args: Any) -> dict[str, Any]:
+        await ls.until_discovered()
+        return {"sessions": [s.to_wire() for s in ls.repos.sessions()]}
+
+    @command(APPLY)
+    async def apply(ls, *args: Any) -> dict[str, Any]:
+        a = parse(ApplyArgs, args, APPLY)
+        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers)
+
+    @command(FOLLOW_UP)
+    async def follow_up(ls, *args: Any) -> dict[str, Any]:
+        a = parse(FollowUpArgs, args, FOLLOW_UP)
+        repo, s = ls.repos.find(a.session_id)
+        instruction = (a.instruction or "").strip()
+        if not instruction and s.uri:
+            # From a code action: the comment at the origin, as it is now, is the instruction.
+            text = await delegation.current_text(ls, repo, s.uri, s.file or "")
+            try:
+                instruction, _ = delegation.task_of(text, s.range, s.file or s.uri)
+            except delegation.NoTask:
+                pass
+        if not instruction:
+            raise CommandError(
+                f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
+                "what to do next)")
+        repo.manager.config = await ls.settings.config_for(repo.root)
+        s = repo.manager.follow_up(s.id, instruction)
+        return {"sessionId": s.id}
+
+    @command(CANCEL)
+    async def cancel(ls, *args: Any) -> dict[str, Any]:
+        a = parse(SessionArgs, args, CANCEL)
+        await cancel_session(ls, a.session_id)
+        return {}
+
+    @command(DISCARD)
+    async def discard(ls, *args: Any) -> dict[str, Any]:
+        a = parse(SessionArgs, args, DISCARD)
+        repo, s = ls.repos.find(a.session_id)
+        if s.state in ACTIVE:
+            await cancel_session(ls, s.id)
+        await anyio.to_thread.run_sync(repo.manager.discard, s.id)
+        return {}
+
+    @command(SHOW)
+    async def show_session(ls, *args: Any) -> dict[str, Any]:
+        a = parse(SessionArgs, args, SHOW)
+        repo, s = ls.repos.find(a.session_id)
+        await show.show(ls, repo, s)
+        return {}
+
+    @command(PREVIEW)
+    async def preview(ls, *args: Any) -> dict[str, Any]:
+        a = parse(SessionArgs, args, PREVIEW)
+        repo, s = ls.repos.find(a.session_id)
+        if s.state is not State.READY:
+            raise SessionError(f"session {s.id} is {s.state.value}: only a ready session has a result to preview")
+        return {"files": await show.preview(ls, repo, s)}
+
+
+async def cancel_session(ls, session_id: str) -> None:
+    """Cancel and wait (a little) until the agent has stopped."""
+    repo, s = ls.repos.find(session_id)
+    if s.state not in ACTIVE:
+        raise SessionError(f"session {s.id} is {s.state.value}, not running: nothing to cancel")
+    repo.manager.cancel(s.id)
+    with anyio.move_on_after(CANCEL_WAIT_S):
+        await repo.manager.wait(s.id)

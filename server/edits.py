@@ -1,0 +1,273 @@
+"""A session's merged result as one LSP ``WorkspaceEdit`` (pure functions).
+
+Input: the merge plan (``FileMerge`` per changed file, content relative to the files as they are
+now) and the open documents (text and version). Output: versioned ``documentChanges`` with minimal
+line-level ``TextEdit``s, resource operations for created / deleted / renamed files when the client
+supports them, and change annotations that ask for confirmation when the client supports those.
+What the client cannot express (a file creation without resource operations, binary content) is
+returned as :class:`DiskWrite`s for the server to do itself after the client applied the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from lsprotocol import types
+
+from handoff.agent.merge import FileMerge
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class EditCaps:
+    """What the client's ``workspace.workspaceEdit`` capabilities allow."""
+
+    document_changes: bool = False
+    resource_operations: frozenset[str] = frozenset()
+    change_annotations: bool = False
+    encoding: str = "utf-16"  # the negotiated position encoding
+
+    @classmethod
+    def from_client(cls, caps: types.ClientCapabilities | None, encoding: str) -> "EditCaps":
+        ws = getattr(getattr(caps, "workspace", None), "workspace_edit", None)
+        ops = frozenset(str(getattr(o, "value", o)) for o in (getattr(ws, "resource_operations", None) or []))
+        # Resource operations exist only inside documentChanges: a client that lists them takes
+        # documentChanges (Neovim does, without saying documentChanges = true).
+        doc_changes = bool(getattr(ws, "document_changes", False)) or bool(ops)
+        annotations = getattr(ws, "change_annotation_support", None) is not None
+        return cls(doc_changes, ops if doc_changes else frozenset(), annotations and doc_changes,
+                   str(getattr(encoding, "value", encoding)))
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenDoc:
+    uri: str  # as the client names it
+    text: str
+    version: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskWrite:
+    """A change the client cannot make: ``content`` None deletes ``path``; ``old_path`` renames."""
+
+    path: Path
+    content: bytes | None
+    old_path: Path | None = None
+
+
+@dataclasses.dataclass
+class BuiltEdit:
+    edit: types.WorkspaceEdit
+    disk: list[DiskWrite]
+    files: list[str]  # uris that change, for messages
+
+    @property
+    def empty(self) -> bool:
+        return not self.files and not self.disk
+
+
+def split_keepends(text: str) -> list[str]:
+    """Lines with their terminators, split where LSP splits (``\\n``, ``\\r\\n``, ``\\r``)."""
+    return _LINE.findall(text)
+
+
+def units(s: str, encoding: str) -> int:
+    """Length of ``s`` in the code units of ``encoding`` (LSP column arithmetic)."""
+    if encoding == "utf-8":
+        return len(s.encode("utf-8", "surrogatepass"))
+    if encoding == "utf-32":
+        return len(s)
+    return len(s.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _position(lines: list[str], index: int, encoding: str) -> types.Position:
+    """The position at the start of line ``index``; past an unterminated last line, its end."""
+    if index < len(lines) or not lines:
+        return types.Position(line=index, character=0)
+    last = lines[-1]
+    body = last.rstrip("\r\n")
+    if body != last:  # the text ends with a line end: the next line exists and is empty
+        return types.Position(line=len(lines), character=0)
+    return types.Position(line=len(lines) - 1, character=units(body, encoding))
+
+
+def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextEdit]:
+    """Minimal line-level edits turning ``old`` into ``new`` (non-overlapping, in order)."""
+    a, b = split_keepends(old), split_keepends(new)
+    edits: list[types.TextEdit] = []
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        edits.append(types.TextEdit(
+            range=types.Range(start=_position(a, i1, encoding), end=_position(a, i2, encoding)),
+            new_text="".join(b[j1:j2]),
+        ))
+    return edits
+
+
+def apply_text_edits(text: str, edits: list[types.TextEdit], encoding: str = "utf-16") -> str:
+    """Apply ``edits`` to ``text`` as a client does (used by tests and previews)."""
+    lines = split_keepends(text)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(pos: types.Position) -> int:
+        if pos.line >= len(lines):
+            return len(text)
+        body = lines[pos.line].rstrip("\r\n")
+        col, used = 0, 0
+        while col < len(body) and used < pos.character:
+            used += units(body[col], encoding)
+            col += 1
+        return starts[pos.line] + col
+
+    spans = sorted(((offset(e.range.start), offset(e.range.end), e.new_text) for e in edits),
+                   key=lambda s: (s[0], s[1]))
+    out, at = [], 0
+    for start, end, new_text in spans:
+        if start < at:
+            raise ValueError("overlapping edits")
+        out += [text[at:start], new_text]
+        at = end
+    out.append(text[at:])
+    return "".join(out)
+
+
+def _decode(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def build(
+    plans: list[FileMerge],
+    repo_root: Path,
+    docs: Mapping[str, OpenDoc],
+    current: Mapping[str, bytes | None],
+    caps: EditCaps,
+    *,
+    label: str = "Handoff",
+    annotation_id: str = "handoff",
+    conflict_markers: bool = False,
+) -> BuiltEdit:
+    """The WorkspaceEdit for ``plans``.
+
+    ``docs`` maps repository-relative paths of open documents to their uri, text and version;
+    ``current`` maps paths to the content the plan was merged against (buffer or disk). Conflicts are
+    left out unless ``conflict_markers`` (their content then carries the markers).
+    """
+    changes: list = []
+    flat: dict[str, list[types.TextEdit]] = {}
+    disk: list[DiskWrite] = []
+    files: list[str] = []
+    ann = annotation_id if caps.change_annotations else None
+
+    def uri_of(path: str) -> str:
+        return docs[path].uri if path in docs else (repo_root / path).as_uri()
+
+    def add_text(path: str, old: str, new: str) -> None:
+        uri = uri_of(path)
+        edits = text_edits(old, new, caps.encoding)
+        if not edits:
+            return
+        files.append(uri)
+        if ann:
+            edits = [types.AnnotatedTextEdit(annotation_id=ann, range=e.range, new_text=e.new_text)
+                     for e in edits]
+        if caps.document_changes:
+            version = docs[path].version if path in docs else None
+            changes.append(types.TextDocumentEdit(
+                text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+                edits=edits))
+        else:
+            flat.setdefault(uri, []).extend(edits)
+
+    def old_text(path: str) -> str | None:
+        if path in docs:
+            return docs[path].text
+        return _decode(current.get(path))
+
+    for fm in plans:
+        action = fm.action
+        if action == "unchanged":
+            continue
+        if action == "conflict":
+            if not conflict_markers or fm.content is None:
+                continue
+            action = "write" if old_text(fm.old_path or fm.path) is not None else "create"
+        uri = uri_of(fm.path)
+        new = _decode(fm.content)
+        if action == "write":
+            old = old_text(fm.path)
+            if new is None or old is None:  # binary: the server writes it
+                if fm.path in docs:
+                    raise ValueError(f"{fm.path} is open in the editor and its new content is not text")
+                disk.append(DiskWrite(repo_root / fm.path, fm.content))
+                files.append(uri)
+            else:
+                add_text(fm.path, old, new)
+        elif action == "create":
+            if "create" in caps.resource_operations and new is not None:
+                changes.append(types.CreateFile(
+                    uri=uri, options=types.CreateFileOptions(overwrite=False, ignore_if_exists=False),
+                    annotation_id=ann))
+                files.append(uri)
+                if new:
+                    changes.append(types.TextDocumentEdit(
+                        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
+                        edits=[_insert_all(new, ann)]))
+            else:
+                disk.append(DiskWrite(repo_root / fm.path, fm.content))
+                files.append(uri)
+        elif action == "delete":
+            if "delete" in caps.resource_operations:
+                changes.append(types.DeleteFile(uri=uri, annotation_id=ann))
+            else:
+                disk.append(DiskWrite(repo_root / fm.path, None))
+            files.append(uri)
+        elif action == "rename":
+            old_path = fm.old_path or fm.path
+            old_uri = uri_of(old_path)
+            old = old_text(old_path)
+            if "rename" in caps.resource_operations and new is not None and old is not None:
+                # Edit the file where it is now, then move it: the versioned identifier names an
+                # open buffer the client knows.
+                add_text(old_path, old, new)
+                changes.append(types.RenameFile(
+                    old_uri=old_uri, new_uri=uri,
+                    options=types.RenameFileOptions(overwrite=False, ignore_if_exists=False),
+                    annotation_id=ann))
+                files.append(uri)
+            else:
+                if old_path in docs:
+                    raise ValueError(f"the client cannot rename {old_path} while it is open; "
+                                     "close it or apply from the terminal (`handoff apply`)")
+                disk.append(DiskWrite(repo_root / fm.path, fm.content, repo_root / old_path))
+                files.append(uri)
+    edit = types.WorkspaceEdit()
+    if caps.document_changes:
+        edit.document_changes = changes
+        if ann:
+            edit.change_annotations = {ann: types.ChangeAnnotation(
+                label=label, needs_confirmation=True,
+                description="Changes made by a background agent (Handoff)")}
+    else:
+        edit.changes = flat
+    return BuiltEdit(edit, disk, list(dict.fromkeys(files)))
+
+
+def _insert_all(text: str, ann: str | None) -> types.TextEdit:
+    rng = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
+    if ann:
+        return types.AnnotatedTextEdit(annotation_id=ann, range=rng, new_text=text)
+    return types.TextEdit(range=rng, new_text=text)

@@ -1,0 +1,192 @@
+"""The language server: the pygls ``LanguageServer`` of Handoff and its feature registration.
+
+Nothing slow happens before ``initialize`` is answered: repositories are found and their sessions
+loaded after ``initialized``, in worker threads; litellm is imported by the built-in agent itself,
+in a worker thread, when its first session runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from handoff import __version__
+from handoff.agent.manager import SessionError
+from handoff.agent.session import Session, State
+
+from . import code_actions, commands
+from .repos import Repos
+from .settings import Settings
+from .status import Status
+from .triggers import Triggers
+
+log = logging.getLogger(__name__)
+DISCOVERY_WAIT_S = 30.0
+
+
+class HandoffServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("handoff-lsp", __version__,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+        self.repos = Repos(self)
+        self.settings = Settings(self)
+        self.status = Status(self)
+        self.triggers = Triggers(self)
+        self.apply_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # -- helpers used by every feature -----------------------------------------------------
+    @property
+    def encoding(self) -> str:
+        enc = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+        return str(getattr(enc, "value", enc))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, owned by the server; failures are logged."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s failed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def ready(self, s: Session) -> None:
+        """A session just became ready: apply it when ``autoApply`` is on, else show its
+        conflicts with what the developer typed meanwhile, if any."""
+        from .apply import check_conflicts
+
+        try:
+            repo, _ = self.repos.find(s.id)
+        except SessionError:
+            return
+        if self._closed:
+            return
+        if repo.manager.config.autoApply:
+            self.spawn(self._auto_apply(s), f"auto-apply {s.id}")
+        else:
+            self.spawn(check_conflicts(self, s.id), f"conflicts {s.id}")
+
+    async def _auto_apply(self, s: Session) -> None:
+        from .apply import apply_session
+
+        try:
+            result = await apply_session(self, s.id)
+        except Exception as exc:
+            self.show(f"Handoff: “{s.title}” could not be applied automatically: {exc}",
+                      types.MessageType.Warning)
+            return
+        if not result["applied"] and result["conflicts"]:
+            self.show(f"Handoff: “{s.title}” conflicts with your edits in {result['conflicts']} "
+                      "place(s); see the diagnostics.", types.MessageType.Warning)
+
+    async def until_discovered(self) -> None:
+        try:
+            await asyncio.wait_for(self.repos.discovered.wait(), DISCOVERY_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("workspace repositories are still loading")
+
+    def folder_uris(self) -> list[str]:
+        uris = [f.uri for f in self.workspace.folders.values()]
+        root = self.workspace.root_uri
+        if root and root not in uris:
+            uris.append(root)
+        return uris
+
+    async def close(self) -> None:
+        """Stop every running session (they become ``interrupted``); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.repos.close()
+
+
+def create_server() -> HandoffServer:
+    ls = HandoffServer()
+    commands.register(ls)
+    code_actions.register(ls)
+    _register_lifecycle(ls)
+    return ls
+
+
+def _register_lifecycle(ls: HandoffServer) -> None:
+    @ls.feature(types.INITIALIZE)
+    def initialize(ls: HandoffServer, params: types.InitializeParams) -> None:
+        ls.loop = asyncio.get_running_loop()
+        ls.loop_thread = threading.get_ident()
+        ls.settings.init_options = params.initialization_options
+
+    @ls.feature(types.INITIALIZED)
+    def initialized(ls: HandoffServer, params: types.InitializedParams) -> None:
+        ls.spawn(_start(ls), "startup")
+
+    @ls.feature(types.SHUTDOWN)
+    async def shutdown(ls: HandoffServer, params: None) -> None:
+        # Running sessions become `interrupted` (resumable). No `exit` handler: pygls exits right
+        # after it, and an editor that vanishes without either is handled by the CLI (stdin EOF).
+        await ls.close()
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: HandoffServer, params: types.DidOpenTextDocumentParams) -> None:
+        doc = params.text_document
+        ls.status.document_opened(doc.uri, doc.text)
+        ls.triggers.opened(doc.uri, doc.text)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: HandoffServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.status.document_changed(params)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: HandoffServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.status.document_closed(params.text_document.uri)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
+    def did_save(ls: HandoffServer, params: types.DidSaveTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        doc = ls.workspace.text_documents.get(uri)
+        text = params.text if params.text is not None else (doc.source if doc else None)
+        ls.spawn(ls.triggers.saved(uri, text), f"save {uri}")
+
+    @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: HandoffServer, params: types.DidChangeConfigurationParams) -> None:
+        ls.spawn(ls.settings.refresh(params.settings), "configuration")
+
+    @ls.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def did_change_folders(ls: HandoffServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.spawn(ls.repos.discover([f.uri for f in params.event.added]), "folders")
+
+    @ls.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
+    def progress_cancel(ls: HandoffServer, params: types.WorkDoneProgressCancelParams) -> None:
+        sid = ls.status.session_of_token(params.token)
+        if sid is None:
+            return
+        repo, s = ls.repos.find(sid)
+        if s.state in (State.QUEUED, State.RUNNING):
+            log.info("progress cancelled: cancelling session %s", sid)
+            repo.manager.cancel(sid)
+
+
+async def _start(ls: HandoffServer) -> None:
+    """After ``initialized``: configuration, then the workspace's repositories and sessions."""
+    await ls.settings.register_for_changes()
+    ls.settings.begin_batch()  # one message for every configuration problem found at start
+    try:
+        await ls.settings.refresh()
+        await ls.repos.discover(ls.folder_uris())
+    finally:
+        ls.settings.end_batch()

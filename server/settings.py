@@ -1,0 +1,132 @@
+"""Configuration from the editor: ``initializationOptions`` and ``workspace/configuration``.
+
+The merge of every source (defaults < ``.handoff.toml`` / ``[tool.handoff]`` < environment <
+initialization options < ``workspace/configuration`` section ``handoff``) is agent.config.load's
+job; this module gathers the editor's part, pulls it again when the configuration changes, and
+shows what is wrong in one warning (each problem once per server life).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from lsprotocol import types
+from pygls.capabilities import get_capability
+
+from handoff.agent import config as config_mod
+
+if TYPE_CHECKING:
+    from .server import HandoffServer
+
+log = logging.getLogger(__name__)
+SECTION = "handoff"
+INIT_SOURCE = "initializationOptions"
+PULL_SOURCE = "workspace/configuration"
+
+
+def unwrap(options: Any) -> Any:
+    """Accept ``{"handoff": {...}}`` as well as the configuration object itself."""
+    if isinstance(options, Mapping) and set(options) == {SECTION} and isinstance(options[SECTION], Mapping):
+        return options[SECTION]
+    return options
+
+
+class Settings:
+    def __init__(self, ls: "HandoffServer") -> None:
+        self.ls = ls
+        self.init_options: Any = None
+        self.pulled: dict[str, Any] = {}  # scope ("" = global, else a repo root uri) -> section
+        self._shown: set[str] = set()
+        self._batch: list[str] | None = None
+
+    # -- sources -----------------------------------------------------------------------------
+    def overrides(self, root: Path | None) -> list[tuple[str, Any]]:
+        scope = root.as_uri() if root is not None else ""
+        pulled = self.pulled.get(scope, self.pulled.get(""))
+        return [(INIT_SOURCE, unwrap(self.init_options)), (PULL_SOURCE, pulled)]
+
+    def load(self, root: Path | None) -> tuple[config_mod.Config, list[str]]:
+        """The merged configuration of ``root`` (blocking: reads TOML; call in a thread)."""
+        return config_mod.load(root, overrides=self.overrides(root))
+
+    async def config_for(self, root: Path) -> config_mod.Config:
+        cfg, messages = await anyio.to_thread.run_sync(self.load, root)
+        self.report(messages)
+        return cfg
+
+    # -- pulling ---------------------------------------------------------------------------
+    @property
+    def can_pull(self) -> bool:
+        return bool(get_capability(self.ls.client_capabilities, "workspace.configuration", False))
+
+    async def pull(self, roots: list[Path], *, with_global: bool = True) -> None:
+        """Ask the client for section ``handoff``: globally and for each repository."""
+        if not self.can_pull:
+            return
+        scopes = ([""] if with_global else []) + [r.as_uri() for r in roots]
+        items = [types.ConfigurationItem(section=SECTION, scope_uri=s or None) for s in scopes]
+        try:
+            values = await self.ls.workspace_configuration_async(types.ConfigurationParams(items=items))
+        except Exception as exc:  # the client failed the request: keep what we had
+            log.warning("workspace/configuration failed: %s", exc)
+            return
+        for scope, value in zip(scopes, values or []):
+            self.pulled[scope] = value
+
+    def pushed(self, settings: Any) -> None:
+        """``workspace/didChangeConfiguration`` from a client that pushes its settings."""
+        if isinstance(settings, Mapping) and isinstance(settings.get(SECTION), Mapping):
+            self.pulled = {"": settings[SECTION]}
+
+    async def refresh(self, pushed: Any = None) -> None:
+        """Read every source again and give each repository's sessions the new configuration."""
+        roots = self.ls.repos.roots()
+        if self.can_pull:
+            await self.pull(roots)
+        else:
+            self.pushed(pushed)
+        cfg, messages = await anyio.to_thread.run_sync(self.load, None)
+        self.report(messages)
+        for root in roots:
+            repo = self.ls.repos.get(root)
+            if repo is not None:
+                repo.manager.config = await self.config_for(root)
+
+    async def register_for_changes(self) -> None:
+        """Ask for ``workspace/didChangeConfiguration`` when the client wants it registered."""
+        if not get_capability(self.ls.client_capabilities,
+                              "workspace.did_change_configuration.dynamic_registration", False):
+            return
+        reg = types.Registration(
+            id="handoff-configuration", method=types.WORKSPACE_DID_CHANGE_CONFIGURATION,
+            register_options=types.DidChangeConfigurationRegistrationOptions(section=SECTION))
+        try:
+            await self.ls.client_register_capability_async(types.RegistrationParams(registrations=[reg]))
+        except Exception as exc:
+            log.info("client did not register didChangeConfiguration: %s", exc)
+
+    # -- messages --------------------------------------------------------------------------
+    def begin_batch(self) -> None:
+        """Collect problems until :meth:`end_batch` (start-up reads several sources)."""
+        self._batch = []
+
+    def end_batch(self) -> None:
+        batch, self._batch = self._batch or [], None
+        self.report(batch)
+
+    def report(self, messages: list[str]) -> None:
+        """One warning with every problem not shown before; the defaults stand in for them."""
+        if self._batch is not None:
+            self._batch.extend(messages)
+            return
+        new = [m for m in dict.fromkeys(messages) if m not in self._shown]
+        if not new:
+            return
+        self._shown.update(new)
+        text = "Handoff configuration: " + "; ".join(new)
+        log.warning("%s", text)
+        self.ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=text))

@@ -1,0 +1,295 @@
+"""Live state for the editor: the session list, progress and diagnostics.
+
+- ``handoff/sessions`` ``{sessions: [Session]}``: the whole list, coalesced (at most one every
+  100 ms), after any change.
+- One cancellable work-done progress per running session (a fresh token per run) when the client
+  supports ``window.workDoneProgress``; ``window/workDoneProgress/cancel`` cancels the session.
+- Diagnostics with ``source: "handoff"`` and ``data: {sessionId, state}`` at each session's origin
+  (and at conflict regions); they follow the text as the developer edits it.
+
+The session managers call :meth:`Status.on_change` / :meth:`Status.on_progress` from the event loop
+or from worker threads; everything here runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from urllib.parse import unquote
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+from pygls.capabilities import get_capability
+
+from handoff.agent.session import Session, State
+
+from .anchors import Anchor, remap, shift
+from .edits import units
+
+if TYPE_CHECKING:
+    from .server import HandoffServer
+
+log = logging.getLogger(__name__)
+SOURCE = "handoff"
+NOTIFICATION = "handoff/sessions"
+MIN_INTERVAL_S = 0.1
+_SHOWN = {State.QUEUED, State.RUNNING, State.READY, State.FAILED, State.INTERRUPTED}
+
+
+@dataclasses.dataclass
+class _Progress:
+    token: str
+    begun: bool = False
+    done: bool = False
+
+
+class Status:
+    def __init__(self, ls: "HandoffServer") -> None:
+        self.ls = ls
+        self.origins: dict[str, Anchor] = {}
+        self.conflicts: dict[str, list[Anchor]] = {}
+        self._seen: dict[str, State] = {}
+        self._progress: dict[str, _Progress] = {}
+        self._token_session: dict[str, str] = {}
+        self._texts: dict[str, str] = {}  # last known text of open documents (full-sync edits)
+        self._dirty_uris: set[str] = set()
+        self._published: set[str] = set()
+        self._list_dirty = False
+        self._flush: asyncio.Handle | None = None
+        self._last_flush = 0.0
+
+    # -- from the managers (any thread) ----------------------------------------------------
+    def on_change(self, s: Session) -> None:
+        self._on_loop(self._changed, s)
+
+    def on_progress(self, s: Session, message: str) -> None:
+        self._on_loop(self._report, s, message)
+
+    def _on_loop(self, fn, *args) -> None:
+        loop = self.ls.loop
+        if loop is None:
+            return
+        if threading.get_ident() == self.ls.loop_thread:
+            fn(*args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+
+    def loaded(self, sessions: list[Session]) -> None:
+        """Sessions read from disk: show them (diagnostics, list) as they are."""
+        for s in sessions:
+            self._seen[s.id] = s.state
+            self._anchor(s)
+        self._schedule(*(s.uri for s in sessions if s.uri))
+
+    def _changed(self, s: Session) -> None:
+        prev = self._seen.get(s.id)
+        self._seen[s.id] = s.state
+        self._anchor(s)
+        if s.state is State.RUNNING and s.id not in self._progress and self._can_progress:
+            p = self._progress[s.id] = _Progress(f"handoff/{s.id}/{s.runs}/{uuid.uuid4().hex[:8]}")
+            self._token_session[p.token] = s.id
+            self.ls.spawn(self._begin(s, p), f"progress {s.id}")
+        elif s.state is not State.RUNNING and s.id in self._progress:
+            self._end(s.id, s.state.value)
+        uris = [s.uri] if s.uri else []
+        if s.state in (State.QUEUED, State.RUNNING, State.APPLIED, State.DISCARDED):
+            uris += self.clear_conflicts(s.id)
+        if s.state is State.FAILED and prev is not State.FAILED:
+            self.ls.show(f"Handoff: “{s.title}” failed: {s.error or 'unknown error'}",
+                         types.MessageType.Warning)
+        if s.state is State.READY and prev is not State.READY:
+            self.ls.ready(s)
+        self._schedule(*uris)
+
+    # -- origins and conflicts ---------------------------------------------------------------
+    def _anchor(self, s: Session) -> None:
+        if s.uri and s.id not in self.origins:
+            self.origins[s.id] = Anchor.from_range(s.uri, s.id, s.range)
+
+    def set_conflicts(self, session_id: str, regions: list[tuple[str, int, int, str]]) -> None:
+        """Conflict regions ``(uri, start line, end line, message)`` of a session."""
+        old = self.clear_conflicts(session_id)
+        self.conflicts[session_id] = [
+            Anchor(uri, session_id, (a, 0), (max(b, a + 1), 0), kind="conflict", message=msg)
+            for uri, a, b, msg in regions
+        ]
+        self._schedule(*old, *(r[0] for r in regions))
+
+    def clear_conflicts(self, session_id: str) -> list[str]:
+        return [a.uri for a in self.conflicts.pop(session_id, [])]
+
+    def document_opened(self, uri: str, text: str) -> None:
+        self._texts[uri] = text
+
+    def document_closed(self, uri: str) -> None:
+        self._texts.pop(uri, None)
+
+    def document_changed(self, params: types.DidChangeTextDocumentParams) -> None:
+        """Move the anchors of the changed document with its text."""
+        uri = params.text_document.uri
+        anchors = [a for a in self.origins.values() if a.uri == uri]
+        anchors += [a for group in self.conflicts.values() for a in group if a.uri == uri]
+        old = self._texts.get(uri)
+        new = self.ls.workspace.get_text_document(uri).source
+        self._texts[uri] = new
+        if not anchors:
+            return
+        moved = False
+        encoding = self.ls.encoding
+        for change in params.content_changes:
+            rng = getattr(change, "range", None)
+            for a in anchors:
+                if rng is not None:
+                    moved |= shift(a, (rng.start.line, rng.start.character),
+                                   (rng.end.line, rng.end.character), change.text, encoding)
+                elif old is not None:
+                    moved |= remap(a, old, new)
+        if not moved:
+            return
+        for a in anchors:
+            if a.kind == "origin":
+                try:
+                    _, s = self.ls.repos.find(a.session_id)
+                except Exception:
+                    continue
+                s.range = a.as_range()
+                self._list_dirty = True
+        self._schedule(uri)
+
+    # -- progress ----------------------------------------------------------------------------
+    @property
+    def _can_progress(self) -> bool:
+        return bool(get_capability(self.ls.client_capabilities, "window.work_done_progress", False))
+
+    async def _begin(self, s: Session, p: _Progress) -> None:
+        try:
+            await self.ls.work_done_progress.create_async(p.token)
+        except Exception as exc:  # refused: the session runs without a progress bar
+            log.info("progress not created for %s: %s", s.id, exc)
+            self._forget(s.id, p)
+            return
+        if p.done:
+            self._forget(s.id, p)
+            return
+        self.ls.work_done_progress.begin(p.token, types.WorkDoneProgressBegin(
+            title=f"Handoff: {s.title}", cancellable=True, message=f"{s.agent} agent working"))
+        p.begun = True
+
+    def _report(self, s: Session, message: str) -> None:
+        p = self._progress.get(s.id)
+        if p is not None and p.begun and not p.done:
+            text = f"{message} (step {s.steps})" if s.steps else message
+            self.ls.work_done_progress.report(p.token, types.WorkDoneProgressReport(message=text))
+
+    def _end(self, session_id: str, message: str) -> None:
+        p = self._progress.get(session_id)
+        if p is None:
+            return
+        p.done = True
+        if p.begun:
+            self.ls.work_done_progress.end(p.token, types.WorkDoneProgressEnd(message=message))
+            self._forget(session_id, p)
+
+    def _forget(self, session_id: str, p: _Progress) -> None:
+        if self._progress.get(session_id) is p:
+            del self._progress[session_id]
+        self._token_session.pop(p.token, None)
+        self.ls.work_done_progress.tokens.pop(p.token, None)
+
+    def session_of_token(self, token: str | int) -> str | None:
+        return self._token_session.get(str(token))
+
+    # -- publishing --------------------------------------------------------------------------
+    def _schedule(self, *uris: str | None) -> None:
+        self._dirty_uris.update(u for u in uris if u)
+        self._list_dirty = True
+        if self._flush is not None or self.ls.loop is None:
+            return
+        wait = max(0.0, self._last_flush + MIN_INTERVAL_S - time.monotonic())
+        self._flush = self.ls.loop.call_later(wait, self.flush)
+
+    def flush_now(self) -> None:
+        """Send what is pending at once (a command's effects are visible when it returns)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the session list and the diagnostics of every document that changed."""
+        self._flush = None
+        self._last_flush = time.monotonic()
+        sessions = self.ls.repos.sessions()
+        if self._list_dirty:
+            self._list_dirty = False
+            self.ls.protocol.notify(NOTIFICATION, {"sessions": [s.to_wire() for s in sessions]})
+        uris, self._dirty_uris = self._dirty_uris, set()
+        for uri in uris:
+            diags = self.diagnostics(uri, sessions)
+            if diags or uri in self._published:
+                self.ls.text_document_publish_diagnostics(
+                    types.PublishDiagnosticsParams(uri=uri, diagnostics=diags))
+            if diags:
+                self._published.add(uri)
+            else:
+                self._published.discard(uri)
+
+    def diagnostics(self, uri: str, sessions: list[Session]) -> list[types.Diagnostic]:
+        out = []
+        for s in sessions:
+            a = self.origins.get(s.id)
+            if a is not None and a.uri == uri and s.state in _SHOWN:
+                severity, message = describe(s, len(self.conflicts.get(s.id, [])))
+                out.append(self._diagnostic(a, s, severity, message))
+            for c in self.conflicts.get(s.id, []):
+                if c.uri == uri:
+                    out.append(self._diagnostic(c, s, types.DiagnosticSeverity.Warning,
+                                                f"Handoff conflict: {c.message}", conflict=True))
+        return out
+
+    def _diagnostic(self, a: Anchor, s: Session, severity, message, conflict=False) -> types.Diagnostic:
+        if a.kind == "conflict":
+            rng = types.Range(start=types.Position(line=a.start[0], character=0),
+                              end=types.Position(line=a.end[0], character=0))
+        else:  # the origin's first line, to its end when the document is open
+            line = a.start[0]
+            end = types.Position(line=line + 1, character=0)
+            doc = self.ls.workspace.text_documents.get(a.uri)
+            if doc is not None and line < len(doc.lines):
+                text = doc.lines[line].rstrip("\r\n")
+                end = types.Position(line=line, character=units(text, self.ls.encoding))
+            rng = types.Range(start=types.Position(line=line, character=0), end=end)
+        data = {"sessionId": s.id, "state": s.state.value}
+        if conflict:
+            data["conflict"] = True
+        return types.Diagnostic(range=rng, message=message, severity=severity, source=SOURCE,
+                                code="conflict" if conflict else s.state.value, data=data)
+
+
+def describe(s: Session, conflicts: int = 0) -> tuple[types.DiagnosticSeverity, str]:
+    """Severity and text of a session's origin diagnostic; the state is in the text itself."""
+    info, warn = types.DiagnosticSeverity.Information, types.DiagnosticSeverity.Warning
+    if s.state is State.QUEUED:
+        return info, f"Handoff: queued: {s.title}"
+    if s.state is State.RUNNING:
+        return info, f"Handoff: running: {s.title} ({s.agent} agent)"
+    if s.state is State.READY:
+        files = ", ".join(_short(u, s.repoRoot) for u in s.filesChanged) or "no files"
+        summary = f" {s.summary.strip()}" if s.summary.strip() else ""
+        if conflicts:
+            return warn, (f"Handoff: ready with {conflicts} conflict(s) against your edits: "
+                          f"{s.title}. Changes {files}.{summary}")
+        return info, f"Handoff: ready to apply: {s.title}. Changes {files}.{summary}"
+    if s.state is State.FAILED:
+        return warn, f"Handoff: failed: {s.title}: {s.error or 'unknown error'}"
+    return warn, f"Handoff: {s.state.value}: {s.title}. {s.error or ''} Follow up to resume, or discard."
+
+
+def _short(uri: str, root: str) -> str:
+    """A changed file's uri as a repository-relative path, for messages."""
+    prefix = root.rstrip("/") + "/"
+    path = unquote(uri[len("file://"):]) if uri.startswith("file://") else uri
+    return path[len(prefix):] if path.startswith(prefix) else path

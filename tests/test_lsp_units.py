@@ -1,0 +1,92 @@
+"""Unit tests of the server's pure parts: moving anchors, settings sources, task reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handoff.server import delegation
+from handoff.server.anchors import Anchor, remap, shift
+from handoff.server.settings import Settings, unwrap
+
+
+def anchor(l1: int, c1: int, l2: int, c2: int) -> Anchor:
+    return Anchor("file:///a.py", "s", (l1, c1), (l2, c2))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (((0, 0), (0, 0), "x\ny\n"), ((7, 0), (9, 0))),  # lines inserted above
+        (((5, 0), (5, 0), "new\n"), ((6, 0), (8, 0))),  # a line typed right at the start
+        (((1, 0), (3, 0), ""), ((3, 0), (5, 0))),  # lines deleted above
+        (((6, 0), (6, 0), "a\nb\n"), ((5, 0), (9, 0))),  # lines typed inside: it grows
+        (((8, 0), (9, 0), ""), ((5, 0), (7, 0))),  # below: nothing moves
+        (((5, 0), (5, 4), "xy"), ((5, 0), (7, 0))),  # an edit on its first line
+    ],
+)
+def test_shift(change, expected):
+    a = anchor(5, 0, 7, 0)
+    shift(a, *change)
+    assert (a.start, a.end) == expected
+
+
+def test_shift_on_the_same_line_counts_code_units():
+    a = anchor(3, 10, 3, 12)
+    shift(a, (3, 0), (3, 0), "😀", "utf-16")
+    assert (a.start, a.end) == ((3, 12), (3, 14))
+
+
+def test_remap_for_whole_document_changes():
+    a = anchor(2, 0, 3, 0)
+    old = "a\nb\nc\nd\n"
+    assert remap(a, old, "new\n" + old)
+    assert (a.start, a.end) == ((3, 0), (4, 0))
+
+
+def test_settings_sources(tmp_path: Path):
+    class FakeServer:
+        pass
+
+    s = Settings(FakeServer())  # type: ignore[arg-type]
+    (tmp_path / ".handoff.toml").write_text("maxSteps = 7\nmaxParallel = 2\n")
+    s.init_options = {"handoff": {"maxParallel": 3, "autoApply": True}}
+    s.pulled = {"": {"autoApply": False}, tmp_path.as_uri(): {"maxCostUsd": 0.5}}
+    cfg, messages = s.load(tmp_path)
+    assert (cfg.maxSteps, cfg.maxParallel, cfg.maxCostUsd, cfg.autoApply) == (7, 3, 0.5, True)
+    assert messages == []
+    cfg, _ = s.load(None)
+    assert (cfg.maxParallel, cfg.autoApply) == (3, False)  # the global section applies
+    s.pulled = {"": {"maxSteps": "many"}}
+    cfg, messages = s.load(tmp_path)
+    assert cfg.maxSteps == 7 and len(messages) == 1 and "maxSteps" in messages[0]
+
+
+def test_unwrap_accepts_both_shapes():
+    assert unwrap({"handoff": {"agent": "x"}}) == {"agent": "x"}
+    assert unwrap({"agent": "x"}) == {"agent": "x"}
+    assert unwrap(None) is None
+
+
+def test_task_of_a_selection():
+    text = "x = 1\n# FIXME: slow\ny = 2\n# TODO: fast\n"
+    instruction, title = delegation.task_of(text, {"start": {"line": 1, "character": 0},
+                                                   "end": {"line": 4, "character": 0}}, "a.py")
+    assert title == "slow"
+    assert "- slow (the FIXME comment at line 2)" in instruction
+    assert "- fast (the TODO comment at line 4)" in instruction
+    with pytest.raises(delegation.NoTask):
+        delegation.task_of("x = 1\n", None, "a.py")
+
+
+def test_format_diagnostics_keeps_those_in_range():
+    diags = [
+        {"range": {"start": {"line": 3}}, "message": "bad", "severity": 2, "source": "ruff", "code": "E1"},
+        {"range": {"start": {"line": 9}}, "message": "far away"},
+        {"range": {"start": {"line": 3}}, "message": "ours", "source": "handoff"},
+        "already text",
+    ]
+    rng = {"start": {"line": 2, "character": 0}, "end": {"line": 5, "character": 0}}
+    assert delegation.format_diagnostics(diags, rng) == [
+        "line 4: warning: [ruff] bad (E1)", "already text"]
