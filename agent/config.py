@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,8 @@ class AgentSpec:
     name: str
     command: list[str] | None = None
     acp: list[str] | None = None
+    # environment variables passed although they look like credentials (e.g. ANTHROPIC_API_KEY)
+    passEnv: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -59,6 +62,10 @@ class Config:
     testCommand: str | None = None
     autoApply: bool = False
     todo: TodoConfig = dataclasses.field(default_factory=TodoConfig)
+    # how the built-in agent's run_command runs: "sandbox" | "allow" | "deny" (agent/sandbox.py)
+    commandPolicy: str = "sandbox"
+    # environment variables run_command gets although they look like credentials
+    passEnv: list[str] = dataclasses.field(default_factory=list)
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name``; None for the built-in one."""
@@ -109,6 +116,22 @@ def _str(v: Any) -> str:
     return v
 
 
+def _policy(v: Any) -> str:
+    if v not in ("sandbox", "allow", "deny"):
+        raise ValueError('one of "sandbox", "allow", "deny"')
+    return v
+
+
+def _env_names(v: Any) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(
+        isinstance(n, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in v
+    ):
+        raise ValueError("a list of environment variable names")
+    return list(v)
+
+
 _SCALARS = {
     "model": _opt_str,
     "apiBase": _opt_str,
@@ -120,6 +143,8 @@ _SCALARS = {
     "timeoutS": _positive_float,
     "testCommand": _opt_str,
     "autoApply": _bool,
+    "commandPolicy": _policy,
+    "passEnv": _env_names,
 }
 
 
@@ -160,6 +185,12 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
                         cfg.agents[name] = _agent_spec(name, spec)
                     except ValueError as exc:
                         messages.append(f"{source}: agent `{name}` {exc}; ignored")
+                        continue
+                    try:
+                        cfg.agents[name].passEnv = _env_names(spec.get("passEnv", []))
+                    except ValueError as exc:
+                        messages.append(f"{source}: agent `{name}`: `passEnv` must be {exc}; "
+                                        "passing none")
             else:
                 messages.append(f"{where} is not a known key; ignored")
         except ValueError as exc:

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -164,7 +165,10 @@ def snapshot(
         if proc.returncode != 0:
             # e.g. an embedded repository without commits: add what can be added.
             log.warning("git add -A: %s", os.fsdecode(proc.stderr).strip())
-            _run(repo_root, "add", "-A", "--ignore-errors", "--", ":/", env=env, check=False)
+            proc = _run(repo_root, "add", "-A", "--ignore-errors", "--", ":/", env=env, check=False)
+            if proc.returncode not in (0, 1):  # 1: some files skipped; more: nothing was added
+                msg = os.fsdecode(proc.stderr).strip() or f"exit code {proc.returncode}"
+                raise GitError(f"could not snapshot the working tree of {repo_root}: {msg}")
         if overlays:
             _apply_overlays(repo_root, overlays, env)
         tree = _out(repo_root, "write-tree", env=env)
@@ -229,7 +233,59 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise GitError(f"worktree folder exists already and is not empty: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _run(repo_root, *_NO_HOOKS, "worktree", "add", "--quiet", "-b", branch, str(path), commit)
+    try:
+        _run(repo_root, *_NO_HOOKS, "worktree", "add", "--quiet", "-b", branch, str(path), commit)
+    except GitError as exc:
+        if "unable to write" in str(exc) or "No space left" in str(exc):
+            free = shutil.disk_usage(path.parent).free
+            raise GitError(f"{exc}\n(is the disk holding {path.parent} full? "
+                           f"{free // 1024} KiB free)") from None
+        raise
+
+
+def common_dir(path: Path) -> Path | None:
+    """The git folder shared by every worktree of the repository at ``path``; None outside git."""
+    proc = _run(path, "rev-parse", "--path-format=absolute", "--git-common-dir", check=False)
+    out = os.fsdecode(proc.stdout).strip()
+    return Path(out) if proc.returncode == 0 and out else None
+
+
+def config_entries(config_file: Path) -> list[tuple[str, str]]:
+    """The (key, value) pairs of one git config file, includes not followed."""
+    out = _run(Path(config_file).parent, "config", "--file", str(config_file), "--no-includes",
+               "--list", "-z").stdout
+    entries = []
+    for item in out.split(b"\0"):
+        if item:
+            key, _, value = os.fsdecode(item).partition("\n")
+            entries.append((key, value))
+    return entries
+
+
+def check_worktree_link(repo_root: Path, worktree: Path) -> None:
+    """Raise GitError unless ``worktree/.git`` is still the file git wrote, pointing at this
+    repository's admin folder for that worktree. Git is never run in a worktree whose link
+    an agent replaced (it could point git at the developer's own repository)."""
+    link = Path(worktree) / ".git"
+    problem = None
+    try:
+        st = os.lstat(link)
+    except FileNotFoundError:
+        st = None
+        problem = "is missing"
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        problem = "is not the file git wrote (it was replaced by a folder or a link)"
+    elif st is not None:
+        text = link.read_bytes()[:4096].decode("utf-8", "replace").strip()
+        target = text[len("gitdir:"):].strip() if text.startswith("gitdir:") else ""
+        common = common_dir(repo_root)
+        if not target or common is None or not _same_path(
+            Path(os.path.realpath(Path(worktree, target))).parent, common / "worktrees"
+        ):
+            problem = f"points somewhere else ({text[:200]!r})"
+    if problem:
+        raise GitError(f"the session's worktree {worktree} was tampered with: its .git {problem}; "
+                       "the result was not collected")
 
 
 def commit_worktree(worktree: Path, message: str) -> str:

@@ -8,9 +8,12 @@ Everything slow (git, disk walks, the agent) runs in background tasks or worker 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+import shutil
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +100,35 @@ def _kill_orphan(s: Session) -> None:
         kill_group(pid)
 
 
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
+def _worktree_gone(worktree: Path) -> str:
+    return (f"the session's worktree {worktree} was deleted while the agent ran; there is no "
+            "result to collect (discard the session to clean up)")
+
+
+def _kill_processes_in(folder: Path) -> None:
+    """Kill every process whose working directory is ``folder`` or below it."""
+    top = os.path.realpath(folder)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == top or cwd.startswith(top + os.sep):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def title_of(instruction: str) -> str:
     first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
     return first if len(first) <= 72 else first[:71] + "…"
@@ -172,6 +204,16 @@ class SessionManager:
                 del self._tasks[s.id]
             if not t.cancelled() and t.exception() is not None:
                 log.error("session %s crashed", s.id, exc_info=t.exception())
+            if t.cancelled() and s.state in ACTIVE:
+                # cancelled before it ever ran (cancel right after delegate): no handler saw it
+                transition(s, State.INTERRUPTED if self._closing else State.CANCELLED,
+                           error="the server stopped before it ran" if self._closing else None)
+                s.pid = None
+                try:
+                    self.store.save(s)
+                except OSError:
+                    log.exception("session %s: the record could not be saved", s.id)
+                self._changed(s)
 
         task.add_done_callback(done)
 
@@ -258,11 +300,15 @@ class SessionManager:
             raise
         except (AgentError, gitops.GitError, OSError) as exc:
             if s.state in ACTIVE:
-                transition(s, State.FAILED, error=str(exc))
+                transition(s, State.FAILED, error=self.store.redactor.text(_message(exc)))
                 if isinstance(exc, AgentError):
                     s.steps, s.costUsd = max(s.steps, exc.steps), max(s.costUsd, exc.cost_usd)
             s.pid = None
-            await self._save(s)
+            try:
+                await self._save(s)
+            except OSError:  # e.g. the disk is full: the session still ends, in memory
+                log.exception("session %s: the record could not be saved", s.id)
+                self._changed(s)
 
     async def _agent_pass(self, s: Session) -> None:
         worktree = Path(s.worktree)
@@ -300,12 +346,18 @@ class SessionManager:
         ctx.record({"type": "start", "run": s.runs, "agent": s.agent, "instruction": s.instruction})
         try:
             outcome = await backend.run(ctx)
+        except AgentError:
+            if not worktree.exists():
+                raise gitops.GitError(_worktree_gone(worktree)) from None
+            raise
         finally:
             # Keep what the agent left, even when it failed: follow-ups build on it.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._collect, s)
+        if not worktree.exists():
+            raise gitops.GitError(_worktree_gone(worktree))
         ctx.record({"type": "finish", "summary": outcome.summary})
-        s.summary = outcome.summary
+        s.summary = self.store.redactor.text(outcome.summary)
         s.steps, s.costUsd = outcome.steps or s.steps, round(outcome.cost_usd or s.costUsd, 6)
         if outcome.messages:
             await anyio.to_thread.run_sync(self.store.save_messages, s.id, outcome.messages)
@@ -322,6 +374,7 @@ class SessionManager:
         worktree = Path(s.worktree)
         if not worktree.exists():
             return
+        gitops.check_worktree_link(self.repo_root, worktree)  # never run git through a forged link
         s.resultCommit = gitops.commit_worktree(worktree, f"handoff {s.id}: result")
         changed = gitops.changes(self.repo_root, s.baseCommit, s.resultCommit)
         s.filesChanged = [(self.repo_root / c.path).as_uri() for c in changed]
@@ -412,15 +465,14 @@ class SessionManager:
         """``handoff apply``: write clean merges into the working tree; a conflicted file is
         left untouched unless ``conflict_markers`` (blocking)."""
         plans = self.plan(session_id, self.read_disk)
-        written, conflicts = [], []
-        for fm in plans:
-            if fm.action == "conflict":
-                conflicts.append(fm)
-                if not conflict_markers or fm.content is None:
-                    continue
-            self._write(fm)
-            if fm.action != "unchanged":
-                written.append(fm.path)
+        conflicts = [fm for fm in plans if fm.action == "conflict"]
+        todo = [fm for fm in plans if fm.action not in ("conflict", "unchanged")
+                or (fm.action == "conflict" and conflict_markers and fm.content is not None)]
+        try:
+            self._write_all(todo)
+        except OSError as exc:
+            raise SessionError(f"could not apply session {session_id}: {_message(exc)}") from None
+        written = [fm.path for fm in todo]
         s = self.get(session_id)
         if conflicts and not conflict_markers:
             s.conflicts = len(conflicts)
@@ -430,20 +482,46 @@ class SessionManager:
             self.mark_applied(session_id)
         return ApplyReport(written=written, conflicts=conflicts)
 
-    def _write(self, fm: FileMerge) -> None:
-        target = self.repo_root / fm.path
-        if fm.action == "delete":
-            target.unlink(missing_ok=True)
-            return
-        if fm.action == "rename" and fm.old_path:
-            (self.repo_root / fm.old_path).unlink(missing_ok=True)
-        if fm.content is not None and fm.action != "unchanged":
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.handoff-tmp")
-            tmp.write_bytes(fm.content)
-            if target.exists():
-                os.chmod(tmp, target.stat().st_mode)
+    def _write_all(self, plans: list[FileMerge]) -> None:
+        """Write every file of ``plans`` or none: all new contents go to temporary files first
+        (where a full disk shows), then each replaces its target; deletions come last."""
+        made_dirs: list[Path] = []
+        staged: list[tuple[Path, Path]] = []  # (temporary file, target)
+        current = ""
+        try:
+            for fm in plans:
+                if fm.content is None or fm.action == "delete":
+                    continue
+                current = fm.path
+                target = self.repo_root / fm.path
+                missing = [d for d in [target.parent, *target.parent.parents]
+                           if not d.exists() and self.repo_root in d.parents]
+                for d in reversed(missing):
+                    d.mkdir()
+                    made_dirs.append(d)
+                tmp = target.with_name(f".{target.name}.handoff-tmp")
+                staged.append((tmp, target))
+                with open(tmp, "wb") as f:
+                    f.write(fm.content)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if target.exists():
+                    os.chmod(tmp, target.stat().st_mode)
+        except OSError as exc:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            for d in reversed(made_dirs):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise OSError(exc.errno, f"writing {current} failed ({exc.strerror or exc}); "
+                                     "nothing was changed") from None
+        for tmp, target in staged:
             os.replace(tmp, target)
+        for fm in plans:
+            if fm.action == "delete":
+                (self.repo_root / fm.path).unlink(missing_ok=True)
+            elif fm.action == "rename" and fm.old_path:
+                (self.repo_root / fm.old_path).unlink(missing_ok=True)
 
     def discard(self, session_id: str) -> Session:
         """Drop the session and everything it left in git (blocking)."""
@@ -458,6 +536,14 @@ class SessionManager:
         return s
 
     def _cleanup(self, s: Session) -> None:
+        worktree = Path(s.worktree) if s.worktree else None
+        if worktree is not None and worktree == self.store.worktree_path(s.id) and worktree.is_dir():
+            try:
+                gitops.check_worktree_link(self.repo_root, worktree)
+            except gitops.GitError:
+                # An agent replaced its .git link: git would not know the folder as its
+                # worktree any more. It is Handoff's own folder, so remove it directly.
+                shutil.rmtree(worktree)
         with self._git_lock:
             gitops.remove_session(
                 self.repo_root,
@@ -469,6 +555,11 @@ class SessionManager:
     def gc(self) -> list[str]:
         """Remove what crashed or finished sessions left in git (blocking)."""
         live = {s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)}
+        for entry in gitops.worktrees(self.repo_root)[1:]:
+            branch = entry.get("branch", "")
+            sid = branch[len(f"refs/heads/{gitops.BRANCH_PREFIX}"):]
+            if branch.startswith(f"refs/heads/{gitops.BRANCH_PREFIX}") and sid not in live:
+                _kill_processes_in(Path(entry["worktree"]))  # an agent a crash left running
         return gitops.gc(self.repo_root, keep=lambda sid: sid in live)
 
     def diff(self, session_id: str) -> str:

@@ -214,14 +214,26 @@ async def test_cost_limit(repo: Path) -> None:
 
 
 async def test_time_limit_kills_the_running_command(repo: Path) -> None:
-    model = FakeModel((("run_command", {"command": "echo $$ > shell.pid; sleep 60"}), 0.0))
+    # found by a unique argument: inside the sandbox `$$` is a pid of its own namespace
+    mark = f"60.{os.getpid()}{time.monotonic_ns() % 10**6}"
+    model = FakeModel((("run_command", {"command": f"sleep {mark}"}), 0.0))
     started = time.monotonic()
     with pytest.raises(LimitReached, match=r"time limit reached \(timeoutS = 1\)"):
         await BuiltinBackend(model).run(make_ctx(repo, Events(), timeoutS=1.0))
     assert time.monotonic() - started < 5
-    pid = int((repo / "shell.pid").read_text())
+
+    def running() -> bool:
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes() \
+                        and ") Z" not in (entry / "stat").read_text():
+                    return True
+            except OSError:
+                continue
+        return False
+
     with anyio.fail_after(5):
-        while Path(f"/proc/{pid}").exists() and ") Z" not in Path(f"/proc/{pid}/stat").read_text():
+        while running():
             await anyio.sleep(0.05)
 
 

@@ -151,20 +151,26 @@ def test_run_command_output_is_capped(ws: Workspace) -> None:
     assert "START" in out and out.endswith("END") and "bytes omitted" in out
 
 
-def test_run_command_timeout_kills_the_process_group(repo: Path) -> None:
-    ws = Workspace(repo, test_command=None, command_timeout_s=1)
+# Inside the sandbox `$!` is a pid of the sandbox's own pid namespace: processes are found
+# by a unique argument instead (`sleep 100.<n>`), in the whole system's /proc.
+@pytest.mark.parametrize("policy", ["sandbox", "allow"])
+def test_run_command_timeout_kills_the_process_group(repo: Path, policy: str) -> None:
+    ws = Workspace(repo, test_command=None, command_timeout_s=1, policy=policy)
+    mark = f"100.{os.getpid()}{time.monotonic_ns() % 10**6}"
     started = time.monotonic()
-    out = ws.dispatch("run_command", {"command": "sleep 100 & echo $! > bg.pid; sleep 100"})
+    out = ws.dispatch("run_command", {"command": f"sleep {mark} & sleep {mark}"})
     assert time.monotonic() - started < 10
     assert out.startswith("timed out after 1 s")
-    pid = int((repo / "bg.pid").read_text())
-    assert not _alive(pid)
+    assert not _running(mark)
 
 
-def test_run_command_leaves_no_background_process(ws: Workspace, repo: Path) -> None:
-    out = ws.dispatch("run_command", {"command": "(sleep 100 >/dev/null 2>&1 &) ; sleep 100 & echo $! > bg.pid"})
+@pytest.mark.parametrize("policy", ["sandbox", "allow"])
+def test_run_command_leaves_no_background_process(repo: Path, policy: str) -> None:
+    ws = Workspace(repo, test_command=None, command_timeout_s=10, policy=policy)
+    mark = f"100.{os.getpid()}{time.monotonic_ns() % 10**6}"
+    out = ws.dispatch("run_command", {"command": f"(sleep {mark} >/dev/null 2>&1 &) ; sleep {mark} &"})
     assert out.startswith("exit code: 0")
-    assert not _alive(int((repo / "bg.pid").read_text()))
+    assert not _running(mark)
 
 
 def test_run_command_environment_is_scrubbed(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,19 +181,24 @@ def test_run_command_environment_is_scrubbed(ws: Workspace, monkeypatch: pytest.
     assert "[]" in out
     assert "secret" not in out and "sk-handoff" not in out
     names = {line.split("=", 1)[0] for line in out.splitlines()[2:] if "=" in line}
-    assert names <= {"PATH", "HOME", "LANG", "TERM", "PWD", "SHLVL", "_", "OLDPWD"}
+    assert names <= {"PATH", "HOME", "TMPDIR", "LANG", "TERM", "PWD", "SHLVL", "_", "OLDPWD"}
     home = [line for line in out.splitlines() if line.startswith("HOME=")][0][5:]
     assert home != os.environ["HOME"] and not Path(home).exists()  # a temporary HOME, removed
 
 
-def _alive(pid: int) -> bool:
-    for _ in range(50):  # the group was SIGKILLed; give the kernel a moment to reap
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists() and ") Z" in stat.read_text():
-            return False  # a zombie waiting for its (init) parent: dead
+def _running(mark: str) -> list[int]:
+    """Live (not zombie) processes with ``mark`` among their arguments, after a moment."""
+    found: list[int] = []
+    for _ in range(50):
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
+                        and ") Z" not in (entry / "stat").read_text():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        if not found:
+            return []
         time.sleep(0.05)
-    return True
+    return found

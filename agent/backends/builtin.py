@@ -42,7 +42,8 @@ class BuiltinBackend:
         cfg = ctx.config
         model = self._model or model_from_config(cfg)
         workspace = Workspace(ctx.worktree, test_command=cfg.testCommand,
-                              command_timeout_s=min(COMMAND_TIMEOUT_S, cfg.timeoutS))
+                              command_timeout_s=min(COMMAND_TIMEOUT_S, cfg.timeoutS),
+                              policy=cfg.commandPolicy, pass_env=cfg.passEnv)
         run = _Run(ctx, model, workspace)
         try:
             with anyio.move_on_after(cfg.timeoutS) as scope:

@@ -4,6 +4,11 @@ Contract (DESIGN.md): argv run with cwd = the worktree and stdin closed; ``{task
 ``{task}`` in argv are replaced; the environment gets ``HANDOFF_TASK``, ``HANDOFF_TASK_FILE``,
 ``HANDOFF_SESSION_ID``, ``HANDOFF_FILE`` and ``HANDOFF_RANGE``. Exit 0 means done, the last
 non-empty stdout line is the summary, the changes left in the worktree are the result.
+
+Command agents are programs the developer chose: they are not sandboxed and run with the
+developer's rights. Their environment is scrubbed all the same: credentials (names matching
+KEY, TOKEN, SECRET, PASSWORD, CREDENTIAL; HANDOFF_API_KEY, SSH_AUTH_SOCK) and variables that
+would point git at another repository are left out, unless ``agents.<name>.passEnv`` names them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 import anyio
 
 from ..brief import range_label
+from ..sandbox import agent_env
 from .base import AgentContext, AgentError, LimitReached, Outcome
 
 OUTPUT_CAP = 64 * 1024  # bytes of each stream kept (head and tail)
@@ -47,6 +53,16 @@ class _Capped:
                 + bytes(self.tail).decode("utf-8", "replace"))
 
 
+def _exit_description(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (it crashed or something stopped it)"
+    return f"exited with code {code}"
+
+
 def kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -66,15 +82,14 @@ class CommandBackend:
         ]
 
     def _env(self, ctx: AgentContext) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            HANDOFF_TASK=ctx.instruction,
-            HANDOFF_TASK_FILE=str(ctx.brief_path),
-            HANDOFF_SESSION_ID=ctx.session_id,
-            HANDOFF_FILE=ctx.file or "",
-            HANDOFF_RANGE=range_label(ctx.range),
-        )
-        return env
+        spec = ctx.config.agents.get(self.name)
+        return agent_env(os.environ, spec.passEnv if spec else (), {
+            "HANDOFF_TASK": ctx.instruction,
+            "HANDOFF_TASK_FILE": str(ctx.brief_path),
+            "HANDOFF_SESSION_ID": ctx.session_id,
+            "HANDOFF_FILE": ctx.file or "",
+            "HANDOFF_RANGE": range_label(ctx.range),
+        })
 
     async def run(self, ctx: AgentContext) -> Outcome:
         argv = self._argv(ctx)
@@ -127,7 +142,7 @@ class CommandBackend:
                 )
         if proc.returncode != 0:
             tail = "\n".join(err.text().strip().splitlines()[-15:]) or "(no stderr)"
-            raise AgentError(f"agent `{self.name}` exited with code {proc.returncode}:\n{tail}")
+            raise AgentError(f"agent `{self.name}` {_exit_description(proc.returncode)}:\n{tail}")
         lines = [line.strip() for line in out.text().splitlines() if line.strip()]
         summary = lines[-1] if lines else f"agent `{self.name}` finished"
         return Outcome(summary=summary, steps=1)

@@ -6,22 +6,28 @@ and a refused call performs nothing. Paths are relative to the worktree; anythin
 starting with ``~``, leaving the worktree (``..`` or a symlink, existing or created by the
 agent), naming ``.git`` at any depth, or not a regular file or folder is refused.
 
-``run_command`` has no sandbox yet: it gets a scrubbed environment, closed stdin, its own
-process group (killed whole on timeout or when the loop is cancelled) and capped output.
+``run_command`` follows ``commandPolicy`` (see :mod:`..sandbox`): confined by bubblewrap or
+Landlock by default, refused under ``deny``, unconfined under ``allow``. It always gets a
+scrubbed environment (plus the names in ``passEnv``), closed stdin, its own process group
+(killed whole on timeout or when the loop is cancelled) and capped output.
+
+Writes never go through an existing inode: content goes to a temporary file that replaces
+the directory entry, so a hard link (which could share its inode with a file outside) is
+replaced, never written through.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import stat
 import subprocess
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .. import sandbox
 
 MAX_READ_LINES = 2000
 MAX_READ_CHARS = 60_000
@@ -32,7 +38,6 @@ MAX_SEARCH_FILE_BYTES = 2_000_000
 MAX_FILE_BYTES = 20_000_000
 MAX_OUTPUT_BYTES = 12_000  # run_command output kept: half from the head, half from the tail
 MAX_NAME_BYTES = 255
-SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
 def _fn(name: str, description: str, props: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -62,7 +67,8 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
     _fn("edit_file", "Replace oldText with newText in a file; oldText must occur exactly once.",
         {"path": _PATH, "oldText": {"type": "string"}, "newText": {"type": "string"}},
         ["path", "oldText", "newText"]),
-    _fn("run_command", "Run a shell command in the project root; prints its exit code and output.",
+    _fn("run_command", "Run a shell command in the project root; prints its exit code and output. "
+        "Usually sandboxed: no network; files outside the project are read-only or hidden.",
         {"command": {"type": "string"}}, ["command"]),
     _fn("finish", "End the task with a short summary of what you changed and why.",
         {"summary": {"type": "string"}}, ["summary"]),
@@ -102,23 +108,21 @@ def check_args(name: str, args: Any) -> dict[str, Any]:
     return out
 
 
-def scrubbed_env(home: str) -> dict[str, str]:
-    """PATH, LANG and TERM from our environment, HOME set to ``home``; no secrets."""
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "TERM") if k in os.environ}
-    env.setdefault("PATH", os.defpath)
-    env["HOME"] = home
-    return {k: v for k, v in env.items() if not any(w in k.upper() for w in SECRET_WORDS)}
-
-
 class Workspace:
     """File and shell tools over ``root``; the only folder the agent may touch."""
 
     def __init__(self, root: Path, *, test_command: str | None = None,
-                 command_timeout_s: float = 300.0) -> None:
+                 command_timeout_s: float = 300.0, policy: str = "sandbox",
+                 pass_env: Iterable[str] = ()) -> None:
         self.root = Path(os.path.realpath(root))
         self.test_command = test_command
         self.command_timeout_s = command_timeout_s
+        if policy not in sandbox.POLICIES:
+            raise ValueError(f"commandPolicy must be one of {sandbox.POLICIES}, not {policy!r}")
+        self.policy = policy
+        self.pass_env = tuple(pass_env)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._launch: sandbox.Launch | None = None
         self._tools: dict[str, Callable[..., str]] = {
             "read_file": self.read_file, "list_files": self.list_files, "search": self.search,
             "write_file": self.write_file, "edit_file": self.edit_file,
@@ -261,8 +265,9 @@ class Workspace:
         real.parent.mkdir(parents=True, exist_ok=True)
         if not self._inside(os.path.realpath(real.parent)):  # a folder swapped for a link meanwhile
             raise ToolError(f"{path!r} leads outside the project root")
-        _write_bytes(real, content.encode("utf-8"))
-        return f"{'overwrote' if existed else 'created'} {self._rel(real)} ({len(content.encode())} bytes)"
+        note = _write_bytes(real, content.encode("utf-8"))
+        return (f"{'overwrote' if existed else 'created'} {self._rel(real)} "
+                f"({len(content.encode())} bytes){note}")
 
     def edit_file(self, path: str, oldText: str, newText: str) -> str:
         real = self._existing(path, "file")
@@ -280,9 +285,9 @@ class Workspace:
             raise ToolError(f"edit_file: oldText occurs {count} times in {self._rel(real)}; "
                             "include more surrounding lines so that it occurs exactly once")
         at = text.index(oldText)
-        _write_bytes(real, text.replace(oldText, newText, 1).encode("utf-8"))
+        note = _write_bytes(real, text.replace(oldText, newText, 1).encode("utf-8"))
         first = text.count("\n", 0, at) + 1
-        return f"edited {self._rel(real)} (line {first}; {newText.count(chr(10)) + 1} line(s) now)"
+        return f"edited {self._rel(real)} (line {first}; {newText.count(chr(10)) + 1} line(s) now){note}"
 
     def finish(self, summary: str) -> str:
         return summary
@@ -290,13 +295,21 @@ class Workspace:
     def run_command(self, command: str) -> str:
         if not command.strip():
             raise ToolError("run_command: the command is empty")
-        with tempfile.TemporaryDirectory(prefix="handoff-home-", ignore_cleanup_errors=True) as home:
+        if "\0" in command:
+            raise ToolError("run_command: the command may not contain NUL")
+        if self.policy == "deny":
+            raise ToolError(sandbox.DENIED)
+        kind = "none" if self.policy == "allow" else sandbox.available()
+        if kind is None:
+            raise ToolError(sandbox.UNAVAILABLE)
+        link = _link_state(self.root)
+        with sandbox.prepare(command, root=self.root, kind=kind, pass_env=self.pass_env) as launch:
             proc = subprocess.Popen(
-                command, shell=True, cwd=self.root, env=scrubbed_env(home),
+                launch.argv, cwd=self.root, env=launch.env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            self._proc = proc
+            self._proc, self._launch = proc, launch
             out = _CappedReader(proc.stdout)  # type: ignore[arg-type]
             try:
                 try:
@@ -306,20 +319,18 @@ class Workspace:
             finally:
                 self.kill_running()  # also whatever the command left in the background
                 out.join()
-                self._proc = None
+                self._proc = self._launch = None
         head = f"exit code: {code}" if code is not None else \
             f"timed out after {self.command_timeout_s:g} s; the command and its children were killed"
-        return f"{head}\n{out.text()}".rstrip("\n")
+        note = _restore_link(self.root, link)
+        return f"{head}\n{out.text()}".rstrip("\n") + note
 
     def kill_running(self) -> None:
         """Kill the running command's whole process group (on timeout or cancellation)."""
-        proc = self._proc
-        if proc is None:
+        proc, launch = self._proc, self._launch
+        if proc is None or launch is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        launch.stop(proc)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
@@ -363,6 +374,37 @@ class _CappedReader:
         return (self._head.decode("utf-8", "replace") + mid + self._tail.decode("utf-8", "replace"))
 
 
+def _link_state(root: Path) -> bytes | None:
+    """The content of the worktree's ``.git`` link file (None when .git is not a file)."""
+    try:
+        fd = os.open(root / ".git", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
+
+
+def _restore_link(root: Path, content: bytes | None) -> str:
+    """Put the worktree's ``.git`` link back if a command changed it (possible under Landlock
+    or ``allow``; bubblewrap mounts it read-only). No process of the command is left by now."""
+    if content is None or _link_state(root) == content:
+        return ""
+    link = root / ".git"
+    if link.is_dir() and not link.is_symlink():
+        import shutil
+
+        shutil.rmtree(link)
+    else:
+        link.unlink(missing_ok=True)
+    fd = os.open(link, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+    return ("\nnote: the command changed .git, the worktree's link to its repository; it was put "
+            "back. Leave .git alone.")
+
+
 def _walk(top: Path) -> Iterator[str]:
     """Every file and symlink under ``top`` (links not followed), sorted, ``.git`` skipped."""
     for dirpath, dirnames, filenames in os.walk(top):
@@ -384,9 +426,27 @@ def _read_bytes(real: Path) -> bytes:
         return f.read()
 
 
-def _write_bytes(real: Path, data: bytes) -> None:
-    fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ToolError("not a regular file")
-        f.write(data)
+def _write_bytes(real: Path, data: bytes) -> str:
+    """Write ``data`` as the new content of ``real`` by replacing its directory entry (temp file
+    + rename), keeping its mode; returns a note for the model ("" when there is nothing to say)."""
+    try:
+        st: os.stat_result | None = os.lstat(real)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ToolError("not a regular file")
+    tmp = real.with_name(f".{real.name[:200]}.handoff-{os.getpid()}-{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if st is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
+        os.replace(tmp, real)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if st is not None and st.st_nlink > 1:
+        return (" (it was a hard link to another file; the link was replaced, the other file "
+                "was not changed)")
+    return ""
