@@ -8,12 +8,10 @@ Everything slow (git, disk walks, the agent) runs in background tasks or worker 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
 import shutil
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +19,12 @@ from typing import Any
 
 import anyio
 
-from . import gitops
+from . import gitops, results
 from .backends.base import AgentContext, AgentError, Backend
 from .brief import Origin, build_brief
 from .config import Config
-from .merge import FileMerge, merge_change
+from .merge import FileMerge
+from .processes import kill_orphan, kill_processes_in, pid_alive
 from .session import ACTIVE, Session, State, TransitionError, new_id, transition
 from .store import Redactor, Store
 
@@ -72,34 +71,6 @@ def make_backend(name: str, config: Config) -> Backend:
     raise AgentError(f"agent `{name}` is an ACP agent; ACP support is not available yet")
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_orphan(s: Session) -> None:
-    """Kill an agent process group that outlived the process that ran its session, if it
-    still runs in that session's worktree (so a reused pid is never hit)."""
-    pid, s.agentPid = s.agentPid, None
-    if not pid or not s.worktree:
-        return
-    try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return
-    if Path(cwd).resolve() == Path(s.worktree).resolve() or cwd.startswith(s.worktree + os.sep):
-        from .backends.command import kill_group
-
-        kill_group(pid)
-
-
 def _message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
@@ -110,23 +81,6 @@ def _message(exc: BaseException) -> str:
 def _worktree_gone(worktree: Path) -> str:
     return (f"the session's worktree {worktree} was deleted while the agent ran; there is no "
             "result to collect (discard the session to clean up)")
-
-
-def _kill_processes_in(folder: Path) -> None:
-    """Kill every process whose working directory is ``folder`` or below it."""
-    top = os.path.realpath(folder)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if cwd == top or cwd.startswith(top + os.sep):
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 def title_of(instruction: str) -> str:
@@ -186,9 +140,9 @@ class SessionManager:
         """Read the stored sessions (blocking: call in a worker thread). Sessions whose
         process died while they ran become ``interrupted``."""
         for s in self.store.load_all():
-            if s.state in ACTIVE and not (s.pid != os.getpid() and _pid_alive(s.pid)):
+            if s.state in ACTIVE and not (s.pid != os.getpid() and pid_alive(s.pid)):
                 transition(s, State.INTERRUPTED, error="the process running it stopped")
-                _kill_orphan(s)
+                kill_orphan(s)
                 s.pid = None
                 self.store.save(s)
             self.sessions.setdefault(s.id, s)
@@ -400,7 +354,7 @@ class SessionManager:
         if task is not None and not task.done():
             task.cancel()
         elif s.state in ACTIVE:
-            if _pid_alive(s.pid) and s.pid != os.getpid():
+            if pid_alive(s.pid) and s.pid != os.getpid():
                 raise SessionError(f"session {s.id} runs in another process ({s.pid})")
             transition(s, State.CANCELLED)
             self.store.save(s)
@@ -436,14 +390,7 @@ class SessionManager:
         s = self.get(session_id)
         if s.state is not State.READY:
             raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply")
-        plans = []
-        for change in gitops.changes(self.repo_root, s.baseCommit, s.resultCommit):
-            base_path = change.old_path or change.path
-            base = gitops.read_blob(self.repo_root, s.baseCommit, base_path)
-            theirs = gitops.read_blob(self.repo_root, s.resultCommit, change.path)
-            ours = read_current(base_path)
-            plans.append(merge_change(change, base, ours, theirs))
-        return plans
+        return results.plan(self.repo_root, s.baseCommit, s.resultCommit, read_current)
 
     def read_disk(self, path: str) -> bytes | None:
         try:
@@ -469,7 +416,7 @@ class SessionManager:
         todo = [fm for fm in plans if fm.action not in ("conflict", "unchanged")
                 or (fm.action == "conflict" and conflict_markers and fm.content is not None)]
         try:
-            self._write_all(todo)
+            results.write_all(self.repo_root, todo)
         except OSError as exc:
             raise SessionError(f"could not apply session {session_id}: {_message(exc)}") from None
         written = [fm.path for fm in todo]
@@ -481,47 +428,6 @@ class SessionManager:
         else:
             self.mark_applied(session_id)
         return ApplyReport(written=written, conflicts=conflicts)
-
-    def _write_all(self, plans: list[FileMerge]) -> None:
-        """Write every file of ``plans`` or none: all new contents go to temporary files first
-        (where a full disk shows), then each replaces its target; deletions come last."""
-        made_dirs: list[Path] = []
-        staged: list[tuple[Path, Path]] = []  # (temporary file, target)
-        current = ""
-        try:
-            for fm in plans:
-                if fm.content is None or fm.action == "delete":
-                    continue
-                current = fm.path
-                target = self.repo_root / fm.path
-                missing = [d for d in [target.parent, *target.parent.parents]
-                           if not d.exists() and self.repo_root in d.parents]
-                for d in reversed(missing):
-                    d.mkdir()
-                    made_dirs.append(d)
-                tmp = target.with_name(f".{target.name}.handoff-tmp")
-                staged.append((tmp, target))
-                with open(tmp, "wb") as f:
-                    f.write(fm.content)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if target.exists():
-                    os.chmod(tmp, target.stat().st_mode)
-        except OSError as exc:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
-            for d in reversed(made_dirs):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-            raise OSError(exc.errno, f"writing {current} failed ({exc.strerror or exc}); "
-                                     "nothing was changed") from None
-        for tmp, target in staged:
-            os.replace(tmp, target)
-        for fm in plans:
-            if fm.action == "delete":
-                (self.repo_root / fm.path).unlink(missing_ok=True)
-            elif fm.action == "rename" and fm.old_path:
-                (self.repo_root / fm.old_path).unlink(missing_ok=True)
 
     def discard(self, session_id: str) -> Session:
         """Drop the session and everything it left in git (blocking)."""
@@ -559,7 +465,7 @@ class SessionManager:
             branch = entry.get("branch", "")
             sid = branch[len(f"refs/heads/{gitops.BRANCH_PREFIX}"):]
             if branch.startswith(f"refs/heads/{gitops.BRANCH_PREFIX}") and sid not in live:
-                _kill_processes_in(Path(entry["worktree"]))  # an agent a crash left running
+                kill_processes_in(Path(entry["worktree"]))  # an agent a crash left running
         return gitops.gc(self.repo_root, keep=lambda sid: sid in live)
 
     def diff(self, session_id: str) -> str:

@@ -1,0 +1,74 @@
+"""A session's result against the files as they are now: plan the merges, write them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from . import gitops
+from .merge import FileMerge, merge_change
+
+
+def plan(repo_root: Path, base: str, result: str,
+         read_current: Callable[[str], bytes | None]) -> list[FileMerge]:
+    """Merge each changed file three-way: base = snapshot, ours = now, theirs = agent."""
+    plans = []
+    for change in gitops.changes(repo_root, base, result):
+        base_path = change.old_path or change.path
+        ours = read_current(base_path)
+        fm = merge_change(
+            change,
+            gitops.read_blob(repo_root, base, base_path),
+            ours,
+            gitops.read_blob(repo_root, result, change.path),
+        )
+        if change.status == "renamed" and fm.action != "conflict" and read_current(change.path) is not None:
+            fm = FileMerge(path=change.path, action="conflict", content=None, conflicts=fm.conflicts,
+                           old_path=change.old_path,
+                           reason=f"{change.path} exists already; the agent renamed {base_path} to it")
+        plans.append(fm)
+    return plans
+
+
+def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
+    """Write every file of ``plans`` or none: all new contents go to temporary files first
+    (where a full disk shows), then each replaces its target; deletions come last."""
+    made_dirs: list[Path] = []
+    staged: list[tuple[Path, Path]] = []  # (temporary file, target)
+    current = ""
+    try:
+        for fm in plans:
+            if fm.content is None or fm.action == "delete":
+                continue
+            current = fm.path
+            target = repo_root / fm.path
+            missing = [d for d in [target.parent, *target.parent.parents]
+                       if not d.exists() and repo_root in d.parents]
+            for d in reversed(missing):
+                d.mkdir()
+                made_dirs.append(d)
+            tmp = target.with_name(f".{target.name}.handoff-tmp")
+            staged.append((tmp, target))
+            with open(tmp, "wb") as f:
+                f.write(fm.content)
+                f.flush()
+                os.fsync(f.fileno())
+            if target.exists():
+                os.chmod(tmp, target.stat().st_mode)
+    except OSError as exc:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for d in reversed(made_dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise OSError(exc.errno, f"writing {current} failed ({exc.strerror or exc}); "
+                                 "nothing was changed") from None
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    for fm in plans:
+        if fm.action == "delete":
+            (repo_root / fm.path).unlink(missing_ok=True)
+        elif fm.action == "rename" and fm.old_path:
+            (repo_root / fm.old_path).unlink(missing_ok=True)
