@@ -12,6 +12,7 @@ from typing import Any
 
 from lsprotocol import types
 
+from handoff.agent.manager import SessionError
 from handoff.agent.session import ACTIVE, State
 
 from . import commands, delegation, todos
@@ -92,7 +93,7 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
     for sid, diags in found.items():
         try:
             _, s = ls.repos.find(sid)
-        except Exception:
+        except SessionError:  # a diagnostic of a session this server does not know (any more)
             continue
         arg = {"sessionId": sid}
         name = s.title if len(s.title) <= 40 else s.title[:39] + "…"

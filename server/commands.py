@@ -58,7 +58,9 @@ class CommandError(Exception):
     """Bad arguments; the message says which."""
 
 
-_EXPECTED = (CommandError, SessionError, TransitionError, NotInRepository, delegation.NoTask,
+# What a request can run into that is the developer's situation, not a bug: a message, no traceback.
+
+EXPECTED = (CommandError, SessionError, TransitionError, NotInRepository, delegation.NoTask,
              gitops.GitError, AgentError)
 
 
@@ -126,7 +128,7 @@ def register(ls) -> None:
             async def handler(ls, *args: Any):
                 try:
                     result = await fn(ls, *args)
-                except _EXPECTED as exc:
+                except EXPECTED as exc:
                     log.info("%s: %s", name, exc)
                     raise RequestFailed(message=str(exc)) from None
                 ls.status.flush_now()  # the session list already shows what the command did

@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 
 from handoff import __version__
@@ -21,6 +22,7 @@ from handoff.agent.manager import SessionError
 from handoff.agent.session import Session, State
 
 from . import code_actions, commands
+from .apply import apply_session, check_conflicts
 from .repos import Repos
 from .settings import Settings
 from .status import Status
@@ -69,8 +71,6 @@ class HandoffServer(LanguageServer):
     def ready(self, s: Session) -> None:
         """A session just became ready: apply it when ``autoApply`` is on, else show its
         conflicts with what the developer typed meanwhile, if any."""
-        from .apply import check_conflicts
-
         try:
             repo, _ = self.repos.find(s.id)
         except SessionError:
@@ -83,11 +83,9 @@ class HandoffServer(LanguageServer):
             self.spawn(check_conflicts(self, s.id), f"conflicts {s.id}")
 
     async def _auto_apply(self, s: Session) -> None:
-        from .apply import apply_session
-
         try:
             result = await apply_session(self, s.id)
-        except Exception as exc:
+        except (*commands.EXPECTED, JsonRpcException, OSError) as exc:
             self.show(f"Handoff: “{s.title}” could not be applied automatically: {exc}",
                       types.MessageType.Warning)
             return

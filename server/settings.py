@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.exceptions import JsonRpcException
 
 from handoff.agent import config as config_mod
 
@@ -71,7 +72,7 @@ class Settings:
         items = [types.ConfigurationItem(section=SECTION, scope_uri=s or None) for s in scopes]
         try:
             values = await self.ls.workspace_configuration_async(types.ConfigurationParams(items=items))
-        except Exception as exc:  # the client failed the request: keep what we had
+        except JsonRpcException as exc:  # the client failed the request: keep what we had
             log.warning("workspace/configuration failed: %s", exc)
             return
         for scope, value in zip(scopes, values or []):
@@ -106,7 +107,7 @@ class Settings:
             register_options=types.DidChangeConfigurationRegistrationOptions(section=SECTION))
         try:
             await self.ls.client_register_capability_async(types.RegistrationParams(registrations=[reg]))
-        except Exception as exc:
+        except JsonRpcException as exc:
             log.info("client did not register didChangeConfiguration: %s", exc)
 
     # -- messages --------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.exceptions import JsonRpcException
 
+from handoff.agent.manager import SessionError
 from handoff.agent.session import Session, State
 
 from .anchors import Anchor, remap, shift
@@ -154,7 +156,7 @@ class Status:
             if a.kind == "origin":
                 try:
                     _, s = self.ls.repos.find(a.session_id)
-                except Exception:
+                except SessionError:
                     continue
                 s.range = a.as_range()
                 self._list_dirty = True
@@ -168,7 +170,7 @@ class Status:
     async def _begin(self, s: Session, p: _Progress) -> None:
         try:
             await self.ls.work_done_progress.create_async(p.token)
-        except Exception as exc:  # refused: the session runs without a progress bar
+        except JsonRpcException as exc:  # refused: the session runs without a progress bar
             log.info("progress not created for %s: %s", s.id, exc)
             self._forget(s.id, p)
             return

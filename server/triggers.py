@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from . import delegation, todos
+from .commands import EXPECTED
 from .repos import NotInRepository, path_of
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class Triggers:
                 s = await delegation.delegate(
                     self.ls, uri, delegation.todo_range(text, t, self.ls.encoding),
                     instruction=delegation.todo_instruction(t, file), title=" ".join(t.text.split()))
-            except Exception as exc:  # shown, never raised into the notification handler
+            except (*EXPECTED, OSError) as exc:  # shown, never raised into the notification task
                 log.warning("TODO(agent) at %s:%d not started: %s", file, t.line + 1, exc)
                 self.ls.show(f"Handoff: TODO(agent) at {file}:{t.line + 1} not started: {exc}",
                              types.MessageType.Warning)

@@ -45,7 +45,9 @@ async def test_stray_output_never_reaches_the_protocol_stream(repo: Path, tmp_pa
             open(os.path.join(os.path.dirname(__file__), "noise-done"), "w").close()
         threading.Thread(target=noise, daemon=True).start()
     """))
-    editor = await Editor.start("neovim", repo, env={"PYTHONPATH": str(site)})
+    log = tmp_path / "server.log"
+    editor = await Editor.start("neovim", repo, env={"PYTHONPATH": str(site)},
+                                args=["--log-file", str(log), "--clientProcessId=1"])
     try:
         await editor.command("handoff.listSessions", {})
         uri = editor.open(repo / "app.py")
@@ -57,6 +59,7 @@ async def test_stray_output_never_reaches_the_protocol_stream(repo: Path, tmp_pa
         await editor.stop()
     assert editor.client.error is None
     assert editor.check_stdout() >= 4
+    assert f"handoff-lsp {__version__} on stdio" in log.read_text()
 
 
 async def test_tcp(repo: Path):

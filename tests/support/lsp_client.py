@@ -103,13 +103,14 @@ class Editor:
     @classmethod
     async def start(cls, caps: str, root: Path, *, env: dict[str, str] | None = None,
                     init_options: Any = None, folders: list[Path] | None = None,
-                    configuration: dict[str, Any] | None = None) -> "Editor":
+                    configuration: dict[str, Any] | None = None,
+                    args: list[str] | None = None) -> "Editor":
         client = Client(converter_factory=default_converter)
         editor = cls(client, caps, root)
         editor._register()
         if configuration is not None:
             client.set_configuration(configuration)
-        await client.start_io(sys.executable, "-m", "handoff.server",
+        await client.start_io(sys.executable, "-m", "handoff.server", *(args or []),
                               env={**os.environ, **(env or {})})
         folders = folders if folders is not None else [root]
         result = await client.initialize_session(types.InitializeParams(
