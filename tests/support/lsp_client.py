@@ -101,7 +101,8 @@ class Editor:
 
     # -- start / stop --------------------------------------------------------------------------
     @classmethod
-    async def start(cls, caps: str, root: Path, *, env: dict[str, str] | None = None,
+    async def start(cls, caps: str | types.ClientCapabilities, root: Path, *,
+                    env: dict[str, str] | None = None,
                     init_options: Any = None, folders: list[Path] | None = None,
                     configuration: dict[str, Any] | None = None,
                     args: list[str] | None = None) -> "Editor":
@@ -114,7 +115,8 @@ class Editor:
                               env={**os.environ, **(env or {})})
         folders = folders if folders is not None else [root]
         result = await client.initialize_session(types.InitializeParams(
-            capabilities=pytest_lsp.client_capabilities(caps),
+            capabilities=(caps if isinstance(caps, types.ClientCapabilities)
+                          else pytest_lsp.client_capabilities(caps)),
             root_uri=folders[0].as_uri() if folders else None,
             workspace_folders=[types.WorkspaceFolder(uri=f.as_uri(), name=f.name) for f in folders],
             initialization_options=init_options,
@@ -168,11 +170,13 @@ class Editor:
                        types.WINDOW_WORK_DONE_PROGRESS_CREATE):
             wrap(method)
 
-        @client.feature("handoff/sessions")
         def sessions(client: LanguageClient, params: Any):
             items = params.sessions if hasattr(params, "sessions") else params["sessions"]
             editor.lists.append([_plain(s) for s in items])
             editor._pulse()
+
+        if not isinstance(self.caps, types.ClientCapabilities):  # a bare (Helix-like) client
+            client.feature("handoff/sessions")(sessions)  # has no custom notification handlers
 
         @client.feature(types.CLIENT_REGISTER_CAPABILITY)
         def register_capability(client: LanguageClient, params: types.RegistrationParams):
