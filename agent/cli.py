@@ -48,15 +48,8 @@ def _lines_range(spec: str | None) -> dict | None:
     return {"start": {"line": start - 1, "character": 0}, "end": {"line": end, "character": 0}}
 
 
-async def _run(args: argparse.Namespace) -> int:
-    mgr = _manager(Path.cwd())
-    file = None
-    if args.file:
-        path = Path(args.file).resolve()
-        try:
-            file = path.relative_to(mgr.repo_root.resolve()).as_posix()
-        except ValueError:
-            raise SystemExit(f"handoff: {args.file} is outside the repository {mgr.repo_root}")
+def _watch(mgr: SessionManager) -> None:
+    """Progress of the sessions on stderr (stdout is for the result)."""
     last = [""]
 
     def on_progress(s: Session, message: str) -> None:
@@ -69,6 +62,30 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"[{s.id}] {s.state.value}", file=sys.stderr)
 
     mgr.subscribe(on_change, on_progress)
+
+
+async def _until_done(mgr: SessionManager, sid: str) -> int:
+    try:
+        s = await mgr.wait(sid)
+    finally:
+        await mgr.close()
+    _print_session(s)
+    if s.state is State.READY:
+        print(f"\nReview: handoff show {s.id}   Apply: handoff apply {s.id}")
+        return 0
+    return 1
+
+
+async def _run(args: argparse.Namespace) -> int:
+    mgr = _manager(Path.cwd())
+    file = None
+    if args.file:
+        path = Path(args.file).resolve()
+        try:
+            file = path.relative_to(mgr.repo_root.resolve()).as_posix()
+        except ValueError:
+            raise SystemExit(f"handoff: {args.file} is outside the repository {mgr.repo_root}")
+    _watch(mgr)
     s = mgr.delegate(
         DelegateRequest(
             instruction=args.instruction,
@@ -78,15 +95,16 @@ async def _run(args: argparse.Namespace) -> int:
             agent=args.agent,
         )
     )
-    try:
-        s = await mgr.wait(s.id)
-    finally:
-        await mgr.close()
-    _print_session(s)
-    if s.state is State.READY:
-        print(f"\nReview: handoff show {s.id}   Apply: handoff apply {s.id}")
-        return 0
-    return 1
+    return await _until_done(mgr, s.id)
+
+
+async def _again(args: argparse.Namespace) -> int:
+    """``followup ID "..."`` and ``resume ID``: run again in the session's worktree."""
+    mgr = _manager(Path.cwd())
+    _watch(mgr)
+    instruction = getattr(args, "instruction", None) or mgr.get(args.id).instruction
+    s = mgr.follow_up(args.id, instruction)
+    return await _until_done(mgr, s.id)
 
 
 def _print_session(s: Session) -> None:
@@ -175,8 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("id")
     ap.add_argument("--conflict-markers", action="store_true",
                     help="write conflicting files with conflict markers")
+    fu = sub.add_parser("followup", help="continue a session in its worktree with a new instruction")
+    fu.add_argument("id")
+    fu.add_argument("instruction")
+    rs = sub.add_parser("resume", help="run an interrupted, failed or cancelled session again")
+    rs.add_argument("id")
     sub.add_parser("gc", help="remove worktrees, branches and refs left by crashed sessions")
-    sub.add_parser("demo", help="run the end-to-end demo in a temporary sample repository")
     return p
 
 
@@ -186,10 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             return anyio.run(_run, args)
-        if args.cmd == "demo":
-            from .demo import main as demo_main
-
-            return demo_main()
+        if args.cmd in ("followup", "resume"):
+            return anyio.run(_again, args)
         return {"ls": cmd_ls, "show": cmd_show, "apply": cmd_apply, "discard": cmd_discard,
                 "gc": cmd_gc}[args.cmd](args)
     except (gitops.GitError, SessionError) as exc:

@@ -63,3 +63,40 @@ def test_discard_and_gc(repo: Path, tmp_path: Path):
     res = handoff(repo, "discard", sid)
     assert res.returncode == 0 and f"{sid} discarded" in res.stdout
     assert handoff(repo, "gc").stdout.startswith("removed 0")
+
+
+def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_path: Path):
+    import os
+    import signal
+    import time
+
+    started = tmp_path / "started"
+    argv = write_agent(tmp_path / "bin", "resumable", f"""
+        notes = pathlib.Path("notes.txt")
+        if not notes.exists():  # first run: leave partial work, then hang until killed
+            notes.write_text("partial\\n")
+            pathlib.Path({str(started)!r}).write_text("1")
+            time.sleep(300)
+        notes.write_text(notes.read_text() + os.environ["HANDOFF_TASK"] + "\\n")
+        print("continued")
+    """)
+    (repo / ".handoff.toml").write_text(toml_agents({"r": argv}, "r"))
+    proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "first"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    ls = handoff(repo, "ls")
+    assert "interrupted" in ls.stdout
+    sid = ls.stdout.split()[0]
+    resumed = handoff(repo, "resume", sid)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "ready" in resumed.stdout
+    more = handoff(repo, "followup", sid, "second")
+    assert more.returncode == 0, more.stderr
+    assert handoff(repo, "apply", sid).returncode == 0
+    assert (repo / "notes.txt").read_text() == "partial\nfirst\nsecond\n"
