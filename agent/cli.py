@@ -10,6 +10,8 @@ from pathlib import Path
 
 import anyio
 
+from handoff import __version__
+
 from . import config as config_mod
 from . import gitops
 from .manager import DelegateRequest, SessionError, SessionManager
@@ -177,7 +179,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="handoff", description="Handoff sessions from the terminal.")
-    p.add_argument("--version", action="version", version="handoff 0.1.0")
+    p.add_argument("--version", action="version", version=f"handoff {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="delegate a task and wait for the result")
