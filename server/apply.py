@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
 from handoff.agent.gitops import GitError
 from handoff.agent.manager import SessionError
@@ -90,8 +91,12 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                 raise SessionError(f"session {s.id} cannot be applied from the editor: {exc}") from None
             edit = built.edit
             if edit.document_changes or edit.changes:
-                result = await ls.workspace_apply_edit_async(
-                    types.ApplyWorkspaceEditParams(edit=edit, label=f"Handoff: {s.title}"))
+                try:
+                    result = await ls.workspace_apply_edit_async(
+                        types.ApplyWorkspaceEditParams(edit=edit, label=f"Handoff: {s.title}"))
+                except JsonRpcException as exc:  # the editor failed the request: nothing applied
+                    raise SessionError(f"session {s.id} was not applied: the editor answered "
+                                       f"workspace/applyEdit with an error: {exc}") from None
                 if not result.applied:
                     reason = result.failure_reason or "the editor refused the edit"
                     log.info("apply %s refused (%s); merging again", s.id, reason)

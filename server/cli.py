@@ -36,11 +36,27 @@ class _ExpectedErrors(logging.Filter):
     """pygls logs a traceback for every error response; ours are expected and say it all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Unable to deserialize message\n%s":
+            return False  # HandoffProtocol answers it and logs one line instead of a traceback
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and type(exc).__name__ == "RequestFailed":
             record.msg, record.args, record.exc_info = "request failed: %s", (exc,), None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
+
+
+class _CappedFormatter(logging.Formatter):
+    """Log records of at most ``MAX_RECORD`` characters: a request that carries a megabyte must
+    not become a megabyte line on stderr (editors and test clients read stderr by lines)."""
+
+    MAX_RECORD = 16_000
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if len(text) <= self.MAX_RECORD:
+            return text
+        half = self.MAX_RECORD // 2
+        return f"{text[:half]} …[{len(text) - 2 * half} characters left out]… {text[-half:]}"
 
 
 def _logging(args: argparse.Namespace) -> None:
@@ -49,7 +65,7 @@ def _logging(args: argparse.Namespace) -> None:
         handler = logging.FileHandler(args.log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_CappedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_ExpectedErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]

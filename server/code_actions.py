@@ -123,7 +123,10 @@ def register(ls) -> None:
                 types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=False))
     def code_action(ls, params: types.CodeActionParams) -> list[types.CodeAction] | None:
         only = params.context.only
-        doc = ls.workspace.text_documents.get(params.text_document.uri)
+        rng = params.range
+        if (rng.start.line, rng.start.character) > (rng.end.line, rng.end.character):
+            params.range = types.Range(start=rng.end, end=rng.start)  # a selection made backwards
+        doc = ls.document(params.text_document.uri)
         text = doc.source if doc is not None else None
         actions = []
         if _allowed(SESSION_KIND, only):

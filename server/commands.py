@@ -8,8 +8,9 @@ written for the developer.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-import re
+import typing
 from typing import Any
 
 import anyio
@@ -26,10 +27,12 @@ from handoff.agent.session import ACTIVE, State, TransitionError
 
 from . import delegation, show, todos
 from .apply import apply_session
+from .protocol import problems
 from .repos import NotInRepository
 
 log = logging.getLogger(__name__)
 CANCEL_WAIT_S = 10.0
+MAX_MESSAGE = 2000  # an error message never echoes a megabyte of what it was sent
 
 DELEGATE = "handoff.delegate"
 DELEGATE_TODOS = "handoff.delegateTodos"
@@ -100,22 +103,61 @@ def _camel(name: str) -> str:
     return head + "".join(word.title() for word in rest)
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` shortened to about ``limit`` characters (head … tail), for messages."""
+    if len(text) <= limit:
+        return text
+    half = max(1, (limit - 1) // 2)
+    return f"{text[:half]}…{text[-half:]}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=repr, ensure_ascii=False)
+
+
+_JSON_TYPES = {str: "a string", bool: "true or false", list: "an array", int: "an integer"}
+
+
+def _wrong_types(cls, arg: dict[str, Any]) -> list[str]:
+    """Plain-typed fields (str, bool, list) given a value of another JSON type. cattrs would
+    turn ``5`` into ``"5"`` and ``"no"`` into ``True``; a command takes what it was sent."""
+    hints = typing.get_type_hints(cls)
+    wrong = []
+    for f in attrs.fields(cls):
+        name = _camel(f.name)
+        if name not in arg:
+            continue
+        options = typing.get_args(hints[f.name]) or (hints[f.name],)
+        value = arg[name]
+        if value is None and type(None) in options:
+            continue
+        plain = [typing.get_origin(o) or o for o in options if o is not type(None)]
+        if not all(p in _JSON_TYPES for p in plain):
+            continue  # a structured type (Range...): cattrs checks it
+        if not any(isinstance(value, p) and not (p is int and isinstance(value, bool)) for p in plain):
+            wanted = " or ".join(_JSON_TYPES[p] for p in plain)
+            null = " (or null)" if type(None) in options else ""
+            wrong.append(f"`{name}` must be {wanted}{null}")
+    return wrong
+
+
 def parse(cls, args: tuple[Any, ...], command: str):
     """The command's one object argument as ``cls``, or a readable error (wire names)."""
     arg = args[0] if args else {}
     if not isinstance(arg, dict) or len(args) > 1:
-        raise CommandError(f"{command} takes one JSON object argument, got {args!r}")
+        raise CommandError(f"{command} takes one JSON object argument, got {clip(_json(list(args)))}")
     missing = [_camel(f.name) for f in attrs.fields(cls)
                if f.default is attrs.NOTHING and _camel(f.name) not in arg]
     if missing:
         names = ", ".join(f"`{m}`" for m in missing)
-        raise CommandError(f"{command}: bad arguments: {names} missing (got {sorted(arg)})")
+        raise CommandError(f"{command}: bad arguments: {names} missing (got {clip(_json(sorted(arg)))})")
+    wrong = _wrong_types(cls, arg)
+    if wrong:
+        raise CommandError(f"{command}: bad arguments: {'; '.join(wrong)}")
     try:
         return converter().structure(arg, cls)
     except cattrs.BaseValidationError as exc:
-        problems = "; ".join(re.sub(r"(?<=\.)[a-z]+(?:_[a-z]+)+", lambda m: _camel(m.group(0)), p)
-                             for p in cattrs.transform_error(exc, path="arguments"))
-        raise CommandError(f"{command}: bad arguments: {problems}") from None
+        raise CommandError(f"{command}: bad arguments: {problems(exc, 'arguments')}") from None
 
 
 def _range_dict(rng: types.Range | None) -> dict[str, Any] | None:
@@ -129,8 +171,9 @@ def register(ls) -> None:
                 try:
                     result = await fn(ls, *args)
                 except EXPECTED as exc:
-                    log.info("%s: %s", name, exc)
-                    raise RequestFailed(message=str(exc)) from None
+                    message = clip(str(exc), MAX_MESSAGE)
+                    log.info("%s: %s", name, message)
+                    raise RequestFailed(message=message) from None
                 ls.status.flush_now()  # the session list already shows what the command did
                 return result
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _SEVERITY = {1: "error", 2: "warning", 3: "info", 4: "hint"}
+MAX_DIAGNOSTICS = 50  # in one brief
+MAX_DIAGNOSTIC = 500  # characters of one
 
 
 class NoTask(Exception):
@@ -49,6 +51,8 @@ def line_span(rng: Mapping[str, Any] | None) -> tuple[int, int]:
 def task_of(text: str, rng: Mapping[str, Any] | None, file: str) -> tuple[str, str]:
     """(instruction, title) read from the TODO or the comments in / above the range."""
     start, end = line_span(rng)
+    last = len(todos.split_lines(text)) - 1  # a stored range may be past a file that shrank
+    start, end = min(start, last), min(end, last)
     markers = todos.todos_in(text, start, end)
     if len(markers) == 1:
         return todo_instruction(markers[0], file), markers[0].text
@@ -72,35 +76,85 @@ def todo_range(text: str, todo: todos.Todo, encoding: str) -> dict[str, Any]:
                     "character": units(lines[todo.end_line][: todo.end_column], encoding)}}
 
 
-def format_diagnostics(diagnostics: list[Any] | None, rng: Mapping[str, Any] | None) -> list[str]:
-    """Diagnostics the client reported in the range, as lines for the brief (not our own)."""
+def _get(obj: Any, *keys: str) -> Any:
+    """``obj[k1][k2]...`` through JSON objects, None where a step is missing or not an object."""
+    for key in keys:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _text(value: Any, limit: int = MAX_DIAGNOSTIC) -> str:
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_diagnostics(diagnostics: Any, rng: Mapping[str, Any] | None) -> list[str]:
+    """Diagnostics the client reported in the range, as lines for the brief (not our own).
+    They come from the client as any JSON: what is not a diagnostic is left out."""
     start, end = line_span(rng)
-    out = []
-    for d in diagnostics or []:
+    out: list[str] = []
+    for d in diagnostics if isinstance(diagnostics, list) else []:
+        if len(out) >= MAX_DIAGNOSTICS:
+            break
         if isinstance(d, str):
-            out.append(d)
+            out.append(_text(d))
             continue
         if not isinstance(d, Mapping) or d.get("source") == "handoff":
             continue
-        line = int(((d.get("range") or {}).get("start") or {}).get("line", start))
+        line = _get(d, "range", "start", "line")
+        line = line if isinstance(line, int) and not isinstance(line, bool) else start
         if rng and not start <= line <= end:
             continue
-        sev = _SEVERITY.get(d.get("severity") or 1, "error")
-        src = f"[{d['source']}] " if d.get("source") else ""
-        code = f" ({d['code']})" if d.get("code") not in (None, "") else ""
-        out.append(f"line {line + 1}: {sev}: {src}{d.get('message', '')}{code}")
+        severity = d.get("severity")
+        sev = _SEVERITY.get(severity, "error") if isinstance(severity, int) else "error"
+        src = f"[{_text(d['source'], 80)}] " if d.get("source") else ""
+        code = f" ({_text(d['code'], 80)})" if d.get("code") not in (None, "") else ""
+        out.append(f"line {line + 1}: {sev}: {src}{_text(d.get('message'))}{code}")
     return out
 
 
-async def current_text(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> str:
-    """The file as the developer sees it: the open buffer, else the disk."""
-    doc = ls.workspace.text_documents.get(uri)
+def ordered(rng: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The range with start before end (a client may send a selection backwards)."""
+    if not rng:
+        return None
+    a, b = rng["start"], rng["end"]
+    if (a["line"], a["character"]) > (b["line"], b["character"]):
+        a, b = b, a
+    return {"start": dict(a), "end": dict(b)}
+
+
+def clamp(rng: dict[str, Any] | None, text: str, encoding: str) -> dict[str, Any] | None:
+    """The range moved inside the document: past the last line means the end of the text, past
+    a line's end means that line's end (as LSP says for positions)."""
+    if not rng:
+        return rng
+    lines = todos.split_lines(text)
+
+    def inside(pos: Mapping[str, Any]) -> dict[str, int]:
+        if pos["line"] >= len(lines):
+            return {"line": len(lines) - 1, "character": units(lines[-1], encoding)}
+        return {"line": pos["line"], "character": min(pos["character"], units(lines[pos["line"]], encoding))}
+
+    return {"start": inside(rng["start"]), "end": inside(rng["end"])}
+
+
+async def text_if_any(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> str | None:
+    """The file as the developer sees it: the open buffer, else the disk; None when neither."""
+    doc = ls.document(uri)
     if doc is not None:
         return doc.source
     data = await anyio.to_thread.run_sync(repo.manager.read_disk, file)
-    if data is None:
+    return data.decode("utf-8", "replace") if data is not None else None
+
+
+async def current_text(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> str:
+    """:func:`text_if_any`, or :class:`NoTask` when the file is nowhere."""
+    text = await text_if_any(ls, repo, uri, file)
+    if text is None:
         raise NoTask(f"{file} does not exist on disk and is not open in the editor")
-    return data.decode("utf-8", "replace")
+    return text
 
 
 async def delegate(
@@ -116,8 +170,13 @@ async def delegate(
     """Start a session for ``uri`` / ``rng``; returns it queued (the work runs in the background)."""
     repo, file = await ls.repos.for_uri(uri)
     instruction = (instruction or "").strip()
+    text = await text_if_any(ls, repo, uri, file)
+    rng = ordered(rng)
+    if text is not None:
+        rng = clamp(rng, text, ls.encoding)
     if not instruction:
-        text = await current_text(ls, repo, uri, file)
+        if text is None:
+            raise NoTask(f"{file} does not exist on disk and is not open in the editor")
         instruction, derived = task_of(text, rng, file)
         title = title or derived
     overlays = await ls.repos.overlays(repo)

@@ -52,11 +52,29 @@ class Repo:
 
 
 def path_of(uri: str) -> Path | None:
-    """The local path of a ``file:`` uri; None for anything else (untitled buffers...)."""
+    """The local absolute path of a ``file:`` uri; None for anything else (untitled buffers,
+    a uri that decodes to a relative path or to one with a NUL byte)."""
     if not uri.startswith("file:"):
         return None
     fs = to_fs_path(uri)
-    return Path(fs) if fs else None
+    if not fs or "\x00" in fs or not fs.startswith("/"):
+        return None
+    return Path(fs)
+
+
+def _inside_any(path: Path, folders: list[Path]) -> bool:
+    """``path`` is in one of ``folders`` (as given or with symlinks resolved; blocking)."""
+    for p in (path, path.resolve()):
+        for f in folders:
+            for base in (f, f.resolve()):
+                if p == base or base in p.parents:
+                    return True
+    return False
+
+
+def _short(where: object, limit: int = 200) -> str:
+    text = str(where)
+    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"
 
 
 class Repos:
@@ -86,9 +104,11 @@ class Repos:
                 root = await anyio.to_thread.run_sync(gitops.find_repo_root, path)
             except gitops.NotARepository:
                 raise NotInRepository(
-                    f"{path} is not inside a git repository. Handoff runs agents in git worktrees: "
-                    "run `git init` there (or open a file of a repository) and try again."
+                    f"{_short(path)} is not inside a git repository. Handoff runs agents in git "
+                    "worktrees: run `git init` there (or open a file of a repository) and try again."
                 ) from None
+            except OSError as exc:  # a name too long, a folder we may not read...
+                raise NotInRepository(f"{_short(path)}: {exc.strerror or exc}") from None
             self._root_of_dir[key] = root
         return await self._get(root)
 
@@ -97,11 +117,24 @@ class Repos:
         path = path_of(uri)
         if path is None:
             raise NotInRepository(
-                f"{uri} is not a file on disk; save it inside a git repository to delegate from it.")
+                f"{_short(uri)} is not a file on disk; save it inside a git repository to delegate from it.")
+        try:
+            is_dir = await anyio.to_thread.run_sync(path.is_dir)
+        except OSError as exc:
+            raise NotInRepository(f"{_short(path)}: {exc.strerror or exc}") from None
+        if is_dir:
+            raise NotInRepository(f"{_short(path)} is a folder: delegate from a file in it")
+        if ".git" in path.parts:
+            raise NotInRepository(f"{_short(path)} is inside git's own folder, not a working tree")
         repo = await self.for_path(path)
         rel = repo.relative(path)
         if rel is None:
-            raise NotInRepository(f"{path} is outside the repository {repo.root}")
+            raise NotInRepository(f"{_short(path)} is outside the repository {repo.root}")
+        folders = [f for f in map(path_of, self.ls.folder_uris()) if f is not None]
+        if folders and not await anyio.to_thread.run_sync(_inside_any, path, folders):
+            names = ", ".join(_short(f, 80) for f in folders[:3])
+            raise NotInRepository(f"{_short(path)} is outside the workspace folders ({names}): open "
+                                  "its folder in the editor to delegate from it")
         return repo, rel
 
     async def _get(self, root: Path) -> Repo:
@@ -164,11 +197,11 @@ class Repos:
     def open_docs(self, repo: Repo) -> dict[str, OpenDoc]:
         """The open documents inside ``repo``, by repository-relative path (as they are now)."""
         docs: dict[str, OpenDoc] = {}
-        for uri, doc in list(self.ls.workspace.text_documents.items()):
-            path = path_of(uri)
+        for doc in list(self.ls.workspace.text_documents.values()):
+            path = path_of(doc.uri)  # the uri as the client sent it (the key is unquoted)
             rel = repo.relative(path) if path is not None else None
             if rel is not None and not rel.startswith(".git/") and rel != ".git":
-                docs[rel] = OpenDoc(uri, doc.source, doc.version)
+                docs[rel] = OpenDoc(doc.uri, doc.source, doc.version)
         return docs
 
     async def overlays(self, repo: Repo) -> dict[str, bytes]:

@@ -12,10 +12,12 @@ import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
 
 from handoff import __version__
 from handoff.agent.manager import SessionError
@@ -23,6 +25,7 @@ from handoff.agent.session import Session, State
 
 from . import code_actions, commands
 from .apply import apply_session, check_conflicts
+from .protocol import HandoffProtocol
 from .repos import Repos
 from .settings import Settings
 from .status import Status
@@ -35,7 +38,8 @@ DISCOVERY_WAIT_S = 30.0
 class HandoffServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("handoff-lsp", __version__,
-                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=HandoffProtocol)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
         self.repos = Repos(self)
@@ -51,6 +55,11 @@ class HandoffServer(LanguageServer):
     def encoding(self) -> str:
         enc = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
         return str(getattr(enc, "value", enc))
+
+    def document(self, uri: str) -> TextDocument | None:
+        """The open document ``uri``, else None (pygls keys its documents by the unquoted uri,
+        so ``file:///my%20dir/a.py`` is found however the client encodes it)."""
+        return self.workspace.text_documents.get(unquote(uri))
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, owned by the server; failures are logged."""
@@ -156,7 +165,7 @@ def _register_lifecycle(ls: HandoffServer) -> None:
     @ls.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
     def did_save(ls: HandoffServer, params: types.DidSaveTextDocumentParams) -> None:
         uri = params.text_document.uri
-        doc = ls.workspace.text_documents.get(uri)
+        doc = ls.document(uri)
         text = params.text if params.text is not None else (doc.source if doc else None)
         ls.spawn(ls.triggers.saved(uri, text), f"save {uri}")
 

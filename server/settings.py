@@ -30,9 +30,12 @@ PULL_SOURCE = "workspace/configuration"
 
 
 def unwrap(options: Any) -> Any:
-    """Accept ``{"handoff": {...}}`` as well as the configuration object itself."""
-    if isinstance(options, Mapping) and set(options) == {SECTION} and isinstance(options[SECTION], Mapping):
-        return options[SECTION]
+    """Accept ``{"handoff": {...}}`` as well as the configuration object itself; ``null`` and
+    ``[]`` are "nothing" (Neovim encodes an empty Lua table as ``[]``)."""
+    if isinstance(options, Mapping) and set(options) == {SECTION}:
+        options = options[SECTION]
+    if options is None or options == []:
+        return None
     return options
 
 
@@ -48,7 +51,7 @@ class Settings:
     def overrides(self, root: Path | None) -> list[tuple[str, Any]]:
         scope = root.as_uri() if root is not None else ""
         pulled = self.pulled.get(scope, self.pulled.get(""))
-        return [(INIT_SOURCE, unwrap(self.init_options)), (PULL_SOURCE, pulled)]
+        return [(INIT_SOURCE, unwrap(self.init_options)), (PULL_SOURCE, unwrap(pulled))]
 
     def load(self, root: Path | None) -> tuple[config_mod.Config, list[str]]:
         """The merged configuration of ``root`` (blocking: reads TOML; call in a thread)."""
@@ -80,7 +83,7 @@ class Settings:
 
     def pushed(self, settings: Any) -> None:
         """``workspace/didChangeConfiguration`` from a client that pushes its settings."""
-        if isinstance(settings, Mapping) and isinstance(settings.get(SECTION), Mapping):
+        if isinstance(settings, Mapping) and SECTION in settings:
             self.pulled = {"": settings[SECTION]}
 
     async def refresh(self, pushed: Any = None) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.exceptions import JsonRpcException
 
 from handoff.agent.session import Session
 from handoff.agent.store import atomic_write
@@ -76,8 +77,12 @@ async def show(ls: "HandoffServer", repo: Repo, s: Session) -> Path:
 
     await anyio.to_thread.run_sync(write)
     if get_capability(ls.client_capabilities, "window.show_document.support", False):
-        result = await ls.window_show_document_async(
-            types.ShowDocumentParams(uri=path.as_uri(), take_focus=True))
+        try:
+            result = await ls.window_show_document_async(
+                types.ShowDocumentParams(uri=path.as_uri(), take_focus=True))
+        except JsonRpcException as exc:  # the editor failed the request: say where the report is
+            log.info("window/showDocument failed: %s", exc)
+            result = None
         if result is not None and result.success:
             return path
     ls.show(f"Handoff: the report of “{s.title}” is in {path}", types.MessageType.Info)

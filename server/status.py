@@ -27,7 +27,7 @@ from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
 from handoff.agent.manager import SessionError
-from handoff.agent.session import Session, State
+from handoff.agent.session import FINAL, Session, State
 
 from .anchors import Anchor, remap, shift
 from .edits import units
@@ -109,7 +109,10 @@ class Status:
 
     # -- origins and conflicts ---------------------------------------------------------------
     def _anchor(self, s: Session) -> None:
-        if s.uri and s.id not in self.origins:
+        if s.state in FINAL:  # never shown again: nothing of it stays in memory but the record
+            self.origins.pop(s.id, None)
+            self.ls.apply_locks.pop(s.id, None)
+        elif s.uri and s.id not in self.origins:
             self.origins[s.id] = Anchor.from_range(s.uri, s.id, s.range)
 
     def set_conflicts(self, session_id: str, regions: list[tuple[str, int, int, str]]) -> None:
@@ -259,7 +262,7 @@ class Status:
         else:  # the origin's first line, to its end when the document is open
             line = a.start[0]
             end = types.Position(line=line + 1, character=0)
-            doc = self.ls.workspace.text_documents.get(a.uri)
+            doc = self.ls.document(a.uri)
             if doc is not None and line < len(doc.lines):
                 text = doc.lines[line].rstrip("\r\n")
                 end = types.Position(line=line, character=units(text, self.ls.encoding))

@@ -1,0 +1,102 @@
+"""pygls' ``LanguageServerProtocol``, made to answer every request and survive a confused client.
+
+- A request whose params do not fit the LSP types (a negative line, a position past 2^31, a
+  missing field, ``null`` params) is dropped by pygls after a log line: the client would wait for
+  ever. Here it gets an ``InvalidParams`` error that names the bad fields (wire names).
+- A request after ``shutdown`` gets an ``InvalidRequest`` error (pygls ignores it).
+- An answer of the client that cannot be read fails the server's request that waits for it
+  (pygls would leave it waiting for ever).
+- A notification that cannot be read, or a ``didChange`` for a document that was never opened,
+  is skipped with a warning in the log (``window/logMessage``), not an "Error in server" pop-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from urllib.parse import unquote
+
+import cattrs
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.json_rpc import RPCRequest
+from pygls.protocol.language_server import lsp_method
+
+log = logging.getLogger(__name__)
+MAX_PROBLEMS = 5
+
+
+def camel_path(text: str) -> str:
+    """``params.text_document`` -> ``params.textDocument`` in a cattrs error path."""
+    return re.sub(r"(?<=\.)[a-z]+(?:_[a-z0-9]+)+",
+                  lambda m: re.sub(r"_([a-z0-9])", lambda c: c.group(1).upper(), m.group(0)), text)
+
+
+def problems(exc: BaseException, path: str) -> str:
+    """What cattrs found wrong, in a few readable lines (never the values themselves)."""
+    if not isinstance(exc, cattrs.BaseValidationError):
+        return type(exc).__name__
+    prefix = f"@ {path}." if path else "@ "
+    found = [camel_path(p.replace("@ $.", prefix)) for p in cattrs.transform_error(exc, path="$")]
+    more = f"; and {len(found) - MAX_PROBLEMS} more" if len(found) > MAX_PROBLEMS else ""
+    return "; ".join(found[:MAX_PROBLEMS]) + more
+
+
+class _Unreadable:
+    """A message whose params could not be read; answered (or skipped) by ``handle_message``."""
+
+    jsonrpc = "2.0"
+
+    def __init__(self, msg_id: Any, method: str, problem: str) -> None:
+        self.id, self.method, self.problem = msg_id, method, problem
+
+
+class HandoffProtocol(LanguageServerProtocol):
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if not isinstance(data, dict):
+                raise
+            problem = problems(exc.__cause__ or exc, "")
+            if "method" not in data and "id" in data:  # the client's answer to one of our requests
+                future = self._request_futures.pop(data["id"], None)
+                if future is not None and not future.done():
+                    future.set_exception(JsonRpcInvalidParams(f"the editor's answer could not be read: {problem}"))
+                return _Unreadable(None, "a response", problem)
+            if not isinstance(data.get("method"), str):
+                raise
+            return _Unreadable(data.get("id"), data["method"], problem)
+
+    def handle_message(self, message) -> None:
+        if self._shutdown and isinstance(message, (RPCRequest, _Unreadable)) and message.id is not None:
+            # pygls ignores it, and the client would wait for ever
+            error = JsonRpcInvalidRequest(f"{message.method}: the server is shutting down")
+            self._send_response(message.id, None, error.to_response_error())
+            return None
+        if not isinstance(message, _Unreadable):
+            return super().handle_message(message)
+        text = f"{message.method}: invalid params: {message.problem}"
+        if message.id is None:
+            self._skip(text)
+        else:
+            log.info("%s", text)
+            self._send_response(message.id, None, JsonRpcInvalidParams(text).to_response_error())
+        return None
+
+    def _skip(self, text: str) -> None:
+        log.warning("ignored %s", text)
+        if self.writer is not None:
+            self.notify(types.WINDOW_LOG_MESSAGE,
+                        types.LogMessageParams(type=types.MessageType.Warning, message=f"Handoff: ignored {text}"))
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        """pygls' handler, minus the KeyError for a document that was never opened."""
+        uri = params.text_document.uri
+        if unquote(uri) not in self.workspace.text_documents:
+            self._skip(f"{types.TEXT_DOCUMENT_DID_CHANGE} for {uri[:200]}: it was never opened")
+            return None
+        return (yield from super().lsp_text_document__did_change(params))
