@@ -234,7 +234,9 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
         raise GitError(f"worktree folder exists already and is not empty: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _run(repo_root, *_NO_HOOKS, "worktree", "add", "--quiet", "-b", branch, str(path), commit)
+        # parallel checkout (git 2.32+; older gits ignore it): 3-4x faster on a large tree
+        _run(repo_root, *_NO_HOOKS, "-c", f"checkout.workers={os.cpu_count() or 1}",
+             "worktree", "add", "--quiet", "-b", branch, str(path), commit)
     except GitError as exc:
         if "unable to write" in str(exc) or "No space left" in str(exc):
             free = shutil.disk_usage(path.parent).free

@@ -117,8 +117,8 @@ def _in_process(repo: Path, base: Path, argv: list[str], opened: list[str], runs
 
 
 def _blob_reads(repo: Path, s) -> tuple[float, float, float]:
-    """The plan's blob reads three ways: as now (one ``git cat-file --filters`` per blob, in turn),
-    the same calls on 8 threads, and the proposed ``read_blobs`` (one ``git cat-file --batch`` for
+    """The plan's blob reads three ways: one ``git cat-file --filters`` per blob, in turn; the same
+    calls on 8 threads (what agent/results.py does since it plans on a pool); the proposed ``read_blobs`` (one ``git cat-file --batch`` for
     all, after ``check-attr`` says no conversion applies). Checks all three agree; seconds for each."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -172,7 +172,7 @@ def run(sizes, log) -> dict[str, Any]:
             (f"apply {n} files: whole round trip (incl. worktree removal), median", f"{total * 1000:.0f} ms"),
             ("  of which merge plan (in-process, git reads)", f"{plan * 1000:.0f} ms"),
             ("  of which server/edits.build (in-process)", f"{build * 1000:.1f} ms"),
-            ("what-if: the plan's blob reads as now / on 8 threads / one cat-file --batch",
+            ("blob reads of the plan: one after another / on 8 threads / one cat-file --batch",
              " / ".join(f"{inproc['what_if_blob_reads'][k]['p50'] * 1000:.0f}" for k in
                         ("serial_read_blob_s", "threaded_read_blob_8_s", "one_cat_file_batch_s")) + " ms"),
         ],

@@ -61,8 +61,8 @@ class Sizes:
 
     @classmethod
     def small(cls) -> "Sizes":
-        return cls(True, startup_runs=2, latency_samples=20, latency_sessions=4, model_delay_s=0.1,
-                   big_files=1_000, handoff_runs=1, medium_files=200, apply_files=50, apply_runs=1,
+        return cls(True, startup_runs=1, latency_samples=20, latency_sessions=4, model_delay_s=0.1,
+                   big_files=500, handoff_runs=1, medium_files=200, apply_files=50, apply_runs=1,
                    scale_sessions=8, scale_parallel=4, warmup=False, linger_s=1.0)
 
 

@@ -402,23 +402,41 @@ def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes 
 
 def _batch_blobs() -> None:
     from handoff.agent import gitops
-    from handoff.agent.manager import SessionError, SessionManager
-    from handoff.agent.merge import merge_change
-    from handoff.agent.session import State
+    from handoff.agent.merge import FileMerge, merge_change
 
-    def plan(self, session_id, read_current):
-        s = self.get(session_id)
-        if s.state is not State.READY:
-            raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply")
-        changes = gitops.changes(self.repo_root, s.baseCommit, s.resultCommit)
+    def plan(repo_root, base, result, read_current):
+        """agent/results.py ``plan`` with every blob read by one ``read_blobs`` call."""
+        changes = gitops.changes(repo_root, base, result)
         items = []
         for change in changes:
-            items += [(s.baseCommit, change.old_path or change.path), (s.resultCommit, change.path)]
-        blobs = read_blobs(self.repo_root, items)
-        return [merge_change(change, blobs[2 * i], read_current(change.old_path or change.path), blobs[2 * i + 1])
-                for i, change in enumerate(changes)]
+            items += [(base, change.old_path or change.path), (result, change.path)]
+        blobs = read_blobs(repo_root, items)
+        plans = []
+        for i, change in enumerate(changes):
+            base_path = change.old_path or change.path
+            fm = merge_change(change, blobs[2 * i], read_current(base_path), blobs[2 * i + 1])
+            if change.status == "renamed" and fm.action != "conflict" and read_current(change.path) is not None:
+                fm = FileMerge(path=change.path, action="conflict", content=None, conflicts=fm.conflicts,
+                               old_path=change.old_path,
+                               reason=f"{change.path} exists already; the agent renamed {base_path} to it")
+            plans.append(fm)
+        return plans
 
-    SessionManager.plan = plan
+    try:
+        from handoff.agent import results
+    except ImportError:  # before agent/results.py existed, SessionManager.plan did the reads itself
+        from handoff.agent.manager import SessionError, SessionManager
+        from handoff.agent.session import State
+
+        def manager_plan(self, session_id, read_current):
+            s = self.get(session_id)
+            if s.state is not State.READY:
+                raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply")
+            return plan(self.repo_root, s.baseCommit, s.resultCommit, read_current)
+
+        SessionManager.plan = manager_plan
+    else:
+        results.plan = plan
 
 
 def _nice_agents() -> None:

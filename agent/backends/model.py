@@ -12,6 +12,7 @@ request) aborts at once with an :class:`AgentError` that says what to check.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -91,9 +92,11 @@ class LiteLLMModel:
         attempt = 0
         while True:
             try:
-                response = await litellm.acompletion(
-                    model=self.model, messages=messages, tools=tools, api_base=self.api_base,
-                    api_key=self._api_key, timeout=self.timeout_s, num_retries=0, max_retries=0,
+                # litellm's request building, JSON and cost code is CPU work: it runs in a
+                # worker thread, so the language server's event loop never waits on it.
+                response, cost = await anyio.to_thread.run_sync(
+                    functools.partial(self._complete_blocking, litellm, messages, tools),
+                    abandon_on_cancel=True,
                 )
                 break
             except retryable as exc:
@@ -121,7 +124,15 @@ class LiteLLMModel:
                     raise AgentError(f"model error: {self._describe(exc)}") from None
                 await anyio.sleep(_delay(attempt, exc))
                 attempt += 1
-        return ModelReply(_assistant_message(response), _cost(litellm, response))
+        return ModelReply(_assistant_message(response), cost)
+
+    def _complete_blocking(self, litellm: ModuleType, messages: list[dict[str, Any]],
+                           tools: list[dict[str, Any]]) -> tuple[Any, float]:
+        response = litellm.completion(
+            model=self.model, messages=messages, tools=tools, api_base=self.api_base,
+            api_key=self._api_key, timeout=self.timeout_s, num_retries=0, max_retries=0,
+        )
+        return response, _cost(litellm, response)
 
     def _describe(self, exc: BaseException) -> str:
         """The error's message, short and without the API key."""
