@@ -455,6 +455,43 @@ def read_blob(repo_root: Path, commit: str, path: str) -> bytes | None:
     return None
 
 
+_CONVERSIONS = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding")
+
+
+def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes | None]:
+    """``read_blob`` for many ``(commit, path)`` at once: one ``git cat-file --batch`` (raw blobs)
+    when no attribute and no ``core.autocrlf`` asks for a checkout conversion of any of the paths,
+    else one ``read_blob`` each. (``--batch --filters`` would be one call too, but before git 2.42
+    its headers give the unfiltered size, so its output cannot be parsed.)"""
+    paths = sorted({p for _, p in items})
+    if not items:
+        return []
+    autocrlf = _run(repo_root, "config", "--get", "core.autocrlf", check=False).stdout.strip().lower()
+    converts = autocrlf in (b"true", b"1", b"yes", b"on") or any("\n" in p for p in paths)
+    if not converts:
+        out = _run(repo_root, "check-attr", "-z", "--stdin", *_CONVERSIONS,
+                          stdin=b"".join(os.fsencode(p) + b"\0" for p in paths)).stdout.split(b"\0")
+        values = out[2::3]  # path NUL attribute NUL value NUL
+        converts = any(v not in (b"unspecified", b"unset") for v in values if v)
+    if converts:
+        return [read_blob(repo_root, commit, path) for commit, path in items]
+    data = _run(repo_root, "cat-file", "--batch",
+                       stdin=b"".join(os.fsencode(f"{c}:{p}") + b"\n" for c, p in items)).stdout
+    blobs: list[bytes | None] = []
+    pos = 0
+    for _ in items:
+        eol = data.index(b"\n", pos)
+        header = data[pos:eol].rsplit(b" ", 2)
+        pos = eol + 1
+        if header[-1] in (b"missing", b"ambiguous") or len(header) < 3:
+            blobs.append(None)  # absent, as read_blob says
+            continue
+        size = int(header[2])
+        blobs.append(data[pos:pos + size] if header[1] == b"blob" else None)
+        pos += size + 1
+    return blobs
+
+
 def diff_text(repo_root: Path, base: str, result: str, *, paths: Sequence[str] = ()) -> str:
     """A unified diff between two commits, for people to read (``handoff show``)."""
     out = _run(repo_root, "-c", "core.quotePath=false", "diff", *_DIFF_OPTS, base, result,

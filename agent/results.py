@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import gitops
@@ -16,28 +15,22 @@ def plan(repo_root: Path, base: str, result: str,
          read_current: Callable[[str], bytes | None]) -> list[FileMerge]:
     """Merge each changed file three-way: base = snapshot, ours = now, theirs = agent.
 
-    Files are independent, and each costs a few git processes: they run on a small pool."""
+    Every blob is read by one ``git cat-file --batch`` where no checkout conversion applies."""
     changes = gitops.changes(repo_root, base, result)
-    if len(changes) <= 1:
-        return [_plan_one(repo_root, base, result, read_current, c) for c in changes]
-    with ThreadPoolExecutor(max_workers=min(8, len(changes))) as pool:
-        return list(pool.map(lambda c: _plan_one(repo_root, base, result, read_current, c), changes))
-
-
-def _plan_one(repo_root: Path, base: str, result: str,
-              read_current: Callable[[str], bytes | None], change: gitops.FileChange) -> FileMerge:
-    base_path = change.old_path or change.path
-    fm = merge_change(
-        change,
-        gitops.read_blob(repo_root, base, base_path),
-        read_current(base_path),
-        gitops.read_blob(repo_root, result, change.path),
-    )
-    if change.status == "renamed" and fm.action != "conflict" and read_current(change.path) is not None:
-        fm = FileMerge(path=change.path, action="conflict", content=None, conflicts=fm.conflicts,
-                       old_path=change.old_path,
-                       reason=f"{change.path} exists already; the agent renamed {base_path} to it")
-    return fm
+    items: list[tuple[str, str]] = []
+    for change in changes:
+        items += [(base, change.old_path or change.path), (result, change.path)]
+    blobs = gitops.read_blobs(repo_root, items)
+    plans = []
+    for i, change in enumerate(changes):
+        base_path = change.old_path or change.path
+        fm = merge_change(change, blobs[2 * i], read_current(base_path), blobs[2 * i + 1])
+        if change.status == "renamed" and fm.action != "conflict" and read_current(change.path) is not None:
+            fm = FileMerge(path=change.path, action="conflict", content=None, conflicts=fm.conflicts,
+                           old_path=change.old_path,
+                           reason=f"{change.path} exists already; the agent renamed {base_path} to it")
+        plans.append(fm)
+    return plans
 
 
 def write_all(repo_root: Path, plans: list[FileMerge]) -> None:

@@ -217,3 +217,25 @@ def test_remove_session_never_removes_the_developers_tree(repo: Path) -> None:
     with pytest.raises(gitops.GitError, match="refusing"):
         gitops.remove_session(repo, worktree=repo, branch="handoff/x", ref_prefix="refs/handoff/x/")
     assert (repo / "app.py").exists()
+
+
+def test_read_blobs_matches_read_blob(repo: Path):
+    from handoff.agent import gitops as g
+
+    (repo / "sp ace é.txt").write_text("spaces\n")
+    (repo / "bin.dat").write_bytes(b"\x00\x01\x02 missing\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "more")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    items = [(head, "app.py"), (head, "sp ace é.txt"), (head, "bin.dat"), (head, "nope.txt"),
+             (head + "~1", "bin.dat")]
+    expected = [g.read_blob(repo, c, p) for c, p in items]
+    assert expected[3] is None and expected[4] is None
+    assert g.read_blobs(repo, items) == expected
+    # with a checkout conversion in force, the blobs come back converted, as read_blob gives them
+    (repo / ".gitattributes").write_text("*.py eol=crlf\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "crlf")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    [py] = g.read_blobs(repo, [(head, "app.py")])
+    assert py == g.read_blob(repo, head, "app.py") and b"\r\n" in py
