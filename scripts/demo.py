@@ -28,6 +28,7 @@ from pygls.lsp.client import LanguageClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.lsp_client import _plain as plain  # noqa: E402
 from tests.support.scripted_model import ScriptedModel  # noqa: E402
 
 CART_COMMITTED = textwrap.dedent('''\
@@ -118,17 +119,6 @@ class Editor(LanguageClient):
         self.sessions: list[dict[str, Any]] = []
         self.status_seen: list[str] = []
         self.changed = asyncio.Event()
-
-
-def plain(obj: Any) -> Any:
-    """pygls hands custom notifications over as named tuples; make them JSON values."""
-    if hasattr(obj, "_asdict"):
-        return {k: plain(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return obj
 
 
 def say(who: str, message: str) -> None:

@@ -24,14 +24,13 @@ from typing import Any
 import anyio
 import pytest
 
-from handoff.agent import config as config_mod
 from handoff.agent.backends import builtin as builtin_mod
 from handoff.agent.backends import model as model_mod
 from handoff.agent.config import Config
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.agents import toml_agents, write_agent
+from tests.support.agents import command_manager, processes_with, write_agent
 from tests.support.scripted_model import ScriptedModel, _Handler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,15 +157,6 @@ def model(litellm_ready: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Faul
 def builtin_manager(repo: Path, api_base: str, **cfg: Any) -> SessionManager:
     config = Config(model="openai/scripted-model", apiBase=api_base, apiKey=API_KEY, **cfg)
     mgr = SessionManager(repo, config)
-    mgr.load()
-    return mgr
-
-
-def command_manager(repo: Path, agents: dict[str, list[str]], default: str, **scalars: Any) -> SessionManager:
-    (repo / ".handoff.toml").write_text(toml_agents(agents, default, **scalars))
-    cfg, messages = config_mod.load(repo)
-    assert messages == []
-    mgr = SessionManager(repo, cfg)
     mgr.load()
     return mgr
 
@@ -317,18 +307,6 @@ async def test_command_agent_huge_output_is_capped(repo: Path, tmp_path: Path) -
     exit_event = [e for e in mgr.store.read_transcript(s.id) if e["type"] == "command_exit"][0]
     assert "bytes left out" in exit_event["stdout"] and "bytes left out" in exit_event["stderr"]
     assert len(json.dumps(s.to_wire())) < 10_000
-
-
-def processes_with(mark: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
-                    and ") Z" not in (entry / "stat").read_text():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 # -- disk faults: a real full disk (a small tmpfs), ENOSPC as a user would meet it ------------

@@ -23,7 +23,7 @@ from handoff.agent.session import State
 from tests.conftest import git
 from tests.support.agents import toml_agents, write_agent
 from tests.test_escape import kinds
-from tests.test_faults import processes_with
+from tests.support.agents import processes_with
 
 
 @pytest.fixture

@@ -17,16 +17,7 @@ from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.agents import toml_agents, write_agent
-
-
-def manager(repo: Path, agents: dict[str, list[str]], default: str, **scalars) -> SessionManager:
-    (repo / ".handoff.toml").write_text(toml_agents(agents, default, **scalars))
-    cfg, messages = config_mod.load(repo)
-    assert messages == []
-    mgr = SessionManager(repo, cfg)
-    mgr.load()
-    return mgr
+from tests.support.agents import command_manager, toml_agents, write_agent
 
 
 def dev_state(repo: Path) -> dict:
@@ -60,7 +51,7 @@ async def test_command_agent_env_placeholders_and_result(repo: Path, tmp_path: P
     """) + ["{task_file}", "{task}", str(tmp_path / "seen.json")]
     # uncommitted work the agent must see
     (repo / "app.py").write_text((repo / "app.py").read_text() + "\n# wip\n")
-    mgr = manager(repo, {"env": argv}, "env")
+    mgr = command_manager(repo, {"env": argv}, "env")
     before = dev_state(repo)
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 16}}
     s = mgr.delegate(DelegateRequest("add a check", file="app.py", range=rng,
@@ -100,7 +91,7 @@ async def test_nonzero_exit_fails_with_stderr_tail(repo: Path, tmp_path: Path):
         print("boom: the agent gave up", file=sys.stderr)
         sys.exit(3)
     """)
-    mgr = manager(repo, {"bad": argv}, "bad")
+    mgr = command_manager(repo, {"bad": argv}, "bad")
     s = await mgr.wait(mgr.delegate(DelegateRequest("do it")).id)
     assert s.state is State.FAILED
     assert "exited with code 3" in s.error
@@ -118,7 +109,7 @@ async def test_parallel_limit(repo: Path, tmp_path: Path):
         pathlib.Path("out.txt").write_text(os.environ["HANDOFF_SESSION_ID"])
         print("done")
     """)
-    mgr = manager(repo, {"slow": argv}, "slow", maxParallel=3)
+    mgr = command_manager(repo, {"slow": argv}, "slow", maxParallel=3)
     peak = 0
 
     def on_change(_s):
@@ -147,7 +138,7 @@ async def test_cancel_kills_process_group(repo: Path, tmp_path: Path):
         pathlib.Path({str(pidfile)!r}).write_text(f"{{os.getpid()}} {{child.pid}}")
         time.sleep(300)
     """)
-    mgr = manager(repo, {"hang": argv}, "hang")
+    mgr = command_manager(repo, {"hang": argv}, "hang")
     s = mgr.delegate(DelegateRequest("hang"))
     with anyio.fail_after(30):
         while not pidfile.exists() or len(pidfile.read_text().split()) < 2:
@@ -181,7 +172,7 @@ def _alive(pid: int) -> bool:
 
 async def test_timeout_fails_with_limit_message(repo: Path, tmp_path: Path):
     argv = write_agent(tmp_path / "bin", "sleepy", "time.sleep(60)\n")
-    mgr = manager(repo, {"sleepy": argv}, "sleepy", timeoutS=0.5)
+    mgr = command_manager(repo, {"sleepy": argv}, "sleepy", timeoutS=0.5)
     s = await mgr.wait(mgr.delegate(DelegateRequest("sleep")).id)
     assert s.state is State.FAILED
     assert "timeoutS" in s.error
@@ -193,7 +184,7 @@ async def test_follow_up_continues_in_same_worktree(repo: Path, tmp_path: Path):
         p.write_text((p.read_text() if p.exists() else "") + os.environ["HANDOFF_TASK"] + "\\n")
         print("appended")
     """)
-    mgr = manager(repo, {"append": argv}, "append")
+    mgr = command_manager(repo, {"append": argv}, "append")
     s = await mgr.wait(mgr.delegate(DelegateRequest("first")).id)
     assert s.state is State.READY
     mgr.follow_up(s.id, "second")
@@ -210,7 +201,7 @@ async def test_merge_clean_and_conflict_via_apply(repo: Path, tmp_path: Path):
         p.write_text(p.read_text().replace("return a - b", "return a - b  # agent"))
         print("edited sub")
     """)
-    mgr = manager(repo, {"edit": argv}, "edit")
+    mgr = command_manager(repo, {"edit": argv}, "edit")
     clean = await mgr.wait(mgr.delegate(DelegateRequest("a")).id)
     clash = await mgr.wait(mgr.delegate(DelegateRequest("b")).id)
     # the developer edits meanwhile: a different line
@@ -232,7 +223,7 @@ async def test_merge_clean_and_conflict_via_apply(repo: Path, tmp_path: Path):
 
 async def test_unknown_session_and_not_ready(repo: Path, tmp_path: Path):
     argv = write_agent(tmp_path / "bin", "quick", "print('ok')\n")
-    mgr = manager(repo, {"quick": argv}, "quick")
+    mgr = command_manager(repo, {"quick": argv}, "quick")
     with pytest.raises(SessionError, match="no session"):
         mgr.get("nope")
     s = mgr.delegate(DelegateRequest("x"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from handoff.agent.backends.tools import TOOL_NAMES, TOOL_SCHEMAS, Workspace
+from tests.support.agents import processes_with
 
 
 @pytest.fixture
@@ -190,14 +191,7 @@ def _running(mark: str) -> list[int]:
     """Live (not zombie) processes with ``mark`` among their arguments, after a moment."""
     found: list[int] = []
     for _ in range(50):
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
-                        and ") Z" not in (entry / "stat").read_text():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
+        found = processes_with(mark)
         if not found:
             return []
         time.sleep(0.05)

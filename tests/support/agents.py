@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 
 def write_agent(folder: Path, name: str, body: str) -> list[str]:
@@ -26,3 +27,29 @@ def toml_agents(agents: dict[str, list[str]], default: str | None = None, **scal
         quoted = ", ".join('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in argv)
         lines.append(f"[agents.{name}]\ncommand = [{quoted}]")
     return "\n".join(lines) + "\n"
+
+
+def command_manager(repo: Path, agents: dict[str, list[str]], default: str, **scalars: Any):
+    """A loaded SessionManager for ``repo`` whose .handoff.toml selects command agents."""
+    from handoff.agent import config as config_mod
+    from handoff.agent.manager import SessionManager
+
+    (repo / ".handoff.toml").write_text(toml_agents(agents, default, **scalars))
+    cfg, messages = config_mod.load(repo)
+    assert messages == []
+    mgr = SessionManager(repo, cfg)
+    mgr.load()
+    return mgr
+
+
+def processes_with(mark: str) -> list[int]:
+    """Live (not zombie) processes with ``mark`` among their arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
+                    and ") Z" not in (entry / "stat").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
