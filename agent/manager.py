@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -55,9 +56,15 @@ class ApplyReport:
     conflicts: list[FileMerge]
 
 
-def make_backend(name: str, config: Config) -> Backend:
-    """The backend for agent ``name`` (``builtin`` or an entry of ``agents``)."""
+PREPARE_THREADS = 2  # snapshots prepared at once (per repository)
+
+
+def make_backend(name: str, config: Config, host: Backend | None = None) -> Backend:
+    """The backend for agent ``name`` (``builtin`` or an entry of ``agents``); the built-in agent
+    runs in ``host`` (an :class:`~handoff.agent.host.AgentHost`) when there is one."""
     if name == "builtin":
+        if host is not None:
+            return host
         from .backends.builtin import BuiltinBackend
 
         return BuiltinBackend()
@@ -95,17 +102,19 @@ class SessionManager:
         config: Config,
         *,
         store: Store | None = None,
-        backend_factory: Callable[[str, Config], Backend] = make_backend,
+        backend_factory: Callable[[str, Config], Backend] | None = None,
+        agent_host: Backend | None = None,
     ) -> None:
         self.repo_root = Path(repo_root)
         self.config = config
         self.store = store or Store(self.repo_root, redactor=Redactor([config.apiKey]))
         self.sessions: dict[str, Session] = {}
-        self._backend_factory = backend_factory
+        self._backend_factory = backend_factory or functools.partial(make_backend, host=agent_host)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._on_change: list[Callable[[Session], None]] = []
         self._on_progress: list[Callable[[Session, str], None]] = []
         self._limiter: anyio.CapacityLimiter | None = None
+        self._prepare_limiter: anyio.CapacityLimiter | None = None
         self._closing = False
         self._git_lock = threading.Lock()  # worktree add/remove touch shared git admin files
 
@@ -198,7 +207,11 @@ class SessionManager:
 
     async def _first_run(self, s: Session, req: DelegateRequest) -> None:
         async def prepare() -> None:
-            await anyio.to_thread.run_sync(self._prepare, s, req)
+            # Snapshots on their own few threads: a burst of delegations neither runs dozens of
+            # `git add -A` at once nor queues the server's quick thread hops behind them.
+            if self._prepare_limiter is None:
+                self._prepare_limiter = anyio.CapacityLimiter(PREPARE_THREADS)
+            await anyio.to_thread.run_sync(self._prepare, s, req, limiter=self._prepare_limiter)
 
         await self._run(s, prepare)
 

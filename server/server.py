@@ -1,8 +1,8 @@
 """The language server: the pygls ``LanguageServer`` of Handoff and its feature registration.
 
 Nothing slow happens before ``initialize`` is answered: repositories are found and their sessions
-loaded after ``initialized``, in worker threads; litellm is imported by the built-in agent itself,
-in a worker thread, when its first session runs.
+loaded after ``initialized``, in worker threads. Built-in agents run in the agent host, a child
+process started with the first of them (litellm never loads in the server).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
 
 from handoff import __version__
+from handoff.agent.host import AgentHost
 from handoff.agent.manager import SessionError
 from handoff.agent.session import Session, State
 
@@ -42,6 +43,7 @@ class HandoffServer(LanguageServer):
                          protocol_cls=HandoffProtocol)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
+        self.agent_host = AgentHost()
         self.repos = Repos(self)
         self.settings = Settings(self)
         self.status = Status(self)
@@ -121,6 +123,7 @@ class HandoffServer(LanguageServer):
             return
         self._closed = True
         await self.repos.close()
+        await self.agent_host.close()
 
 
 def create_server() -> HandoffServer:

@@ -1,0 +1,179 @@
+"""The agent host: built-in agents in one child process, through litellm over real HTTP to a
+scripted model on 127.0.0.1. The sessions are the real SessionManager's; only the agent's loop
+runs in the host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from handoff.agent.config import Config
+from handoff.agent.host import AgentHost
+from handoff.agent.manager import DelegateRequest, SessionManager
+from handoff.agent.session import State
+from tests.support.scripted_model import ScriptedModel
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def until(check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await anyio.sleep(0.05)
+
+
+@pytest.fixture
+def model():
+    with ScriptedModel() as m:
+        yield m
+
+
+@pytest.fixture
+async def host():
+    h = AgentHost()
+    yield h
+    await h.close()
+
+
+def manager(repo: Path, model: ScriptedModel, host: AgentHost, **cfg) -> SessionManager:
+    config = Config(model="openai/scripted-model", apiBase=model.url, apiKey="sk-test", **cfg)
+    mgr = SessionManager(repo, config, agent_host=host)
+    mgr.load()
+    return mgr
+
+
+async def test_builtin_session_runs_in_the_host(repo: Path, model: ScriptedModel, host: AgentHost):
+    model.tool_call("write_file", {"path": "notes.txt", "content": "from the host\n"})
+    model.tool_call("finish", {"summary": "wrote notes"})
+    mgr = manager(repo, model, host)
+    s = await mgr.wait(mgr.delegate(DelegateRequest("write notes")).id)
+    assert s.state is State.READY, s.error
+    assert s.summary == "wrote notes" and s.steps == 2
+    assert s.filesChanged == [(repo / "notes.txt").as_uri()]
+    assert host.pid is not None and host.pid != os.getpid()
+    # the transcript was relayed into the session's own store
+    transcript = mgr.store.session_dir(s.id).joinpath("transcript.jsonl").read_text()
+    assert "from the host" in transcript and "wrote notes" in transcript
+    assert len(model.requests) == 2
+    assert not (repo / "notes.txt").exists()  # the developer's tree is untouched until apply
+
+
+async def test_one_host_serves_concurrent_sessions(repo: Path, model: ScriptedModel, host: AgentHost):
+    mgr = manager(repo, model, host, maxParallel=4)
+    ids = [mgr.delegate(DelegateRequest(f"task {i}")).id for i in range(4)]
+    pids = set()
+    for sid in ids:
+        s = await mgr.wait(sid)
+        assert s.state is State.READY, s.error
+        assert s.summary == "script exhausted"
+        pids.add(host.pid)
+    assert len(pids) == 1 and None not in pids
+
+
+async def test_cancel_stops_the_run_and_the_host_stays(repo: Path, model: ScriptedModel, host: AgentHost):
+    gate = threading.Event()
+    model.on_request = lambda body: gate.wait(30)  # the model hangs until released
+    mgr = manager(repo, model, host)
+    try:
+        s = mgr.delegate(DelegateRequest("hang"))
+        await until(lambda: len(model.requests) == 1)
+        pid = host.pid
+        mgr.cancel(s.id)
+        s = await mgr.wait(s.id)
+        assert s.state is State.CANCELLED
+    finally:
+        gate.set()
+    model.on_request = None
+    again = await mgr.wait(mgr.delegate(DelegateRequest("after")).id)
+    assert again.state is State.READY, again.error
+    assert host.pid == pid
+
+
+async def test_a_dead_host_fails_its_sessions_clearly_and_is_restarted(
+    repo: Path, model: ScriptedModel, host: AgentHost,
+):
+    gate = threading.Event()
+    model.on_request = lambda body: gate.wait(30)
+    mgr = manager(repo, model, host)
+    try:
+        s = mgr.delegate(DelegateRequest("hang"))
+        await until(lambda: len(model.requests) == 1)
+        first = host.pid
+        os.kill(first, signal.SIGKILL)
+        s = await mgr.wait(s.id)
+    finally:
+        gate.set()
+    assert s.state is State.FAILED
+    assert "agent host process ended unexpectedly" in s.error and "-9" in s.error
+    model.on_request = None
+    again = await mgr.wait(mgr.delegate(DelegateRequest("after")).id)
+    assert again.state is State.READY, again.error
+    assert host.pid not in (None, first)
+
+
+async def test_the_host_exits_when_idle_and_when_its_server_goes(repo: Path, model: ScriptedModel):
+    host = AgentHost(idle_s=0.2)
+    mgr = manager(repo, model, host)
+    assert (await mgr.wait(mgr.delegate(DelegateRequest("one")).id)).state is State.READY
+    pid = host.pid
+    await until(lambda: not alive(pid), timeout=30)
+    assert host.pid is None
+    # a new run starts a new host; closing the server's side ends it
+    assert (await mgr.wait(mgr.delegate(DelegateRequest("two")).id)).state is State.READY
+    pid = host.pid
+    assert pid is not None and alive(pid)
+    await host.close()
+    assert not alive(pid)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def maps_litellm(pid: int) -> bool:
+    """litellm's native module is mapped: the process imported litellm."""
+    return "/litellm/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+async def test_the_language_server_never_loads_litellm_and_its_host_dies_with_it(repo: Path, model: ScriptedModel):
+    from tests.support.lsp_client import Editor
+
+    gate = threading.Event()
+    model.on_request = lambda body: gate.wait(60)
+    editor = await Editor.start("neovim", repo, env={
+        "HANDOFF_MODEL": "openai/scripted-model", "HANDOFF_API_BASE": model.url, "HANDOFF_API_KEY": "sk-test"})
+    server = editor.client._server
+    try:
+        uri = editor.open(repo / "app.py")
+        await editor.command("handoff.delegate", {"uri": uri, "instruction": "x", "range": {
+            "start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}})
+        await until(lambda: len(model.requests) == 1)  # the agent is mid-request, in the host
+        hosts = [p for p in children(server.pid)
+                 if b"handoff.agent.host" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(hosts) == 1
+        assert maps_litellm(hosts[0]) and not maps_litellm(server.pid)
+        server.kill()  # the editor's server dies without a word: its host must not outlive it
+        await until(lambda: not alive(hosts[0]), timeout=30)
+    finally:
+        gate.set()
+        await editor.client.stop()
