@@ -34,6 +34,7 @@ import uuid
 from typing import Any
 
 from .backends.base import AgentContext, AgentError, LimitReached, Outcome
+from .processes import background
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ def main() -> int:
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    background()  # the agents and every command they run yield the CPU to the editor
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s handoff-agent-host %(name)s: %(message)s")
     level = os.environ.get("HANDOFF_LOG_LEVEL", "INFO").upper()

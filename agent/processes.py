@@ -8,6 +8,18 @@ from pathlib import Path
 
 from .session import Session
 
+# Agents work in the background: they get the CPU the editor and its language server leave
+# (nice 10: on a busy machine the server is scheduled first; on an idle one agents lose nothing).
+AGENT_NICE = 10
+
+
+def background(pid: int | None = None) -> None:
+    """Lower the CPU priority of process ``pid`` (None: this process) to :data:`AGENT_NICE`."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid or 0, max(AGENT_NICE, os.getpriority(os.PRIO_PROCESS, pid or 0)))
+    except OSError:  # gone already, or a platform without priorities
+        pass
+
 
 def pid_alive(pid: int | None) -> bool:
     if not pid:

@@ -177,3 +177,36 @@ async def test_the_language_server_never_loads_litellm_and_its_host_dies_with_it
     finally:
         gate.set()
         await editor.client.stop()
+
+
+def nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+async def test_agents_run_at_background_priority(repo: Path, model: ScriptedModel, host: AgentHost, tmp_path: Path):
+    """The editor's server keeps the CPU it needs: the host, its commands and command agents run
+    at nice 10 (the test process's own priority is the baseline)."""
+    from handoff.agent.processes import AGENT_NICE
+    from tests.support.agents import command_manager, write_agent
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    model.tool_call("run_command", {"command": "cat /proc/self/stat > nice.txt"})
+    model.tool_call("finish", {"summary": "done"})
+    mgr = manager(repo, model, host, commandPolicy="allow")
+    s = await mgr.wait(mgr.delegate(DelegateRequest("nice")).id)
+    assert s.state is State.READY, s.error
+    assert nice_of(host.pid) == max(AGENT_NICE, base)
+    seen = mgr.diff(s.id)
+    assert "nice.txt" in seen
+    stat = next(line for line in seen.splitlines() if line.startswith("+") and ")" in line)
+    assert int(stat.rsplit(")", 1)[1].split()[16]) == max(AGENT_NICE, base)
+
+    argv = write_agent(tmp_path / "bin", "nice_agent", """
+        pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        time.sleep(0.5)
+        pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+    """)
+    cmd = command_manager(repo, {"nice": argv}, "nice")
+    s = await cmd.wait(cmd.delegate(DelegateRequest("nice")).id)
+    assert s.state is State.READY, s.error
+    assert f"+{max(AGENT_NICE, base)}" in cmd.diff(s.id)

@@ -21,6 +21,7 @@ import time
 import anyio
 
 from ..brief import range_label
+from ..processes import background
 from ..sandbox import agent_env
 from .base import AgentContext, AgentError, LimitReached, Outcome
 
@@ -109,6 +110,7 @@ class CommandBackend:
             )
         except OSError as exc:
             raise AgentError(f"agent `{self.name}` could not start: {exc}") from exc
+        background(proc.pid)  # before it has started anything of its own
         ctx.started(proc.pid)
 
         async def pump(stream, sink: _Capped) -> None:
