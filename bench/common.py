@@ -124,6 +124,20 @@ def rss_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": out.get("VmRSS", float("nan")), "peak_rss_mb": out.get("VmHWM", float("nan"))}
 
 
+def child_pid(pid: int, marker: bytes) -> int | None:
+    """The first child process of ``pid`` whose ``/proc/<pid>/cmdline`` contains ``marker``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and marker in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    return None
+
+
 class CpuMeter:
     """Share of all CPUs busy (any process) between ``start()`` and ``stop()``, from /proc/stat,
     with the 1-minute load average: how loaded the machine was while something was measured."""
