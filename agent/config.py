@@ -207,9 +207,12 @@ def _agent_spec(name: str, spec: Any) -> AgentSpec:
     raise ValueError("must have exactly one of `command` or `acp`")
 
 
+FILES = (".handoff.toml", "pyproject.toml")  # the files of a root read_toml reads, in that order
+
+
 def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str]:
     """``.handoff.toml`` at the repo root wins over ``[tool.handoff]`` in ``pyproject.toml``."""
-    for name in (".handoff.toml", "pyproject.toml"):
+    for name in FILES:
         path = repo_root / name
         if not path.is_file():
             continue

@@ -73,7 +73,8 @@ def _merge_file(
         for label in labels:
             args += ["-L", label]
         try:
-            proc = subprocess.run(args + names, capture_output=True, env=_env(), check=False)
+            proc = subprocess.run(args + names, stdin=subprocess.DEVNULL, capture_output=True, env=_env(),
+                                  check=False)
         except FileNotFoundError as exc:
             raise GitError("git was not found on PATH; install git to use Handoff") from exc
     if proc.returncode > 127 or proc.returncode < 0:

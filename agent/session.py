@@ -87,7 +87,9 @@ class Session:
     runs: int = 0
 
     def to_wire(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # What dataclasses.asdict gives, ~10x faster (it deep-copies every value): the list is
+        # built for the editor after every change, for every session.
+        d = {name: _copy(getattr(self, name)) for name in _FIELDS}
         d["state"] = self.state.value
         if d["error"] is None:
             del d["error"]
@@ -99,6 +101,18 @@ class Session:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["state"] = State(kwargs["state"])
         return cls(**kwargs)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Session))
+
+
+def _copy(value: Any) -> Any:
+    """``value`` with its dicts and lists copied (the record's values are JSON-like)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
 
 
 def transition(session: Session, new: State, *, error: str | None = None) -> None:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import stat
 import sys
 import threading
 
@@ -82,17 +83,79 @@ def _protocol_stdout():
     return out
 
 
+class _PipeReader:
+    """pygls' AsyncReader on asyncio's own pipe reader: reads run on the event loop. (pygls'
+    ``StdinAsyncReader`` hops to a worker thread for every header line and body; under load, with
+    other threads holding the GIL, each hop waits and messages arrive tens of ms apart.)
+    End of input reads as b"", as run_async expects."""
+
+    LIMIT = 1 << 20  # of a header line; bodies (readexactly) may be any size
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.stream = stream
+
+    async def readline(self) -> bytes:
+        dropping = False
+        while True:
+            try:
+                line = await self.stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                return b"" if dropping else exc.partial
+            except asyncio.LimitOverrunError as exc:
+                # No header is that long: drop the line (like a header pygls does not know) and
+                # read on past its end, in pieces, so the buffer stays bounded.
+                if not dropping:
+                    log.warning("dropped a header line longer than %d bytes", self.LIMIT)
+                await self.stream.readexactly(exc.consumed)
+                dropping = True
+                continue
+            if not dropping:
+                return line
+            dropping = False  # that was the end of the dropped line
+
+    async def readexactly(self, n: int) -> bytes:
+        try:
+            return await self.stream.readexactly(n)
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+
+
+async def _stdin_reader(ls, stdin):
+    """A reader on the event loop when stdin is a pipe or socket (as editors start us); else
+    (a file, /dev/null, a terminal) pygls' reader in threads. Returns it and the transport to close."""
+    try:
+        # Only these: connect_read_pipe takes character devices too, but epoll refuses /dev/null
+        # later, in a callback, and the reader would wait forever. (Windows' loop needs
+        # overlapped handles, which a stdin is not.)
+        mode = os.fstat(stdin.fileno()).st_mode
+        if os.name == "posix" and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            stream = asyncio.StreamReader(limit=_PipeReader.LIMIT)
+            transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(stream), stdin)
+            return _PipeReader(stream), transport
+    except (ValueError, OSError) as exc:  # not something the event loop can watch
+        log.debug("reading stdin in threads: %s", exc)
+    from pygls.io_ import StdinAsyncReader
+
+    return StdinAsyncReader(stdin, ls.thread_pool), None
+
+
 async def _serve_stdio(ls, stdin, stdout) -> None:
-    from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
+    from pygls.io_ import StdoutWriter, run_async
 
     ls._stop_event = threading.Event()
     ls.protocol.set_writer(StdoutWriter(stdout))
+    reader, transport = await _stdin_reader(ls, stdin)
     try:
-        await run_async(stop_event=ls._stop_event, reader=StdinAsyncReader(stdin, ls.thread_pool),
+        await run_async(stop_event=ls._stop_event, reader=reader,
                         protocol=ls.protocol, logger=log, error_handler=ls.report_server_error)
     finally:
+        if transport is not None:
+            transport.close()
         # The editor went away (or asked us to exit): running sessions become `interrupted`.
         await ls.close()
+        for _ in range(3):  # let handlers that waited for the close (shutdown, exit) end cleanly
+            await asyncio.sleep(0)
 
 
 def main(argv: list[str] | None = None) -> int:

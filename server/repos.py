@@ -83,6 +83,7 @@ class Repos:
         self._repos: dict[Path, Repo] = {}
         self._building: dict[Path, asyncio.Task[Repo]] = {}
         self._root_of_dir: dict[Path, Path] = {}
+        self._finding: dict[Path, asyncio.Task[Path]] = {}  # root lookups under way, by folder
         self.discovered = asyncio.Event()
 
     def roots(self) -> list[Path]:
@@ -100,17 +101,28 @@ class Repos:
         key = path if folder else path.parent
         root = self._root_of_dir.get(key)
         if root is None:
-            try:
-                root = await anyio.to_thread.run_sync(gitops.find_repo_root, path)
-            except gitops.NotARepository:
-                raise NotInRepository(
-                    f"{_short(path)} is not inside a git repository. Handoff runs agents in git "
-                    "worktrees: run `git init` there (or open a file of a repository) and try again."
-                ) from None
-            except OSError as exc:  # a name too long, a folder we may not read...
-                raise NotInRepository(f"{_short(path)}: {exc.strerror or exc}") from None
-            self._root_of_dir[key] = root
+            # Concurrent callers (a burst of delegations from one folder) share one lookup.
+            task = self._finding.get(key)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._find_root(key, path))
+                self._finding[key] = task
+            root = await asyncio.shield(task)
         return await self._get(root)
+
+    async def _find_root(self, key: Path, path: Path) -> Path:
+        try:
+            root = await anyio.to_thread.run_sync(gitops.find_repo_root, path)
+        except gitops.NotARepository:
+            raise NotInRepository(
+                f"{_short(path)} is not inside a git repository. Handoff runs agents in git "
+                "worktrees: run `git init` there (or open a file of a repository) and try again."
+            ) from None
+        except OSError as exc:  # a name too long, a folder we may not read...
+            raise NotInRepository(f"{_short(path)}: {exc.strerror or exc}") from None
+        finally:
+            self._finding.pop(key, None)  # a failure is not kept: the next call looks again
+        self._root_of_dir[key] = root
+        return root
 
     async def for_uri(self, uri: str) -> tuple[Repo, str]:
         """The repository of ``uri`` and the file's repository-relative path."""
@@ -150,7 +162,7 @@ class Repos:
         try:
             await self.ls.settings.pull([root], with_global=False)
             cfg = await self.ls.settings.config_for(root)
-            manager = SessionManager(root, cfg)
+            manager = SessionManager(root, cfg, agent_host=self.ls.agent_host)
             await anyio.to_thread.run_sync(manager.load)
             manager.subscribe(self.ls.status.on_change, self.ls.status.on_progress)
             repo = self._repos[root] = Repo(root, manager)

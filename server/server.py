@@ -51,6 +51,7 @@ class HandoffServer(LanguageServer):
         self.apply_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     # -- helpers used by every feature -----------------------------------------------------
     @property
@@ -118,10 +119,14 @@ class HandoffServer(LanguageServer):
         return uris
 
     async def close(self) -> None:
-        """Stop every running session (they become ``interrupted``); idempotent."""
-        if self._closed:
-            return
+        """Stop every running session (they become ``interrupted``); idempotent, and a second
+        caller (``exit`` sent before ``shutdown`` was answered) waits for the first."""
         self._closed = True
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         await self.repos.close()
         await self.agent_host.close()
 
@@ -147,9 +152,13 @@ def _register_lifecycle(ls: HandoffServer) -> None:
 
     @ls.feature(types.SHUTDOWN)
     async def shutdown(ls: HandoffServer, params: None) -> None:
-        # Running sessions become `interrupted` (resumable). No `exit` handler: pygls exits right
-        # after it, and an editor that vanishes without either is handled by the CLI (stdin EOF).
+        # Running sessions become `interrupted` (resumable). An editor that vanishes without
+        # shutdown or exit is handled by the CLI (stdin EOF).
         await ls.close()
+
+    @ls.feature(types.EXIT)
+    async def exit(ls: HandoffServer, params: None) -> None:
+        await ls.close()  # pygls exits right after: let a shutdown still in progress finish
 
     @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: HandoffServer, params: types.DidOpenTextDocumentParams) -> None:

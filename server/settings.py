@@ -8,7 +8,11 @@ shows what is wrong in one warning (each problem once per server life).
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +31,18 @@ log = logging.getLogger(__name__)
 SECTION = "handoff"
 INIT_SOURCE = "initializationOptions"
 PULL_SOURCE = "workspace/configuration"
+RACY_NS = 2_000_000_000  # more than any file system's timestamp granularity (FAT: 2 s)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, last change) of a regular file; None when there is none to read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_ino, st.st_size, max(st.st_mtime_ns, st.st_ctime_ns)
 
 
 def unwrap(options: Any) -> Any:
@@ -46,6 +62,7 @@ class Settings:
         self.pulled: dict[str, Any] = {}  # scope ("" = global, else a repo root uri) -> section
         self._shown: set[str] = set()
         self._batch: list[str] | None = None
+        self._loaded: dict[Path, tuple[Any, config_mod.Config, list[str]]] = {}  # root -> (key, ...)
 
     # -- sources -----------------------------------------------------------------------------
     def overrides(self, root: Path | None) -> list[tuple[str, Any]]:
@@ -54,8 +71,28 @@ class Settings:
         return [(INIT_SOURCE, unwrap(self.init_options)), (PULL_SOURCE, unwrap(pulled))]
 
     def load(self, root: Path | None) -> tuple[config_mod.Config, list[str]]:
-        """The merged configuration of ``root`` (blocking: reads TOML; call in a thread)."""
-        return config_mod.load(root, overrides=self.overrides(root))
+        """The merged configuration of ``root`` (blocking: reads TOML; call in a thread).
+
+        Kept per root and given again (a copy) while its files, the environment and the editor's
+        settings are what they were: every delegation asks, and parsing TOML holds the GIL."""
+        overrides = self.overrides(root)
+        if root is None:
+            return config_mod.load(None, overrides=overrides)
+        now = time.time_ns()
+        stamps = [_stamp(root / name) for name in config_mod.FILES]  # before reading them
+        key = (stamps, repr((config_mod.from_env(os.environ), overrides)))
+        kept = self._loaded.get(root)
+        if kept is not None and kept[0] == key:
+            cfg, messages = kept[1], kept[2]
+        else:
+            cfg, messages = config_mod.load(root, overrides=overrides)
+            # A file changed within the last RACY_NS may change again with the same stamp
+            # (timestamps are coarse): keep only what no later edit can look the same as.
+            if all(st is None or st[-1] < now - RACY_NS for st in stamps):
+                self._loaded[root] = (key, cfg, messages)
+            else:
+                self._loaded.pop(root, None)
+        return copy.deepcopy(cfg), list(messages)
 
     async def config_for(self, root: Path) -> config_mod.Config:
         cfg, messages = await anyio.to_thread.run_sync(self.load, root)

@@ -1,7 +1,7 @@
 """Live state for the editor: the session list, progress and diagnostics.
 
 - ``handoff/sessions`` ``{sessions: [Session]}``: the whole list, coalesced (at most one every
-  100 ms), after any change.
+  100 ms), after any change (steps and cost of a running session too); at once after a command.
 - One cancellable work-done progress per running session (a fresh token per run) when the client
   supports ``window.workDoneProgress``; ``window/workDoneProgress/cancel`` cancels the session.
 - Diagnostics with ``source: "handoff"`` and ``data: {sessionId, state}`` at each session's origin
@@ -185,6 +185,7 @@ class Status:
         p.begun = True
 
     def _report(self, s: Session, message: str) -> None:
+        self._schedule()  # the list shows steps and cost: coalesced like any other change
         p = self._progress.get(s.id)
         if p is not None and p.begun and not p.done:
             text = f"{message} (step {s.steps})" if s.steps else message
@@ -218,10 +219,10 @@ class Status:
         self._flush = self.ls.loop.call_later(wait, self.flush)
 
     def flush_now(self) -> None:
-        """Send what is pending at once (a command's effects are visible when it returns)."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self.flush()
+        """Send the pending session list at once (a command's effects are visible when it
+        returns); diagnostics stay with the coalescing timer, which is still pending."""
+        if self._flush is not None and self._list_dirty:
+            self._send_list(self.ls.repos.sessions())
 
     def flush(self) -> None:
         """Send the session list and the diagnostics of every document that changed."""
@@ -229,8 +230,7 @@ class Status:
         self._last_flush = time.monotonic()
         sessions = self.ls.repos.sessions()
         if self._list_dirty:
-            self._list_dirty = False
-            self.ls.protocol.notify(NOTIFICATION, {"sessions": [s.to_wire() for s in sessions]})
+            self._send_list(sessions)
         uris, self._dirty_uris = self._dirty_uris, set()
         for uri in uris:
             diags = self.diagnostics(uri, sessions)
@@ -241,6 +241,10 @@ class Status:
                 self._published.add(uri)
             else:
                 self._published.discard(uri)
+
+    def _send_list(self, sessions: list[Session]) -> None:
+        self._list_dirty = False
+        self.ls.protocol.notify(NOTIFICATION, {"sessions": [s.to_wire() for s in sessions]})
 
     def diagnostics(self, uri: str, sessions: list[Session]) -> list[types.Diagnostic]:
         out = []

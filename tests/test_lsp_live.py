@@ -1,0 +1,62 @@
+"""What the editor sees while sessions run: the list follows a running session's steps, and a
+configuration edit counts for the very next delegation."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from tests.support.lsp_client import Editor
+from tests.support.lsp_fixtures import agent, caps, editor  # noqa: F401
+from tests.support.scripted_model import ScriptedModel
+
+WHOLE = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
+
+
+async def test_the_list_shows_the_steps_of_a_running_session(caps, repo: Path):
+    gate = threading.Event()
+    with ScriptedModel() as model:
+        model.tool_call("read_file", {"path": "app.py"}).tool_call("finish", {"summary": "read it"})
+        # The second request (after step 1) waits until the test has seen the list.
+        model.on_request = lambda body: len(model.requests) == 2 and gate.wait(60)
+        editor = await Editor.start(caps, repo, env={
+            "HANDOFF_MODEL": "openai/scripted-model", "HANDOFF_API_BASE": model.url,
+            "HANDOFF_API_KEY": "sk-test-not-a-secret"})
+        try:
+            uri = editor.open(repo / "app.py")
+            sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
+                                                             "instruction": "read app.py"}))["sessionId"]
+            running = await editor.wait_for(
+                lambda: next((s for items in editor.lists for s in items if s["id"] == sid
+                              and s["state"] == "running" and s["steps"] >= 1), None),
+                "the list to show step 1 of the running session", timeout=120)
+            assert running["agent"] == "builtin"
+            gate.set()
+            ready = await editor.wait_state(sid, "ready", "failed", timeout=120)
+            assert ready["state"] == "ready" and ready["steps"] == 2, ready
+        finally:
+            gate.set()
+            await editor.stop()
+    assert editor.check_stdout() > 3
+
+
+async def test_a_configuration_edit_counts_for_the_next_delegation(editor, agent, repo: Path):
+    toml = repo / ".handoff.toml"
+    argv = json.dumps(agent.argv())
+    agent.configure()
+    text = f'agent = "aaaa"\n[agents.aaaa]\ncommand = {argv}\n[agents.bbbb]\ncommand = {argv}\n'
+    toml.write_text(text)
+    uri = editor.open(repo / "app.py")
+
+    async def delegate() -> dict:
+        sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
+                                                         "instruction": "x"}))["sessionId"]
+        return await editor.wait_state(sid, "ready", "failed")
+
+    assert (await delegate())["agent"] == "aaaa"
+    st = toml.stat()
+    toml.write_text(text.replace('agent = "aaaa"', 'agent = "bbbb"'))  # the same size
+    os.utime(toml, ns=(st.st_atime_ns, st.st_mtime_ns))  # and mtime: only ctime tells
+    assert (await delegate())["agent"] == "bbbb"
