@@ -25,7 +25,7 @@ from lsprotocol import types
 from pygls.io_ import run_async
 from pygls.lsp.client import LanguageClient
 from pygls.protocol import LanguageServerProtocol, default_converter
-from pygls.protocol.json_rpc import JsonRPCNotification
+from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCResponseMessage
 
 CLIENT_CAPS = "visual_studio_code"  # a real client's capability set (pytest-lsp ships them)
 _RAW_NOTIFICATIONS = {"handoff/sessions"}
@@ -49,10 +49,19 @@ def plain(obj: Any) -> Any:
 
 
 class _Protocol(LanguageServerProtocol):
+    """Handoff's own JSON (``handoff/sessions``, ``workspace/executeCommand`` results) is kept as
+    parsed, as an editor's ``JSON.parse`` keeps it: pygls would turn every object in it into a
+    freshly made namedtuple class (~50 us each), a client-side cost the latency benchmark would
+    otherwise count as the server's, growing with the number of sessions listed."""
+
     def structure_message(self, data: dict[str, Any]):
         if "id" not in data and data.get("method") in _RAW_NOTIFICATIONS:
             return JsonRPCNotification(method=data["method"], jsonrpc=data["jsonrpc"],
                                        params=data.get("params"))
+        if "id" in data and "method" not in data and "error" not in data and "jsonrpc" in data \
+                and self._result_types.get(data["id"]) in (None, types.ExecuteCommandResponse):
+            self._result_types.pop(data["id"], None)
+            return JsonRPCResponseMessage(id=data["id"], jsonrpc=data["jsonrpc"], result=data.get("result"))
         return super().structure_message(data)
 
 

@@ -120,15 +120,64 @@ class _PipeReader:
             return exc.partial
 
 
+class _PipeWriter:
+    """pygls' writer on asyncio's own pipe transport: a write never blocks the event loop. (With
+    a blocking write, an editor busy elsewhere that reads slowly, or a message larger than the
+    pipe, stops the server until it is read.) What the pipe cannot take yet is queued, in order;
+    ``close`` waits until it is written."""
+
+    FLUSH_S = 10.0  # at most, at exit, for an editor that stopped reading
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+
+    def write(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if threading.get_ident() == self.thread:
+            self.transport.write(data)
+        else:  # transports belong to their loop's thread
+            self.loop.call_soon_threadsafe(self.write, data)
+
+    async def flush(self) -> None:
+        deadline = self.loop.time() + self.FLUSH_S
+        while self.transport.get_write_buffer_size() and not self.transport.is_closing() \
+                and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def close(self) -> None:
+        await self.flush()
+        self.transport.close()
+
+
+def _is_pipe(stream) -> bool:
+    """A pipe or socket, as editors give us: what the event loop can watch. (connect_*_pipe take
+    character devices too, but epoll refuses /dev/null later, in a callback. Windows' loop needs
+    overlapped handles, which standard streams are not.)"""
+    mode = os.fstat(stream.fileno()).st_mode
+    return os.name == "posix" and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
+
+
+async def _stdout_writer(stdout):
+    """A writer on the event loop when stdout is a pipe or socket; else pygls' blocking one."""
+    try:
+        if _is_pipe(stdout):
+            transport, _ = await asyncio.get_running_loop().connect_write_pipe(asyncio.Protocol, stdout)
+            return _PipeWriter(transport)
+    except (ValueError, OSError) as exc:
+        log.debug("writing stdout with blocking writes: %s", exc)
+    from pygls.io_ import StdoutWriter
+
+    return StdoutWriter(stdout)
+
+
 async def _stdin_reader(ls, stdin):
     """A reader on the event loop when stdin is a pipe or socket (as editors start us); else
     (a file, /dev/null, a terminal) pygls' reader in threads. Returns it and the transport to close."""
     try:
-        # Only these: connect_read_pipe takes character devices too, but epoll refuses /dev/null
-        # later, in a callback, and the reader would wait forever. (Windows' loop needs
-        # overlapped handles, which a stdin is not.)
-        mode = os.fstat(stdin.fileno()).st_mode
-        if os.name == "posix" and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        if _is_pipe(stdin):
             stream = asyncio.StreamReader(limit=_PipeReader.LIMIT)
             transport, _ = await asyncio.get_running_loop().connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(stream), stdin)
@@ -141,10 +190,11 @@ async def _stdin_reader(ls, stdin):
 
 
 async def _serve_stdio(ls, stdin, stdout) -> None:
-    from pygls.io_ import StdoutWriter, run_async
+    from pygls.io_ import run_async
 
     ls._stop_event = threading.Event()
-    ls.protocol.set_writer(StdoutWriter(stdout))
+    writer = await _stdout_writer(stdout)
+    ls.protocol.set_writer(writer)
     reader, transport = await _stdin_reader(ls, stdin)
     try:
         await run_async(stop_event=ls._stop_event, reader=reader,
@@ -156,6 +206,8 @@ async def _serve_stdio(ls, stdin, stdout) -> None:
         await ls.close()
         for _ in range(3):  # let handlers that waited for the close (shutdown, exit) end cleanly
             await asyncio.sleep(0)
+        if isinstance(writer, _PipeWriter):
+            await writer.flush()  # what the editor was still owed (the shutdown answer)
 
 
 def main(argv: list[str] | None = None) -> int:

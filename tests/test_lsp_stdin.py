@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lsprotocol import types
@@ -114,3 +115,53 @@ async def test_a_five_megabyte_document_over_the_pipe(editor, repo: Path):
         start=types.Position(line=59_999, character=0), end=types.Position(line=59_999, character=5)))
     assert any(a.title == "Delegate to background agent" for a in actions), actions
     assert editor.check_stdout() >= 3
+
+
+def test_an_editor_that_does_not_read_never_stops_the_server(repo: Path, tmp_path: Path):
+    """Answers pile up beyond what the pipe holds while the editor reads nothing: the server
+    still handles what comes next (a delegation whose agent leaves a mark on disk)."""
+    from tests.support.agents import toml_agents, write_agent
+
+    mark = tmp_path / "agent-ran"
+    argv = write_agent(tmp_path / "bin", "mark", f"pathlib.Path({str(mark)!r}).write_text('ran')")
+    (repo / ".handoff.toml").write_text(toml_agents({"mark": argv}, "mark"))
+    todos = repo / "todos.py"
+    todos.write_text("".join(f"# TODO(agent): item {i} of a long list that makes big answers\n"
+                             for i in range(300)))
+    uri = todos.as_uri()
+    proc = subprocess.Popen([sys.executable, "-m", "handoff.server"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        def send(message: dict) -> None:
+            proc.stdin.write(frame({"jsonrpc": "2.0", **message}))
+            proc.stdin.flush()
+
+        send({"id": 1, "method": "initialize", "params": {
+            "processId": None, "rootUri": repo.as_uri(), "capabilities": {},
+            "workspaceFolders": [{"uri": repo.as_uri(), "name": "repo"}]}})
+        head = proc.stdout.read1(65536)
+        assert b'"id": 1' in head or b'"id":1' in head
+        send({"method": "initialized", "params": {}})
+        send({"method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": uri, "languageId": "python", "version": 1, "text": todos.read_text()}}})
+        whole = {"start": {"line": 0, "character": 0}, "end": {"line": 300, "character": 0}}
+        for i in range(80):  # ~2 KB answers: far more than a pipe holds (64 KB on Linux)
+            line = {"line": i, "character": 0}
+            send({"id": 100 + i, "method": "textDocument/codeAction", "params": {
+                "textDocument": {"uri": uri}, "range": {"start": line, "end": line},
+                "context": {"diagnostics": []}}})
+        send({"id": 99, "method": "workspace/executeCommand", "params": {
+            "command": "handoff.delegate", "arguments": [{"uri": uri, "range": whole, "instruction": "mark"}]}})
+        deadline = time.monotonic() + 60
+        while not mark.exists():
+            assert time.monotonic() < deadline, "the server stopped while its answers waited"
+            time.sleep(0.1)
+        backlog = b""
+        while b'"id": 99' not in backlog and b'"id":99' not in backlog:  # then everything arrives
+            chunk = proc.stdout.read1(1 << 20)
+            assert chunk, "the server's output ended early"
+            backlog += chunk
+        assert len(backlog) > 1 << 16  # more than the pipe held
+    finally:
+        proc.kill()
+        proc.wait(10)
