@@ -86,9 +86,8 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
             found.setdefault(sid, []).append(d)
     # Clients that drop `data` still get the actions: our own diagnostics under the cursor.
     for s in ls.repos.sessions():
-        for d in ls.status.diagnostics(uri, [s]):
-            if d.range.start.line <= rng.end.line and d.range.end.line >= rng.start.line:
-                found.setdefault(s.id, [])
+        if ls.status.touches(s, uri, rng.start.line, rng.end.line):
+            found.setdefault(s.id, [])
     actions = []
     for sid, diags in found.items():
         try:

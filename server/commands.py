@@ -165,7 +165,7 @@ def _range_dict(rng: types.Range | None) -> dict[str, Any] | None:
 
 
 def register(ls) -> None:
-    def command(name: str):
+    def command(name: str, *, reads_only: bool = False):
         def decorator(fn):
             async def handler(ls, *args: Any):
                 try:
@@ -174,7 +174,8 @@ def register(ls) -> None:
                     message = clip(str(exc), MAX_MESSAGE)
                     log.info("%s: %s", name, message)
                     raise RequestFailed(message=message) from None
-                ls.status.flush_now()  # the session list already shows what the command did
+                if not reads_only:  # the session list already shows what the command did
+                    ls.status.flush_now()
                 return result
 
             handler.__name__ = fn.__name__
@@ -206,7 +207,7 @@ def register(ls) -> None:
             ids.append(s.id)
         return {"sessionIds": ids}
 
-    @command(LIST)
+    @command(LIST, reads_only=True)
     async def list_sessions(ls, *args: Any) -> dict[str, Any]:
         await ls.until_discovered()
         return {"sessions": [s.to_wire() for s in ls.repos.sessions()]}
@@ -251,14 +252,14 @@ def register(ls) -> None:
         await anyio.to_thread.run_sync(repo.manager.discard, s.id)
         return {}
 
-    @command(SHOW)
+    @command(SHOW, reads_only=True)
     async def show_session(ls, *args: Any) -> dict[str, Any]:
         a = parse(SessionArgs, args, SHOW)
         repo, s = ls.repos.find(a.session_id)
         await show.show(ls, repo, s)
         return {}
 
-    @command(PREVIEW)
+    @command(PREVIEW, reads_only=True)
     async def preview(ls, *args: Any) -> dict[str, Any]:
         a = parse(SessionArgs, args, PREVIEW)
         repo, s = ls.repos.find(a.session_id)

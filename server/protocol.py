@@ -53,7 +53,27 @@ class _Unreadable:
         self.id, self.method, self.problem = msg_id, method, problem
 
 
+_PLAIN = (dict, list)
+
+
 class HandoffProtocol(LanguageServerProtocol):
+    def _serialize_message(self, data: Any) -> Any:
+        """What ``json.dumps`` cannot write itself. A response or notification whose result or
+        params is plain JSON (Handoff's commands and ``handoff/sessions``) is written as it is,
+        not walked value by value by cattrs first (a session list: ~1 ms of the event loop); an
+        LSP object inside comes back here and goes through cattrs as before."""
+        if getattr(data, "jsonrpc", None) is not None and getattr(data, "error", None) is None:
+            for name in ("result", "params"):
+                value = getattr(data, name, None)
+                if isinstance(value, _PLAIN):
+                    out: dict[str, Any] = {"jsonrpc": data.jsonrpc, name: value}
+                    if getattr(data, "id", None) is not None:
+                        out["id"] = data.id
+                    if isinstance(getattr(data, "method", None), str):
+                        out["method"] = data.method
+                    return out
+        return super()._serialize_message(data)
+
     def structure_message(self, data: dict[str, Any]):
         try:
             return super().structure_message(data)

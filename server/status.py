@@ -58,6 +58,7 @@ class Status:
         self._progress: dict[str, _Progress] = {}
         self._token_session: dict[str, str] = {}
         self._texts: dict[str, str] = {}  # last known text of open documents (full-sync edits)
+        self._split: dict[str, tuple[str, list[str]]] = {}  # uri -> (text, its lines)
         self._dirty_uris: set[str] = set()
         self._published: set[str] = set()
         self._list_dirty = False
@@ -132,6 +133,7 @@ class Status:
 
     def document_closed(self, uri: str) -> None:
         self._texts.pop(uri, None)
+        self._split.pop(uri, None)
 
     def document_changed(self, params: types.DidChangeTextDocumentParams) -> None:
         """Move the anchors of the changed document with its text."""
@@ -249,32 +251,58 @@ class Status:
     def diagnostics(self, uri: str, sessions: list[Session]) -> list[types.Diagnostic]:
         out = []
         for s in sessions:
-            a = self.origins.get(s.id)
-            if a is not None and a.uri == uri and s.state in _SHOWN:
-                severity, message = describe(s, len(self.conflicts.get(s.id, [])))
-                out.append(self._diagnostic(a, s, severity, message))
-            for c in self.conflicts.get(s.id, []):
-                if c.uri == uri:
-                    out.append(self._diagnostic(c, s, types.DiagnosticSeverity.Warning,
-                                                f"Handoff conflict: {c.message}", conflict=True))
+            for a in self._anchors(s, uri):
+                if a.kind == "conflict":
+                    out.append(self._diagnostic(a, s, types.DiagnosticSeverity.Warning,
+                                                f"Handoff conflict: {a.message}", conflict=True))
+                else:
+                    severity, message = describe(s, len(self.conflicts.get(s.id, [])))
+                    out.append(self._diagnostic(a, s, severity, message))
         return out
 
-    def _diagnostic(self, a: Anchor, s: Session, severity, message, conflict=False) -> types.Diagnostic:
+    def touches(self, s: Session, uri: str, first: int, last: int) -> bool:
+        """A diagnostic of ``s`` in ``uri`` is on a line in ``first..last`` (what
+        :meth:`diagnostics` would say, without writing their messages)."""
+        for a in self._anchors(s, uri):
+            rng = self._range(a)
+            if rng.start.line <= last and rng.end.line >= first:
+                return True
+        return False
+
+    def _anchors(self, s: Session, uri: str) -> list[Anchor]:
+        """Where ``s`` shows in ``uri``: its origin (while shown), then its conflicts."""
+        a = self.origins.get(s.id)
+        found = [a] if a is not None and a.uri == uri and s.state in _SHOWN else []
+        return found + [c for c in self.conflicts.get(s.id, []) if c.uri == uri]
+
+    def _range(self, a: Anchor) -> types.Range:
         if a.kind == "conflict":
-            rng = types.Range(start=types.Position(line=a.start[0], character=0),
-                              end=types.Position(line=a.end[0], character=0))
-        else:  # the origin's first line, to its end when the document is open
-            line = a.start[0]
-            end = types.Position(line=line + 1, character=0)
-            doc = self.ls.document(a.uri)
-            if doc is not None and line < len(doc.lines):
-                text = doc.lines[line].rstrip("\r\n")
-                end = types.Position(line=line, character=units(text, self.ls.encoding))
-            rng = types.Range(start=types.Position(line=line, character=0), end=end)
+            return types.Range(start=types.Position(line=a.start[0], character=0),
+                               end=types.Position(line=a.end[0], character=0))
+        # the origin's first line, to its end when the document is open
+        line = a.start[0]
+        end = types.Position(line=line + 1, character=0)
+        lines = self._lines(a.uri)
+        if lines is not None and line < len(lines):
+            end = types.Position(line=line, character=units(lines[line].rstrip("\r\n"), self.ls.encoding))
+        return types.Range(start=types.Position(line=line, character=0), end=end)
+
+    def _lines(self, uri: str) -> list[str] | None:
+        """The open document's lines, split once per text (pygls splits on every call)."""
+        doc = self.ls.document(uri)
+        if doc is None:
+            return None
+        source = doc.source
+        kept = self._split.get(uri)
+        if kept is None or kept[0] is not source:
+            kept = self._split[uri] = (source, source.splitlines(True))
+        return kept[1]
+
+    def _diagnostic(self, a: Anchor, s: Session, severity, message, conflict=False) -> types.Diagnostic:
         data = {"sessionId": s.id, "state": s.state.value}
         if conflict:
             data["conflict"] = True
-        return types.Diagnostic(range=rng, message=message, severity=severity, source=SOURCE,
+        return types.Diagnostic(range=self._range(a), message=message, severity=severity, source=SOURCE,
                                 code="conflict" if conflict else s.state.value, data=data)
 
 

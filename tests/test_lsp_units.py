@@ -90,3 +90,36 @@ def test_format_diagnostics_keeps_those_in_range():
     rng = {"start": {"line": 2, "character": 0}, "end": {"line": 5, "character": 0}}
     assert delegation.format_diagnostics(diags, rng) == [
         "line 4: warning: [ruff] bad (E1)", "already text"]
+
+
+def test_plain_results_are_written_as_cattrs_would_write_them():
+    """Plain-JSON results and params skip cattrs; what goes on the wire is the same JSON."""
+    import json
+
+    from lsprotocol import types
+    from pygls.protocol import LanguageServerProtocol
+    from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCResponseMessage
+
+    from handoff.agent.session import Session, State
+    from handoff.server.server import create_server
+
+    protocol = create_server().protocol
+    session = Session(id="s1", repoRoot="/r", instruction="do it", title="do it", agent="builtin",
+                      state=State.READY, filesChanged=["file:///r/a.py"],
+                      range={"start": {"line": 1, "character": 0}, "end": {"line": 2, "character": 3}})
+    action = types.CodeAction(title="Apply", kind="quickfix.handoff", diagnostics=[types.Diagnostic(
+        range=types.Range(start=types.Position(line=1, character=0), end=types.Position(line=1, character=4)),
+        message="m", severity=types.DiagnosticSeverity.Information, data={"sessionId": "s1"})],
+        command=types.Command(title="Apply", command="handoff.apply", arguments=[{"sessionId": "s1"}]))
+    messages = [
+        JsonRPCResponseMessage(id=1, jsonrpc="2.0", result={"sessions": [session.to_wire()]}),
+        types.ExecuteCommandResponse(id=2, result={"applied": True, "conflicts": 0}),
+        JsonRPCNotification(method="handoff/sessions", jsonrpc="2.0", params={"sessions": [session.to_wire()]}),
+        types.CodeActionResponse(id=3, result=[action]),
+        JsonRPCResponseMessage(id=4, jsonrpc="2.0", result=None),
+        types.PublishDiagnosticsNotification(params=types.PublishDiagnosticsParams(uri="file:///r/a.py", diagnostics=[])),
+    ]
+    for message in messages:
+        ours = json.dumps(message, default=protocol._serialize_message)
+        theirs = json.dumps(message, default=lambda d: LanguageServerProtocol._serialize_message(protocol, d))
+        assert json.loads(ours) == json.loads(theirs)
