@@ -9,8 +9,9 @@ from pathlib import Path
 from .session import Session
 
 # Agents work in the background: they get the CPU the editor and its language server leave
-# (nice 10: on a busy machine the server is scheduled first; on an idle one agents lose nothing).
-AGENT_NICE = 10
+# (nice 19, the lowest: on a busy machine the server is scheduled first; on an idle one agents
+# lose nothing).
+AGENT_NICE = 19
 
 
 def background(pid: int | None = None) -> None:

@@ -86,14 +86,23 @@ class Session:
     conflicts: int = 0
     runs: int = 0
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        self.__dict__["_version"] = self.__dict__.get("_version", 0) + 1  # the wire form is stale
+
     def to_wire(self) -> dict[str, Any]:
-        # What dataclasses.asdict gives, ~10x faster (it deep-copies every value): the list is
-        # built for the editor after every change, for every session.
-        d = {name: _copy(getattr(self, name)) for name in _FIELDS}
-        d["state"] = self.state.value
-        if d["error"] is None:
-            del d["error"]
-        return d
+        """The session as the editor gets it (what ``dataclasses.asdict`` gives, with the state's
+        value). Built once per change, not for every list sent (a fresh dict each call; the
+        values inside are shared and must not be changed)."""
+        version = self.__dict__.get("_version", 0)
+        kept = self.__dict__.get("_wire")
+        if kept is None or kept[0] != version:  # a change made while it was built makes it stale
+            d = {name: _copy(getattr(self, name)) for name in _FIELDS}
+            d["state"] = self.state.value
+            if d["error"] is None:
+                del d["error"]
+            kept = self.__dict__["_wire"] = (version, d)
+        return dict(kept[1])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Session":

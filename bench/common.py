@@ -55,7 +55,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> "Sizes":
-        return cls(False, startup_runs=10, latency_samples=400, latency_sessions=16, model_delay_s=0.5,
+        return cls(False, startup_runs=10, latency_samples=1000, latency_sessions=16, model_delay_s=0.5,
                    big_files=20_000, handoff_runs=5, medium_files=1_000, apply_files=50, apply_runs=5,
                    scale_sessions=64, scale_parallel=8)
 

@@ -37,17 +37,6 @@ def capabilities(name: str = CLIENT_CAPS) -> types.ClientCapabilities:
     return pytest_lsp.client_capabilities(name)
 
 
-def plain(obj: Any) -> Any:
-    """Results as plain JSON values (pygls may give named tuples)."""
-    if hasattr(obj, "_asdict"):
-        return {k: plain(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return obj
-
-
 class _Protocol(LanguageServerProtocol):
     """Handoff's own JSON (``handoff/sessions``, ``workspace/executeCommand`` results) is kept as
     parsed, as an editor's ``JSON.parse`` keeps it: pygls would turn every object in it into a
@@ -180,7 +169,7 @@ class BenchClient(LanguageClient):
     async def command(self, name: str, arg: dict[str, Any] | None = None) -> Any:
         result = await self.workspace_execute_command_async(
             types.ExecuteCommandParams(command=name, arguments=[arg or {}]))
-        return plain(result)
+        return result  # kept as parsed by _Protocol: plain JSON already
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         return (await self.command("handoff.listSessions"))["sessions"]

@@ -1,7 +1,8 @@
 """Live state for the editor: the session list, progress and diagnostics.
 
 - ``handoff/sessions`` ``{sessions: [Session]}``: the whole list, coalesced (at most one every
-  100 ms), after any change (steps and cost of a running session too); at once after a command.
+  100 ms), after any change of state; for a running session's steps and cost at most once a
+  second; at once after a command that changed something.
 - One cancellable work-done progress per running session (a fresh token per run) when the client
   supports ``window.workDoneProgress``; ``window/workDoneProgress/cancel`` cancels the session.
 - Diagnostics with ``source: "handoff"`` and ``data: {sessionId, state}`` at each session's origin
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 SOURCE = "handoff"
 NOTIFICATION = "handoff/sessions"
 MIN_INTERVAL_S = 0.1
+STEPS_INTERVAL_S = 1.0  # the list for a running session's new step count or cost: once a second
 _SHOWN = {State.QUEUED, State.RUNNING, State.READY, State.FAILED, State.INTERRUPTED}
 
 
@@ -63,6 +65,7 @@ class Status:
         self._published: set[str] = set()
         self._list_dirty = False
         self._flush: asyncio.Handle | None = None
+        self._steps_timer: asyncio.Handle | None = None
         self._last_flush = 0.0
 
     # -- from the managers (any thread) ----------------------------------------------------
@@ -187,7 +190,7 @@ class Status:
         p.begun = True
 
     def _report(self, s: Session, message: str) -> None:
-        self._schedule()  # the list shows steps and cost: coalesced like any other change
+        self._steps_changed()  # the list shows steps and cost too
         p = self._progress.get(s.id)
         if p is not None and p.begun and not p.done:
             text = f"{message} (step {s.steps})" if s.steps else message
@@ -219,6 +222,18 @@ class Status:
             return
         wait = max(0.0, self._last_flush + MIN_INTERVAL_S - time.monotonic())
         self._flush = self.ls.loop.call_later(wait, self.flush)
+
+    def _steps_changed(self) -> None:
+        """Steps and cost change on every tool call of every running agent: the list for them is
+        sent at a slower pace than for a change of state (which sends it anyway)."""
+        if self._list_dirty or self._steps_timer is not None or self.ls.loop is None:
+            return
+        wait = max(0.0, self._last_flush + STEPS_INTERVAL_S - time.monotonic())
+        self._steps_timer = self.ls.loop.call_later(wait, self._steps_due)
+
+    def _steps_due(self) -> None:
+        self._steps_timer = None
+        self._schedule()
 
     def flush_now(self) -> None:
         """Send the pending session list at once (a command's effects are visible when it

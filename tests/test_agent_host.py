@@ -185,7 +185,7 @@ def nice_of(pid: int) -> int:
 
 async def test_agents_run_at_background_priority(repo: Path, model: ScriptedModel, host: AgentHost, tmp_path: Path):
     """The editor's server keeps the CPU it needs: the host, its commands and command agents run
-    at nice 10 (the test process's own priority is the baseline)."""
+    at nice 19 (the test process's own priority is the baseline)."""
     from handoff.agent.processes import AGENT_NICE
     from tests.support.agents import command_manager, write_agent
 

@@ -57,3 +57,18 @@ def test_to_wire_copies_what_is_mutable():
     wire["filesChanged"].append("file:///r/c.py")
     assert s.range == {"start": {"line": 4, "character": 0}, "end": {"line": 6, "character": 3}}
     assert s.filesChanged == ["file:///r/app.py", "file:///r/b.py"]
+
+
+def test_to_wire_follows_every_change():
+    s = full_session()
+    first = s.to_wire()
+    first["title"] = "changed by a caller"  # a caller's own dict: the session's is untouched
+    assert s.to_wire()["title"] == s.title
+    s.steps, s.state, s.error = 12, State.FAILED, "broke"
+    s.filesChanged = [*s.filesChanged, "file:///r/new.py"]
+    wire = s.to_wire()
+    assert wire == as_before(s)
+    assert (wire["steps"], wire["state"], wire["error"]) == (12, "failed", "broke")
+    assert wire["filesChanged"][-1] == "file:///r/new.py"
+    s.error = None
+    assert "error" not in s.to_wire()
