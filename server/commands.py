@@ -48,7 +48,7 @@ ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, 
 
 @functools.cache
 def converter():
-    """pygls' converter (camelCase wire names), built on first use: it takes a while."""
+    """pygls' converter (camelCase wire names), built once (it takes a while); the server's own."""
     return default_converter()
 
 

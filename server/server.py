@@ -40,7 +40,8 @@ class HandoffServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("handoff-lsp", __version__,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
-                         protocol_cls=HandoffProtocol)
+                         protocol_cls=HandoffProtocol,
+                         converter_factory=commands.converter)  # one converter: it takes a while to build
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
         self.agent_host = AgentHost()
