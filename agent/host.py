@@ -11,9 +11,11 @@ The wire is JSON lines on the host's stdin and stdout:
 
 - server -> host: ``{"op": "run", "id", "ctx"}`` (``ctx``: the pickled :class:`AgentContext`
   fields, base64) and ``{"op": "cancel", "id"}``;
-- host -> server: ``{"id", "t": "record", "event"}``, ``{"id", "t": "progress", "message",
-  "steps", "cost"}``, and one ending per run: ``"done"`` (the :class:`Outcome`), ``"error"``
-  (an :class:`AgentError`) or ``"cancelled"``.
+- host -> server: ``{"id", "t": "progress", "message", "steps", "cost"}``, and one ending per
+  run: ``"done"`` (the :class:`Outcome`), ``"error"`` (an :class:`AgentError`) or
+  ``"cancelled"``. The host appends the run's transcript to the context's ``transcript_path``
+  itself (secrets replaced, as the server's store does); only a context without one gets its
+  events relayed as ``{"id", "t": "record", "event"}``.
 
 The end of the host's stdin (the server exited, even when killed) cancels every run, which kills
 their commands, and the host exits. The host exits too after :data:`IDLE_S` without runs; the next
@@ -229,8 +231,17 @@ class _Host:
     async def run(self, run_id: str, spec: dict[str, Any]) -> None:
         from .backends.builtin import BuiltinBackend
 
-        def record(event: dict[str, Any]) -> None:
-            self.emit({"id": run_id, "t": "record", "event": event})
+        path = spec.get("transcript_path")
+        if path is not None:  # the transcript is written here: the server's loop need not relay it
+            from .store import Redactor, append_event
+
+            redactor = Redactor([spec["config"].apiKey])  # what the server's Store redacts
+
+            def record(event: dict[str, Any]) -> None:
+                append_event(path, event, redactor)
+        else:
+            def record(event: dict[str, Any]) -> None:
+                self.emit({"id": run_id, "t": "record", "event": event})
 
         def progress(message: str, steps: int, cost: float) -> None:
             self.emit({"id": run_id, "t": "progress", "message": message, "steps": steps, "cost": cost})

@@ -306,6 +306,7 @@ class SessionManager:
             file=s.file,
             range=s.range,
             history=history,
+            transcript_path=self.store.transcript_path(s.id),
             record=lambda event: self.store.append_transcript(s.id, event),
             progress=progress,
             started=lambda pid: self._agent_started(s, pid),

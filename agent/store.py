@@ -83,6 +83,14 @@ class Redactor:
         return o
 
 
+def append_event(path: Path, event: dict[str, Any], redactor: Redactor) -> None:
+    """One line of a session's transcript (its secrets replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(redactor.obj(event), ensure_ascii=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
 class Store:
     """The sessions of one repository."""
 
@@ -132,12 +140,11 @@ class Store:
         atomic_write(path, self.redactor.text(text).encode("utf-8"))
         return path
 
+    def transcript_path(self, session_id: str) -> Path:
+        return self.session_dir(session_id) / "transcript.jsonl"
+
     def append_transcript(self, session_id: str, event: dict[str, Any]) -> None:
-        path = self.session_dir(session_id) / "transcript.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(self.redactor.obj(event), ensure_ascii=False) + "\n"
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line)
+        append_event(self.transcript_path(session_id), event, self.redactor)
 
     def read_transcript(self, session_id: str) -> list[dict[str, Any]]:
         path = self.session_dir(session_id) / "transcript.jsonl"

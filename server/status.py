@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SOURCE = "handoff"
 NOTIFICATION = "handoff/sessions"
 MIN_INTERVAL_S = 0.1
+PROGRESS_INTERVAL_S = 0.25  # a session's $/progress reports: at most four a second
 STEPS_INTERVAL_S = 1.0  # the list for a running session's new step count or cost: once a second
 _SHOWN = {State.QUEUED, State.RUNNING, State.READY, State.FAILED, State.INTERRUPTED}
 
@@ -49,6 +50,9 @@ class _Progress:
     token: str
     begun: bool = False
     done: bool = False
+    last: float = 0.0  # when a report was last sent
+    pending: str | None = None  # the latest message not sent yet
+    timer: asyncio.TimerHandle | None = None
 
 
 class Status:
@@ -190,17 +194,34 @@ class Status:
         p.begun = True
 
     def _report(self, s: Session, message: str) -> None:
+        """A session's progress, at most every PROGRESS_INTERVAL_S (the latest message wins):
+        an agent may report many times a second, more than anyone reads."""
         self._steps_changed()  # the list shows steps and cost too
         p = self._progress.get(s.id)
-        if p is not None and p.begun and not p.done:
-            text = f"{message} (step {s.steps})" if s.steps else message
-            self.ls.work_done_progress.report(p.token, types.WorkDoneProgressReport(message=text))
+        if p is None or not p.begun or p.done or self.ls.loop is None:
+            return
+        p.pending = f"{message} (step {s.steps})" if s.steps else message
+        if p.timer is None:
+            wait = p.last + PROGRESS_INTERVAL_S - time.monotonic()
+            if wait <= 0:
+                self._send_progress(p)
+            else:
+                p.timer = self.ls.loop.call_later(wait, self._send_progress, p)
+
+    def _send_progress(self, p: _Progress) -> None:
+        p.timer = None
+        if p.done or p.pending is None:
+            return
+        text, p.pending, p.last = p.pending, None, time.monotonic()
+        self.ls.work_done_progress.report(p.token, types.WorkDoneProgressReport(message=text))
 
     def _end(self, session_id: str, message: str) -> None:
         p = self._progress.get(session_id)
         if p is None:
             return
         p.done = True
+        if p.timer is not None:
+            p.timer.cancel()
         if p.begun:
             self.ls.work_done_progress.end(p.token, types.WorkDoneProgressEnd(message=message))
             self._forget(session_id, p)

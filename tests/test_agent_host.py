@@ -4,6 +4,7 @@ runs in the host."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -56,7 +57,7 @@ def manager(repo: Path, model: ScriptedModel, host: AgentHost, **cfg) -> Session
 
 
 async def test_builtin_session_runs_in_the_host(repo: Path, model: ScriptedModel, host: AgentHost):
-    model.tool_call("write_file", {"path": "notes.txt", "content": "from the host\n"})
+    model.tool_call("write_file", {"path": "notes.txt", "content": "from the host, key sk-test\n"})
     model.tool_call("finish", {"summary": "wrote notes"})
     mgr = manager(repo, model, host)
     s = await mgr.wait(mgr.delegate(DelegateRequest("write notes")).id)
@@ -64,9 +65,12 @@ async def test_builtin_session_runs_in_the_host(repo: Path, model: ScriptedModel
     assert s.summary == "wrote notes" and s.steps == 2
     assert s.filesChanged == [(repo / "notes.txt").as_uri()]
     assert host.pid is not None and host.pid != os.getpid()
-    # the transcript was relayed into the session's own store
+    # the host wrote the transcript into the session's own store, the API key replaced
     transcript = mgr.store.session_dir(s.id).joinpath("transcript.jsonl").read_text()
-    assert "from the host" in transcript and "wrote notes" in transcript
+    assert "from the host, key ***" in transcript and "wrote notes" in transcript
+    assert "sk-test" not in transcript
+    kinds = [json.loads(line).get("type") for line in transcript.splitlines()]
+    assert kinds[0] == "start" and kinds[-1] == "finish" and kinds.count("message") >= 4
     assert len(model.requests) == 2
     assert not (repo / "notes.txt").exists()  # the developer's tree is untouched until apply
 

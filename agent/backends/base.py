@@ -27,6 +27,7 @@ class AgentContext:
     file: str | None = None  # origin file, repository-relative posix path
     range: dict[str, Any] | None = None  # LSP range of the origin
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # prior transcript messages (follow-up)
+    transcript_path: Path | None = None  # where record() appends (an agent in another process writes there itself)
     # record(event) appends one JSON-able dict to the session transcript
     record: Callable[[dict[str, Any]], None] = lambda event: None
     # progress(message, steps, cost_usd) reports live progress to whoever watches
