@@ -186,15 +186,11 @@ class AgentHost:
             proc.stdin.close()
             await asyncio.wait_for(proc.wait(), CANCEL_GRACE_S)
         except (asyncio.TimeoutError, OSError):
-            _kill_group(proc.pid)
+            from .backends.command import kill_group  # not on the server's start-up path
+
+            kill_group(proc.pid)
             await proc.wait()
         log.info("agent host stopped (pid %d, exit code %s)", proc.pid, proc.returncode)
-
-
-def _kill_group(pid: int) -> None:
-    from .backends.command import kill_group
-
-    kill_group(pid)
 
 
 # -- the host process -------------------------------------------------------------------------

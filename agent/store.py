@@ -147,7 +147,7 @@ class Store:
         append_event(self.transcript_path(session_id), event, self.redactor)
 
     def read_transcript(self, session_id: str) -> list[dict[str, Any]]:
-        path = self.session_dir(session_id) / "transcript.jsonl"
+        path = self.transcript_path(session_id)
         events = []
         try:
             for line in path.read_text(encoding="utf-8").splitlines():

@@ -27,7 +27,7 @@ from handoff.agent.session import ACTIVE, State, TransitionError
 
 from . import delegation, show, todos
 from .apply import apply_session
-from .protocol import problems
+from .protocol import clip, problems
 from .repos import NotInRepository
 
 log = logging.getLogger(__name__)
@@ -101,14 +101,6 @@ class FollowUpArgs:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(word.title() for word in rest)
-
-
-def clip(text: str, limit: int = 80) -> str:
-    """``text`` shortened to about ``limit`` characters (head … tail), for messages."""
-    if len(text) <= limit:
-        return text
-    half = max(1, (limit - 1) // 2)
-    return f"{text[:half]}…{text[-half:]}"
 
 
 def _json(value: Any) -> str:

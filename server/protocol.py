@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5
 
 
+def clip(value: object, limit: int = 80) -> str:
+    """``value`` as text shortened to about ``limit`` characters (head … tail), for messages."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    half = max(1, (limit - 1) // 2)
+    return f"{text[:half]}…{text[-half:]}"
+
+
 def camel_path(text: str) -> str:
     """``params.text_document`` -> ``params.textDocument`` in a cattrs error path."""
     return re.sub(r"(?<=\.)[a-z]+(?:_[a-z0-9]+)+",

@@ -24,6 +24,7 @@ from handoff.agent.manager import SessionError, SessionManager
 from handoff.agent.session import Session
 
 from .edits import OpenDoc
+from .protocol import clip
 
 if TYPE_CHECKING:
     from .server import HandoffServer
@@ -72,9 +73,7 @@ def _inside_any(path: Path, folders: list[Path]) -> bool:
     return False
 
 
-def _short(where: object, limit: int = 200) -> str:
-    text = str(where)
-    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"
+PATH_LIMIT = 200  # characters of a path or uri in a message
 
 
 class Repos:
@@ -114,11 +113,11 @@ class Repos:
             root = await anyio.to_thread.run_sync(gitops.find_repo_root, path)
         except gitops.NotARepository:
             raise NotInRepository(
-                f"{_short(path)} is not inside a git repository. Handoff runs agents in git "
+                f"{clip(path, PATH_LIMIT)} is not inside a git repository. Handoff runs agents in git "
                 "worktrees: run `git init` there (or open a file of a repository) and try again."
             ) from None
         except OSError as exc:  # a name too long, a folder we may not read...
-            raise NotInRepository(f"{_short(path)}: {exc.strerror or exc}") from None
+            raise NotInRepository(f"{clip(path, PATH_LIMIT)}: {exc.strerror or exc}") from None
         finally:
             self._finding.pop(key, None)  # a failure is not kept: the next call looks again
         self._root_of_dir[key] = root
@@ -129,23 +128,24 @@ class Repos:
         path = path_of(uri)
         if path is None:
             raise NotInRepository(
-                f"{_short(uri)} is not a file on disk; save it inside a git repository to delegate from it.")
+                f"{clip(uri, PATH_LIMIT)} is not a file on disk; save it inside a git repository to "
+                "delegate from it.")
         try:
             is_dir = await anyio.to_thread.run_sync(path.is_dir)
         except OSError as exc:
-            raise NotInRepository(f"{_short(path)}: {exc.strerror or exc}") from None
+            raise NotInRepository(f"{clip(path, PATH_LIMIT)}: {exc.strerror or exc}") from None
         if is_dir:
-            raise NotInRepository(f"{_short(path)} is a folder: delegate from a file in it")
+            raise NotInRepository(f"{clip(path, PATH_LIMIT)} is a folder: delegate from a file in it")
         if ".git" in path.parts:
-            raise NotInRepository(f"{_short(path)} is inside git's own folder, not a working tree")
+            raise NotInRepository(f"{clip(path, PATH_LIMIT)} is inside git's own folder, not a working tree")
         repo = await self.for_path(path)
         rel = repo.relative(path)
         if rel is None:
-            raise NotInRepository(f"{_short(path)} is outside the repository {repo.root}")
+            raise NotInRepository(f"{clip(path, PATH_LIMIT)} is outside the repository {repo.root}")
         folders = [f for f in map(path_of, self.ls.folder_uris()) if f is not None]
         if folders and not await anyio.to_thread.run_sync(_inside_any, path, folders):
-            names = ", ".join(_short(f, 80) for f in folders[:3])
-            raise NotInRepository(f"{_short(path)} is outside the workspace folders ({names}): open "
+            names = ", ".join(clip(f, 80) for f in folders[:3])
+            raise NotInRepository(f"{clip(path, PATH_LIMIT)} is outside the workspace folders ({names}): open "
                                   "its folder in the editor to delegate from it")
         return repo, rel
 

@@ -51,8 +51,7 @@ class HandoffServer(LanguageServer):
         self.triggers = Triggers(self)
         self.apply_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
-        self._closing: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None  # set once close() was called
 
     # -- helpers used by every feature -----------------------------------------------------
     @property
@@ -88,7 +87,7 @@ class HandoffServer(LanguageServer):
             repo, _ = self.repos.find(s.id)
         except SessionError:
             return
-        if self._closed:
+        if self._closing is not None:
             return
         if repo.manager.config.autoApply:
             self.spawn(self._auto_apply(s), f"auto-apply {s.id}")
@@ -122,7 +121,6 @@ class HandoffServer(LanguageServer):
     async def close(self) -> None:
         """Stop every running session (they become ``interrupted``); idempotent, and a second
         caller (``exit`` sent before ``shutdown`` was answered) waits for the first."""
-        self._closed = True
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close())
         await asyncio.shield(self._closing)

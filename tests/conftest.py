@@ -28,6 +28,15 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
     return proc.stdout
 
 
+def git_leftovers(repo: Path) -> tuple[list[str], list[str], list[str]]:
+    """(extra worktrees, handoff/* branches, refs under refs/handoff) of ``repo``."""
+    trees = [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+             if line.startswith("worktree ")][1:]
+    branches = git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/handoff/").split()
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/handoff/").split()
+    return trees, branches, refs
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     """Every test gets its own HANDOFF_STATE_DIR and git identity; no real HOME config."""

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from tests.conftest import git
+from tests.conftest import git_leftovers
 from tests.support.lsp_client import Editor
 from tests.support.lsp_fixtures import agent  # noqa: F401
 from tests.support.lsp_raw import command, descendants, rss_kib, server_pid, still_serving
@@ -25,14 +25,6 @@ RSS_GROWTH_KIB = 15 * 1024  # the bound on the server's growth after the warm-up
 FD_GROWTH = 4
 APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
 WHOLE = {"start": {"line": 0, "character": 0}, "end": {"line": 6, "character": 0}}
-
-
-def leftovers(repo: Path) -> tuple[list[str], list[str], list[str]]:
-    trees = [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-             if line.startswith("worktree ")][1:]
-    branches = git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/handoff/").split()
-    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/handoff/").split()
-    return trees, branches, refs
 
 
 def open_fds(pid: int) -> int:
@@ -77,7 +69,7 @@ async def test_fifty_cycles_leave_nothing_behind(agent, repo: Path):
         sessions = await still_serving(editor, uri)
         assert len(sessions) == CYCLES
         assert {s["state"] for s in sessions} == {"applied", "discarded"}
-        assert leftovers(repo) == ([], [], [])
+        assert git_leftovers(repo) == ([], [], [])
         assert not any(w.exists() for w in worktrees)
         assert not any(next(iter(worktrees)).parent.iterdir()), "a worktree folder is left"
         await editor.wait_for(lambda: not descendants(pid), "the server's child processes to end", timeout=10)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from tests.conftest import git
+from tests.conftest import git, git_leftovers
 from tests.support.lsp_client import Editor
 from tests.support.lsp_fixtures import agent, caps, editor, titled  # noqa: F401
 from tests.support.lsp_raw import (alive, command, command_error, error_of, notify, request,
@@ -44,15 +44,6 @@ def code_action_params(uri: str, r: dict, diagnostics: list | None = None) -> di
 
 def no_error_popups(editor: Editor) -> None:
     assert editor.messages(types.MessageType.Error) == [], editor.messages(types.MessageType.Error)
-
-
-def git_leftovers(repo: Path) -> tuple[list[str], list[str], list[str]]:
-    """(extra worktrees, handoff/* branches, refs under refs/handoff) of ``repo``."""
-    trees = [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-             if line.startswith("worktree ")][1:]
-    branches = git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/handoff/").split()
-    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/handoff/").split()
-    return trees, branches, refs
 
 
 @one_client
