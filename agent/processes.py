@@ -15,10 +15,27 @@ AGENT_NICE = 19
 
 
 def background(pid: int | None = None) -> None:
-    """Lower the CPU priority of process ``pid`` (None: this process) to :data:`AGENT_NICE`."""
+    """Lower the CPU priority of process ``pid`` (None: this process) to :data:`AGENT_NICE`.
+
+    Agents run in sessions of their own (``start_new_session``), and Linux's autogroup
+    scheduling (on by default) gives every session one scheduling group whose weight is set by
+    the group's nice, not by its processes': an agent at nice 19 in its own session still
+    competes with the editor's whole session as an equal. So a process that leads its own
+    session gets its group's nice lowered too. Never another's: a process in the editor's
+    session leaves the group alone (lowering it would slow the editor)."""
+    target = pid or os.getpid()
     try:
-        os.setpriority(os.PRIO_PROCESS, pid or 0, max(AGENT_NICE, os.getpriority(os.PRIO_PROCESS, pid or 0)))
+        os.setpriority(os.PRIO_PROCESS, target, max(AGENT_NICE, os.getpriority(os.PRIO_PROCESS, target)))
     except OSError:  # gone already, or a platform without priorities
+        pass
+    try:
+        if os.getsid(target) != target:
+            return
+        group = Path(f"/proc/{target}/autogroup")
+        nice = int(group.read_text().rsplit("nice", 1)[1])
+        if nice < AGENT_NICE:
+            group.write_text(str(AGENT_NICE))
+    except (OSError, ValueError, IndexError):  # gone, not Linux, or no autogroup in this kernel
         pass
 
 

@@ -131,7 +131,10 @@ def available() -> str | None:
 
 # -- launching ------------------------------------------------------------------------------
 
-_BWRAP_BASE = ("--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL")
+# No --new-session: the launcher starts bwrap in a session of its own already (so the sandbox
+# has no controlling terminal to inject input into), and a second session would be a new
+# scheduling group at normal priority, out of reach of processes.background.
+_BWRAP_BASE = ("--die-with-parent", "--unshare-all", "--cap-drop", "ALL")
 
 
 @dataclasses.dataclass

@@ -57,6 +57,10 @@ async def measure(client: BenchClient, uri: str, rng: types.Range, samples: int,
                   stop: asyncio.Event | None = None) -> dict[str, list[float]]:
     """Alternate codeAction and listSessions; ms per request (until ``stop`` is set, if given)."""
     out: dict[str, list[float]] = {"codeAction": [], "listSessions": []}
+    trace = os.environ.get("BENCH_TRACE_CLIENT")
+    times = open(trace, "a") if trace else None
+    if times is not None:
+        times.write("#\n")
     i = 0
     while (stop is None and i < samples) or (stop is not None and not stop.is_set()):
         t0 = time.perf_counter()
@@ -66,6 +70,8 @@ async def measure(client: BenchClient, uri: str, rng: types.Range, samples: int,
         else:
             await client.list_sessions()
             out["listSessions"].append((time.perf_counter() - t0) * 1000)
+        if times is not None:
+            times.write("%d %d %d\n" % (i % 2, t0 * 1e9, time.perf_counter_ns()))
         i += 1
         await asyncio.sleep(random.uniform(0.005, 0.025))
     return out

@@ -17,6 +17,13 @@ RUN". A patch is the proposed code itself, or a trace for diagnosis:
   ``Repos.overlays``, ``Settings.config_for`` and ``delegation.delegate``.
 - ``trace-handoff``: logs the steps from ``SessionManager.delegate`` to the agent's start: every
   git call, the snapshot, the blob reads, ``add_worktree``, the session record and brief.
+- ``trace-latency``: logs, for every codeAction and executeCommand, ``tl`` and the clock
+  (``perf_counter_ns``, CLOCK_MONOTONIC, the same clock in every process) when its header was
+  read, when it was handled and when its answer was written, then the main thread's time on the
+  CPU, its time waiting on a run queue and its number of runs in between
+  (``/proc/thread-self/schedstat``). With ``BENCH_TRACE_CLIENT=FILE`` the latency benchmark
+  writes its own send/receive clock per request (a ``#`` line starts each condition: warm-up,
+  idle, ramp, loaded, ready), so a slow request can be split into client, wake-up and server.
 
 Changes measured this way that have landed since (and whose patches are gone): asyncio's pipe
 reader for stdin (``server/cli.py``), built-in agents in one agent host process
@@ -34,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PATCHES = ("split-worktree-add", "trace-delegate", "trace-handoff")
+PATCHES = ("split-worktree-add", "trace-delegate", "trace-handoff", "trace-latency")
 
 
 def from_env() -> list[str]:
@@ -186,8 +193,53 @@ def _trace_handoff() -> None:
     manager.SessionManager._agent_started = _agent_started
 
 
+def _trace_latency() -> None:
+    import logging
+    import time
+
+    from pygls.protocol import JsonRPCProtocol
+
+    from handoff.server import cli
+
+    log = logging.getLogger("handoff.bench.trace")
+    readline = cli._PipeReader.readline
+    last = [0]
+
+    async def traced_readline(self):
+        line = await readline(self)
+        if line.startswith(b"Content-Length"):
+            last[0] = time.perf_counter_ns()
+        return line
+
+    cli._PipeReader.readline = traced_readline
+    handle, send = JsonRPCProtocol.handle_message, JsonRPCProtocol._send_data
+    seen: dict[Any, tuple[int, int]] = {}
+
+    def schedstat() -> str:
+        with open("/proc/thread-self/schedstat") as f:
+            return f.read().split()
+
+    def handle_message(self, message):
+        if getattr(message, "method", None) in ("workspace/executeCommand", "textDocument/codeAction"):
+            seen[message.id] = (last[0], time.perf_counter_ns(), schedstat())
+        return handle(self, message)
+
+    def _send_data(self, data):
+        result = send(self, data)
+        mid = getattr(data, "id", None)
+        if mid in seen:
+            t_hdr, t_handle, s0 = seen.pop(mid)
+            s1 = schedstat()
+            log.warning("tl %d %d %d %d %d %d", t_hdr, t_handle, time.perf_counter_ns(),
+                        int(s1[0]) - int(s0[0]), int(s1[1]) - int(s0[1]), int(s1[2]) - int(s0[2]))
+        return result
+
+    JsonRPCProtocol.handle_message = handle_message
+    JsonRPCProtocol._send_data = _send_data
+
+
 _APPLY = {"split-worktree-add": _split_worktree_add, "trace-delegate": _trace_delegate,
-          "trace-handoff": _trace_handoff}
+          "trace-handoff": _trace_handoff, "trace-latency": _trace_latency}
 
 
 _applied: set[str] = set()

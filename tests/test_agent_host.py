@@ -187,16 +187,38 @@ def nice_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
-async def test_agents_run_at_background_priority(repo: Path, model: ScriptedModel, host: AgentHost, tmp_path: Path):
-    """The editor's server keeps the CPU it needs: the host, its commands and command agents run
-    at nice 19 (the test process's own priority is the baseline)."""
+OWN_GROUP = Path("/proc/self/autogroup")  # Linux's per-session scheduling group, when the kernel has it
+
+
+def group_nice(text: str) -> int:
+    """The nice of an autogroup as /proc/PID/autogroup says it: "/autogroup-42 nice 19"."""
+    return int(text.rsplit("nice", 1)[1])
+
+
+def groups_in(diff: str) -> list[str]:
+    return [line[1:] for line in diff.splitlines() if line.startswith("+/autogroup-")]
+
+
+GROUP_CMD = "if [ -r /proc/self/autogroup ]; then cat /proc/self/autogroup > group.txt; fi"
+
+
+@pytest.mark.parametrize("policy", ["allow", "sandbox"])
+async def test_agents_run_at_background_priority(repo: Path, model: ScriptedModel, host: AgentHost, tmp_path: Path,
+                                                 policy: str):
+    """The editor's server keeps the CPU it needs: the host, its commands (sandboxed or not) and
+    command agents run at nice 19 (the test process's own priority is the baseline), and so do
+    their sessions' scheduling groups (autogroups), while the editor's own group is untouched."""
+    from handoff.agent import sandbox
     from handoff.agent.processes import AGENT_NICE
     from tests.support.agents import command_manager, write_agent
 
+    if policy == "sandbox" and sandbox.available() is None:
+        pytest.skip("no sandbox on this machine")
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    model.tool_call("run_command", {"command": "cat /proc/self/stat > nice.txt"})
+    own_group = OWN_GROUP.read_text() if OWN_GROUP.exists() else None
+    model.tool_call("run_command", {"command": f"cat /proc/self/stat > nice.txt; {GROUP_CMD}"})
     model.tool_call("finish", {"summary": "done"})
-    mgr = manager(repo, model, host, commandPolicy="allow")
+    mgr = manager(repo, model, host, commandPolicy=policy)
     s = await mgr.wait(mgr.delegate(DelegateRequest("nice")).id)
     assert s.state is State.READY, s.error
     assert nice_of(host.pid) == max(AGENT_NICE, base)
@@ -204,13 +226,25 @@ async def test_agents_run_at_background_priority(repo: Path, model: ScriptedMode
     assert "nice.txt" in seen
     stat = next(line for line in seen.splitlines() if line.startswith("+") and ")" in line)
     assert int(stat.rsplit(")", 1)[1].split()[16]) == max(AGENT_NICE, base)
+    if own_group is not None:
+        assert group_nice(Path(f"/proc/{host.pid}/autogroup").read_text()) >= AGENT_NICE
+        [command_group] = groups_in(seen)
+        assert group_nice(command_group) >= AGENT_NICE
+        assert command_group != own_group.strip()
+        assert OWN_GROUP.read_text() == own_group  # the editor's session keeps its priority
 
-    argv = write_agent(tmp_path / "bin", "nice_agent", """
+    argv = write_agent(tmp_path / "bin", "nice_agent", f"""
         pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
         time.sleep(0.5)
         pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        os.system({GROUP_CMD!r})
     """)
     cmd = command_manager(repo, {"nice": argv}, "nice")
     s = await cmd.wait(cmd.delegate(DelegateRequest("nice")).id)
     assert s.state is State.READY, s.error
-    assert f"+{max(AGENT_NICE, base)}" in cmd.diff(s.id)
+    seen = cmd.diff(s.id)
+    assert f"+{max(AGENT_NICE, base)}" in seen
+    if own_group is not None:
+        [agent_group] = groups_in(seen)
+        assert group_nice(agent_group) >= AGENT_NICE
+        assert OWN_GROUP.read_text() == own_group

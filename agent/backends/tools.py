@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import sandbox
+from ..processes import background
 
 MAX_READ_LINES = 2000
 MAX_READ_CHARS = 60_000
@@ -309,6 +310,7 @@ class Workspace:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            background(proc.pid)  # its session's scheduling group too (it has the host's nice)
             self._proc, self._launch = proc, launch
             out = _CappedReader(proc.stdout)  # type: ignore[arg-type]
             try:
