@@ -199,7 +199,18 @@ def groups_in(diff: str) -> list[str]:
     return [line[1:] for line in diff.splitlines() if line.startswith("+/autogroup-")]
 
 
-GROUP_CMD = "if [ -r /proc/self/autogroup ]; then cat /proc/self/autogroup > group.txt; fi"
+GROUP_CMD = ("if [ -r /proc/self/autogroup ]; then cat /proc/self/autogroup > group.txt; fi; "
+             "grep '^se.slice' /proc/self/sched > slice.txt || true")
+
+
+def custom_slices() -> bool:
+    """Linux 6.12 and later honour a task's own scheduler slice."""
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return (major, minor) >= (6, 12) and Path("/proc/self/sched").exists()
+
+
+def slices_in(diff: str) -> list[int]:
+    return [int(line.split(":")[1]) for line in diff.splitlines() if line.startswith("+se.slice")]
 
 
 @pytest.mark.parametrize("policy", ["allow", "sandbox"])
@@ -209,7 +220,7 @@ async def test_agents_run_at_background_priority(repo: Path, model: ScriptedMode
     command agents run at nice 19 (the test process's own priority is the baseline), and so do
     their sessions' scheduling groups (autogroups), while the editor's own group is untouched."""
     from handoff.agent import sandbox
-    from handoff.agent.processes import AGENT_NICE
+    from handoff.agent.processes import AGENT_NICE, AGENT_SLICE_NS
     from tests.support.agents import command_manager, write_agent
 
     if policy == "sandbox" and sandbox.available() is None:
@@ -232,6 +243,10 @@ async def test_agents_run_at_background_priority(repo: Path, model: ScriptedMode
         assert group_nice(command_group) >= AGENT_NICE
         assert command_group != own_group.strip()
         assert OWN_GROUP.read_text() == own_group  # the editor's session keeps its priority
+    if custom_slices():
+        assert slices_in(seen) == [AGENT_SLICE_NS]
+        assert f"{AGENT_SLICE_NS}\n" in next(line for line in Path(f"/proc/{host.pid}/sched").open()
+                                            if line.startswith("se.slice"))
 
     argv = write_agent(tmp_path / "bin", "nice_agent", f"""
         pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
@@ -248,3 +263,5 @@ async def test_agents_run_at_background_priority(repo: Path, model: ScriptedMode
         [agent_group] = groups_in(seen)
         assert group_nice(agent_group) >= AGENT_NICE
         assert OWN_GROUP.read_text() == own_group
+    if custom_slices():
+        assert slices_in(seen) == [AGENT_SLICE_NS]
