@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import secrets
 import time
 from typing import Any
@@ -103,6 +104,15 @@ class Session:
                 del d["error"]
             kept = self.__dict__["_wire"] = (version, d)
         return dict(kept[1])
+
+    def to_json(self) -> str:
+        """:meth:`to_wire` as JSON text (what ``json.dumps`` writes), also built once per change:
+        a list of sessions is sent as the sessions' texts joined."""
+        version = self.__dict__.get("_version", 0)
+        kept = self.__dict__.get("_json")
+        if kept is None or kept[0] != version:
+            kept = self.__dict__["_json"] = (version, json.dumps(self.to_wire()))
+        return kept[1]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Session":

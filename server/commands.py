@@ -8,9 +8,11 @@ written for the developer.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import typing
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -27,7 +29,7 @@ from handoff.agent.session import ACTIVE, State, TransitionError
 
 from . import delegation, show, todos
 from .apply import apply_session
-from .protocol import clip, problems
+from .protocol import RawJSON, clip, problems, session_list
 from .repos import NotInRepository
 
 log = logging.getLogger(__name__)
@@ -158,17 +160,33 @@ def _range_dict(rng: types.Range | None) -> dict[str, Any] | None:
 
 def register(ls) -> None:
     def command(name: str, *, reads_only: bool = False):
+        """Register ``fn(ls, *args)`` as command ``name``. An ``async def`` runs as a task; a
+        plain function answers in the same turn of the event loop (nothing else queues before
+        it), or returns an awaitable when it has to wait after all."""
+
+        def failed(exc: Exception) -> RequestFailed:
+            message = clip(str(exc), MAX_MESSAGE)
+            log.info("%s: %s", name, message)
+            return RequestFailed(message=message)
+
+        def done(result: Any) -> Any:
+            if not reads_only:  # the session list already shows what the command did
+                ls.status.flush_now()
+            return result
+
+        async def finish(pending: Awaitable[Any]) -> Any:
+            try:
+                return done(await pending)
+            except EXPECTED as exc:
+                raise failed(exc) from None
+
         def decorator(fn):
-            async def handler(ls, *args: Any):
+            def handler(ls, *args: Any) -> Any:
                 try:
-                    result = await fn(ls, *args)
+                    result = fn(ls, *args)
                 except EXPECTED as exc:
-                    message = clip(str(exc), MAX_MESSAGE)
-                    log.info("%s: %s", name, message)
-                    raise RequestFailed(message=message) from None
-                if not reads_only:  # the session list already shows what the command did
-                    ls.status.flush_now()
-                return result
+                    raise failed(exc) from None
+                return finish(result) if inspect.isawaitable(result) else done(result)
 
             handler.__name__ = fn.__name__
             ls.command(name)(handler)
@@ -199,10 +217,18 @@ def register(ls) -> None:
             ids.append(s.id)
         return {"sessionIds": ids}
 
-    @command(LIST, reads_only=True)
-    async def list_sessions(ls, *args: Any) -> dict[str, Any]:
+    def sessions() -> RawJSON:
+        return session_list(ls.repos.sessions())
+
+    async def sessions_after_discovery() -> RawJSON:
         await ls.until_discovered()
-        return {"sessions": [s.to_wire() for s in ls.repos.sessions()]}
+        return sessions()
+
+    @command(LIST, reads_only=True)
+    def list_sessions(ls, *args: Any) -> Any:
+        # Asked often (status bars refresh with it): answered at once, unless the workspace's
+        # repositories are still being found.
+        return sessions() if ls.repos.discovered.is_set() else sessions_after_discovery()
 
     @command(APPLY)
     async def apply(ls, *args: Any) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from handoff.agent.session import FINAL, Session, State
 
 from .anchors import Anchor, remap, shift
 from .edits import units
+from .protocol import session_list
 
 if TYPE_CHECKING:
     from .server import HandoffServer
@@ -282,7 +283,7 @@ class Status:
 
     def _send_list(self, sessions: list[Session]) -> None:
         self._list_dirty = False
-        self.ls.protocol.notify(NOTIFICATION, {"sessions": [s.to_wire() for s in sessions]})
+        self.ls.protocol.notify(NOTIFICATION, session_list(sessions))
 
     def diagnostics(self, uri: str, sessions: list[Session]) -> list[types.Diagnostic]:
         out = []

@@ -95,7 +95,7 @@ async def test_malformed_command_arguments(editor, agent, repo: Path):
         message = await command_error(editor, name, arg)
         assert 0 < len(message) < MAX_MESSAGE, (name, len(message))
     exc = await error_of(editor, "workspace/executeCommand", {"command": "handoff." + huge, "arguments": []})
-    assert "is not defined" in str(exc)
+    assert "is not defined" in str(exc) and len(str(exc)) < MAX_MESSAGE
 
     # odd but well-typed values are accepted and do what they say
     sid = (await command(editor, "handoff.delegate", {

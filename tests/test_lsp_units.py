@@ -123,3 +123,42 @@ def test_plain_results_are_written_as_cattrs_would_write_them():
         ours = json.dumps(message, default=protocol._serialize_message)
         theirs = json.dumps(message, default=lambda d: LanguageServerProtocol._serialize_message(protocol, d))
         assert json.loads(ours) == json.loads(theirs)
+
+
+def test_session_lists_are_sent_from_each_sessions_kept_json():
+    """listSessions and handoff/sessions go out as their sessions' kept JSON joined: the same
+    message, header included, as encoding the whole list; a session's JSON follows its changes."""
+    import json
+
+    from handoff.agent.session import Session, State
+    from handoff.server.protocol import session_list
+    from handoff.server.server import create_server
+
+    protocol = create_server().protocol
+    written: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+    protocol.set_writer(Writer())
+    sessions = [Session(id=f"s{i}", title=f"tâche {i}", state=State.RUNNING, filesChanged=[f"file:///r/{i}.py"],
+                        range={"start": {"line": i, "character": 0}, "end": {"line": i, "character": 2}})
+                for i in range(3)]
+
+    def sent() -> dict:
+        head, _, body = written.pop().partition(b"\r\n\r\n")
+        assert int(head.split(b"\r\n")[0].split(b":")[1]) == len(body)
+        return json.loads(body)
+
+    expected = {"sessions": [s.to_wire() for s in sessions]}
+    protocol._send_response(7, session_list(sessions))
+    assert sent() == {"jsonrpc": "2.0", "id": 7, "result": expected}
+    protocol.notify("handoff/sessions", session_list(sessions))
+    assert sent() == {"jsonrpc": "2.0", "method": "handoff/sessions", "params": expected}
+    assert json.loads(session_list([])) == {"sessions": []}
+
+    sessions[1].steps, sessions[1].state = 4, State.READY
+    protocol.notify("handoff/sessions", session_list(sessions))
+    assert sent()["params"]["sessions"][1] == sessions[1].to_wire()
+    assert json.loads(sessions[1].to_json())["steps"] == 4 and json.loads(sessions[1].to_json())["state"] == "ready"
