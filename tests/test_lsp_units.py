@@ -162,3 +162,22 @@ def test_session_lists_are_sent_from_each_sessions_kept_json():
     protocol.notify("handoff/sessions", session_list(sessions))
     assert sent()["params"]["sessions"][1] == sessions[1].to_wire()
     assert json.loads(sessions[1].to_json())["steps"] == 4 and json.loads(sessions[1].to_json())["state"] == "ready"
+
+
+async def test_list_sessions_waits_only_while_repositories_are_being_found():
+    """handoff.listSessions is answered in the same turn of the event loop once the workspace's
+    repositories are known; before that it returns an awaitable that waits for them."""
+    import inspect
+    import json
+
+    from handoff.server.commands import LIST
+    from handoff.server.server import create_server
+
+    ls = create_server()
+    handler = ls.protocol.fm.commands[LIST]
+    pending = handler({})
+    assert inspect.isawaitable(pending)
+    ls.repos.discovered.set()
+    assert json.loads(await pending) == {"sessions": []}
+    now = handler({})
+    assert not inspect.isawaitable(now) and json.loads(now) == {"sessions": []}
