@@ -66,6 +66,9 @@ class Config:
     commandPolicy: str = "sandbox"
     # environment variables run_command gets although they look like credentials
     passEnv: list[str] = dataclasses.field(default_factory=list)
+    # applied and discarded sessions are forgotten (record, brief, transcript) this many days
+    # after they ended, when sessions are loaded; 0 keeps them for ever
+    keepFinishedDays: float = 7.0
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name``; None for the built-in one."""
@@ -91,6 +94,12 @@ def _positive_int(v: Any) -> int:
 def _positive_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
         raise ValueError("a positive number")
+    return float(v)
+
+
+def _days(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ValueError("a number of days, 0 or more")
     return float(v)
 
 
@@ -145,6 +154,7 @@ _SCALARS = {
     "autoApply": _bool,
     "commandPolicy": _policy,
     "passEnv": _env_names,
+    "keepFinishedDays": _days,
 }
 
 

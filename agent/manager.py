@@ -8,12 +8,14 @@ Everything slow (git, disk walks, the agent) runs in background tasks or worker 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import dataclasses
 import functools
 import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
-from .session import ACTIVE, Session, State, TransitionError, new_id, transition
+from .session import ACTIVE, FINAL, Session, State, TransitionError, new_id, transition
 from .store import Redactor, Store
 
 log = logging.getLogger(__name__)
@@ -147,8 +149,14 @@ class SessionManager:
     # -- loading ----------------------------------------------------------------------
     def load(self) -> list[Session]:
         """Read the stored sessions (blocking: call in a worker thread). Sessions whose
-        process died while they ran become ``interrupted``."""
+        process died while they ran become ``interrupted``; applied and discarded ones that
+        ended more than ``keepFinishedDays`` ago are forgotten."""
+        keep_s = self.config.keepFinishedDays * 86400
+        now = time.time()
         for s in self.store.load_all():
+            if keep_s and s.state in FINAL and s.id not in self.sessions and now - _ended(s) > keep_s:
+                self.store.remove(s.id)  # its worktree and branch went when it ended
+                continue
             if s.state in ACTIVE and not (s.pid != os.getpid() and pid_alive(s.pid)):
                 transition(s, State.INTERRUPTED, error="the process running it stopped")
                 kill_orphan(s)
@@ -496,3 +504,11 @@ class SessionManager:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _ended(s: Session) -> float:
+    """When a finished session last changed (epoch seconds); now if its record does not say."""
+    try:
+        return calendar.timegm(time.strptime(s.updatedAt, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return time.time()

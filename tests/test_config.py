@@ -41,15 +41,15 @@ def test_handoff_toml_wins_over_pyproject(tmp_path: Path):
 
 def test_bad_values_fall_back_with_one_message_each(tmp_path: Path):
     (tmp_path / ".handoff.toml").write_text(
-        'maxParallel = 0\nmaxCostUsd = "lots"\nautoApply = "maybe"\ncolour = "red"\n'
+        'maxParallel = 0\nmaxCostUsd = "lots"\nautoApply = "maybe"\ncolour = "red"\nkeepFinishedDays = -1\n'
         'agent = "ghost"\n[agents.broken]\nacp = []\n'
     )
     cfg, messages = load(tmp_path, env={})
     assert cfg.maxParallel == 4 and cfg.maxCostUsd == 1.0 and cfg.autoApply is False
-    assert cfg.agent == "builtin"
-    assert len(messages) == 6, messages
+    assert cfg.agent == "builtin" and cfg.keepFinishedDays == 7.0
+    assert len(messages) == 7, messages
     joined = "\n".join(messages)
-    for needle in ("maxParallel", "maxCostUsd", "autoApply", "colour", "ghost", "broken"):
+    for needle in ("maxParallel", "maxCostUsd", "autoApply", "colour", "ghost", "broken", "keepFinishedDays"):
         assert needle in joined
 
 

@@ -284,3 +284,41 @@ def test_gc_removes_leftovers(repo: Path, state_dir: Path):
     assert git(repo, "branch", "--list", "handoff/*") == ""
     assert git(repo, "for-each-ref", "refs/handoff/") == ""
     assert not (state_dir / "wt").exists()
+
+
+async def test_finished_sessions_are_forgotten_after_keep_finished_days(repo: Path, tmp_path: Path):
+    """Applied and discarded sessions leave the list (and the state dir) keepFinishedDays after
+    they ended; sessions that still hold work (ready, failed, ...) are never forgotten; 0 keeps
+    everything."""
+    argv = write_agent(tmp_path / "bin", "one_file", 'pathlib.Path("out.txt").write_text(os.environ["HANDOFF_SESSION_ID"])')
+    mgr = command_manager(repo, {"one": argv}, "one", keepFinishedDays=2)
+    ids = []
+    for i in range(4):
+        s = await mgr.wait(mgr.delegate(DelegateRequest(f"task {i}")).id)
+        assert s.state is State.READY, s.error
+        ids.append(s.id)
+    old_applied, old_discarded, old_ready, new_discarded = ids
+    mgr.mark_applied(old_applied)
+    mgr.discard(old_discarded)
+    mgr.discard(new_discarded)
+
+    def age(sid: str, days: float) -> None:
+        record = mgr.store.session_dir(sid) / "record.json"
+        data = json.loads(record.read_text())
+        data["updatedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days * 86400))
+        record.write_text(json.dumps(data))
+
+    for sid in (old_applied, old_discarded, old_ready):
+        age(sid, 3)
+    age(new_discarded, 1)
+
+    kept = command_manager(repo, {"one": argv}, "one", keepFinishedDays=0)
+    assert sorted(s.id for s in kept.list()) == sorted(ids)  # 0: kept for ever
+
+    later = command_manager(repo, {"one": argv}, "one", keepFinishedDays=2)
+    assert sorted(s.id for s in later.list()) == sorted([old_ready, new_discarded])
+    assert not mgr.store.session_dir(old_applied).exists()
+    assert not mgr.store.session_dir(old_discarded).exists()
+    assert later.get(old_ready).state is State.READY and later.diff(old_ready)
+    with pytest.raises(SessionError):
+        later.get(old_applied)
