@@ -44,8 +44,7 @@ def background(pid: int | None = None) -> None:
         if os.getsid(target) != target:
             return
         group = Path(f"/proc/{target}/autogroup")
-        nice = int(group.read_text().rsplit("nice", 1)[1])
-        if nice < AGENT_NICE:
+        if int(group.read_text().rsplit("nice", 1)[1]) < AGENT_NICE:
             group.write_text(str(AGENT_NICE))
     except (OSError, ValueError, IndexError):  # gone, not Linux, or no autogroup in this kernel
         pass

@@ -131,7 +131,7 @@ def test_session_lists_are_sent_from_each_sessions_kept_json():
     import json
 
     from handoff.agent.session import Session, State
-    from handoff.server.protocol import session_list
+    from handoff.server.protocol import RawJSON, session_list
     from handoff.server.server import create_server
 
     protocol = create_server().protocol
@@ -157,6 +157,8 @@ def test_session_lists_are_sent_from_each_sessions_kept_json():
     protocol.notify("handoff/sessions", session_list(sessions))
     assert sent() == {"jsonrpc": "2.0", "method": "handoff/sessions", "params": expected}
     assert json.loads(session_list([])) == {"sessions": []}
+    protocol._send_response(8, RawJSON('{"note": "écrit tel quel"}'))  # not ASCII: the length is in bytes
+    assert sent() == {"jsonrpc": "2.0", "id": 8, "result": {"note": "écrit tel quel"}}
 
     sessions[1].steps, sessions[1].state = 4, State.READY
     protocol.notify("handoff/sessions", session_list(sessions))
