@@ -110,16 +110,25 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
 
 
 async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
-    """A session just became ready: show now where it conflicts with the developer's edits."""
+    """Show where a ready session conflicts with the developer's edits (when it becomes ready,
+    and again after they edit one of its files); conflicts that went away stop showing."""
     try:
         repo, s = ls.repos.find(session_id)
-        plans, docs, _ = await plan(ls, repo, session_id)
+        async with ls.apply_locks.setdefault(session_id, asyncio.Lock()):  # one merge at a time
+            if s.state is not State.READY:
+                return 0
+            plans, docs, _ = await plan(ls, repo, session_id)
+            conflicts = [p for p in plans if p.action == "conflict"]
+            if conflicts:
+                await _report_conflicts(ls, repo, s, conflicts, docs, _conflict_count(plans))
+            elif s.conflicts or session_id in ls.status.conflicts:
+                ls.status.set_conflicts(session_id, [])
+                s.conflicts = 0
+                await anyio.to_thread.run_sync(repo.manager.store.save, s)
+                ls.status.on_change(s)
     except (SessionError, GitError) as exc:  # it moved on meanwhile, or git failed: apply will tell
         log.info("conflict check of %s skipped: %s", session_id, exc)
         return 0
-    conflicts = [p for p in plans if p.action == "conflict"]
-    if conflicts and s.state is State.READY:
-        await _report_conflicts(ls, repo, s, conflicts, docs, _conflict_count(plans))
     return len(conflicts)
 
 

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
@@ -34,6 +35,7 @@ from .triggers import Triggers
 
 log = logging.getLogger(__name__)
 DISCOVERY_WAIT_S = 30.0
+RECHECK_S = 1.0  # a ready session's conflicts are merged again this long after the last edit of its files
 
 
 class HandoffServer(LanguageServer):
@@ -50,6 +52,7 @@ class HandoffServer(LanguageServer):
         self.status = Status(self)
         self.triggers = Triggers(self)
         self.apply_locks: dict[str, asyncio.Lock] = {}
+        self._rechecks: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Future[None] | None = None  # set once close() was called
 
@@ -93,6 +96,25 @@ class HandoffServer(LanguageServer):
             self.spawn(self._auto_apply(s), f"auto-apply {s.id}")
         else:
             self.spawn(check_conflicts(self, s.id), f"conflicts {s.id}")
+
+    def edited(self, uri: str) -> None:
+        """The developer changed ``uri``: the ready sessions that change it too are merged again
+        once the typing stops (:data:`RECHECK_S`), so their conflict diagnostics say what an
+        apply would meet now: new ones appear, resolved ones go."""
+        if self._closing is not None or self.loop is None:
+            return
+        ours = Path(unquote(urlparse(uri).path)).as_uri() if uri.startswith("file:") else uri
+        for s in self.repos.sessions():
+            if s.state is State.READY and (ours in s.filesChanged or uri in s.filesChanged):
+                pending = self._rechecks.pop(s.id, None)
+                if pending is not None:
+                    pending.cancel()
+                self._rechecks[s.id] = self.loop.call_later(RECHECK_S, self._recheck, s.id)
+
+    def _recheck(self, session_id: str) -> None:
+        self._rechecks.pop(session_id, None)
+        if self._closing is None:
+            self.spawn(check_conflicts(self, session_id), f"conflicts {session_id}")
 
     async def _auto_apply(self, s: Session) -> None:
         try:
@@ -168,6 +190,7 @@ def _register_lifecycle(ls: HandoffServer) -> None:
     @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: HandoffServer, params: types.DidChangeTextDocumentParams) -> None:
         ls.status.document_changed(params)
+        ls.edited(params.text_document.uri)
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: HandoffServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -179,6 +202,7 @@ def _register_lifecycle(ls: HandoffServer) -> None:
         doc = ls.document(uri)
         text = params.text if params.text is not None else (doc.source if doc else None)
         ls.spawn(ls.triggers.saved(uri, text), f"save {uri}")
+        ls.edited(uri)
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: HandoffServer, params: types.DidChangeConfigurationParams) -> None:

@@ -127,10 +127,11 @@ class Status:
     def set_conflicts(self, session_id: str, regions: list[tuple[str, int, int, str]]) -> None:
         """Conflict regions ``(uri, start line, end line, message)`` of a session."""
         old = self.clear_conflicts(session_id)
-        self.conflicts[session_id] = [
-            Anchor(uri, session_id, (a, 0), (max(b, a + 1), 0), kind="conflict", message=msg)
-            for uri, a, b, msg in regions
-        ]
+        if regions:
+            self.conflicts[session_id] = [
+                Anchor(uri, session_id, (a, 0), (max(b, a + 1), 0), kind="conflict", message=msg)
+                for uri, a, b, msg in regions
+            ]
         self._schedule(*old, *(r[0] for r in regions))
 
     def clear_conflicts(self, session_id: str) -> list[str]:

@@ -82,3 +82,32 @@ async def test_diagnostics_follow_the_text(editor, agent, repo: Path):
     result = await editor.command("handoff.apply", {"sessionId": sid})
     assert result["applied"]
     assert editor.text(uri) == "import os\n\n" + APP.replace("a - b", "a - b  # by the agent")
+
+
+async def test_conflicts_follow_the_developers_later_edits(editor, agent, repo: Path):
+    """A ready session's conflicts are merged again after the developer edits its files: undoing
+    the overlapping edit makes the conflict go (and apply works), redoing it brings it back."""
+    uri, sid = await start(editor, agent, repo)
+    mine = APP.replace("    return a - b", "    return -(b - a)")
+    editor.type(uri, mine)
+    agent.release(sid)
+    await editor.wait_state(sid, "ready")
+    await editor.wait_diagnostic(uri, lambda d: (d.data or {}).get("conflict"), "conflict diagnostic")
+
+    editor.type(uri, APP)  # the developer takes their edit back
+    await editor.wait_for(lambda: not any((d.data or {}).get("conflict") for d in editor.handoff_diagnostics(uri)),
+                          "the conflict diagnostic to go")
+    ready = await editor.wait_diagnostic(uri, lambda d: d.data["state"] == "ready", "ready diagnostic")
+    assert ready.severity == types.DiagnosticSeverity.Information
+    await editor.wait_for(lambda: editor.session(sid)["conflicts"] == 0, "the session's conflicts to be 0")
+
+    editor.type(uri, mine)  # and makes it again: the conflict is back before any apply
+    diag = await editor.wait_diagnostic(uri, lambda d: (d.data or {}).get("conflict"), "conflict diagnostic again")
+    assert diag.range.start.line == mine.splitlines().index("    return -(b - a)")
+    await editor.wait_for(lambda: editor.session(sid)["conflicts"] == 1, "the session's conflicts to be 1")
+    assert editor.edits == []
+
+    editor.type(uri, APP)
+    await editor.wait_for(lambda: editor.session(sid)["conflicts"] == 0, "the session's conflicts to be 0 again")
+    assert await editor.command("handoff.apply", {"sessionId": sid}) == {"applied": True, "conflicts": 0}
+    assert editor.text(uri) == APP.replace("    return a - b", "    return a - b  # by the agent")
