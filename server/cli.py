@@ -190,6 +190,9 @@ async def _stdin_reader(ls, stdin):
     return StdinAsyncReader(stdin, ls.thread_pool), None
 
 
+HANDLING_WAIT_S = 10.0  # at most, at exit, for requests still being handled
+
+
 async def _serve_stdio(ls, stdin, stdout) -> None:
     from pygls.io_ import run_async
 
@@ -205,8 +208,11 @@ async def _serve_stdio(ls, stdin, stdout) -> None:
             transport.close()
         # The editor went away (or asked us to exit): running sessions become `interrupted`.
         await ls.close()
-        for _ in range(3):  # let handlers that waited for the close (shutdown, exit) end cleanly
-            await asyncio.sleep(0)
+        # Requests still being handled (a shutdown waits for the close): each one's answer is
+        # written by a callback of its task, which runs before asyncio.wait's own.
+        handling = [f for f in ls.protocol._request_futures.values() if isinstance(f, asyncio.Future)]
+        if handling:
+            await asyncio.wait(handling, timeout=HANDLING_WAIT_S)
         if isinstance(writer, _PipeWriter):
             await writer.flush()  # what the editor was still owed (the shutdown answer)
 
