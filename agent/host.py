@@ -231,7 +231,7 @@ class _Host:
         if path is not None:  # the transcript is written here: the server's loop need not relay it
             from .store import Redactor, append_event
 
-            redactor = Redactor([spec["config"].apiKey])  # what the server's Store redacts
+            redactor = spec.get("redactor") or Redactor()  # the session store's
 
             def record(event: dict[str, Any]) -> None:
                 append_event(path, event, redactor)

@@ -315,6 +315,7 @@ class SessionManager:
             range=s.range,
             history=history,
             transcript_path=self.store.transcript_path(s.id),
+            redactor=self.store.redactor,
             record=lambda event: self.store.append_transcript(s.id, event),
             progress=progress,
             started=lambda pid: self._agent_started(s, pid),

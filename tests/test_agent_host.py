@@ -75,6 +75,23 @@ async def test_builtin_session_runs_in_the_host(repo: Path, model: ScriptedModel
     assert not (repo / "notes.txt").exists()  # the developer's tree is untouched until apply
 
 
+async def test_the_host_hides_what_the_sessions_store_hides(repo: Path, model: ScriptedModel, host: AgentHost):
+    """A store with its own secrets to hide: the transcript the host writes hides them too."""
+    from handoff.agent.store import Redactor, Store
+
+    model.tool_call("write_file", {"path": "notes.txt", "content": "token tok-of-this-store, key sk-test\n"})
+    model.tool_call("finish", {"summary": "done"})
+    config = Config(model="openai/scripted-model", apiBase=model.url, apiKey="sk-test")
+    store = Store(repo, redactor=Redactor(["sk-test", "tok-of-this-store"]))
+    mgr = SessionManager(repo, config, store=store, agent_host=host)
+    mgr.load()
+    s = await mgr.wait(mgr.delegate(DelegateRequest("write notes")).id)
+    assert s.state is State.READY, s.error
+    transcript = store.session_dir(s.id).joinpath("transcript.jsonl").read_text()
+    assert "token ***, key ***" in transcript
+    assert "tok-of-this-store" not in transcript and "sk-test" not in transcript
+
+
 async def test_one_host_serves_concurrent_sessions(repo: Path, model: ScriptedModel, host: AgentHost):
     mgr = manager(repo, model, host, maxParallel=4)
     ids = [mgr.delegate(DelegateRequest(f"task {i}")).id for i in range(4)]

@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config
+
+if TYPE_CHECKING:
+    from ..store import Redactor
 
 
 @dataclasses.dataclass
@@ -28,6 +31,7 @@ class AgentContext:
     range: dict[str, Any] | None = None  # LSP range of the origin
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # prior transcript messages (follow-up)
     transcript_path: Path | None = None  # where record() appends (an agent in another process writes there itself)
+    redactor: Redactor | None = None  # what that other process hides in the transcript: the store's
     # record(event) appends one JSON-able dict to the session transcript
     record: Callable[[dict[str, Any]], None] = lambda event: None
     # progress(message, steps, cost_usd) reports live progress to whoever watches
