@@ -54,6 +54,14 @@ def status(code: int, body: dict[str, Any] | None = None, headers: dict[str, str
     return {"status": code, "body": body, "headers": headers or {}}
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-request (an agent cancelled while it waited) is expected;
+        anything else is printed as before."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class ScriptedModel:
     """The server, its script (a queue) and the JSON bodies it received."""
 
@@ -98,7 +106,7 @@ class ScriptedModel:
 
     def start(self) -> ScriptedModel:
         handler = type("Handler", (_Handler,), {"model": self})
-        self._server = ThreadingHTTPServer((HOST, self._port), handler)
+        self._server = _Server((HOST, self._port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
