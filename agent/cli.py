@@ -15,7 +15,7 @@ from handoff import __version__
 from . import config as config_mod
 from . import gitops
 from .manager import DelegateRequest, SessionError, SessionManager
-from .session import Session, State
+from .session import Session, State, parse_iso
 
 
 def _manager(start: Path) -> SessionManager:
@@ -30,7 +30,7 @@ def _manager(start: Path) -> SessionManager:
 
 def _age(iso: str) -> str:
     try:
-        t = time.mktime(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        t = parse_iso(iso)
     except ValueError:
         return "?"
     secs = max(0, int(time.time() - t))

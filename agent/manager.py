@@ -8,7 +8,6 @@ Everything slow (git, disk walks, the agent) runs in background tasks or worker 
 from __future__ import annotations
 
 import asyncio
-import calendar
 import dataclasses
 import functools
 import logging
@@ -28,7 +27,7 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
-from .session import ACTIVE, FINAL, Session, State, TransitionError, new_id, transition
+from .session import ACTIVE, FINAL, Session, State, TransitionError, new_id, parse_iso, transition
 from .store import Redactor, Store
 
 log = logging.getLogger(__name__)
@@ -510,6 +509,6 @@ class SessionManager:
 def _ended(s: Session) -> float:
     """When a finished session last changed (epoch seconds); now if its record does not say."""
     try:
-        return calendar.timegm(time.strptime(s.updatedAt, "%Y-%m-%dT%H:%M:%SZ"))
+        return parse_iso(s.updatedAt)
     except (TypeError, ValueError):
         return time.time()

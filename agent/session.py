@@ -6,11 +6,13 @@ A :class:`Session` is the wire-shaped record of one delegation (DESIGN.md, ``Ses
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import enum
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -53,8 +55,16 @@ def new_id() -> str:
     return time.strftime("%y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # createdAt / updatedAt, UTC
+
+
 def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime(ISO_FORMAT, time.gmtime())
+
+
+def parse_iso(text: str) -> float:
+    """Epoch seconds of a time :func:`now_iso` wrote; ValueError if it is not one."""
+    return calendar.timegm(time.strptime(text, ISO_FORMAT))
 
 
 @dataclasses.dataclass
@@ -91,28 +101,32 @@ class Session:
         object.__setattr__(self, name, value)
         self.__dict__["_version"] = self.__dict__.get("_version", 0) + 1  # the wire form is stale
 
+    def _kept(self, key: str, build: Callable[[], Any]) -> Any:
+        """``build()``, kept under ``key`` until the session changes. The version is read before
+        building: a change made meanwhile leaves it stale for the next call."""
+        version = self.__dict__.get("_version", 0)
+        kept = self.__dict__.get(key)
+        if kept is None or kept[0] != version:
+            kept = self.__dict__[key] = (version, build())
+        return kept[1]
+
     def to_wire(self) -> dict[str, Any]:
         """The session as the editor gets it (what ``dataclasses.asdict`` gives, with the state's
         value). Built once per change, not for every list sent (a fresh dict each call; the
         values inside are shared and must not be changed)."""
-        version = self.__dict__.get("_version", 0)
-        kept = self.__dict__.get("_wire")
-        if kept is None or kept[0] != version:  # a change made while it was built makes it stale
-            d = {name: _copy(getattr(self, name)) for name in _FIELDS}
-            d["state"] = self.state.value
-            if d["error"] is None:
-                del d["error"]
-            kept = self.__dict__["_wire"] = (version, d)
-        return dict(kept[1])
+        return dict(self._kept("_wire", self._build_wire))
+
+    def _build_wire(self) -> dict[str, Any]:
+        d = {name: _copy(getattr(self, name)) for name in _FIELDS}
+        d["state"] = self.state.value
+        if d["error"] is None:
+            del d["error"]
+        return d
 
     def to_json(self) -> str:
         """:meth:`to_wire` as JSON text (what ``json.dumps`` writes), also built once per change:
         a list of sessions is sent as the sessions' texts joined."""
-        version = self.__dict__.get("_version", 0)
-        kept = self.__dict__.get("_json")
-        if kept is None or kept[0] != version:
-            kept = self.__dict__["_json"] = (version, json.dumps(self.to_wire()))
-        return kept[1]
+        return self._kept("_json", lambda: json.dumps(self.to_wire()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Session":

@@ -119,13 +119,8 @@ async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
                 return 0
             plans, docs, _ = await plan(ls, repo, session_id)
             conflicts = [p for p in plans if p.action == "conflict"]
-            if conflicts:
+            if conflicts or s.conflicts or session_id in ls.status.conflicts:  # none: the old ones go
                 await _report_conflicts(ls, repo, s, conflicts, docs, _conflict_count(plans))
-            elif s.conflicts or session_id in ls.status.conflicts:
-                ls.status.set_conflicts(session_id, [])
-                s.conflicts = 0
-                await anyio.to_thread.run_sync(repo.manager.store.save, s)
-                ls.status.on_change(s)
     except (SessionError, GitError) as exc:  # it moved on meanwhile, or git failed: apply will tell
         log.info("conflict check of %s skipped: %s", session_id, exc)
         return 0
@@ -133,6 +128,8 @@ async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
 
 
 async def _report_conflicts(ls, repo: Repo, s, conflicts: list[FileMerge], docs, count: int) -> None:
+    """Show ``conflicts`` as the session's conflict diagnostics (none: its old ones go) and
+    record their count."""
     regions = []
     for p in conflicts:
         base = p.old_path or p.path
