@@ -25,6 +25,7 @@ from typing import Any
 from handoff import __version__
 
 from . import protocol
+from .processes import pid_alive
 from .protocol import RemoteError
 from .rpc import Connection, ConnectionLost, spawn_serve
 from .store import state_root
@@ -234,14 +235,4 @@ def is_daemon(pid: int) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own child, not reaped yet) is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
+_alive = pid_alive

@@ -46,7 +46,7 @@ from .rpc import Connection
 from .session import ACTIVE, TransitionError
 from .store import state_root
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("handoff.agent.daemon")  # also when run as __main__
 IDLE_CHECK_S = 5.0
 CANCEL_WAIT_S = 10.0
 DEFAULT_IDLE_MINUTES = 30.0
@@ -266,8 +266,9 @@ class Daemon:
     async def _build(self, root: Path) -> SessionManager:
         try:
             cfg, _ = await anyio.to_thread.run_sync(config_mod.load, root)
+            self.configured_idle = cfg.daemon.idleMinutes
             mgr = SessionManager(root, cfg, agent_host=self.agent_host)
-            await anyio.to_thread.run_sync(mgr.load)
+            await anyio.to_thread.run_sync(lambda: mgr.load(sole_owner=True))
             mgr.subscribe(lambda s: self._changed(root, s), lambda s, m: self._progress(root, s, m))
             self.managers[root] = mgr
         finally:

@@ -166,17 +166,19 @@ class SessionManager:
         return sorted(self.sessions.values(), key=lambda s: s.createdAt)
 
     # -- loading ----------------------------------------------------------------------
-    def load(self) -> list[Session]:
+    def load(self, *, sole_owner: bool = False) -> list[Session]:
         """Read the stored sessions (blocking: call in a worker thread). Sessions whose
-        process died while they ran become ``interrupted``; applied and discarded ones that
-        ended more than ``keepFinishedDays`` ago are forgotten."""
+        process died while they ran become ``interrupted`` (all that were running, for the
+        ``sole_owner``: the daemon, which holds the state folder's lock); applied and discarded
+        ones that ended more than ``keepFinishedDays`` ago are forgotten."""
         keep_s = self.config.keepFinishedDays * 86400
         now = time.time()
         for s in self.store.load_all():
             if keep_s and s.state in FINAL and s.id not in self.sessions and now - _ended(s) > keep_s:
                 self.store.remove(s.id)  # its worktree and branch went when it ended
                 continue
-            if s.state in ACTIVE and not (s.pid != os.getpid() and pid_alive(s.pid)):
+            elsewhere = not sole_owner and s.pid != os.getpid() and pid_alive(s.pid)
+            if s.state in ACTIVE and not elsewhere:
                 transition(s, State.INTERRUPTED, error="the process running it stopped")
                 kill_orphan(s)
                 s.pid = None
