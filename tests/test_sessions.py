@@ -249,8 +249,10 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # the terminal, then the daemon that ran the session
     proc.wait()
+    os.kill(int((Path(os.environ["HANDOFF_STATE_DIR"]) / "daemon" / "daemon.pid").read_text()),
+            signal.SIGKILL)
 
     cfg, _ = config_mod.load(repo)
     mgr = SessionManager(repo, cfg)
