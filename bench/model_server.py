@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.scripted_model import ScriptedModel, tool_call
+from handoff.offline_model import ScriptedModel, tool_call
 
 CONTENT = "".join(f"def generated_{i}(x):\n    return x + {i}\n\n" for i in range(60))  # ~1.7 KB
 

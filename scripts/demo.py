@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.lsp_client import _plain as plain  # noqa: E402
-from tests.support.scripted_model import ScriptedModel  # noqa: E402
+from handoff.offline_model import ScriptedModel  # noqa: E402
 
 CART_COMMITTED = textwrap.dedent('''\
     """A tiny shopping cart."""

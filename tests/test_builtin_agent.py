@@ -24,7 +24,7 @@ from handoff.agent.backends.base import AgentContext, AgentError, LimitReached
 from handoff.agent.backends.builtin import BuiltinBackend
 from handoff.agent.backends.model import LiteLLMModel, ModelReply
 from handoff.agent.config import Config
-from tests.support.scripted_model import ScriptedModel, tool_call
+from handoff.offline_model import ScriptedModel, tool_call
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,7 +253,7 @@ async def test_scripted_model_streams(server: ScriptedModel) -> None:
 def test_scripted_model_runs_as_a_process(tmp_path: Path) -> None:
     script, port_file, log = tmp_path / "script.json", tmp_path / "port", tmp_path / "requests.jsonl"
     script.write_text(json.dumps([{"content": "hello"}, {"status": 500}]))
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_model", "--script", str(script),
+    proc = subprocess.Popen([sys.executable, "-m", "handoff.offline_model", "--script", str(script),
                              "--port-file", str(port_file), "--requests-file", str(log)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 10
