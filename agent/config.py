@@ -38,10 +38,6 @@ class AgentSpec:
     # environment variables passed although they look like credentials (e.g. ANTHROPIC_API_KEY)
     passEnv: list[str] = dataclasses.field(default_factory=list)
 
-    @property
-    def kind(self) -> str:
-        return "acp" if self.acp else "command"
-
 
 @dataclasses.dataclass
 class TodoConfig:
@@ -76,13 +72,6 @@ class Config:
         if name == "builtin":
             return None
         return self.agents.get(name)
-
-    def public(self) -> dict[str, Any]:
-        """The configuration without secrets, for logs and ``checkhealth``."""
-        d = dataclasses.asdict(self)
-        d.pop("apiKey", None)
-        d["apiKeySet"] = bool(self.apiKey)
-        return d
 
 
 def _positive_int(v: Any) -> int:

@@ -29,7 +29,7 @@ def test_sources_in_order(tmp_path: Path):
     assert cfg.maxSteps == 7
     assert cfg.agent == "aider"
     assert cfg.agent_spec("aider").command == ["aider", "--message-file", "{task_file}"]
-    assert "sk-x" not in repr(cfg) and "apiKey" not in cfg.public()
+    assert "sk-x" not in repr(cfg)
 
 
 def test_handoff_toml_wins_over_pyproject(tmp_path: Path):
