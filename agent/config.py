@@ -1,6 +1,6 @@
 """Configuration: one tree of small typed classes, merged from every source.
 
-Sources, later wins (DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
+Sources, later wins (docs/DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
 environment < LSP ``initializationOptions`` < ``workspace/configuration``. Keys are the
 camelCase wire names in every source. Bad values fall back to the default and produce one
 clear message each; loading never raises.

@@ -343,7 +343,7 @@ def test_readme_helix_languages_toml_parses() -> None:
 
 
 def test_readme_handoff_toml_uses_contract_keys() -> None:
-    """The .handoff.toml examples parse and use only the configuration keys of DESIGN.md."""
+    """The .handoff.toml examples parse and use only the configuration keys of docs/DESIGN.md."""
     keys = {"model", "apiBase", "agent", "agents", "maxParallel", "maxSteps", "maxCostUsd",
             "timeoutS", "testCommand", "autoApply", "todo"}  # fmt: skip
     blocks = toml_blocks()
