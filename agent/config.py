@@ -1,6 +1,6 @@
 """Configuration: one tree of small typed classes, merged from every source.
 
-Sources, later wins (DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
+Sources, later wins (docs/DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
 environment < LSP ``initializationOptions`` < ``workspace/configuration``. Keys are the
 camelCase wire names in every source. Bad values fall back to the default and produce one
 clear message each; loading never raises.
@@ -37,10 +37,6 @@ class AgentSpec:
     acp: list[str] | None = None
     # environment variables passed although they look like credentials (e.g. ANTHROPIC_API_KEY)
     passEnv: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def kind(self) -> str:
-        return "acp" if self.acp else "command"
 
 
 @dataclasses.dataclass
@@ -83,13 +79,6 @@ class Config:
         if name == "builtin":
             return None
         return self.agents.get(name)
-
-    def public(self) -> dict[str, Any]:
-        """The configuration without secrets, for logs and ``checkhealth``."""
-        d = dataclasses.asdict(self)
-        d.pop("apiKey", None)
-        d["apiKeySet"] = bool(self.apiKey)
-        return d
 
 
 def _positive_int(v: Any) -> int:

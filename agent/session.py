@@ -1,6 +1,6 @@
 """Session records and their state machine.
 
-A :class:`Session` is the wire-shaped record of one delegation (DESIGN.md, ``Session``);
+A :class:`Session` is the wire-shaped record of one delegation (docs/DESIGN.md, ``Session``);
 :func:`transition` is the one place a state changes.
 """
 
@@ -73,7 +73,7 @@ def parse_iso(text: str) -> float:
 
 @dataclasses.dataclass
 class Session:
-    """One delegation. Field names are the wire names (camelCase) of DESIGN.md."""
+    """One delegation. Field names are the wire names (camelCase) of docs/DESIGN.md."""
 
     id: str
     title: str

@@ -1,4 +1,4 @@
-"""The ``workspace/executeCommand`` commands of DESIGN.md (one JSON object argument, camelCase).
+"""The ``workspace/executeCommand`` commands of docs/DESIGN.md (one JSON object argument, camelCase).
 
 A command that starts work returns at once with the session id: the session belongs to the
 server, so a cancelled request cancels nothing. Errors are JSON-RPC errors whose message is

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from handoff.offline_model import ScriptedModel
 from tests.support.agents import toml_agents, write_agent
 
 
@@ -108,3 +110,22 @@ def test_killed_run_goes_on_a_killed_daemon_interrupts_then_resumed_and_followed
     assert more.returncode == 0, more.stderr
     assert handoff(repo, "apply", sid).returncode == 0
     assert (repo / "notes.txt").read_text() == "partial\nfirst\nsecond\n"
+
+
+def test_local_model_recipe_from_the_readme(repo: Path, tmp_path: Path):
+    """`HANDOFF_MODEL=openai/<name>` + `HANDOFF_API_BASE`, no key set anywhere, as a user types it."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    with ScriptedModel() as model:
+        model.tool_call("edit_file", {"path": "app.py", "oldText": "return a - b",
+                                      "newText": "return a - b  # local model"})
+        model.tool_call("finish", {"summary": "edited by a local model"})
+        env.update(HANDOFF_MODEL="openai/qwen2.5-coder", HANDOFF_API_BASE=model.url)
+        run = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "run", "mark sub",
+                              "--file", "app.py", "--lines", "5-6"],
+                             cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ready" in run.stdout and "edited by a local model" in run.stdout
+    assert "Missing credentials" not in run.stderr and "OPENAI_API_KEY" not in run.stderr
+    assert len(model.requests) == 2 and model.requests[0]["model"] == "qwen2.5-coder"
+    sid = run.stdout.split()[0]
+    assert "+    return a - b  # local model" in handoff(repo, "show", sid).stdout

