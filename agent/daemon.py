@@ -171,6 +171,8 @@ class Daemon:
             server.close()
             with contextlib.suppress(FileNotFoundError):
                 self.socket.unlink()
+            with contextlib.suppress(OSError):
+                self.socket.parent.rmdir()  # our private folder, when nothing else is in it
             for conn in list(self.connections):
                 conn.close()
             await asyncio.gather(*(m.close() for m in self.managers.values()), return_exceptions=True)
