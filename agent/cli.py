@@ -177,6 +177,25 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    """``handoff trust``: trust this repository's Handoff settings as they are now."""
+    from . import trust
+
+    root = gitops.find_repo_root(Path.cwd())
+    try:
+        state = trust.trust(root)
+    except ValueError as exc:
+        print(f"handoff: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"handoff: could not record trust in the state folder ({exc.strerror or exc}: "
+              f"{exc.filename or ''}); set HANDOFF_STATE_DIR to a writable folder", file=sys.stderr)
+        return 2
+    keys = ", ".join(state.guarded) or "nothing that needs trust"
+    print(f"trusted {state.file} as it is now ({keys}); a change to it asks again")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="handoff", description="Handoff sessions from the terminal.")
     p.add_argument("--version", action="version", version=f"handoff {__version__}")
@@ -201,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="run an interrupted, failed or cancelled session again")
     rs.add_argument("id")
     sub.add_parser("gc", help="remove worktrees, branches and refs left by crashed sessions")
+    sub.add_parser("trust", help="trust this repository's Handoff settings as they are now")
     return p
 
 
@@ -213,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("followup", "resume"):
             return anyio.run(_again, args)
         return {"ls": cmd_ls, "show": cmd_show, "apply": cmd_apply, "discard": cmd_discard,
-                "gc": cmd_gc}[args.cmd](args)
+                "gc": cmd_gc, "trust": cmd_trust}[args.cmd](args)
     except (gitops.GitError, SessionError) as exc:
         print(f"handoff: {exc}", file=sys.stderr)
         return 2

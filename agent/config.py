@@ -69,6 +69,9 @@ class Config:
     # applied and discarded sessions are forgotten (record, brief, transcript) this many days
     # after they ended, when sessions are loaded; 0 keeps them for ever
     keepFinishedDays: float = 7.0
+    # set when an untrusted repository file chose the default agent (agent/trust.py): the message
+    # a delegation to the default agent is refused with, until `handoff trust`
+    untrusted: str | None = dataclasses.field(default=None, repr=False)
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name``; None for the built-in one."""
@@ -242,6 +245,30 @@ def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str
     return {}, ""
 
 
+def source_files(repo_root: Path) -> list[Path]:
+    """Every file whose change can change what ``load(repo_root)`` gives (for caches)."""
+    from .trust import store_path
+
+    return [Path(repo_root) / name for name in FILES] + [store_path()]
+
+
+def _trusted_part(cfg: Config, repo_root: Path, name: str, data: dict[str, Any],
+                  messages: list[str]) -> dict[str, Any]:
+    """``data`` without what needs workspace trust (agent/trust.py) unless the file is trusted."""
+    from . import trust
+
+    guarded = trust.guarded_keys(data)
+    if not guarded or trust.is_trusted(repo_root / name, data):
+        return data
+    message = trust.TrustState(repo_root / name, False, guarded).message()
+    messages.append(message)
+    if "agent" in guarded:
+        cfg.untrusted = (f"{name} chooses the agent `{data['agent']}`, which is not run until you "
+                         "trust this repository's Handoff settings (run `handoff trust` in "
+                         f"{repo_root})")
+    return trust.without_guarded(data)
+
+
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return {key: env[var] for var, key in ENV_KEYS.items() if env.get(var)}
 
@@ -258,7 +285,7 @@ def load(
     if repo_root is not None:
         data, name = read_toml(repo_root, messages)
         if data:
-            _apply(cfg, data, name, messages)
+            _apply(cfg, _trusted_part(cfg, Path(repo_root), name, data, messages), name, messages)
     _apply(cfg, from_env(os.environ if env is None else env), "environment", messages)
     for source, data in overrides:
         if data is None:

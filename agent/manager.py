@@ -190,6 +190,8 @@ class SessionManager:
     def delegate(self, req: DelegateRequest) -> Session:
         """Create a queued session and start it in the background; returns at once."""
         agent = req.agent or self.config.agent
+        if req.agent is None and self.config.untrusted:  # workspace trust (agent/trust.py)
+            raise SessionError(self.config.untrusted)
         if agent != "builtin" and agent not in self.config.agents:
             raise SessionError(f"no agent called `{agent}`: add it under `agents` in .handoff.toml")
         sid = new_id()

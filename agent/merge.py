@@ -11,12 +11,10 @@ import dataclasses
 import difflib
 import os
 import re
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Literal
 
-from .gitops import FileChange, GitError, _env
+from . import gitops
+from .gitops import FileChange
 
 _MARKERS = re.compile(rb"^([<|=>])\1{6,}", re.MULTILINE)
 
@@ -64,23 +62,7 @@ def _is_binary(*blobs: bytes) -> bool:
 def _merge_file(
     ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str], *extra: str
 ) -> tuple[bytes, int]:
-    with tempfile.TemporaryDirectory(prefix="handoff-merge-") as tmp:
-        names = []
-        for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
-            (Path(tmp) / name).write_bytes(data)
-            names.append(str(Path(tmp) / name))
-        args = ["git", "merge-file", "-p", "--diff3", *extra]
-        for label in labels:
-            args += ["-L", label]
-        try:
-            proc = subprocess.run(args + names, stdin=subprocess.DEVNULL, capture_output=True, env=_env(),
-                                  check=False)
-        except FileNotFoundError as exc:
-            raise GitError("git was not found on PATH; install git to use Handoff") from exc
-    if proc.returncode > 127 or proc.returncode < 0:
-        msg = os.fsdecode(proc.stderr).strip() or f"exit code {proc.returncode}"
-        raise GitError(f"git merge-file failed: {msg}")
-    return proc.stdout, proc.returncode
+    return gitops.merge_file(ours, base, theirs, labels, *extra)
 
 
 def merge3(

@@ -79,7 +79,7 @@ class Settings:
         if root is None:
             return config_mod.load(None, overrides=overrides)
         now = time.time_ns()
-        stamps = [_stamp(root / name) for name in config_mod.FILES]  # before reading them
+        stamps = [_stamp(path) for path in config_mod.source_files(root)]  # before reading them
         key = (stamps, repr((config_mod.from_env(os.environ), overrides)))
         kept = self._loaded.get(root)
         if kept is not None and kept[0] == key:
