@@ -16,6 +16,7 @@ from . import config as config_mod
 from . import gitops
 from .manager import DelegateRequest, SessionError, SessionManager
 from .session import Session, State, parse_iso
+from .store import StateDirError
 
 
 def _manager(start: Path) -> SessionManager:
@@ -188,8 +189,9 @@ def cmd_trust(args: argparse.Namespace) -> int:
         print(f"handoff: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"handoff: could not record trust in the state folder ({exc.strerror or exc}: "
-              f"{exc.filename or ''}); set HANDOFF_STATE_DIR to a writable folder", file=sys.stderr)
+        from .store import state_dir_error, state_root
+
+        print(f"handoff: {state_dir_error(exc, state_root())}", file=sys.stderr)
         return 2
     keys = ", ".join(state.guarded) or "nothing that needs trust"
     print(f"trusted {state.file} as it is now ({keys}); a change to it asks again")
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             return anyio.run(_again, args)
         return {"ls": cmd_ls, "show": cmd_show, "apply": cmd_apply, "discard": cmd_discard,
                 "gc": cmd_gc, "trust": cmd_trust}[args.cmd](args)
-    except (gitops.GitError, SessionError) as exc:
+    except (gitops.GitError, SessionError, StateDirError) as exc:
         print(f"handoff: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

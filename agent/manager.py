@@ -28,7 +28,7 @@ from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
 from .session import ACTIVE, FINAL, Session, State, TransitionError, new_id, parse_iso, transition
-from .store import Redactor, Store
+from .store import Redactor, Store, unfinished_ids
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class SessionManager:
         """Read the stored sessions (blocking: call in a worker thread). Sessions whose
         process died while they ran become ``interrupted``; applied and discarded ones that
         ended more than ``keepFinishedDays`` ago are forgotten."""
+        self.store.ensure_writable()  # a read-only state folder: one clear line, not tracebacks
         keep_s = self.config.keepFinishedDays * 86400
         now = time.time()
         for s in self.store.load_all():
@@ -485,6 +486,9 @@ class SessionManager:
     def gc(self) -> list[str]:
         """Remove what crashed or finished sessions left in git (blocking)."""
         live = {s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)}
+        # every worktree of the repository shares its sessions' refs and branches: keep those
+        # whose record (in any state folder) says they still hold work
+        live |= unfinished_ids(self.store.root.parent.parent)
         for entry in gitops.worktrees(self.repo_root)[1:]:
             branch = entry.get("branch", "")
             sid = branch[len(f"refs/heads/{gitops.BRANCH_PREFIX}"):]
