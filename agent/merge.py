@@ -7,11 +7,13 @@ as line regions of *ours*, which is what the developer has in front of them.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import difflib
 import os
 import re
 from typing import Literal
+
+from handoff import linediff
 
 from . import gitops
 from .gitops import FileChange
@@ -126,12 +128,19 @@ def _map_to_ours(
     """Map spans of ``merged`` (whose conflict parts are verbatim ours) to ours' lines."""
     a = [_norm(x) for x in ours]
     b = [_norm(x) for x in merged]
-    opcodes = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    opcodes = linediff.opcodes(a, b)  # not quadratic in repeated lines (a big file has many)
+
+    starts = [op[3] for op in opcodes]
 
     def point(j: int) -> int:
-        for tag, i1, _i2, j1, j2 in opcodes:
+        k = bisect.bisect_right(starts, j) - 1
+        while 0 <= k < len(opcodes):  # the opcode whose b-range holds j (empty ones skipped)
+            tag, i1, _i2, j1, j2 = opcodes[k]
             if j1 <= j < j2:
                 return i1 + (j - j1) if tag == "equal" else i1
+            if j1 > j:
+                break
+            k += 1
         return len(a)
 
     regions: list[ConflictRegion] = []

@@ -10,6 +10,7 @@ against the new text. On success the session is marked applied: worktree and bra
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from pathlib import Path
@@ -85,8 +86,9 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                 return {"applied": False, "conflicts": count}
             caps = edits.EditCaps.from_client(ls.client_capabilities, ls.encoding)
             try:
-                built = edits.build(plans, repo.root, docs, current, caps, label=f"Handoff: {s.title}",
-                                    annotation_id=f"handoff-{s.id}", conflict_markers=conflict_markers)
+                built = await anyio.to_thread.run_sync(functools.partial(  # big diffs: off the loop
+                    edits.build, plans, repo.root, docs, current, caps, label=f"Handoff: {s.title}",
+                    annotation_id=f"handoff-{s.id}", conflict_markers=conflict_markers))
             except ValueError as exc:
                 raise SessionError(f"session {s.id} cannot be applied from the editor: {exc}") from None
             edit = built.edit

@@ -11,13 +11,13 @@ returned as :class:`DiskWrite`s for the server to do itself after the client app
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from lsprotocol import types
 
+from handoff import linediff
 from handoff.agent.merge import FileMerge
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
@@ -100,8 +100,7 @@ def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextE
     """Minimal line-level edits turning ``old`` into ``new`` (non-overlapping, in order)."""
     a, b = split_keepends(old), split_keepends(new)
     edits: list[types.TextEdit] = []
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in linediff.opcodes(a, b):  # not quadratic in repeated lines
         if tag == "equal":
             continue
         edits.append(types.TextEdit(
