@@ -53,6 +53,9 @@ class FileChange:
     status: Literal["added", "modified", "deleted", "renamed"]
     old_path: str | None = None
     binary: bool = False
+    # git modes at base and in the result ("100644", "100755", "120000"); "" where absent
+    old_mode: str = dataclasses.field(default="", compare=False)
+    new_mode: str = dataclasses.field(default="", compare=False)
 
 
 _hooks_dir: str | None = None
@@ -442,26 +445,32 @@ _STATUS: dict[str, Literal["added", "modified", "deleted", "renamed"]] = {
 
 
 def changes(repo_root: Path, base: str, result: str) -> list[FileChange]:
-    """Files that differ between two commits, renames detected, binary files flagged."""
-    fields = _z(_run(repo_root, "diff", "--name-status", "-z", *_DIFF_OPTS, base, result,
-                     "--").stdout)
+    """Files that differ between two commits, renames detected, binary files flagged, with
+    their git modes before and after (``100644``, ``100755``, ``120000`` for a symlink)."""
+    fields = _z(_run(repo_root, "diff", "--raw", "-z", *_DIFF_OPTS, base, result, "--").stdout)
     found: list[FileChange] = []
     i = 0
     while i < len(fields):
-        code = fields[i][0]
+        meta = fields[i].lstrip(":").split(" ")
+        if len(meta) < 5:
+            raise GitError(f"unexpected git diff --raw output: {fields[i]!r}")
+        old_mode, new_mode, code = meta[0], meta[1], meta[4][:1]
         if code in "RC":
             old, new = fields[i + 1], fields[i + 2]
             i += 3
             if code == "C":  # not asked for, but never lose a file
-                found.append(FileChange(new, "added"))
+                found.append(FileChange(new, "added", new_mode=new_mode))
             else:
-                found.append(FileChange(new, "renamed", old_path=old))
+                found.append(FileChange(new, "renamed", old_path=old, old_mode=old_mode,
+                                        new_mode=new_mode))
             continue
         path = fields[i + 1]
         i += 2
         if code not in _STATUS:
-            raise GitError(f"unexpected change '{fields[i - 2]}' for {path}")
-        found.append(FileChange(path, _STATUS[code]))
+            raise GitError(f"unexpected change '{code}' for {path}")
+        found.append(FileChange(path, _STATUS[code],
+                                old_mode="" if code == "A" else old_mode,
+                                new_mode="" if code == "D" else new_mode))
     binary = _binary_paths(repo_root, base, result)
     for change in found:
         change.binary = change.path in binary

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import os
 import re
 from typing import Literal
 
-from handoff import linediff
+from handoff import files, linediff
 
 from . import gitops
 from .gitops import FileChange
@@ -46,6 +45,15 @@ class FileMerge:
     conflicts: list[ConflictRegion]
     old_path: str | None = None
     reason: str = ""
+    # git mode the file gets ("100644", "100755", "120000": a symbolic link whose target is
+    # ``content``); None leaves the mode as it is
+    mode: str | None = None
+    current_mode: str | None = None  # what was on disk when merged (None: nothing, or unknown)
+
+    @property
+    def link(self) -> bool:
+        """Whether applying it makes or replaces a symbolic link (never a text edit)."""
+        return files.SYMLINK in (self.mode, self.current_mode)
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -164,9 +172,74 @@ def _find(a: list[bytes], want: list[bytes], guess: int, floor: int) -> int:
 
 
 def merge_change(
+    change: FileChange, base: bytes | None, ours: bytes | None, theirs: bytes | None,
+    ours_mode: str | None = None,
+) -> FileMerge:
+    """Decide what to do with one file the agent changed, given what it is now (``ours``, of
+    git mode ``ours_mode``: for a symbolic link its target). The agent's modes come with
+    ``change``: a new executable bit is kept, symbolic links are made as links."""
+    cur = ours_mode or (change.old_mode or files.REGULAR) if ours is not None else None
+    if files.SYMLINK in (change.old_mode, change.new_mode, cur):
+        fm = _merge_entry(change, base, ours, theirs, cur)
+    else:
+        fm = _with_mode(_merge_content(change, base, ours, theirs), change, ours, cur)
+    fm.current_mode = cur
+    return fm
+
+
+def _with_mode(fm: FileMerge, change: FileChange, ours: bytes | None, cur: str | None) -> FileMerge:
+    """The content merge ``fm`` carrying the executable bit: the agent's where it changed it."""
+    changed = change.new_mode and change.new_mode != change.old_mode
+    if fm.action == "create" or (fm.action == "rename" and changed):
+        fm.mode = change.new_mode or files.REGULAR
+    elif fm.action == "rename":
+        fm.mode = cur  # the file moves with the mode it has now
+    elif changed and cur != change.new_mode and fm.action in ("write", "unchanged"):
+        if fm.action == "unchanged":  # only the mode changed: the same content, a new mode
+            fm = FileMerge(fm.path, "write", ours, [], None, "")
+        fm.mode = change.new_mode
+    return fm
+
+
+def _merge_entry(change: FileChange, base: bytes | None, ours: bytes | None,
+                 theirs: bytes | None, cur: str | None) -> FileMerge:
+    """A change that makes, changes or removes a symbolic link: no line merge, the agent's
+    entry is taken where the file is still what the agent started from."""
+    path, old = change.path, change.old_path
+    was = (change.old_mode or None, base if change.old_mode else None)
+    now = (cur, ours)
+    new = (change.new_mode or None, theirs if change.new_mode else None)
+    where = old if change.status == "renamed" and old else path
+
+    def conflict(reason: str) -> FileMerge:
+        n = len(_lines(ours)) if ours is not None and cur != files.SYMLINK else 0
+        return FileMerge(path, "conflict", None, [ConflictRegion(0, n)], old, reason)
+
+    if change.new_mode == files.SYMLINK and files.link_leaves(path, theirs or b""):
+        target = (theirs or b"").decode("utf-8", "replace")
+        return conflict(f"The agent made {path} a symbolic link to {target!r}, outside the "
+                        "repository; it was not applied.")
+    if change.status != "renamed" and now == new:
+        return FileMerge(path, "unchanged", None, [])
+    if change.status == "added":
+        if ours is None:
+            return FileMerge(path, "create", theirs, [], mode=change.new_mode)
+        return conflict(f"{path} exists already with other content than the agent created.")
+    if now != was:
+        what = "deleted" if change.status == "deleted" else "changed"
+        return conflict(f"The agent {what} {where}, but it was changed meanwhile"
+                        + (" (a symbolic link is never merged line by line)." if cur else "."))
+    if change.status == "deleted":
+        return FileMerge(path, "delete", None, [])
+    action = "rename" if change.status == "renamed" else "write"
+    return FileMerge(path, action, theirs, [], old if action == "rename" else None,
+                     mode=change.new_mode)
+
+
+def _merge_content(
     change: FileChange, base: bytes | None, ours: bytes | None, theirs: bytes | None
 ) -> FileMerge:
-    """Decide what to do with one file the agent changed, given what it is now (``ours``)."""
+    """The three-way content merge of a regular file."""
     path, old = change.path, change.old_path
     whole = [ConflictRegion(0, len(_lines(ours)))] if ours is not None else []
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import anyio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from handoff import files
 from handoff.agent.gitops import GitError
 from handoff.agent.manager import SessionError
 from handoff.agent.merge import FileMerge
@@ -104,7 +104,12 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                     log.info("apply %s refused (%s); merging again", s.id, reason)
                     continue
             if built.disk:
-                await anyio.to_thread.run_sync(write_disk, built.disk)
+                try:
+                    await anyio.to_thread.run_sync(write_disk, built.disk)
+                except OSError as exc:  # never reported as applied when it was not all done
+                    raise SessionError(f"session {s.id} was not fully applied: "
+                                       f"{exc.strerror or exc}: {exc.filename or ''} (the session "
+                                       "stays ready; `handoff apply` can finish it)") from None
             await anyio.to_thread.run_sync(repo.manager.mark_applied, session_id)
             return {"applied": True, "conflicts": count if conflict_markers else 0}
         ls.show(f"Handoff: “{s.title}” was not applied: {reason}. Try again.", types.MessageType.Warning)
@@ -147,16 +152,16 @@ async def _report_conflicts(ls, repo: Repo, s, conflicts: list[FileMerge], docs,
 
 
 def write_disk(writes: list[edits.DiskWrite]) -> None:
-    """What the client could not do itself (files created without resource operations...)."""
+    """What the client could not do itself (files created without resource operations, binary
+    content, symbolic links, executable bits), with handoff/files.py as ``handoff apply`` does."""
     for w in writes:
+        if w.only_mode:
+            files.set_mode(w.path, w.mode or files.REGULAR)
+            continue
         if w.old_path is not None:
             w.old_path.unlink(missing_ok=True)
         if w.content is None:
             w.path.unlink(missing_ok=True)
             continue
         w.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = w.path.with_name(f".{w.path.name}.handoff-tmp")
-        tmp.write_bytes(w.content)
-        if w.path.exists():
-            os.chmod(tmp, w.path.stat().st_mode)
-        os.replace(tmp, Path(w.path))
+        files.write(Path(w.path), w.content, w.mode)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import anyio
-import pytest
 
 from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionManager
