@@ -17,6 +17,7 @@ from handoff import files, linediff
 from . import gitops
 from .gitops import FileChange
 
+_MARK_CHARS = (b"<", b"|", b"=", b">")
 _MARKERS = re.compile(rb"^([<|=>])\1{6,}", re.MULTILINE)
 
 
@@ -99,18 +100,24 @@ def merge3(
     size = max(7, longest + 1)
     parsed = with_markers if size == 7 else _merge_file(
         ours, base, theirs, labels, f"--marker-size={size}")[0]
-    resolved, _ = _merge_file(ours, base, theirs, labels, "--ours")
-    return MergeResult(resolved, _regions(parsed, ours, size), with_markers)
+    regions, merged = _regions(parsed, ours, size)
+    if not ours.endswith(b"\n"):
+        # git ends a conflict side's last line with a line end before the next marker: only
+        # its own --ours run gives the exact bytes then; otherwise the sides are verbatim
+        merged = _merge_file(ours, base, theirs, labels, "--ours")[0]
+    return MergeResult(merged, regions, with_markers)
 
 
-def _regions(marked: bytes, ours: bytes, size: int) -> list[ConflictRegion]:
-    """Conflict regions in ours' lines, from merge output with markers of ``size``."""
+def _regions(marked: bytes, ours: bytes, size: int) -> tuple[list[ConflictRegion], bytes]:
+    """Conflict regions in ours' lines, from merge output with markers of ``size``, and the
+    merge with every conflict resolved to ours' side."""
     merged: list[bytes] = []  # the merge with every conflict resolved to ours
     spans: list[tuple[int, list[bytes]]] = []  # (start in ``merged``, ours' side)
     side: str | None = None  # None outside a conflict, else "ours" / "other"
     chunk: list[bytes] = []
     for line in _lines(marked):
-        mark = next((c for c in b"<|=>" if line.startswith(bytes([c]) * size)), None)
+        first = line[:1]
+        mark = first[0] if first in _MARK_CHARS and line.startswith(first * size) else None
         if side is None and mark == ord("<"):
             side, chunk = "ours", []
         elif side == "ours" and mark in (ord("|"), ord("=")):
@@ -123,7 +130,7 @@ def _regions(marked: bytes, ours: bytes, size: int) -> list[ConflictRegion]:
             chunk.append(line)
         elif side is None:
             merged.append(line)
-    return _map_to_ours(merged, spans, _lines(ours))
+    return _map_to_ours(merged, spans, _lines(ours)), b"".join(merged)
 
 
 def _norm(line: bytes) -> bytes:

@@ -77,7 +77,13 @@ class BuiltEdit:
 
 def split_keepends(text: str) -> list[str]:
     """Lines with their terminators, split where LSP splits (``\\n``, ``\\r\\n``, ``\\r``)."""
-    return _LINE.findall(text)
+    if "\r" in text:
+        return _LINE.findall(text)
+    parts = text.split("\n")  # the common case, several times faster on a big file
+    lines = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
 
 
 def units(s: str, encoding: str) -> int:
