@@ -547,6 +547,16 @@ def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes 
     return blobs
 
 
+def submodule_paths(repo_root: Path, commit: str) -> list[str]:
+    """The submodule paths ``.gitmodules`` names at ``commit`` (a session's worktree has none of
+    their contents); [] when there is none."""
+    proc = _run(repo_root, "config", "-z", "--blob", f"{commit}:.gitmodules", "--get-regexp",
+                r"^submodule\..*\.path$", check=False)
+    if proc.returncode != 0:
+        return []
+    return sorted(os.fsdecode(item).partition("\n")[2] for item in proc.stdout.split(b"\0") if item)
+
+
 def diff_text(repo_root: Path, base: str, result: str, *, paths: Sequence[str] = ()) -> str:
     """A unified diff between two commits, for people to read (``handoff show``)."""
     out = _run(repo_root, "-c", "core.quotePath=false", "diff", *_DIFF_OPTS, base, result,

@@ -249,6 +249,7 @@ class SessionManager:
             Origin(file=req.file, range=req.range, text=text, diagnostics=req.diagnostics),
             test_command=self.config.testCommand,
             guide=guide,
+            submodules=gitops.submodule_paths(self.repo_root, s.baseCommit),
         )
         self.store.write_brief(s.id, brief)
         self.store.save(s)

@@ -192,3 +192,30 @@ def test_a_read_only_state_folder_is_one_line_naming_it(repo: Path, state_dir: P
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, out.stderr
         assert str(state_dir) in lines[0] and "HANDOFF_STATE_DIR" in lines[0], lines[0]
+
+
+# -- submodules -------------------------------------------------------------------------------
+
+
+async def test_the_brief_says_submodules_are_empty(repo: Path, tmp_path: Path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    (lib / "lib.py").write_text("LIB = 1\n")
+    git(lib, "add", "-A")
+    git(lib, "commit", "-qm", "lib")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
+    git(repo, "commit", "-qm", "add submodule")
+    seen = tmp_path / "seen.txt"
+    agent = write_agent(tmp_path / "bin", "reader", f"""
+        brief = pathlib.Path(os.environ["HANDOFF_TASK_FILE"]).read_text()
+        listing = sorted(os.listdir("vendor/lib"))
+        pathlib.Path({str(seen)!r}).write_text(brief + "\\nLISTING " + repr(listing))
+        print("read")
+    """)
+    mgr = command_manager(repo, {"reader": agent}, "reader")
+    s = await mgr.wait(mgr.delegate(DelegateRequest("look")).id)
+    assert s.state is State.READY, s.error
+    text = seen.read_text()
+    assert "LISTING []" in text  # the fact the brief tells
+    assert "git submodules (`vendor/lib`)" in text and "folders are empty" in text
