@@ -235,7 +235,7 @@ def run(sizes, log) -> dict[str, Any]:
         "rows": [
             (f"{label}: handoff apply (apply_to_disk), median", f"{median(res_big['apply_to_disk_s']):.2f} s"),
             (f"{label} over LSP: handoff.apply -> workspace/applyEdit", f"{server['to_apply_edit_s']:.2f} s"),
-            (f"codeActions answered during that apply (p50 / max)",
+            ("codeActions answered during that apply (p50 / max)",
              f"{len(lat)} ({pct(lat, 50):.1f} / {max(lat):.1f} ms)" if lat else "0"),
         ],
     }

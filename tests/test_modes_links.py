@@ -14,6 +14,7 @@ import pytest
 from pygls.exceptions import JsonRpcException
 
 from handoff import files
+from handoff.agent.gitops import FileChange
 from tests.conftest import git
 from tests.support.agents import toml_agents, trust_repo, write_agent
 from tests.support.lsp_client import CLIENTS, Editor
@@ -157,9 +158,7 @@ def test_files_write_keeps_and_sets_modes(tmp_path: Path):
     assert not files.link_leaves("a/b", b"../c") and not files.link_leaves("a", b"b/c")
 
 
-def change(status: str, old_mode: str, new_mode: str, path: str = "f") -> "FileChange":
-    from handoff.agent.gitops import FileChange
-
+def change(status: str, old_mode: str, new_mode: str, path: str = "f") -> FileChange:
     return FileChange(path, status, old_mode=old_mode, new_mode=new_mode)  # type: ignore[arg-type]
 
 
