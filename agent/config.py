@@ -294,6 +294,8 @@ def load(
             messages.append(f"{source}: the configuration must be an object; ignored")
             continue
         _apply(cfg, data, source, messages)
+        if "agent" in data:  # the user's own choice of agent: nothing left to refuse
+            cfg.untrusted = None
     if cfg.agent != "builtin" and cfg.agent not in cfg.agents:
         messages.append(
             f"`agent` names `{cfg.agent}`, which is not in `agents`; using the built-in agent"

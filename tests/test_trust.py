@@ -89,6 +89,13 @@ def test_what_untrusted_settings_keep_and_lose(repo: Path):
     assert cfg.agent == "a" and cfg.commandPolicy == "allow" and messages == []
 
 
+def test_the_users_own_choice_of_agent_is_not_refused(repo: Path, tmp_path: Path):
+    marker_agent(repo, tmp_path)
+    assert config_mod.load(repo)[0].untrusted  # the repository's choice: refused
+    cfg, _ = config_mod.load(repo, overrides=[("workspace/configuration", {"agent": "builtin"})])
+    assert cfg.agent == "builtin" and cfg.untrusted is None
+
+
 def test_pyproject_table_is_trusted_by_its_content(repo: Path):
     py = repo / "pyproject.toml"
     py.write_text('[project]\nname = "x"\nversion = "1"\n[tool.handoff]\ntestCommand = "pytest"\n')
