@@ -20,5 +20,5 @@ def test_bench_quick_produces_every_number(tmp_path: Path):
     assert "ERROR" not in proc.stdout, proc.stdout
     data = json.loads(out.read_text())
     assert data, "no results"
-    for name in ("startup", "latency", "handoff", "apply", "scale"):
+    for name in ("startup", "latency", "handoff", "apply", "scale", "bigfile"):
         assert name in json.dumps(data), name
