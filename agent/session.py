@@ -46,6 +46,10 @@ _MOVES: dict[State, frozenset[State]] = {
 }
 
 
+class SessionError(Exception):
+    """A request about a session that cannot be done; the message is for the developer."""
+
+
 class TransitionError(ValueError):
     """A state change the session does not allow (e.g. apply on a running session)."""
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import ACTIVE, State
+from handoff.agent.protocol import ACTIVE, SessionError, State
 
 from . import commands, delegation, todos
 from .status import SOURCE

@@ -27,8 +27,7 @@ from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import FINAL, Session, State
+from handoff.agent.protocol import FINAL, Session, SessionError, State
 
 from .anchors import Anchor, remap_all, shift
 from .edits import units
