@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from handoff.agent import config as config_mod
@@ -43,9 +42,8 @@ def test_cli_untrusted_runs_nothing_until_handoff_trust(repo: Path, tmp_path: Pa
     run = handoff(repo, "run", "do it")
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
-    assert "handoff trust" in run.stderr and "`marker`" in run.stderr
-    assert "ignored until you trust" in run.stderr  # the config message names the keys
-    assert "`commandPolicy`" in run.stderr and "`passEnv`" in run.stderr
+    [line] = run.stderr.strip().splitlines()  # one line, naming what to do
+    assert "handoff trust" in line and "`marker`" in line
     assert not marker.exists()
 
     trusted = handoff(repo, "trust")
@@ -121,8 +119,6 @@ async def test_lsp_untrusted_delegation_is_refused_then_runs_after_trust(caps, r
         uri = editor.open(repo / "app.py")
         with pytest.raises(JsonRpcException, match="handoff trust"):
             await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"})
-        await editor.wait_for(lambda: any("handoff trust" in m for m in
-                                          editor.messages(types.MessageType.Warning)), "the trust message")
         assert not marker.exists()
         assert handoff(repo, "trust").returncode == 0  # in a terminal, as the message says
         sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
