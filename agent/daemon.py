@@ -437,7 +437,8 @@ class Daemon:
         files: list[protocol.PlannedFile] = [{
             "path": p.path, "action": p.action, "content": b64(p.content),
             "conflicts": [{"start": c.start, "end": c.end} for c in p.conflicts],
-            "oldPath": p.old_path, "reason": p.reason} for p in plans]
+            "oldPath": p.old_path, "reason": p.reason,
+            "mode": p.mode, "currentMode": p.current_mode} for p in plans]
         if params.get("recordConflicts"):
             count = sum(max(1, len(p.conflicts)) for p in plans if p.action == "conflict")
             if count != s.conflicts:

@@ -147,6 +147,8 @@ class PlannedFile(TypedDict, total=False):
     conflicts: list[ConflictWire]
     oldPath: str | None
     reason: str
+    mode: str | None  # git mode the file gets ("100755", "120000": a link to content); None: as is
+    currentMode: str | None  # what was on disk when merged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,12 +167,20 @@ class Planned:
     conflicts: list[Region]
     old_path: str | None = None
     reason: str = ""
+    mode: str | None = None  # git mode the file gets (handoff/files.py); None leaves it as it is
+    current_mode: str | None = None  # what was on disk when merged
+
+    @property
+    def link(self) -> bool:
+        """Whether applying it makes or replaces a symbolic link (never a text edit)."""
+        return "120000" in (self.mode, self.current_mode)
 
     @classmethod
     def from_wire(cls, d: PlannedFile) -> "Planned":
         return cls(path=d["path"], action=d["action"], content=unb64(d.get("content")),
                    conflicts=[Region(c["start"], c["end"]) for c in d.get("conflicts") or []],
-                   old_path=d.get("oldPath"), reason=d.get("reason") or "")
+                   old_path=d.get("oldPath"), reason=d.get("reason") or "",
+                   mode=d.get("mode"), current_mode=d.get("currentMode"))
 
 
 class RemoteError(Exception):

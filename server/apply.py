@@ -11,8 +11,8 @@ against the new text. On success the session is marked applied: worktree and bra
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import anyio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from handoff import files
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Planned, SessionError, State, b64, unb64
@@ -79,8 +80,9 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                     return {"applied": False, "conflicts": count}
                 caps = edits.EditCaps.from_client(ls.client_capabilities, ls.encoding)
                 try:
-                    built = edits.build(plans, repo.root, docs, current, caps, label=f"Handoff: {s.title}",
-                                        annotation_id=f"handoff-{s.id}", conflict_markers=conflict_markers)
+                    built = await anyio.to_thread.run_sync(functools.partial(  # big diffs: off the loop
+                        edits.build, plans, repo.root, docs, current, caps, label=f"Handoff: {s.title}",
+                        annotation_id=f"handoff-{s.id}", conflict_markers=conflict_markers))
                 except ValueError as exc:
                     raise SessionError(f"session {s.id} cannot be applied from the editor: {exc}") from None
                 edit = built.edit
@@ -96,7 +98,12 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                         log.info("apply %s refused (%s); merging again", s.id, reason)
                         continue
                 if built.disk:
-                    await anyio.to_thread.run_sync(write_disk, built.disk)
+                    try:
+                        await anyio.to_thread.run_sync(write_disk, built.disk)
+                    except OSError as exc:  # never reported as applied when it was not all done
+                        raise SessionError(f"session {s.id} was not fully applied: "
+                                           f"{exc.strerror or exc}: {exc.filename or ''} (the "
+                                           "session stays ready; `handoff apply` can finish it)") from None
                 done = True
                 ls.repos.adopt((await ls.repos.call(protocol.FINISH_APPLY, {
                     "sessionId": session_id, "claim": claim, "applied": True}))["session"])
@@ -149,16 +156,16 @@ def _report_conflicts(ls, repo: Repo, s, conflicts: list[Planned], docs) -> None
 
 
 def write_disk(writes: list[edits.DiskWrite]) -> None:
-    """What the client could not do itself (files created without resource operations...)."""
+    """What the client could not do itself (files created without resource operations, binary
+    content, symbolic links, executable bits), with handoff/files.py as ``handoff apply`` does."""
     for w in writes:
+        if w.only_mode:
+            files.set_mode(w.path, w.mode or files.REGULAR)
+            continue
         if w.old_path is not None:
             w.old_path.unlink(missing_ok=True)
         if w.content is None:
             w.path.unlink(missing_ok=True)
             continue
         w.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = w.path.with_name(f".{w.path.name}.handoff-tmp")
-        tmp.write_bytes(w.content)
-        if w.path.exists():
-            os.chmod(tmp, w.path.stat().st_mode)
-        os.replace(tmp, Path(w.path))
+        files.write(Path(w.path), w.content, w.mode)

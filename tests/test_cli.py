@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from handoff.offline_model import ScriptedModel
-from tests.support.agents import toml_agents, write_agent
+from tests.support.agents import toml_agents, trust_repo, write_agent
 
 
 def handoff(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -24,6 +24,7 @@ def test_run_ls_show_apply_with_conflict(repo: Path, tmp_path: Path):
         print("edited sub and added a file")
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"edit": argv}, "edit"))
+    trust_repo(repo)
     run = handoff(repo, "run", "mark sub", "--file", "app.py", "--lines", "5-6")
     assert run.returncode == 0, run.stderr
     sid = run.stdout.split()[0]
@@ -61,6 +62,7 @@ def test_not_a_repository(tmp_path: Path):
 def test_discard_and_gc(repo: Path, tmp_path: Path):
     argv = write_agent(tmp_path / "bin", "noop", "print('nothing to do')\n")
     (repo / ".handoff.toml").write_text(toml_agents({"noop": argv}, "noop"))
+    trust_repo(repo)
     sid = handoff(repo, "run", "nothing").stdout.split()[0]
     res = handoff(repo, "discard", sid)
     assert res.returncode == 0 and f"{sid} discarded" in res.stdout
@@ -84,6 +86,7 @@ def test_killed_run_goes_on_a_killed_daemon_interrupts_then_resumed_and_followed
         print("continued")
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"r": argv}, "r"))
+    trust_repo(repo)
     proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "first"], cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

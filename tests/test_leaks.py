@@ -28,8 +28,8 @@ from handoff.agent.backends import model as model_mod
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.agents import toml_agents
 from handoff.offline_model import ScriptedModel
+from tests.support.agents import toml_agents, trust_repo
 from tests.test_faults import assert_untouched, dev_state
 
 CYCLES = 50
@@ -62,6 +62,7 @@ async def test_fifty_cycles_leave_nothing(repo: Path, state_dir: Path) -> None:
     agent = ["sh", "-c", 'case "$HANDOFF_TASK" in slow*) sleep 60;; esac; '
                          'echo "$HANDOFF_SESSION_ID" >> notes.txt; echo "noted $HANDOFF_TASK"']
     (repo / ".handoff.toml").write_text(toml_agents({"note": agent}, "note", maxParallel=2))
+    trust_repo(repo)
     git(repo, "add", ".handoff.toml")
     git(repo, "commit", "-q", "-m", "config")
     cfg, messages = config_mod.load(repo)
@@ -115,6 +116,7 @@ def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Pat
     started = tmp_path / "started"
     agent = ["sh", "-c", f"touch {started}; sleep 120"]
     (repo / ".handoff.toml").write_text(toml_agents({"hang": agent}, "hang"))
+    trust_repo(repo)
     before = dev_state(repo)
     proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "hang"], cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -177,6 +179,7 @@ async def test_the_api_key_is_never_written_down(
     caplog.set_level(logging.DEBUG)
     with ScriptedModel() as model:
         (repo / ".handoff.toml").write_text(f'model = "openai/scripted-model"\napiBase = "{model.url}"\n')
+        trust_repo(repo)
         cfg, _ = config_mod.load(repo)
         assert cfg.apiKey == KEY
         # a model that knows the key (it was sent to it) and repeats it everywhere it can
@@ -213,6 +216,7 @@ def test_a_command_agent_echoing_the_key(repo: Path, state_dir: Path, tmp_path: 
         "print('summary with', k); sys.exit(3)")]
     (repo / ".handoff.toml").write_text(
         toml_agents({"echo": agent}, "echo") + 'passEnv = ["HANDOFF_API_KEY"]\n')
+    trust_repo(repo)
     env = {**os.environ, "HANDOFF_API_KEY": KEY}
     proc = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "-v", "run", "print the key"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)

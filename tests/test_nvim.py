@@ -24,6 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from tests.conftest import git
+from tests.support.agents import trust_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "editors" / "nvim"
@@ -81,6 +82,7 @@ def sample(repo: Path) -> Path:
         'agent = "edit"\n\n[agents.edit]\n'
         f"command = [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]\n"
     )
+    trust_repo(repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "handoff config")
     return repo

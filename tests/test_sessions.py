@@ -17,7 +17,7 @@ from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.agents import command_manager, toml_agents, write_agent
+from tests.support.agents import command_manager, toml_agents, trust_repo, write_agent
 
 
 def dev_state(repo: Path) -> dict:
@@ -240,6 +240,7 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
         time.sleep(300)
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"hang": argv}, "hang"))
+    trust_repo(repo)
     proc = subprocess.Popen(
         [sys.executable, "-m", "handoff.agent.cli", "run", "wait forever"],
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
