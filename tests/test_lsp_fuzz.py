@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pygls.exceptions import JsonRpcException
 
+from handoff.agent import trust
 from tests.conftest import GIT_ENV, git
 from tests.support.lsp_agents import Agent
 from tests.support.lsp_client import Editor
@@ -133,6 +134,7 @@ def fuzz(tmp_path_factory):
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
     Agent(repo, base / "agent").configure(extra_toml="maxParallel = 2")
+    trust.trust(repo, root=base / "state")  # the state folder this editor's daemon uses
     outside = base / "outside.py"
     outside.write_text("# TODO: outside\n")
     (base / "home").mkdir()
