@@ -488,6 +488,16 @@ class Daemon:
         mgr = await self.manager(Path(_str(params, "root") or ""))
         return {"removed": await anyio.to_thread.run_sync(mgr.gc)}
 
+    async def h_trust(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        from . import trust
+
+        root = Path(_str(params, "root") or "")
+        try:
+            state = await anyio.to_thread.run_sync(trust.trust, root)
+        except ValueError as exc:
+            raise RemoteError(str(exc)) from None
+        return {"file": str(state.file), "guarded": list(state.guarded)}
+
     _handlers = {
         protocol.INITIALIZE: h_initialize,
         protocol.STATUS: h_status,
@@ -505,6 +515,7 @@ class Daemon:
         protocol.DIFF: h_diff,
         protocol.REPORT: h_report,
         protocol.GC: h_gc,
+        protocol.TRUST: h_trust,
     }
 
 

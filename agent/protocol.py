@@ -29,6 +29,7 @@ Requests (client -> daemon), params -> result:
 - ``applyToDisk`` {sessionId, conflictMarkers} -> {written, conflicts}: the terminal's apply
 - ``diff`` {sessionId} -> {diff}; ``report`` {sessionId} -> {path}: the session's report written
 - ``gc`` {root} -> {removed}
+- ``trust`` {root} -> {file, guarded}: the repository's Handoff settings trusted as they are now
 
 Notifications (daemon -> client): ``session`` {session} for every change of a session of a
 repository the connection opened; ``progress`` {sessionId, message, steps, costUsd}.
@@ -71,6 +72,7 @@ APPLY_TO_DISK = "applyToDisk"
 DIFF = "diff"
 REPORT = "report"
 GC = "gc"
+TRUST = "trust"
 # Notifications
 SESSION = "session"
 PROGRESS = "progress"

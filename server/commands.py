@@ -42,6 +42,7 @@ CANCEL = "handoff.cancel"
 DISCARD = "handoff.discard"
 SHOW = "handoff.show"
 PREVIEW = "handoff.preview"
+TRUST = "handoff.trust"
 
 
 @functools.cache
@@ -77,6 +78,11 @@ class DelegateArgs:
 @attrs.define
 class UriArgs:
     uri: str
+
+
+@attrs.define
+class TrustArgs:
+    uri: str | None = None
 
 
 @attrs.define
@@ -278,6 +284,24 @@ def register(ls) -> None:
         if s.state is not State.READY:
             raise SessionError(f"session {s.id} is {s.state.value}: only a ready session has a result to preview")
         return {"files": await show.preview(ls, repo, s)}
+
+    @command(TRUST)
+    async def trust(ls, *args: Any) -> dict[str, Any]:
+        a = parse(TrustArgs, args, TRUST)
+        if a.uri:
+            repo, _ = await ls.repos.for_uri(a.uri)
+            root = repo.root
+        else:
+            await ls.until_discovered()
+            roots = ls.repos.roots()
+            if len(roots) != 1:
+                raise CommandError(f"{TRUST} needs a `uri` of a file in the repository to trust "
+                                   f"({len(roots)} repositories are open)")
+            root = roots[0]
+        from .settings import trust as trust_root
+
+        result = await trust_root(ls, root)
+        return {"file": result["file"], "guarded": result.get("guarded") or []}
 
 
 async def cancel_session(ls, session_id: str) -> None:

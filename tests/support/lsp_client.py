@@ -96,6 +96,9 @@ class Editor:
         self.diagnostics: dict[str, list[types.Diagnostic]] = {}
         self.edits: list[types.WorkspaceEdit] = []
         self.on_apply: Callable[[types.WorkspaceEdit], bool | None] | None = None
+        self.message_requests: list[types.ShowMessageRequestParams] = []
+        # the title of the action to pick in a window/showMessageRequest (None: dismiss it)
+        self.choose: Callable[[types.ShowMessageRequestParams], str | None] | None = None
         self.encoding = "utf-16"
         self._event = asyncio.Event()
 
@@ -177,6 +180,13 @@ class Editor:
 
         if not isinstance(self.caps, types.ClientCapabilities):  # a bare (Helix-like) client
             client.feature("handoff/sessions")(sessions)  # has no custom notification handlers
+
+        @client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
+        def message_request(client: LanguageClient, params: types.ShowMessageRequestParams):
+            editor.message_requests.append(params)
+            editor._pulse()
+            chosen = editor.choose(params) if editor.choose is not None else None
+            return next((a for a in params.actions or [] if a.title == chosen), None)
 
         @client.feature(types.CLIENT_REGISTER_CAPABILITY)
         def register_capability(client: LanguageClient, params: types.RegistrationParams):
