@@ -27,7 +27,7 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
-from .session import ACTIVE, FINAL, Session, State, TransitionError, new_id, parse_iso, transition
+from .session import ACTIVE, FINAL, Session, State, TransitionError, new_id, now_iso, parse_iso, transition
 from .store import Redactor, Store
 
 log = logging.getLogger(__name__)
@@ -400,6 +400,28 @@ class SessionManager:
         s.pid = os.getpid()
         self.store.append_transcript(s.id, {"type": "follow_up", "instruction": instruction})
         self._spawn(s, self._run(s))
+        self._changed(s)
+        return s
+
+    def reject_changes(self, session_id: str, reverts: list[results.Revert], note: str = "") -> Session:
+        """Take the changes the developer rejected out of a ready session's result: they are
+        reverted in its worktree, which becomes the new result commit (blocking)."""
+        s = self.get(session_id)
+        if s.state is not State.READY:
+            raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to reject")
+        worktree = Path(s.worktree)
+        if not worktree.exists():
+            raise SessionError(f"session {s.id} has no worktree any more: discard it")
+        gitops.check_worktree_link(self.repo_root, worktree)
+        try:
+            results.revert(self.repo_root, worktree, s.baseCommit, s.resultCommit, reverts)
+        except (results.RevertError, OSError) as exc:
+            raise SessionError(f"could not reject that change of session {s.id}: {_message(exc)}") from None
+        self._collect(s)
+        self.store.append_transcript(s.id, {"type": "reject", "files": [r.path for r in reverts],
+                                            "note": self.store.redactor.text(note)})
+        s.updatedAt = now_iso()
+        self.store.save(s)
         self._changed(s)
         return s
 

@@ -46,6 +46,7 @@ class FileMerge:
     conflicts: list[ConflictRegion]
     old_path: str | None = None
     reason: str = ""
+    resolved: bytes | None = None  # a text conflict: the merge with ours kept where it conflicts
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -180,9 +181,9 @@ def merge_change(
     whole = [ConflictRegion(0, len(_lines(ours)))] if ours is not None else []
 
     def conflict(reason: str, content: bytes | None = None,
-                 regions: list[ConflictRegion] | None = None) -> FileMerge:
+                 regions: list[ConflictRegion] | None = None, resolved: bytes | None = None) -> FileMerge:
         return FileMerge(path, "conflict", content, whole if regions is None else regions,
-                         old, reason)
+                         old, reason, resolved)
 
     if change.status == "added":
         if ours is None:
@@ -209,7 +210,7 @@ def merge_change(
         return conflict(
             f"The agent's changes to {where} conflict with edits made meanwhile "
             f"({n} conflicting region{'s' if n != 1 else ''}).",
-            result.with_markers, result.conflicts)
+            result.with_markers, result.conflicts, result.text)
     if change.status == "renamed":
         return FileMerge(path, "rename", result.text, [], old, "")
     if result.text == ours:

@@ -25,6 +25,7 @@ from handoff.agent.merge import FileMerge
 from handoff.agent.session import State
 
 from . import edits
+from . import hunks as hunks_mod
 from .repos import Repo
 
 if TYPE_CHECKING:
@@ -68,7 +69,9 @@ def _conflict_count(plans: list[FileMerge]) -> int:
     return sum(max(1, len(p.conflicts)) for p in plans if p.action == "conflict")
 
 
-async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_markers: bool = False) -> dict[str, Any]:
+async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_markers: bool = False,
+                        hunks: list[str] | None = None) -> dict[str, Any]:
+    """Apply the session (``hunks``: only those of its changes; see hunks.py)."""
     repo, s = ls.repos.find(session_id)
     lock = ls.apply_locks.setdefault(session_id, asyncio.Lock())
     async with lock:
@@ -77,6 +80,9 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
         reason = ""
         for _attempt in range(ATTEMPTS):
             plans, docs, current = await plan(ls, repo, session_id)
+            left = False
+            if hunks is not None:
+                plans, left = hunks_mod.select(s, repo, plans, docs, current, hunks, ls.encoding)
             conflicts = [p for p in plans if p.action == "conflict"]
             count = _conflict_count(plans)
             unmarkable = [p for p in conflicts if p.content is None]
@@ -103,6 +109,9 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                     continue
             if built.disk:
                 await anyio.to_thread.run_sync(write_disk, built.disk)
+            if left:  # the session stays ready with the rest of its changes
+                hunks_mod.after_apply(ls, session_id)
+                return {"applied": True, "conflicts": 0}
             await anyio.to_thread.run_sync(repo.manager.mark_applied, session_id)
             return {"applied": True, "conflicts": count if conflict_markers else 0}
         ls.show(f"Handoff: “{s.title}” was not applied: {reason}. Try again.", types.MessageType.Warning)
@@ -117,7 +126,8 @@ async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
         async with ls.apply_locks.setdefault(session_id, asyncio.Lock()):  # one merge at a time
             if s.state is not State.READY:
                 return 0
-            plans, docs, _ = await plan(ls, repo, session_id)
+            plans, docs, current = await plan(ls, repo, session_id)
+            hunks_mod.publish(ls, repo, s, plans, docs, current)
             conflicts = [p for p in plans if p.action == "conflict"]
             if conflicts or s.conflicts or session_id in ls.status.conflicts:  # none: the old ones go
                 await _report_conflicts(ls, repo, s, conflicts, docs, _conflict_count(plans))

@@ -19,15 +19,16 @@ import anyio
 import attrs
 import cattrs
 from lsprotocol import types
+from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 from pygls.protocol import default_converter
 
 from handoff.agent import gitops
 from handoff.agent.backends.base import AgentError
 from handoff.agent.manager import SessionError
-from handoff.agent.session import ACTIVE, State, TransitionError
+from handoff.agent.session import ACTIVE, State, TransitionError, allows
 
-from . import delegation, show, todos
+from . import delegation, hunks, show, todos
 from .apply import apply_session
 from .protocol import RawJSON, clip, problems, session_list
 from .repos import NotInRepository
@@ -45,7 +46,10 @@ CANCEL = "handoff.cancel"
 DISCARD = "handoff.discard"
 SHOW = "handoff.show"
 PREVIEW = "handoff.preview"
-ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW)
+REJECT = "handoff.reject"
+REVEAL = "handoff.reveal"  # put the cursor somewhere (the TODO line a code action inserted)
+ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL)
+CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: ask, then delegate
 
 
 @functools.cache
@@ -92,6 +96,20 @@ class SessionArgs:
 class ApplyArgs:
     session_id: str
     conflict_markers: bool = False
+    hunks: list[str] | None = None
+
+
+@attrs.define
+class RejectArgs:
+    session_id: str
+    hunks: list[str] | None = None  # required: hunks.reject says so when missing
+    reason: str | None = None
+
+
+@attrs.define
+class RevealArgs:
+    uri: str
+    range: types.Range
 
 
 @attrs.define
@@ -233,12 +251,28 @@ def register(ls) -> None:
     @command(APPLY)
     async def apply(ls, *args: Any) -> dict[str, Any]:
         a = parse(ApplyArgs, args, APPLY)
-        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers)
+        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers, hunks=a.hunks)
+
+    @command(REJECT)
+    async def reject(ls, *args: Any) -> dict[str, Any]:
+        a = parse(RejectArgs, args, REJECT)
+        return await hunks.reject(ls, a.session_id, a.hunks or [], a.reason)
+
+    @command(REVEAL, reads_only=True)
+    async def reveal(ls, *args: Any) -> dict[str, Any]:
+        a = parse(RevealArgs, args, REVEAL)
+        if get_capability(ls.client_capabilities, "window.show_document.support", False):
+            await ls.window_show_document_async(types.ShowDocumentParams(
+                uri=a.uri, take_focus=True, selection=a.range))
+        return {}
 
     @command(FOLLOW_UP)
     async def follow_up(ls, *args: Any) -> dict[str, Any]:
         a = parse(FollowUpArgs, args, FOLLOW_UP)
         repo, s = ls.repos.find(a.session_id)
+        if not allows(s, "followUp"):
+            raise SessionError(f"session {s.id} is {s.state.value}: it cannot be followed up "
+                               "(start a new session)")
         instruction = (a.instruction or "").strip()
         if not instruction and s.uri:
             # From a code action: the comment at the origin, as it is now, is the instruction.
@@ -247,6 +281,8 @@ def register(ls) -> None:
                 instruction, _ = delegation.task_of(text, s.range, s.file or s.uri)
             except delegation.NoTask:
                 pass
+        if not instruction and allows(s, "resume"):
+            instruction = s.instruction  # resume: the last instruction, once more
         if not instruction:
             raise CommandError(
                 f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
