@@ -118,7 +118,7 @@ def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
             edits=[edit])])
     else:
         workspace_edit = types.WorkspaceEdit(changes={uri: [edit]})
-    title = "Delegate to background agent (write the task after TODO(agent):)"
+    title = "Delegate to background agent"  # the same action; the task is typed after the marker
     action = types.CodeAction(title=title, kind=DELEGATE_KIND, edit=workspace_edit)
     if get_capability(ls.client_capabilities, "window.show_document.support", False):
         cursor = types.Position(line=line, character=units(inserted[: len(inserted) - len(tail)], ls.encoding))

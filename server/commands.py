@@ -271,8 +271,9 @@ def register(ls) -> None:
         a = parse(FollowUpArgs, args, FOLLOW_UP)
         repo, s = ls.repos.find(a.session_id)
         if not allows(s, "followUp"):
-            raise SessionError(f"session {s.id} is {s.state.value}: it cannot be followed up "
-                               "(start a new session)")
+            hint = ("it is still running: wait for it, or cancel it" if s.state in ACTIVE
+                    else "start a new session")
+            raise SessionError(f"session {s.id} is {s.state.value}: it cannot be followed up ({hint})")
         instruction = (a.instruction or "").strip()
         if not instruction and s.uri:
             # From a code action: the comment at the origin, as it is now, is the instruction.
