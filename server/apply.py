@@ -82,7 +82,8 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
             plans, docs, current = await plan(ls, repo, session_id)
             left = False
             if hunks is not None:
-                plans, left = hunks_mod.select(s, repo, plans, docs, current, hunks, ls.encoding)
+                plans, left = await anyio.to_thread.run_sync(
+                    hunks_mod.select, s, repo, plans, docs, current, hunks, ls.encoding)
             conflicts = [p for p in plans if p.action == "conflict"]
             count = _conflict_count(plans)
             unmarkable = [p for p in conflicts if p.content is None]
@@ -127,7 +128,7 @@ async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
             if s.state is not State.READY:
                 return 0
             plans, docs, current = await plan(ls, repo, session_id)
-            hunks_mod.publish(ls, repo, s, plans, docs, current)
+            await hunks_mod.publish(ls, repo, s, plans, docs, current)
             conflicts = [p for p in plans if p.action == "conflict"]
             if conflicts or s.conflicts or session_id in ls.status.conflicts:  # none: the old ones go
                 await _report_conflicts(ls, repo, s, conflicts, docs, _conflict_count(plans))

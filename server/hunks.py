@@ -185,12 +185,11 @@ def select(session: Session, repo: Repo, plans: list[FileMerge], docs: Mapping[s
     return chosen, left
 
 
-def describe(hunks: list[Hunk], root: str) -> str:
+def describe(hunks: list[Hunk]) -> str:
     """The hunks as a short diff, for a follow-up and the transcript."""
     parts = []
     for h in hunks:
-        rel = h.path
-        where = f"{rel}, line {h.range.start.line + 1}" if not h.whole else rel
+        where = f"{h.path}, line {h.range.start.line + 1}" if not h.whole else h.path
         body = [f"-{line}" for line in h.old_text.splitlines()][:SHOWN_LINES]
         body += [f"+{line}" for line in h.new_text.splitlines()][:SHOWN_LINES]
         parts.append(f"{where}:\n```diff\n" + "\n".join(body) + "\n```")
@@ -213,10 +212,11 @@ def message(h: Hunk, s: Session) -> str:
     return f"Handoff “{s.title}” {verb} {n} line{'s' if n != 1 else ''} here:\n" + "\n".join(lines)
 
 
-def publish(ls: "HandoffServer", repo: Repo, s: Session, plans: list[FileMerge],
-            docs: Mapping[str, edits.OpenDoc], current: Mapping[str, bytes | None]) -> list[Hunk]:
-    """Show the hunks of a fresh merge plan as the session's Hint diagnostics, and count them."""
-    found = hunks_of(repo, plans, docs, current, ls.encoding)
+async def publish(ls: "HandoffServer", repo: Repo, s: Session, plans: list[FileMerge],
+                  docs: Mapping[str, edits.OpenDoc], current: Mapping[str, bytes | None]) -> list[Hunk]:
+    """Show the hunks of a fresh merge plan as the session's Hint diagnostics, and count them
+    (the diff runs in a worker thread: a big file must not hold up the editor)."""
+    found = await anyio.to_thread.run_sync(hunks_of, repo, plans, docs, current, ls.encoding)
     ls.status.set_hunks(s.id, [(h.uri, h.range, h.id, message(h, s)) for h in found])
     if s.hunks != len(found):
         s.hunks = len(found)  # the session list says how many are left
@@ -233,22 +233,11 @@ async def reject(ls: "HandoffServer", session_id: str, ids: list[str], reason: s
         if not allows(s, "reject"):
             raise not_ready(s)
         plans, docs, current = await plan(ls, repo, session_id)
-        found = hunks_of(repo, plans, docs, current, ls.encoding)
+        found = await anyio.to_thread.run_sync(hunks_of, repo, plans, docs, current, ls.encoding)
         wanted = _check(s, found, ids)
         rejected = [h for h in found if h.id in wanted]
-        reverts = []
-        for fm in plans:
-            mine = [h for h in rejected if h.path == fm.path]
-            if not mine:
-                continue
-            if mine[0].whole:
-                reverts.append(Revert(fm.path, fm.old_path))
-                continue
-            others = [h for h in found if h.path == fm.path and h.id not in wanted]
-            kept = _apply(_text_of(fm.path, docs, current), others, ls.encoding)
-            merged = fm.resolved if fm.action == "conflict" else fm.content
-            reverts.append(Revert(fm.path, None, merged, kept.encode("utf-8")))
-        shown = describe(rejected, str(repo.root))
+        reverts = await anyio.to_thread.run_sync(_reverts, plans, found, wanted, docs, current, ls.encoding)
+        shown = describe(rejected)
         reason = (reason or "").strip()
         s = await anyio.to_thread.run_sync(repo.manager.reject_changes, session_id, reverts,
                                            f"{shown}\n{reason}".strip())
@@ -264,6 +253,24 @@ async def reject(ls: "HandoffServer", session_id: str, ids: list[str], reason: s
             return {}
     ls.spawn(check_conflicts(ls, session_id), f"hunks {session_id}")
     return {}
+
+
+def _reverts(plans: list[FileMerge], found: list[Hunk], wanted: set[str], docs: Mapping[str, edits.OpenDoc],
+             current: Mapping[str, bytes | None], encoding: str) -> list[Revert]:
+    """What to take out of the result for the hunks ``wanted``, file by file."""
+    reverts = []
+    for fm in plans:
+        mine = [h for h in found if h.path == fm.path and h.id in wanted]
+        if not mine:
+            continue
+        if mine[0].whole:
+            reverts.append(Revert(fm.path, fm.old_path))
+            continue
+        others = [h for h in found if h.path == fm.path and h.id not in wanted]
+        kept = _apply(_text_of(fm.path, docs, current), others, encoding)
+        merged = fm.resolved if fm.action == "conflict" else fm.content
+        reverts.append(Revert(fm.path, None, merged, kept.encode("utf-8")))
+    return reverts
 
 
 def follow_up_text(rejected: list[Hunk], shown: str, reason: str) -> str:

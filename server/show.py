@@ -95,7 +95,7 @@ async def preview(ls: "HandoffServer", repo: Repo, s: Session) -> list[dict[str,
     deleted), and its changes one by one (hunks.py; their ranges are in the file as it is now)."""
     plans, docs, current = await plan(ls, repo, s.id)
     by_path: dict[str, list[dict[str, Any]]] = {}
-    for h in hunks.publish(ls, repo, s, plans, docs, current):
+    for h in await hunks.publish(ls, repo, s, plans, docs, current):
         by_path.setdefault(h.path, []).append(h.wire())
     files = []
     for p in plans:

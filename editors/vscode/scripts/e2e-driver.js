@@ -176,9 +176,10 @@ async function reviewInline(page, shot) {
 
   // The lightbulb's menu (Ctrl+.): "Delegate to background agent" asks for the instruction.
   await page.keyboard.press('Control+.');
-  const row = page.locator('.action-widget .monaco-list-row', { hasText: 'Delegate to background agent' }).first();
-  await row.waitFor({ state: 'visible', timeout: T.server });
-  await row.click();
+  await waitFor('"Delegate to background agent" in the code action menu', async () =>
+    page.evaluate(() => Array.from(document.querySelectorAll('.action-widget .monaco-list-row'))
+      .some((r) => (r.textContent || '').includes('Delegate to background agent'))), T.server);
+  await page.keyboard.press('Enter'); // the menu's first (focused) entry: the only action here
   await waitFor('the instruction box of the code action', async () => {
     const text = await page.locator('.quick-input-widget').innerText().catch(() => '');
     return /Delegate to background agent/.test(text) && /Instruction for the background agent/.test(text);

@@ -49,6 +49,7 @@ export class InlineReview implements vscode.Disposable, vscode.CodeLensProvider 
       color: new vscode.ThemeColor('gitDecoration.addedResourceForeground'),
       backgroundColor: new vscode.ThemeColor('diffEditor.insertedTextBackground'),
       margin: '0 0 0 2em',
+      textDecoration: 'none; white-space: pre', // keep the proposed text's spaces
     },
   });
   private readonly disposables: vscode.Disposable[] = [];
