@@ -184,7 +184,9 @@ export class InlineReview implements vscode.Disposable, vscode.CodeLensProvider 
     const removed: vscode.DecorationOptions[] = [];
     const proposed: vscode.DecorationOptions[] = [];
     for (const h of hunks) {
-      const lines = h.newText.replace(/\n$/, '').split('\n');
+      const raw = h.newText.replace(/\n$/, '').split('\n');
+      const indent = Math.min(...raw.filter((l) => l.trim()).map((l) => l.length - l.trimStart().length), 1e9);
+      const lines = raw.map((l) => l.slice(Math.min(indent, l.length - l.trimStart().length)));
       const hover = new vscode.MarkdownString();
       hover.appendMarkdown(`**Handoff** “${h.title}” proposes:\n`);
       hover.appendCodeblock(h.newText || '(removes these lines)', editor.document.languageId);
