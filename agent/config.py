@@ -49,6 +49,11 @@ class TodoConfig:
 
 
 @dataclasses.dataclass
+class DaemonConfig:
+    idleMinutes: float = 30.0  # the session daemon exits this long after its last client and session
+
+
+@dataclasses.dataclass
 class Config:
     model: str | None = None
     apiBase: str | None = None
@@ -69,6 +74,8 @@ class Config:
     # applied and discarded sessions are forgotten (record, brief, transcript) this many days
     # after they ended, when sessions are loaded; 0 keeps them for ever
     keepFinishedDays: float = 7.0
+    daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
+    notify: bool = False  # a desktop notification (notify-send) when a session finishes
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name``; None for the built-in one."""
@@ -155,6 +162,13 @@ _SCALARS = {
     "commandPolicy": _policy,
     "passEnv": _env_names,
     "keepFinishedDays": _days,
+    "notify": _bool,
+}
+
+# Tables of one level: key -> (the Config attribute, its keys and their checks)
+_TABLES = {
+    "todo": ("todo", {"autoTrigger": _bool}),
+    "daemon": ("daemon", {"idleMinutes": _days}),
 }
 
 
@@ -174,19 +188,26 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
         try:
             if key in _SCALARS:
                 setattr(cfg, key, _SCALARS[key](value))
-            elif key == "todo":
+            elif key in _TABLES:
+                attr, checks = _TABLES[key]
                 if not isinstance(value, Mapping):
-                    raise ValueError("a table like {autoTrigger = true}")
+                    example = ", ".join(f"{k} = ..." for k in checks)
+                    raise ValueError(f"a table like {{{example}}}")
                 for tkey, tval in value.items():
-                    if tkey != "autoTrigger":
+                    if tkey not in checks:
                         messages.append(f"{where}.{tkey} is not a known key; ignored")
                         continue
                     try:
-                        cfg.todo.autoTrigger = _bool(tval)
+                        setattr(getattr(cfg, attr), tkey, checks[tkey](tval))
                     except ValueError as exc:
                         messages.append(f"{where}.{tkey} must be {exc}; using the default")
-            elif key == "todo.autoTrigger":  # dotted form, as some clients send it
-                cfg.todo.autoTrigger = _bool(value)
+            elif "." in key and key.split(".", 1)[0] in _TABLES:  # dotted, as some clients send it
+                table, tkey = key.split(".", 1)
+                attr, checks = _TABLES[table]
+                if tkey not in checks:
+                    messages.append(f"{where} is not a known key; ignored")
+                    continue
+                setattr(getattr(cfg, attr), tkey, checks[tkey](value))
             elif key == "agents":
                 if not isinstance(value, Mapping):
                     raise ValueError("a table of named agents")

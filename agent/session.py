@@ -46,6 +46,10 @@ _MOVES: dict[State, frozenset[State]] = {
 }
 
 
+class SessionError(Exception):
+    """A request about a session that cannot be done; the message is for the developer."""
+
+
 class TransitionError(ValueError):
     """A state change the session does not allow (e.g. apply on a running session)."""
 
@@ -181,6 +185,8 @@ def transition(session: Session, new: State, *, error: str | None = None) -> Non
             f"session {session.id} is {session.state.value}; it cannot become {new.value}"
         )
     session.state = new
+    if new is not State.READY:
+        session.hunks = 0  # counted again (by the front that merges it) when it is ready
     if new in (State.FAILED, State.INTERRUPTED) or error is not None:
         session.error = error
     elif new in (State.QUEUED, State.RUNNING, State.READY):

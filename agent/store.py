@@ -67,6 +67,12 @@ class Redactor:
         values.update(v for v in extra if v and len(v) >= 4)
         self._values = sorted(values, key=len, reverse=True)
 
+    def add_env(self, env: dict[str, str]) -> None:
+        """Hide the secret-looking values of another environment too (a client's)."""
+        new = {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= 6} - set(self._values)
+        if new:
+            self._values = sorted([*self._values, *new], key=len, reverse=True)
+
     def text(self, s: str) -> str:
         for v in self._values:
             if v in s:

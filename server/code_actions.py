@@ -13,8 +13,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.capabilities import get_capability
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import State, actions_of
+from handoff.agent.protocol import SessionError, State, actions_of
 
 from . import commands, delegation, todos
 from .edits import units

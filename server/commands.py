@@ -15,7 +15,6 @@ import typing
 from collections.abc import Awaitable
 from typing import Any
 
-import anyio
 import attrs
 import cattrs
 from lsprotocol import types
@@ -23,10 +22,9 @@ from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 from pygls.protocol import default_converter
 
-from handoff.agent import gitops
-from handoff.agent.backends.base import AgentError
-from handoff.agent.manager import SessionError
-from handoff.agent.session import ACTIVE, State, TransitionError, allows
+from handoff.agent import protocol
+from handoff.agent.client import RemoteError
+from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError, allows
 
 from . import delegation, hunks, show, todos
 from .apply import apply_session
@@ -34,7 +32,6 @@ from .protocol import RawJSON, clip, problems, session_list
 from .repos import NotInRepository
 
 log = logging.getLogger(__name__)
-CANCEL_WAIT_S = 10.0
 MAX_MESSAGE = 2000  # an error message never echoes a megabyte of what it was sent
 
 DELEGATE = "handoff.delegate"
@@ -70,7 +67,7 @@ class CommandError(Exception):
 # What a request can run into that is the developer's situation, not a bug: a message, no traceback.
 
 EXPECTED = (CommandError, SessionError, TransitionError, NotInRepository, delegation.NoTask,
-             gitops.GitError, AgentError)
+            RemoteError)  # RemoteError: what the session daemon refused, or that it is unreachable
 
 
 @attrs.define
@@ -288,9 +285,9 @@ def register(ls) -> None:
             raise CommandError(
                 f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
                 "what to do next)")
-        repo.manager.config = await ls.settings.config_for(repo.root)
-        s = repo.manager.follow_up(s.id, instruction)
-        return {"sessionId": s.id}
+        result = await ls.repos.call(protocol.FOLLOW_UP, {
+            "sessionId": s.id, "instruction": instruction, **ls.settings.request_params(repo.root)})
+        return {"sessionId": ls.repos.adopt(result["session"]).id}
 
     @command(CANCEL)
     async def cancel(ls, *args: Any) -> dict[str, Any]:
@@ -302,9 +299,7 @@ def register(ls) -> None:
     async def discard(ls, *args: Any) -> dict[str, Any]:
         a = parse(SessionArgs, args, DISCARD)
         repo, s = ls.repos.find(a.session_id)
-        if s.state in ACTIVE:
-            await cancel_session(ls, s.id)
-        await anyio.to_thread.run_sync(repo.manager.discard, s.id)
+        await ls.repos.call(protocol.DISCARD, {"sessionId": s.id})  # cancels it first if it runs
         return {}
 
     @command(SHOW, reads_only=True)
@@ -328,6 +323,5 @@ async def cancel_session(ls, session_id: str) -> None:
     repo, s = ls.repos.find(session_id)
     if s.state not in ACTIVE:
         raise SessionError(f"session {s.id} is {s.state.value}, not running: nothing to cancel")
-    repo.manager.cancel(s.id)
-    with anyio.move_on_after(CANCEL_WAIT_S):
-        await repo.manager.wait(s.id)
+    result = await ls.repos.call(protocol.CANCEL, {"sessionId": s.id, "wait": True})
+    ls.repos.adopt(result["session"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
-from handoff.agent.merge import FileMerge
+from handoff.agent.protocol import Planned as FileMerge  # one file of the daemon's merge plan
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 

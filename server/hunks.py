@@ -10,8 +10,8 @@ same while the session and the file do (lines typed above it move its range, not
 - ``handoff.apply {sessionId, hunks}`` applies only those (:func:`select` narrows the plan); the
   session stays ready while any change is left, and is applied when none is.
 - ``handoff.reject {sessionId, hunks, reason?}`` takes them out of the session's result (a new
-  result commit, :meth:`SessionManager.reject_changes`); with a reason the agent is followed up
-  with it, and its next result is reviewed the same way.
+  result (the daemon's ``rejectChanges``: a new result commit in the session's worktree); with a
+  reason the agent is followed up with it, and its next result is reviewed the same way.
 
 A created, deleted, renamed or binary file is one hunk (``file: true``): taken or left whole.
 A file that conflicts with the developer's edits has the hunks of the parts that merge cleanly
@@ -31,10 +31,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from lsprotocol import types
 
-from handoff.agent.manager import SessionError
-from handoff.agent.merge import FileMerge
-from handoff.agent.results import Revert
-from handoff.agent.session import Session, allows
+from handoff.agent import protocol
+from handoff.agent.protocol import Planned, Session, SessionError, allows, b64
 
 from . import edits
 from .repos import Repo
@@ -99,7 +97,7 @@ def _end_of(lines: list[str], encoding: str) -> types.Position:
     return types.Position(line=len(lines) - 1, character=edits.units(last, encoding))
 
 
-def file_hunks(fm: FileMerge, uri: str, current: str | None, encoding: str) -> list[Hunk]:
+def file_hunks(fm: Planned, uri: str, current: str | None, encoding: str) -> list[Hunk]:
     """The hunks of one file's merge plan against its current text (None: it does not exist)."""
     if fm.action == "unchanged" or (fm.action == "conflict" and fm.resolved is None):
         return []
@@ -125,7 +123,7 @@ def file_hunks(fm: FileMerge, uri: str, current: str | None, encoding: str) -> l
                  old, text, whole=True)]
 
 
-def hunks_of(repo: Repo, plans: list[FileMerge], docs: Mapping[str, edits.OpenDoc],
+def hunks_of(repo: Repo, plans: list[Planned], docs: Mapping[str, edits.OpenDoc],
              current: Mapping[str, bytes | None], encoding: str) -> list[Hunk]:
     """Every hunk of a merge plan, file by file in the plan's order."""
     found: list[Hunk] = []
@@ -162,8 +160,8 @@ def _check(session: Session, found: list[Hunk], ids: list[str]) -> set[str]:
     return wanted
 
 
-def select(session: Session, repo: Repo, plans: list[FileMerge], docs: Mapping[str, edits.OpenDoc],
-           current: Mapping[str, bytes | None], ids: list[str], encoding: str) -> tuple[list[FileMerge], bool]:
+def select(session: Session, repo: Repo, plans: list[Planned], docs: Mapping[str, edits.OpenDoc],
+           current: Mapping[str, bytes | None], ids: list[str], encoding: str) -> tuple[list[Planned], bool]:
     """The plan narrowed to the hunks ``ids``, and whether anything is left after them."""
     found = hunks_of(repo, plans, docs, current, encoding)
     wanted = _check(session, found, ids)
@@ -171,7 +169,7 @@ def select(session: Session, repo: Repo, plans: list[FileMerge], docs: Mapping[s
     for h in found:
         if h.id in wanted:
             by_path[h.path].append(h)
-    chosen: list[FileMerge] = []
+    chosen: list[Planned] = []
     for fm in plans:
         hs = by_path.get(fm.path)
         if not hs:
@@ -180,7 +178,7 @@ def select(session: Session, repo: Repo, plans: list[FileMerge], docs: Mapping[s
             chosen.append(fm)
             continue
         content = _apply(_text_of(fm.path, docs, current), hs, encoding)
-        chosen.append(FileMerge(fm.path, "write", content.encode("utf-8"), []))
+        chosen.append(Planned(fm.path, "write", content.encode("utf-8"), []))
     left = any(h.id not in wanted for h in found) or any(fm.action == "conflict" for fm in plans)
     return chosen, left
 
@@ -212,64 +210,70 @@ def message(h: Hunk, s: Session) -> str:
     return f"Handoff “{s.title}” {verb} {n} line{'s' if n != 1 else ''} here:\n" + "\n".join(lines)
 
 
-async def publish(ls: "HandoffServer", repo: Repo, s: Session, plans: list[FileMerge],
+async def publish(ls: "HandoffServer", repo: Repo, s: Session, plans: list[Planned],
                   docs: Mapping[str, edits.OpenDoc], current: Mapping[str, bytes | None]) -> list[Hunk]:
     """Show the hunks of a fresh merge plan as the session's Hint diagnostics, and count them
     (the diff runs in a worker thread: a big file must not hold up the editor)."""
     found = await anyio.to_thread.run_sync(hunks_of, repo, plans, docs, current, ls.encoding)
     ls.status.set_hunks(s.id, [(h.uri, h.range, h.id, message(h, s)) for h in found])
     if s.hunks != len(found):
-        s.hunks = len(found)  # the session list says how many are left
+        s.hunks = len(found)  # the session list says how many are left (the daemon keeps it)
         ls.status.on_change(s)
+        try:
+            await ls.repos.call(protocol.RECORD_HUNKS, {"sessionId": s.id, "hunks": len(found)})
+        except protocol.RemoteError as exc:  # it moved on meanwhile: its next state says so
+            log.info("recording the hunks of %s: %s", s.id, exc)
     return found
 
 
 async def reject(ls: "HandoffServer", session_id: str, ids: list[str], reason: str | None) -> dict[str, Any]:
     """``handoff.reject``: take the hunks out of the result; follow up with the reason if any."""
-    from .apply import check_conflicts, not_ready, plan
+    from .apply import check_conflicts, plan
 
     repo, s = ls.repos.find(session_id)
     async with ls.apply_locks.setdefault(session_id, asyncio.Lock()):
         if not allows(s, "reject"):
-            raise not_ready(s)
-        plans, docs, current = await plan(ls, repo, session_id)
+            raise SessionError(f"session {s.id} is {s.state.value}: only the changes of a ready "
+                               "session can be rejected")
+        plans, docs, current, _ = await plan(ls, repo, session_id)
         found = await anyio.to_thread.run_sync(hunks_of, repo, plans, docs, current, ls.encoding)
         wanted = _check(s, found, ids)
         rejected = [h for h in found if h.id in wanted]
         reverts = await anyio.to_thread.run_sync(_reverts, plans, found, wanted, docs, current, ls.encoding)
         shown = describe(rejected)
         reason = (reason or "").strip()
-        s = await anyio.to_thread.run_sync(repo.manager.reject_changes, session_id, reverts,
-                                           f"{shown}\n{reason}".strip())
         left = any(h.id not in wanted for h in found) or any(fm.action == "conflict" for fm in plans)
+        result = await ls.repos.call(protocol.REJECT_CHANGES, {
+            "sessionId": session_id, "reverts": reverts, "note": f"{shown}\n{reason}".strip(),
+            "finish": not left and not reason})  # nothing left: the session ends
+        ls.repos.adopt(result["session"])
         if reason:
-            repo.manager.config = await ls.settings.config_for(repo.root)
-            repo.manager.follow_up(session_id, follow_up_text(rejected, shown, reason))
+            ls.repos.adopt((await ls.repos.call(protocol.FOLLOW_UP, {
+                "sessionId": session_id, "instruction": follow_up_text(rejected, shown, reason),
+                **ls.settings.request_params(repo.root)}))["session"])
             return {}
         if not left:
-            # Nothing left to review: what was taken is in the files, or nothing of it was.
-            done = repo.manager.mark_applied if s.filesChanged else repo.manager.discard
-            await anyio.to_thread.run_sync(done, session_id)
             return {}
     ls.spawn(check_conflicts(ls, session_id), f"hunks {session_id}")
     return {}
 
 
-def _reverts(plans: list[FileMerge], found: list[Hunk], wanted: set[str], docs: Mapping[str, edits.OpenDoc],
-             current: Mapping[str, bytes | None], encoding: str) -> list[Revert]:
-    """What to take out of the result for the hunks ``wanted``, file by file."""
-    reverts = []
+def _reverts(plans: list[Planned], found: list[Hunk], wanted: set[str], docs: Mapping[str, edits.OpenDoc],
+             current: Mapping[str, bytes | None], encoding: str) -> list[dict[str, Any]]:
+    """What to take out of the result for the hunks ``wanted``, file by file (the daemon's
+    ``rejectChanges`` reverts: ``merged -> kept``, or the whole file back to the snapshot)."""
+    reverts: list[dict[str, Any]] = []
     for fm in plans:
         mine = [h for h in found if h.path == fm.path and h.id in wanted]
         if not mine:
             continue
         if mine[0].whole:
-            reverts.append(Revert(fm.path, fm.old_path))
+            reverts.append({"path": fm.path, "oldPath": fm.old_path})
             continue
         others = [h for h in found if h.path == fm.path and h.id not in wanted]
         kept = _apply(_text_of(fm.path, docs, current), others, encoding)
         merged = fm.resolved if fm.action == "conflict" else fm.content
-        reverts.append(Revert(fm.path, None, merged, kept.encode("utf-8")))
+        reverts.append({"path": fm.path, "merged": b64(merged), "kept": b64(kept.encode("utf-8"))})
     return reverts
 
 

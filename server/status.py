@@ -27,8 +27,7 @@ from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import FINAL, Session, State
+from handoff.agent.protocol import FINAL, Session, SessionError, State
 
 from .anchors import Anchor, remap, shift
 from .edits import units
@@ -111,8 +110,6 @@ class Status:
         if s.state in (State.QUEUED, State.RUNNING, State.APPLIED, State.DISCARDED):
             uris += self.clear_conflicts(s.id)
             uris += [a.uri for a in self.hunks.pop(s.id, [])]
-            if s.hunks:
-                s.hunks = 0  # counted again when it is ready
         if s.state is State.FAILED and prev is not State.FAILED:
             self.ls.show(f"Handoff: “{s.title}” failed: {s.error or 'unknown error'}",
                          types.MessageType.Warning)

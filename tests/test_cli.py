@@ -65,7 +65,8 @@ def test_discard_and_gc(repo: Path, tmp_path: Path):
     assert handoff(repo, "gc").stdout.startswith("removed 0")
 
 
-def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_path: Path):
+def test_killed_run_goes_on_a_killed_daemon_interrupts_then_resumed_and_followed_up(
+        repo: Path, tmp_path: Path, state_dir: Path):
     import os
     import signal
     import time
@@ -90,9 +91,16 @@ def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    ls = handoff(repo, "ls")
-    assert "interrupted" in ls.stdout
-    sid = ls.stdout.split()[0]
+    ls = handoff(repo, "ls")  # the terminal went away; the session goes on in the daemon
+    assert "running" in ls.stdout, ls.stdout
+    daemon_pid = int((state_dir / "daemon" / "daemon.pid").read_text())
+    os.kill(daemon_pid, signal.SIGKILL)  # the daemon dies: its sessions stop, as with a crash
+    while Path(f"/proc/{daemon_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # (reaped by init: it was detached)
+
+    ls = handoff(repo, "ls")  # a new daemon starts and finds the session interrupted
+    assert "interrupted" in ls.stdout, ls.stdout
+    sid = ls.stdout.splitlines()[1].split()[0]
     resumed = handoff(repo, "resume", sid)
     assert resumed.returncode == 0, resumed.stderr
     assert "ready" in resumed.stdout
