@@ -78,12 +78,7 @@ class Terminal:
 
     async def open(self, start: Path) -> list[Session]:
         await self.client.connect()
-        try:
-            result = await self.client.call(protocol.OPEN_REPO, {"path": str(start)})
-        except RemoteError as exc:
-            if exc.code == protocol.NOT_A_REPOSITORY:
-                raise RemoteError(f"{exc}; run handoff inside a git repository") from None
-            raise
+        result = await self.client.call(protocol.OPEN_REPO, {"path": str(start)})
         self.root = result["root"]
         return [Session.from_dict(w) for w in result["sessions"]]
 

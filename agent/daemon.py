@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import inspect
 import logging
 import os
 import secrets
@@ -39,6 +40,7 @@ from handoff import __version__
 
 from . import config as config_mod
 from . import gitops, protocol, report, results
+from .backends.base import AgentError
 from .host import AgentHost
 from .manager import DelegateRequest, SessionError, SessionManager, not_ready
 from .protocol import RemoteError, Session, State, b64, unb64
@@ -49,6 +51,7 @@ from .store import state_root
 log = logging.getLogger("handoff.agent.daemon")  # also when run as __main__
 IDLE_CHECK_S = 5.0
 CANCEL_WAIT_S = 10.0
+DISCARD_WAIT_S = 60.0
 DEFAULT_IDLE_MINUTES = 30.0
 
 
@@ -216,14 +219,20 @@ class Daemon:
                     del self.claims[sid]  # a front-end that died mid-apply applied nothing
             self._last_busy = time.monotonic()
 
-    def dispatch(self, conn: Connection, method: str, params: dict[str, Any]) -> Any:
+    async def dispatch(self, conn: Connection, method: str, params: dict[str, Any]) -> Any:
         handler = self._handlers.get(method)
         if handler is None:
             raise RemoteError(f"the Handoff daemon has no method `{method}`", protocol.METHOD_NOT_FOUND)
         try:
-            return handler(self, conn, params)
-        except (SessionError, TransitionError, gitops.GitError) as exc:
+            result = handler(self, conn, params)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except (SessionError, TransitionError, gitops.GitError, AgentError) as exc:
             raise _fail(exc) from None
+        except OSError as exc:  # the state folder or the repository could not be written or read
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise RemoteError(f"{exc.strerror or exc}{where}") from None
 
     # -- events ----------------------------------------------------------------------------
     def _on_loop(self, fn, *args) -> None:
@@ -376,7 +385,7 @@ class Daemon:
         mgr, s = await self._find(params)
         if s.state in ACTIVE:
             mgr.cancel(s.id)
-            with anyio.move_on_after(CANCEL_WAIT_S):
+            with anyio.move_on_after(DISCARD_WAIT_S):  # a snapshot under way finishes first
                 await mgr.wait(s.id)
         holder = self.claims.get(s.id)
         if holder is not None and holder[0] is not conn:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,7 @@ async def test_fifty_cycles_leave_nothing(repo: Path, state_dir: Path) -> None:
 
 
 def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Path) -> None:
-    """A `handoff run` killed mid-session, then its records lost: a worktree, a branch, refs
+    """The session daemon killed mid-session, then its records lost: a worktree, a branch, refs
     and a running agent are left; `handoff gc` removes them all."""
     started = tmp_path / "started"
     agent = ["sh", "-c", f"touch {started}; sleep 120"]
@@ -123,8 +124,11 @@ def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Pat
                 break
             assert proc.poll() is None
             time.sleep(0.05)
-        proc.kill()
+        proc.kill()  # the terminal first (it would start a new daemon), then the daemon
+        proc.wait()
+        os.kill(int((state_dir / "daemon" / "daemon.pid").read_text()), signal.SIGKILL)
     finally:
+        proc.kill()
         proc.wait()
     assert git(repo, "branch", "--list", "handoff/*") != ""
     assert leftover_processes(state_dir) != []  # the orphaned agent, still in its worktree
