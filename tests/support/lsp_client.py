@@ -108,7 +108,8 @@ class Editor:
                     env: dict[str, str] | None = None,
                     init_options: Any = None, folders: list[Path] | None = None,
                     configuration: dict[str, Any] | None = None,
-                    args: list[str] | None = None) -> "Editor":
+                    args: list[str] | None = None,
+                    experimental: Any = None) -> "Editor":
         client = Client(converter_factory=default_converter)
         editor = cls(client, caps, root)
         editor._register()
@@ -117,9 +118,12 @@ class Editor:
         await client.start_io(sys.executable, "-m", "handoff.server", *(args or []),
                               env={**os.environ, **(env or {})})
         folders = folders if folders is not None else [root]
+        capabilities = (caps if isinstance(caps, types.ClientCapabilities)
+                        else pytest_lsp.client_capabilities(caps))
+        if experimental is not None:  # e.g. {"handoff": {"prompt": True}}, as Handoff's own clients say
+            capabilities.experimental = experimental
         result = await client.initialize_session(types.InitializeParams(
-            capabilities=(caps if isinstance(caps, types.ClientCapabilities)
-                          else pytest_lsp.client_capabilities(caps)),
+            capabilities=capabilities,
             root_uri=folders[0].as_uri() if folders else None,
             workspace_folders=[types.WorkspaceFolder(uri=f.as_uri(), name=f.name) for f in folders],
             initialization_options=init_options,
