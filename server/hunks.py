@@ -178,7 +178,8 @@ def select(session: Session, repo: Repo, plans: list[Planned], docs: Mapping[str
             chosen.append(fm)
             continue
         content = _apply(_text_of(fm.path, docs, current), hs, encoding)
-        chosen.append(Planned(fm.path, "write", content.encode("utf-8"), []))
+        chosen.append(Planned(fm.path, "write", content.encode("utf-8"), [],  # the agent's mode too
+                              mode=fm.mode, current_mode=fm.current_mode))
     left = any(h.id not in wanted for h in found) or any(fm.action == "conflict" for fm in plans)
     return chosen, left
 

@@ -223,3 +223,11 @@ def test_the_resolved_text_is_gits_own_ours_resolution(base, ours, theirs, t1, t
     if result.conflicts and not _is_binary(base_b, ours_b, theirs_b):
         want, _ = gitops.merge_file(ours_b, base_b, theirs_b, ("current", "base", "agent"), "--ours")
         assert result.text == want
+
+
+def test_a_conflict_keeps_its_resolution_apart_from_its_mode() -> None:
+    """The developer's side kept (``resolved``) is bytes of the file; the mode stays a mode."""
+    change = FileChange("a.py", "modified", old_mode="100644", new_mode="100644")
+    fm = merge_change(change, b"a\nb\n", b"a\nmine\n", b"a\ntheirs\n", "100644")
+    assert fm.action == "conflict" and fm.resolved == b"a\nmine\n"
+    assert fm.mode is None and fm.current_mode == "100644"
