@@ -3,8 +3,11 @@ measure a change before anyone edits ``agent/`` or ``server/``. Nothing here is 
 
     BENCH_PATCHES=split-worktree-add python -m bench --only handoff,scale
 
-The benchmarks then start ``python -m bench.whatif_server --patches ...`` instead of ``handoff-lsp``
-and apply the same patches to what they call in-process (``gitops.snapshot``/``add_worktree`` in
+The benchmarks then start ``python -m bench.whatif_server --patches ...`` instead of ``handoff-lsp``;
+that server starts its session daemon the same way (``python -m bench.whatif_server --patches ...
+--run handoff.agent.daemon -- --state-dir ...``), so a patch of the agent side (git, the session
+manager) acts where the sessions now live. The benchmarks apply the same patches to what they call
+in-process (``gitops.snapshot``/``add_worktree`` in
 the handoff benchmark, the merge plan in the apply benchmark); the table's header says "WHAT-IF
 RUN". A patch is the proposed code itself, or a trace for diagnosis:
 
@@ -15,8 +18,9 @@ RUN". A patch is the proposed code itself, or a trace for diagnosis:
 - ``trace-delegate``: logs (to the server's stderr) where a ``workspace/executeCommand`` request
   spends its time: the request as a whole, the write of its answer, ``Repos.for_uri``,
   ``Repos.overlays``, ``Settings.config_for`` and ``delegation.delegate``.
-- ``trace-handoff``: logs the steps from ``SessionManager.delegate`` to the agent's start: every
-  git call, the snapshot, the blob reads, ``add_worktree``, the session record and brief.
+- ``trace-handoff``: logs (to the daemon's log, ``<state>/daemon/daemon.log``) the steps from
+  ``SessionManager.delegate`` to the agent's start: every git call, the snapshot, the blob reads,
+  ``add_worktree``, the session record and brief.
 - ``trace-latency``: logs, for every codeAction and executeCommand, ``tl`` and the clock
   (``perf_counter_ns``, CLOCK_MONOTONIC, the same clock in every process) when its header was
   read, when it was handled and when its answer was written, then the main thread's time on the
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 PATCHES = ("split-worktree-add", "trace-delegate", "trace-handoff", "trace-latency")
+AGENT_SIDE = ("split-worktree-add", "trace-handoff")  # the rest patch the LSP front
 
 
 def from_env() -> list[str]:
@@ -54,6 +59,32 @@ def from_env() -> list[str]:
 
 def server_argv(names: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "bench.whatif_server", "--patches", ",".join(names), "--"]
+
+
+def _patched_daemons(names: Sequence[str]) -> None:
+    """The server starts its daemon with the same patches (``--run handoff.agent.daemon`` keeps
+    that name in its command line, which ``stop_daemon`` and bench/daemons.py look for)."""
+    import subprocess
+
+    from handoff.agent import client
+
+    root_dir = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root_dir, os.environ.get("PYTHONPATH")) if p)
+
+    def start_daemon(root: Path) -> None:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.whatif_server", "--patches", ",".join(names), "--run",
+                 "handoff.agent.daemon", "--", "--state-dir", str(root), "--detach"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True, cwd="/", timeout=client.START_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise client.DaemonUnavailable(f"the what-if daemon could not be started: {exc}") from None
+        if proc.returncode != 0:
+            raise client.DaemonUnavailable(proc.stderr.decode("utf-8", "replace").strip()[-300:]
+                                           or f"the what-if daemon exited {proc.returncode}")
+
+    client.start_daemon = start_daemon
 
 
 # -- split-worktree-add ---------------------------------------------------------------------------
@@ -255,12 +286,21 @@ def apply(names: Sequence[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--patches", default="")
+    p.add_argument("--run", choices=["handoff.server.cli", "handoff.agent.daemon"], default="handoff.server.cli",
+                   help="the program to run patched: the server (default) or the session daemon")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-    apply([n for n in args.patches.split(",") if n])
+    names = [n for n in args.patches.split(",") if n]
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if args.run == "handoff.agent.daemon":
+        from handoff.agent.daemon import main as daemon_main
+
+        apply([n for n in names if n in AGENT_SIDE])
+        return daemon_main(rest)
+    apply(names)
+    _patched_daemons(names)
     from handoff.server.cli import main as server_main
 
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     return server_main(rest)
 
 
