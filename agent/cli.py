@@ -78,12 +78,7 @@ class Terminal:
 
     async def open(self, start: Path) -> list[Session]:
         await self.client.connect()
-        try:
-            result = await self.client.call(protocol.OPEN_REPO, {"path": str(start)})
-        except RemoteError as exc:
-            if exc.code == protocol.NOT_A_REPOSITORY:
-                raise RemoteError(f"{exc}; run handoff inside a git repository") from None
-            raise
+        result = await self.client.call(protocol.OPEN_REPO, {"path": str(start)})
         self.root = result["root"]
         return [Session.from_dict(w) for w in result["sessions"]]
 
@@ -277,6 +272,28 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    """``handoff trust``: trust this repository's Handoff settings as they are now."""
+    from . import gitops, trust
+
+    try:
+        state = trust.trust(gitops.find_repo_root(Path.cwd()))
+    except gitops.GitError as exc:
+        print(f"handoff: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"handoff: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        from .store import state_dir_error
+
+        print(f"handoff: {state_dir_error(exc, state_root())}", file=sys.stderr)
+        return 2
+    keys = ", ".join(state.guarded) or "nothing that needs trust"
+    print(f"trusted {state.file} as it is now ({keys}); a change to it asks again")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="handoff", description="Handoff sessions from the terminal.")
     p.add_argument("--version", action="version", version=f"handoff {__version__}")
@@ -302,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="run an interrupted, failed or cancelled session again")
     rs.add_argument("id")
     sub.add_parser("gc", help="remove worktrees, branches and refs left by crashed sessions")
+    sub.add_parser("trust", help="trust this repository's Handoff settings as they are now")
     dm = sub.add_parser("daemon", help="the session daemon: run it here, or status|stop|logs")
     dm.add_argument("action", nargs="?", choices=["status", "stop", "logs"])
     dm.add_argument("-n", "--lines", type=int, default=200, help="logs: how many lines (default 200)")
@@ -328,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "daemon":
             return cmd_daemon(args)
+        if args.cmd == "trust":  # local: the trust record, no daemon
+            return cmd_trust(args)
         return asyncio.run(_main_async(args))
     except (RemoteError, UsageError) as exc:
         print(f"handoff: {exc}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Configuration: one tree of small typed classes, merged from every source.
 
-Sources, later wins (DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
+Sources, later wins (docs/DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
 environment < LSP ``initializationOptions`` < ``workspace/configuration``. Keys are the
 camelCase wire names in every source. Bad values fall back to the default and produce one
 clear message each; loading never raises.
@@ -38,10 +38,6 @@ class AgentSpec:
     # environment variables passed although they look like credentials (e.g. ANTHROPIC_API_KEY)
     passEnv: list[str] = dataclasses.field(default_factory=list)
 
-    @property
-    def kind(self) -> str:
-        return "acp" if self.acp else "command"
-
 
 @dataclasses.dataclass
 class TodoConfig:
@@ -76,6 +72,9 @@ class Config:
     keepFinishedDays: float = 7.0
     daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
     notify: bool = False  # a desktop notification (notify-send) when a session finishes
+    # set when an untrusted repository file chose the default agent (agent/trust.py): the message
+    # a delegation to the default agent is refused with, until `handoff trust`
+    untrusted: str | None = dataclasses.field(default=None, repr=False)
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name``; None for the built-in one."""
@@ -83,13 +82,6 @@ class Config:
         if name == "builtin":
             return None
         return self.agents.get(name)
-
-    def public(self) -> dict[str, Any]:
-        """The configuration without secrets, for logs and ``checkhealth``."""
-        d = dataclasses.asdict(self)
-        d.pop("apiKey", None)
-        d["apiKeySet"] = bool(self.apiKey)
-        return d
 
 
 def _positive_int(v: Any) -> int:
@@ -263,6 +255,23 @@ def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str
     return {}, ""
 
 
+def _trusted_part(cfg: Config, repo_root: Path, name: str, data: dict[str, Any],
+                  messages: list[str]) -> dict[str, Any]:
+    """``data`` without what needs workspace trust (agent/trust.py) unless the file is trusted."""
+    from . import trust
+
+    guarded = trust.guarded_keys(data)
+    if not guarded or trust.is_trusted(repo_root / name, data):
+        return data
+    message = trust.TrustState(repo_root / name, False, guarded).message()
+    messages.append(message)
+    if "agent" in guarded:
+        cfg.untrusted = (f"{name} chooses the agent `{data['agent']}`, which is not run until you "
+                         "trust this repository's Handoff settings (run `handoff trust` in "
+                         f"{repo_root})")
+    return trust.without_guarded(data)
+
+
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return {key: env[var] for var, key in ENV_KEYS.items() if env.get(var)}
 
@@ -279,7 +288,7 @@ def load(
     if repo_root is not None:
         data, name = read_toml(repo_root, messages)
         if data:
-            _apply(cfg, data, name, messages)
+            _apply(cfg, _trusted_part(cfg, Path(repo_root), name, data, messages), name, messages)
     _apply(cfg, from_env(os.environ if env is None else env), "environment", messages)
     for source, data in overrides:
         if data is None:
@@ -288,6 +297,8 @@ def load(
             messages.append(f"{source}: the configuration must be an object; ignored")
             continue
         _apply(cfg, data, source, messages)
+        if "agent" in data:  # the user's own choice of agent: nothing left to refuse
+            cfg.untrusted = None
     if cfg.agent != "builtin" and cfg.agent not in cfg.agents:
         messages.append(
             f"`agent` names `{cfg.agent}`, which is not in `agents`; using the built-in agent"

@@ -27,9 +27,9 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
-from .session import (ACTIVE, FINAL, Session, SessionError, State, TransitionError, new_id, parse_iso,
-                      transition)
-from .store import Redactor, Store
+from .session import (ACTIVE, FINAL, Session, SessionError, State, TransitionError, new_id, now_iso,
+                      parse_iso, transition)
+from .store import Redactor, Store, unfinished_ids
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ class SessionManager:
         process died while they ran become ``interrupted`` (all that were running, for the
         ``sole_owner``: the daemon, which holds the state folder's lock); applied and discarded
         ones that ended more than ``keepFinishedDays`` ago are forgotten."""
+        self.store.ensure_writable()  # a read-only state folder: one clear line, not tracebacks
         keep_s = self.config.keepFinishedDays * 86400
         now = time.time()
         for s in self.store.load_all():
@@ -213,6 +214,8 @@ class SessionManager:
         """Create a queued session and start it in the background; returns at once."""
         cfg = req.config or self.config
         agent = req.agent or cfg.agent
+        if req.agent is None and cfg.untrusted:  # workspace trust (agent/trust.py)
+            raise SessionError(cfg.untrusted)
         if agent != "builtin" and agent not in cfg.agents:
             raise SessionError(f"no agent called `{agent}`: add it under `agents` in .handoff.toml")
         sid = new_id()
@@ -276,6 +279,7 @@ class SessionManager:
             Origin(file=req.file, range=req.range, text=text, diagnostics=req.diagnostics),
             test_command=self.config_of(s).testCommand,
             guide=guide,
+            submodules=gitops.submodule_paths(self.repo_root, s.baseCommit),
         )
         self.store.write_brief(s.id, brief)
         self.store.save(s)
@@ -438,6 +442,28 @@ class SessionManager:
         self._changed(s)
         return s
 
+    def reject_changes(self, session_id: str, reverts: list[results.Revert], note: str = "") -> Session:
+        """Take the changes the developer rejected out of a ready session's result: they are
+        reverted in its worktree, which becomes the new result commit (blocking)."""
+        s = self.get(session_id)
+        if s.state is not State.READY:
+            raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to reject")
+        worktree = Path(s.worktree)
+        if not worktree.exists():
+            raise SessionError(f"session {s.id} has no worktree any more: discard it")
+        gitops.check_worktree_link(self.repo_root, worktree)
+        try:
+            results.revert(self.repo_root, worktree, s.baseCommit, s.resultCommit, reverts)
+        except (results.RevertError, OSError) as exc:
+            raise SessionError(f"could not reject that change of session {s.id}: {_message(exc)}") from None
+        self._collect(s)
+        self.store.append_transcript(s.id, {"type": "reject", "files": [r.path for r in reverts],
+                                            "note": self.store.redactor.text(note)})
+        s.updatedAt = now_iso()
+        self.store.save(s)
+        self._changed(s)
+        return s
+
     # -- results ----------------------------------------------------------------------
     def plan(self, session_id: str, read_current: Callable[[str], bytes | None]) -> list[FileMerge]:
         """Merge the session's result into the files as they are now (blocking).
@@ -461,6 +487,15 @@ class SessionManager:
         s.conflicts = count
         self.store.save(s)
         self._changed(s)
+        return s
+
+    def set_hunks(self, session_id: str, count: int) -> Session:
+        """How many changes of a ready session are left to review, as last merged."""
+        s = self.get(session_id)
+        if s.state is State.READY and s.hunks != count:
+            s.hunks = count
+            self.store.save(s)
+            self._changed(s)
         return s
 
     def mark_applied(self, session_id: str) -> Session:
@@ -523,6 +558,9 @@ class SessionManager:
     def gc(self) -> list[str]:
         """Remove what crashed or finished sessions left in git (blocking)."""
         live = {s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)}
+        # every worktree of the repository shares its sessions' refs and branches: keep those
+        # whose record (in any state folder) says they still hold work
+        live |= unfinished_ids(self.store.root.parent.parent)
         for entry in gitops.worktrees(self.repo_root)[1:]:
             branch = entry.get("branch", "")
             sid = branch[len(f"refs/heads/{gitops.BRANCH_PREFIX}"):]

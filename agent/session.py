@@ -1,6 +1,6 @@
 """Session records and their state machine.
 
-A :class:`Session` is the wire-shaped record of one delegation (DESIGN.md, ``Session``);
+A :class:`Session` is the wire-shaped record of one delegation (docs/DESIGN.md, ``Session``);
 :func:`transition` is the one place a state changes.
 """
 
@@ -73,7 +73,7 @@ def parse_iso(text: str) -> float:
 
 @dataclasses.dataclass
 class Session:
-    """One delegation. Field names are the wire names (camelCase) of DESIGN.md."""
+    """One delegation. Field names are the wire names (camelCase) of docs/DESIGN.md."""
 
     id: str
     title: str
@@ -99,6 +99,7 @@ class Session:
     pid: int | None = None  # process that runs the session while running
     agentPid: int | None = None  # process group of an external agent while it runs
     conflicts: int = 0
+    hunks: int = 0  # changes left to review (hunks of the last merge against the files as they are)
     runs: int = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -125,6 +126,7 @@ class Session:
         d["state"] = self.state.value
         if d["error"] is None:
             del d["error"]
+        d["actions"] = actions_of(self)
         return d
 
     def to_json(self) -> str:
@@ -141,6 +143,30 @@ class Session:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Session))
+
+# What may be done with a session in each state (``Session.actions`` on the wire): the one table.
+# Clients render it; the server's command handlers refuse what it leaves out.
+_ACTIONS: dict[State, tuple[str, ...]] = {
+    State.QUEUED: ("show", "cancel", "discard"),
+    State.RUNNING: ("show", "cancel", "discard"),
+    State.READY: ("apply", "applyHunks", "reject", "show", "followUp", "discard"),
+    State.FAILED: ("show", "followUp", "resume", "discard"),
+    State.CANCELLED: ("show", "followUp", "resume", "discard"),
+    State.INTERRUPTED: ("show", "followUp", "resume", "discard"),
+    State.APPLIED: ("show",),
+    State.DISCARDED: (),
+}
+
+
+def actions_of(session: Session) -> list[str]:
+    """What may be done with ``session`` now: ``apply`` (all of it), ``applyHunks`` / ``reject``
+    (some of its changes), ``show``, ``followUp``, ``cancel``, ``discard``, ``resume`` (run the
+    last instruction again)."""
+    return list(_ACTIONS[session.state])
+
+
+def allows(session: Session, action: str) -> bool:
+    return action in _ACTIONS[session.state]
 
 
 def _copy(value: Any) -> Any:
@@ -159,6 +185,8 @@ def transition(session: Session, new: State, *, error: str | None = None) -> Non
             f"session {session.id} is {session.state.value}; it cannot become {new.value}"
         )
     session.state = new
+    if new is not State.READY:
+        session.hunks = 0  # counted again (by the front that merges it) when it is ready
     if new in (State.FAILED, State.INTERRUPTED) or error is not None:
         session.error = error
     elif new in (State.QUEUED, State.RUNNING, State.READY):

@@ -66,5 +66,19 @@ def stopped_after(*state_dirs: Path) -> Iterator[None]:
             stop(state_dir)
 
 
+def stop_all_under(folder: Path) -> list[Path]:
+    """Stop every daemon whose state folder is under ``folder`` (the benchmarks' output, but not
+    its cache of generated repositories); the state folders whose daemon was still running."""
+    stopped = []
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if entry.name == "cache" or not entry.is_dir():
+            continue
+        for pid_file in entry.glob("**/daemon/daemon.pid"):
+            state_dir = pid_file.parent.parent
+            if daemon_pid(state_dir) is not None and stop(state_dir):
+                stopped.append(state_dir)
+    return stopped
+
+
 def mb(r: dict[str, float] | None, key: str = "rss_mb") -> str:
     return "none" if r is None else f"{r[key]:.0f}"

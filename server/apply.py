@@ -11,8 +11,8 @@ against the new text. On success the session is marked applied: worktree and bra
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +20,13 @@ import anyio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from handoff import files
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Planned, SessionError, State, b64, unb64
 
 from . import edits
+from . import hunks as hunks_mod
 from .repos import Repo
 
 if TYPE_CHECKING:
@@ -59,7 +61,9 @@ def _conflict_count(plans: list[Planned]) -> int:
     return sum(max(1, len(p.conflicts)) for p in plans if p.action == "conflict")
 
 
-async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_markers: bool = False) -> dict[str, Any]:
+async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_markers: bool = False,
+                        hunks: list[str] | None = None) -> dict[str, Any]:
+    """Apply the session (``hunks``: only those of its changes; see hunks.py)."""
     repo, s = ls.repos.find(session_id)
     lock = ls.apply_locks.setdefault(session_id, asyncio.Lock())
     async with lock:
@@ -70,6 +74,10 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
             reason = ""
             for _attempt in range(ATTEMPTS):
                 plans, docs, current, claim = await plan(ls, repo, session_id, claim=True)
+                left = False
+                if hunks is not None:  # only those changes (hunks.py)
+                    plans, left = await anyio.to_thread.run_sync(
+                        hunks_mod.select, s, repo, plans, docs, current, hunks, ls.encoding)
                 conflicts = [p for p in plans if p.action == "conflict"]
                 count = _conflict_count(plans)
                 unmarkable = [p for p in conflicts if p.content is None]
@@ -79,8 +87,9 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                     return {"applied": False, "conflicts": count}
                 caps = edits.EditCaps.from_client(ls.client_capabilities, ls.encoding)
                 try:
-                    built = edits.build(plans, repo.root, docs, current, caps, label=f"Handoff: {s.title}",
-                                        annotation_id=f"handoff-{s.id}", conflict_markers=conflict_markers)
+                    built = await anyio.to_thread.run_sync(functools.partial(  # big diffs: off the loop
+                        edits.build, plans, repo.root, docs, current, caps, label=f"Handoff: {s.title}",
+                        annotation_id=f"handoff-{s.id}", conflict_markers=conflict_markers))
                 except ValueError as exc:
                     raise SessionError(f"session {s.id} cannot be applied from the editor: {exc}") from None
                 edit = built.edit
@@ -96,7 +105,15 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                         log.info("apply %s refused (%s); merging again", s.id, reason)
                         continue
                 if built.disk:
-                    await anyio.to_thread.run_sync(write_disk, built.disk)
+                    try:
+                        await anyio.to_thread.run_sync(write_disk, built.disk)
+                    except OSError as exc:  # never reported as applied when it was not all done
+                        raise SessionError(f"session {s.id} was not fully applied: "
+                                           f"{exc.strerror or exc}: {exc.filename or ''} (the "
+                                           "session stays ready; `handoff apply` can finish it)") from None
+                if left:  # the session stays ready with the rest of its changes; the claim goes back
+                    hunks_mod.after_apply(ls, session_id)
+                    return {"applied": True, "conflicts": 0}
                 done = True
                 ls.repos.adopt((await ls.repos.call(protocol.FINISH_APPLY, {
                     "sessionId": session_id, "claim": claim, "applied": True}))["session"])
@@ -123,7 +140,8 @@ async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
         async with ls.apply_locks.setdefault(session_id, asyncio.Lock()):  # one merge at a time
             if s.state is not State.READY:
                 return 0
-            plans, docs, _, _ = await plan(ls, repo, session_id, record=True)
+            plans, docs, current, _ = await plan(ls, repo, session_id, record=True)
+            await hunks_mod.publish(ls, repo, s, plans, docs, current)
             conflicts = [p for p in plans if p.action == "conflict"]
             if conflicts or s.conflicts or session_id in ls.status.conflicts:  # none: the old ones go
                 _report_conflicts(ls, repo, s, conflicts, docs)
@@ -149,16 +167,16 @@ def _report_conflicts(ls, repo: Repo, s, conflicts: list[Planned], docs) -> None
 
 
 def write_disk(writes: list[edits.DiskWrite]) -> None:
-    """What the client could not do itself (files created without resource operations...)."""
+    """What the client could not do itself (files created without resource operations, binary
+    content, symbolic links, executable bits), with handoff/files.py as ``handoff apply`` does."""
     for w in writes:
+        if w.only_mode:
+            files.set_mode(w.path, w.mode or files.REGULAR)
+            continue
         if w.old_path is not None:
             w.old_path.unlink(missing_ok=True)
         if w.content is None:
             w.path.unlink(missing_ok=True)
             continue
         w.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = w.path.with_name(f".{w.path.name}.handoff-tmp")
-        tmp.write_bytes(w.content)
-        if w.path.exists():
-            os.chmod(tmp, w.path.stat().st_mode)
-        os.replace(tmp, Path(w.path))
+        files.write(Path(w.path), w.content, w.mode)

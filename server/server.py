@@ -230,11 +230,14 @@ def _register_lifecycle(ls: HandoffServer) -> None:
 
 
 async def _start(ls: HandoffServer) -> None:
-    """After ``initialized``: configuration, then the workspace's repositories and sessions."""
+    """After ``initialized``: the workspace's repositories and sessions (from the daemon), then
+    their configuration (its problems shown)."""
     await ls.settings.register_for_changes()
     ls.settings.begin_batch()  # one message for every configuration problem found at start
     try:
-        await ls.settings.refresh()
         await ls.repos.discover(ls.folder_uris())
+        await ls.settings.refresh()
+    except RemoteError as exc:  # no daemon could be reached: say so, once
+        ls.show(f"Handoff: {exc}", types.MessageType.Error)
     finally:
         ls.settings.end_batch()

@@ -18,7 +18,7 @@ from handoff.agent.config import Config
 from handoff.agent.host import AgentHost
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
-from tests.support.scripted_model import ScriptedModel
+from handoff.offline_model import ScriptedModel
 
 
 def alive(pid: int) -> bool:

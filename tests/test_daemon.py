@@ -89,8 +89,8 @@ async def test_two_editors_see_one_session_and_only_one_applies(caps, agent: Age
         b_uri = b.open(repo / "app.py")
         a_uri = a.open(repo / "app.py")
         sid = await delegate_sub(a, a_uri)
-        await b.wait_state(sid, "ready")  # B sees A's session live
-        assert {"queued", "ready"} <= set(b.states(sid))
+        await b.wait_state(sid, "ready")  # B sees A's session live, as it changes
+        assert b.states(sid)[-1] == "ready" and len(b.lists) >= 2
         await b.wait_diagnostic(b_uri, lambda d: d.data["state"] == "ready", "B's ready diagnostic")
 
         assert await a.command("handoff.apply", {"sessionId": sid}) == {"applied": True, "conflicts": 0}
@@ -281,3 +281,42 @@ async def test_the_session_keeps_the_configuration_it_was_delegated_with(agent: 
         assert ready["state"] == "ready" and ready["agent"] == "mine", ready
     finally:
         await editor.stop()
+
+
+async def test_a_front_end_that_dies_changes_nothing_in_the_daemon(agent: Agent, repo: Path, state_dir: Path):
+    agent.configure(runs=[[["replace", "app.py", "    return a - b", DOC]]], wait=True)
+    editor = await Editor.start("visual_studio_code", repo)
+    uri = editor.open(repo / "app.py")
+    sid = await delegate_sub(editor, uri)
+    await editor.wait_for(lambda: agent.started(sid), "the agent to start")
+    editor.client._server.kill()  # the editor's server dies without a word
+    await editor.client.stop()
+    agent.release(sid)
+    deadline = time.monotonic() + 60
+    while (st := status(state_dir)) is None or st["sessions"].get("ready") != 1:
+        assert time.monotonic() < deadline, st
+        await asyncio.sleep(0.05)
+    assert st["clients"] == []
+    applied = handoff(repo, "apply", sid)  # and nobody holds a claim on it
+    assert applied.returncode == 0, applied
+    assert (repo / "app.py").read_text() == APP.replace("    return a - b", DOC)
+
+
+def test_notify_shows_a_desktop_notification_when_a_session_finishes(agent: Agent, repo: Path,
+                                                                     tmp_path: Path):
+    agent.configure(runs=[[["write", "note.txt", "hi\n"]]], summary="wrote a note", extra_toml="notify = true")
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    record = tmp_path / "notified.txt"
+    fake = bin_dir / "notify-send"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> {record}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    run = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "run", "write a note"], cwd=repo,
+                         env=env, text=True, capture_output=True, timeout=120)
+    assert run.returncode == 0, run
+    deadline = time.monotonic() + 30
+    while not record.exists() or "wrote a note" not in record.read_text():
+        assert time.monotonic() < deadline, "no notification"
+        time.sleep(0.05)
+    assert "is ready" in record.read_text()

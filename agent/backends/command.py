@@ -1,6 +1,6 @@
 """Command agents: any CLI run in the worktree (aider, ``claude -p``, ``codex exec``...).
 
-Contract (DESIGN.md): argv run with cwd = the worktree and stdin closed; ``{task_file}`` and
+Contract (docs/DESIGN.md): argv run with cwd = the worktree and stdin closed; ``{task_file}`` and
 ``{task}`` in argv are replaced; the environment gets ``HANDOFF_TASK``, ``HANDOFF_TASK_FILE``,
 ``HANDOFF_SESSION_ID``, ``HANDOFF_FILE`` and ``HANDOFF_RANGE``. Exit 0 means done, the last
 non-empty stdout line is the summary, the changes left in the worktree are the result.

@@ -1,4 +1,4 @@
-// The Session record of DESIGN.md and the client-side list the server keeps current through
+// The Session record of docs/DESIGN.md and the client-side list the server keeps current through
 // `handoff/sessions` (the whole list every time).
 import * as vscode from 'vscode';
 
@@ -31,6 +31,13 @@ export interface Session {
   summary?: string;
   filesChanged?: string[];
   error?: string | null;
+  /** What may be done with it now (the server's one table): apply, applyHunks, reject, show,
+   * followUp, cancel, discard, resume. */
+  actions?: string[];
+  /** Changes left to review (hunks), while it is ready. */
+  hunks?: number;
+  instruction?: string;
+  resultCommit?: string;
 }
 
 /** States that still ask something of the developer (shown in the status bar). */
