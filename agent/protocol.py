@@ -179,12 +179,12 @@ class Planned:
     reason: str = ""
     mode: str | None = None  # git mode the file gets (handoff/files.py); None leaves it as it is
     current_mode: str | None = None  # what was on disk when merged
+    resolved: bytes | None = None  # a text conflict: the merge with the developer's side kept
 
     @property
     def link(self) -> bool:
         """Whether applying it makes or replaces a symbolic link (never a text edit)."""
         return "120000" in (self.mode, self.current_mode)
-    resolved: bytes | None = None  # a text conflict: the merge with the developer's side kept
 
     @classmethod
     def from_wire(cls, d: PlannedFile) -> "Planned":
