@@ -96,6 +96,9 @@ class Session:
     agentPid: int | None = None  # process group of an external agent while it runs
     conflicts: int = 0
     runs: int = 0
+    # an agent's permission question waiting for the developer (SessionManager.answer), or None:
+    # {toolCall: {title, kind, locations}, options: [{optionId, name, kind}]}
+    question: dict[str, Any] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
