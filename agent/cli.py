@@ -177,6 +177,24 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    """Presets and configured agents, whether each is installed (no session is touched)."""
+    import json
+
+    from .presets import agents_report, format_report
+
+    try:
+        root: Path | None = gitops.find_repo_root(Path.cwd())
+    except gitops.GitError:
+        root = None
+    cfg, messages = config_mod.load(root)
+    for m in messages:
+        print(f"handoff: config: {m}", file=sys.stderr)
+    rows = agents_report(cfg)
+    print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else format_report(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="handoff", description="Handoff sessions from the terminal.")
     p.add_argument("--version", action="version", version=f"handoff {__version__}")
@@ -201,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="run an interrupted, failed or cancelled session again")
     rs.add_argument("id")
     sub.add_parser("gc", help="remove worktrees, branches and refs left by crashed sessions")
+    ag = sub.add_parser("agents", help="presets and configured agents, and whether each is installed")
+    ag.add_argument("--json", action="store_true", help="one JSON object per agent")
     return p
 
 
@@ -213,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("followup", "resume"):
             return anyio.run(_again, args)
         return {"ls": cmd_ls, "show": cmd_show, "apply": cmd_apply, "discard": cmd_discard,
-                "gc": cmd_gc}[args.cmd](args)
+                "gc": cmd_gc, "agents": cmd_agents}[args.cmd](args)
     except (gitops.GitError, SessionError) as exc:
         print(f"handoff: {exc}", file=sys.stderr)
         return 2

@@ -188,12 +188,15 @@ def format_report(rows: list[AgentRow]) -> str:
     out = []
     for r in rows:
         mark = "*" if r.default else " "
-        state = f"found: {r.found}" if r.found else "NOT FOUND"
+        if r.kind == "builtin":
+            state = "ready" if r.found else "no model set"
+        else:
+            state = f"found: {r.found}" if r.found else "NOT FOUND"
         out.append(f"{mark} {r.name:<11} {r.kind:<8} {r.source:<19} {state}")
         if r.argv:
             out.append(f"    argv: {' '.join(r.argv)}")
         if not r.found and r.install:
-            out.append(f"    install: {r.install}")
+            out.append(f"    {'install' if r.kind != 'builtin' else 'to use it'}: {r.install}")
         if r.needs:
             have = f" (set: {', '.join(r.needsSet)})" if r.needsSet else " (none set)"
             out.append(f"    needs one of: {', '.join(r.needs)}{have}")
