@@ -33,6 +33,12 @@ QUIET = {"DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_RE
 CLAUDE_ROOT = {"IS_SANDBOX": "1"} if os.geteuid() == 0 else {}
 
 
+@pytest.fixture(autouse=True)
+def _agent_homes(tmp_path: Path):
+    yield
+    shutil.rmtree(ROOT / ".real-agents" / tmp_path.name, ignore_errors=True)
+
+
 def need(executable: Path) -> None:
     if executable.exists() and shutil.which("unshare"):
         return
@@ -43,11 +49,11 @@ def need(executable: Path) -> None:
 
 
 def delegate(repo: Path, tmp_path: Path, toml: str, env: dict[str, str], instruction: str,
-             timeout: float = 90) -> dict:
+             timeout: float = 90, files: dict[str, str] | None = None) -> dict:
     (repo / ".handoff.toml").write_text(toml)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"repo": str(repo), "task": TASK, "env": env, "instruction": instruction,
-                                "timeout": timeout - 15}))
+                                "timeout": timeout - 15, "files": files or {}}))
     unshare = ["unshare", "--net", "--fork"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
     proc = subprocess.run(
         [*unshare, "sh", "-c", 'ip link set lo up && exec "$0" -m tests.support.real_agent_run "$1"',
@@ -75,11 +81,23 @@ def test_claude_code_acp(repo: Path, tmp_path: Path) -> None:
     assert any(p.startswith("/v1/messages") for p in out["requests"])
 
 
+def codex_home(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Codex's own configuration: its model provider is the scripted server. Not under /tmp:
+    codex refuses to put its sandbox helpers there (then its apply_patch cannot run)."""
+    home = ROOT / ".real-agents" / tmp_path.name / "codex"
+    shutil.rmtree(home, ignore_errors=True)
+    config = (f'model = "gpt-5.1-codex"\nmodel_provider = "scripted"\n'
+              '[model_providers.scripted]\nname = "scripted"\nbase_url = "{url}/v1"\n'
+              'env_key = "OPENAI_API_KEY"\nwire_api = "responses"\nsupports_websockets = false\n'
+              'request_max_retries = 0\nstream_max_retries = 0\n')
+    return ({"OPENAI_API_KEY": "sk-test", "CODEX_HOME": str(home), **QUIET},
+            {str(home / "config.toml"): config})
+
+
 def test_codex_acp(repo: Path, tmp_path: Path) -> None:
     need(NPM_BIN / "codex-acp")
-    out = delegate(repo, tmp_path, 'agent = "codex"\n',
-                   {"OPENAI_BASE_URL": "{url}/v1", "OPENAI_API_KEY": "sk-test", "CODEX_HOME": str(tmp_path / "codex"),
-                    **QUIET}, "mark add() as checked")
+    env, files = codex_home(tmp_path)
+    out = delegate(repo, tmp_path, 'agent = "codex"\n', env, "mark add() as checked", files=files)
     check_applied(repo, out)
     assert any(p.endswith("/responses") for p in out["requests"])
 
@@ -94,9 +112,8 @@ def test_claude_command_preset(repo: Path, tmp_path: Path) -> None:
 
 def test_codex_command_preset(repo: Path, tmp_path: Path) -> None:
     need(NPM_BIN / "codex")
-    out = delegate(repo, tmp_path, 'agent = "codex-cli"\n',
-                   {"OPENAI_BASE_URL": "{url}/v1", "OPENAI_API_KEY": "sk-test", "CODEX_HOME": str(tmp_path / "codex"),
-                    **QUIET}, "mark add() as checked")
+    env, files = codex_home(tmp_path)
+    out = delegate(repo, tmp_path, 'agent = "codex-cli"\n', env, "mark add() as checked", files=files)
     check_applied(repo, out)
 
 

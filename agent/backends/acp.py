@@ -35,6 +35,7 @@ CANCEL_GRACE_S = 3.0  # after session/cancel, before the process group is killed
 IDLE_S = 600.0  # a finished agent process is kept this long for follow-ups
 STREAM_LIMIT = 50 * 1024 * 1024  # longest JSON-RPC line read from the agent
 TEXT_CAP = 4000  # characters of one tool call's content kept in the transcript
+AUTH_REQUIRED = -32000  # the JSON-RPC error code of "authentication required"
 
 
 def _dump(model: Any) -> Any:
@@ -134,6 +135,7 @@ class _Live:
         self.acp_session: str | None = None
         self.idle: asyncio.TimerHandle | None = None
         self.pump: asyncio.Task[None] | None = None
+        self.env: dict[str, str] = {}
 
     def alive(self) -> bool:
         return self.proc.returncode is None
@@ -236,6 +238,7 @@ class AcpBackend:
         _GROUPS.add(proc.pid)
         ctx.started(proc.pid)
         live = holder["live"] = _Live(self.name, proc, client)
+        live.env = env
 
         async def pump() -> None:
             assert proc.stderr is not None
@@ -276,10 +279,27 @@ class AcpBackend:
                 ctx.record({"type": "acp_session_load_failed", "error": str(exc)})
             finally:
                 run.replaying = False
-        new = await live.conn.new_session(cwd=str(ctx.worktree), mcp_servers=[])
+        try:
+            new = await live.conn.new_session(cwd=str(ctx.worktree), mcp_servers=[])
+        except RequestError as exc:
+            if exc.code != AUTH_REQUIRED or not await self._authenticate(live, ctx):
+                raise
+            new = await live.conn.new_session(cwd=str(ctx.worktree), mcp_servers=[])
         live.acp_session = new.session_id
         ctx.record({"type": "acp_session", "sessionId": new.session_id, "how": "new"})
         return new.session_id, (_resumed_prompt(ctx, past) if follow_up else ctx.brief)
+
+    async def _authenticate(self, live: _Live, ctx: AgentContext) -> bool:
+        """Answer "authentication required" with the first method the agent offers whose
+        variables its environment has (e.g. codex-acp's OPENAI_API_KEY); False if none."""
+        assert live.conn is not None
+        for method in live.init.auth_methods or []:
+            names = [v.name for v in getattr(method, "vars", None) or []]
+            if getattr(method, "type", None) == "env_var" and names and all(live.env.get(n) for n in names):
+                await live.conn.authenticate(method_id=method.id)
+                ctx.record({"type": "acp_authenticated", "method": method.id})
+                return True
+        return False
 
     async def run(self, ctx: AgentContext) -> Outcome:
         run = _Run(ctx)

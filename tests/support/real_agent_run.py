@@ -1,8 +1,8 @@
 """One delegation to a real agent, run inside a network namespace with only loopback.
 
 ``python -m tests.support.real_agent_run SPEC.json`` starts the scripted model servers
-(tests/support/model_servers.py), sets the variables SPEC names (``{url}`` replaced by the
-servers' address), delegates SPEC's instruction in SPEC's repository through a SessionManager,
+(tests/support/model_servers.py), sets the variables SPEC names and writes the files it names
+(``{url}`` replaced by the servers' address in both), delegates SPEC's instruction in SPEC's repository through a SessionManager,
 applies a ready result to the working tree and prints one JSON object: the session as it ended,
 what was applied, and the paths the agent requested from the model servers.
 """
@@ -27,6 +27,9 @@ async def run(spec: dict) -> dict:
     with ModelServers(task) as servers:
         for k, v in spec.get("env", {}).items():
             os.environ[k] = v.replace("{url}", servers.url)
+        for name, text in spec.get("files", {}).items():  # e.g. an agent's own config file
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+            Path(name).write_text(text.replace("{url}", servers.url))
         cfg, messages = config_mod.load(repo)
         mgr = SessionManager(repo, cfg)
         mgr.load()
@@ -45,6 +48,8 @@ async def run(spec: dict) -> dict:
         finally:
             await mgr.close()
         out["requests"] = [r["path"] for r in servers.requests]
+        if os.environ.get("REAL_AGENT_DEBUG"):
+            Path(os.environ["REAL_AGENT_DEBUG"]).write_text(json.dumps(servers.requests, indent=1))
     return out
 
 
