@@ -119,9 +119,12 @@ def test_codex_command_preset(repo: Path, tmp_path: Path) -> None:
 
 def test_gemini_command_preset(repo: Path, tmp_path: Path) -> None:
     need(NPM_BIN / "gemini")
+    settings = {"security": {"auth": {"selectedType": "gemini-api-key"}},
+                "privacy": {"usageStatisticsEnabled": False}, "general": {"disableAutoUpdate": True}}
     out = delegate(repo, tmp_path, 'agent = "gemini-cli"\n',
                    {"GOOGLE_GEMINI_BASE_URL": "{url}", "GEMINI_API_KEY": "test-key", **QUIET},
-                   "mark add() as checked")
+                   "mark add() as checked",
+                   files={str(Path(os.environ["HOME"]) / ".gemini" / "settings.json"): json.dumps(settings)})
     check_applied(repo, out)
 
 

@@ -28,10 +28,20 @@ class Task:
 
     def abs_path(self, body: str) -> str:
         """The file's absolute path, from the working folder the agent's prompt names."""
-        m = re.search(r"(?:Working directory|working directory|cwd|current working directory)"
+        m = re.search(r"Workspace Directories:\W*\n\s*- (/[^\s\"'`<>\\]+)", body) or re.search(r"(?:Working directory|working directory|cwd|current working directory)"
                       r"[^/\n]{0,40}(/[^\s\"'`<>\\]+)", body)
         root = m.group(1).rstrip(".,;:") if m else ""
         return f"{root}/{self.file}" if root else self.file
+
+
+def _example(schema: dict[str, Any]) -> Any:
+    """A small value that fits a JSON schema (a side request that wants structured output)."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = str(schema.get("type", "object")).lower()
+    if kind == "object":
+        return {k: _example(v) for k, v in (schema.get("properties") or {}).items()}
+    return {"string": "ok", "integer": 10, "number": 1, "boolean": False, "array": []}.get(kind)
 
 
 def _tool(names: list[str], *wanted: str) -> str | None:
@@ -144,7 +154,10 @@ class ModelServers:
             key = "absolute_path" if "absolute_path" in text and read == "read_file" else "file_path"
             return ("tool", read, {key: path})
         if done_results <= 1 and edit:
-            return ("tool", edit, {"file_path": path, "old_string": t.old, "new_string": t.new})
+            args = {"file_path": path, "old_string": t.old, "new_string": t.new}
+            if edit == "replace":  # gemini-cli's wants a reason too
+                args["instruction"] = f"In {t.file}, replace the line as asked."
+            return ("tool", edit, args)
         return t.done
 
     # -- Anthropic Messages -----------------------------------------------------------------
@@ -246,7 +259,10 @@ class ModelServers:
         tools = [f.get("name", "") for t in body.get("tools") or [] for f in t.get("functionDeclarations") or []]
         results = sum(1 for c in body.get("contents", []) for p in c.get("parts") or []
                       if "functionResponse" in p)
-        step = self._step(results, tools, json.dumps(body)) if tools else "ok"
+        gen = body.get("generationConfig") or {}
+        schema = gen.get("responseJsonSchema") or gen.get("responseSchema")
+        step = self._step(results, tools, json.dumps(body)) if tools else \
+            json.dumps(_example(schema)) if schema else "ok"  # side calls (routing) want JSON
         if isinstance(step, str):
             part: dict[str, Any] = {"text": step}
         else:
