@@ -131,7 +131,7 @@ def test_gemini_command_preset(repo: Path, tmp_path: Path) -> None:
 def test_aider_command_preset(repo: Path, tmp_path: Path) -> None:
     need(AIDER_BIN / "aider")
     out = delegate(repo, tmp_path, 'agent = "aider"\n[agents.aider]\n'
-                   'env = {AIDER_MODEL = "openai/scripted", AIDER_MAP_TOKENS = "0"}\n',
+                   'env = {AIDER_MODEL = "openai/scripted", AIDER_EDIT_FORMAT = "diff", AIDER_MAP_TOKENS = "0"}\n',
                    {"OPENAI_API_BASE": "{url}/v1", "OPENAI_API_KEY": "sk-test", **QUIET},
                    "mark add() as checked")
     check_applied(repo, out)

@@ -63,6 +63,7 @@ class ModelServers:
     def __init__(self, task: Task) -> None:
         self.task = task
         self.requests: list[dict[str, Any]] = []
+        self.chats = 0
         self.lock = threading.Lock()
         outer = self
 
@@ -238,10 +239,11 @@ class ModelServers:
     # -- OpenAI chat completions (aider) ------------------------------------------------------
     def _chat(self, h: Any, body: dict[str, Any]) -> None:
         t = self.task
-        msgs = body.get("messages") or []
-        asked_before = sum(1 for m in msgs if m.get("role") == "assistant")
-        content = (f"{t.file}\n```\n<<<<<<< SEARCH\n{t.old}\n=======\n{t.new}\n>>>>>>> REPLACE\n```\n"
-                   if asked_before == 0 else t.done)
+        with self.lock:  # aider's prompt holds example turns: the first request is the task
+            self.chats += 1
+            first = self.chats == 1
+        content = (f"{t.done}\n\n{t.file}\n```python\n<<<<<<< SEARCH\n{t.old}\n=======\n{t.new}\n"
+                   f">>>>>>> REPLACE\n```\n" if first else t.done)
         cid = f"chatcmpl-{uuid.uuid4().hex[:10]}"
         usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
         if not body.get("stream"):
