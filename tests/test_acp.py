@@ -138,6 +138,31 @@ async def test_follow_up_after_the_process_ended_starts_a_new_session_with_the_s
         await mgr.close()
 
 
+async def test_follow_up_after_the_process_ended_loads_the_session_where_offered(
+        repo: Path, tmp_path: Path):
+    mgr, log = acp_manager(repo, tmp_path, "loadable")
+    try:
+        s = await mgr.wait(mgr.delegate(DelegateRequest("mark add as checked")).id)
+        assert s.state is State.READY, s.error
+        await mgr.close()
+        mgr2 = SessionManager(repo, mgr.config)
+        mgr2.load()
+        mgr2.follow_up(s.id, "and now the rest")
+        s2 = await mgr2.wait(s.id)
+        assert s2.state is State.READY, s2.error
+        assert s2.summary == "follow-up 2 done"  # not the replayed history
+        (loaded,) = events(log, "load_session")
+        assert loaded["session"] == "s1" and loaded["known"]
+        assert len(events(log, "new_session")) == 1
+        prompts = events(log, "prompt")
+        assert [(p["session"], p["n"]) for p in prompts] == [("s1", 1), ("s1", 2)]
+        assert "and now the rest" in prompts[1]["text"] and "## Earlier" not in prompts[1]["text"]
+        assert "+# follow-up 2" in mgr2.diff(s.id)
+        await mgr2.close()
+    finally:
+        await mgr.close()
+
+
 async def test_rejected_permission_leaves_no_change(repo: Path, tmp_path: Path):
     mgr, log = acp_manager(repo, tmp_path, "edit", 'permissions = "reject"')
     try:

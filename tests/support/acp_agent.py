@@ -16,6 +16,8 @@
 - ``deaf``: like ``hang`` but ignores ``session/cancel`` and SIGTERM.
 - ``crash``: prints ``Not logged in`` on stderr and exits 1 during the prompt.
 - ``ask``: like ``edit``; the permission question waits for the developer.
+- ``loadable``: like ``edit``, and offers ``session/load``: its sessions are kept in LOG.state,
+  and loading one replays its history as ``session/update`` messages.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from acp.schema import (
 
 MODE = sys.argv[1]
 LOG = Path(sys.argv[2])
+STATE = Path(str(LOG) + ".state")
 ESCAPE = os.environ.get("ACP_TEST_ESCAPE", "/tmp/handoff-acp-escape.txt")
 
 
@@ -76,7 +79,7 @@ class ScriptedAgent(Agent):
         log(event="initialize", capabilities=client_capabilities.model_dump(by_alias=True, exclude_none=True)
             if client_capabilities else None, client=client_info.name if client_info else None)
         return InitializeResponse(protocol_version=PROTOCOL_VERSION,
-                                  agent_capabilities=AgentCapabilities(load_session=False))
+                                  agent_capabilities=AgentCapabilities(load_session=MODE == "loadable"))
 
     async def new_session(self, cwd: str, mcp_servers: Any = None, **kwargs: Any) -> NewSessionResponse:
         sid = f"s{len(self.sessions) + 1}"
@@ -85,7 +88,18 @@ class ScriptedAgent(Agent):
         return NewSessionResponse(session_id=sid)
 
     async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> LoadSessionResponse | None:
-        return None
+        kept = json.loads(STATE.read_text()) if STATE.exists() else {}
+        log(event="load_session", session=session_id, known=session_id in kept, pid=os.getpid())
+        if session_id not in kept:
+            from acp import RequestError
+
+            raise RequestError.resource_not_found(session_id)
+        self.sessions[session_id] = kept[session_id]
+        await self.say(session_id, "(replayed) Marked add() as checked.")
+        return LoadSessionResponse()
+
+    def keep(self) -> None:
+        STATE.write_text(json.dumps(self.sessions))
 
     async def cancel(self, session_id: str, **kwargs: Any) -> None:
         log(event="cancel", session=session_id)
@@ -102,7 +116,8 @@ class ScriptedAgent(Agent):
         text = "".join(getattr(b, "text", "") for b in prompt)
         log(event="prompt", session=sid, n=state["prompts"], text=text)
         cwd = Path(state["cwd"])
-        if MODE in ("edit", "ask"):
+        self.keep()
+        if MODE in ("edit", "ask", "loadable"):
             return await self.edit(sid, cwd, state["prompts"])
         if MODE == "disk":
             (cwd / "notes.txt").write_text("written straight to disk\n")
