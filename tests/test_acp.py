@@ -4,7 +4,6 @@ a real process, driven through the SessionManager with real git."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -280,8 +279,8 @@ async def test_terminal_runs_in_the_sandbox(repo: Path, tmp_path: Path, monkeypa
         assert s.state is State.READY, s.error
         assert s.summary == "command exited 0"
         (term,) = events(log, "terminal")
-        assert term["exit"] == 0 and term["output"].splitlines() == ["outside-refused", "out"]
-        assert not outside.exists()
+        assert term["exit"] == 0 and term["output"].splitlines()[-1] == "out"
+        assert not outside.exists()  # refused (Landlock), or written in the sandbox's own /tmp (bwrap)
         (started,) = transcript(mgr, s.id, "acp_terminal")
         assert started["sandbox"] == kind
         assert s.filesChanged == [(repo / "made.txt").as_uri()]
@@ -289,13 +288,13 @@ async def test_terminal_runs_in_the_sandbox(repo: Path, tmp_path: Path, monkeypa
         await mgr.close()
 
 
-async def test_an_agent_error_shows_its_stderr(repo: Path, tmp_path: Path):
-    mgr, log = acp_manager(repo, tmp_path, "crash")
+@pytest.mark.parametrize("mode, code", [("crash", 1), ("nologin", 2)])
+async def test_an_agent_error_shows_its_stderr(repo: Path, tmp_path: Path, mode: str, code: int):
+    mgr, log = acp_manager(repo, tmp_path, mode)
     try:
         s = await mgr.wait(mgr.delegate(DelegateRequest("anything")).id)
         assert s.state is State.FAILED
-        assert "agent `scripted` exited with code 1" in s.error
-        assert "Error: Not logged in. Run /login" in s.error
+        assert s.error == f"agent `scripted` exited with code {code}:\nError: Not logged in. Run /login"
     finally:
         await mgr.close()
 

@@ -86,7 +86,7 @@ def codex_home(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
     codex refuses to put its sandbox helpers there (then its apply_patch cannot run)."""
     home = ROOT / ".real-agents" / tmp_path.name / "codex"
     shutil.rmtree(home, ignore_errors=True)
-    config = (f'model = "gpt-5.1-codex"\nmodel_provider = "scripted"\n'
+    config = ('model = "gpt-5.1-codex"\nmodel_provider = "scripted"\n'
               '[model_providers.scripted]\nname = "scripted"\nbase_url = "{url}/v1"\n'
               'env_key = "OPENAI_API_KEY"\nwire_api = "responses"\nsupports_websockets = false\n'
               'request_max_retries = 0\nstream_max_retries = 0\n')

@@ -199,6 +199,7 @@ class AcpBackend:
     def __init__(self, name: str, argv: list[str]) -> None:
         self.name = name
         self.argv = argv
+        self._starting: _Live | None = None  # a process still being initialized
 
     async def _start(self, ctx: AgentContext) -> _Live:
         cfg = ctx.config
@@ -237,7 +238,7 @@ class AcpBackend:
         background(proc.pid)
         _GROUPS.add(proc.pid)
         ctx.started(proc.pid)
-        live = holder["live"] = _Live(self.name, proc, client)
+        live = holder["live"] = self._starting = _Live(self.name, proc, client)
         live.env = env
 
         async def pump() -> None:
@@ -332,17 +333,21 @@ class AcpBackend:
                 f"time limit reached (timeoutS = {ctx.config.timeoutS:g}); agent `{self.name}` stopped",
                 steps=len(run.tool_calls), cost_usd=run.cost) from None
         except ConnectionError:
-            code = await _exit_code(live)
-            raise AgentError(f"agent `{self.name}` {_exit_description(code) if code is not None else 'closed the connection'}"
-                             f":\n{live.tail() if live else '(no stderr)'}",
+            lv = live or self._starting
+            code = await _exit_code(lv)
+            how = _exit_description(code) if code is not None else "closed the connection"
+            raise AgentError(f"agent `{self.name}` {how}:\n{lv.tail() if lv else '(no stderr)'}",
                              steps=len(run.tool_calls), cost_usd=run.cost) from None
         except RequestError as exc:
+            lv = live or self._starting
             detail = f" ({_detail(exc.data)})" if exc.data else ""
             raise AgentError(f"agent `{self.name}` reported an error: {exc}{detail}\n"
-                             f"{live.tail() if live else ''}".rstrip(),
+                             f"{lv.tail() if lv else ''}".rstrip(),
                              steps=len(run.tool_calls), cost_usd=run.cost) from None
         finally:
             run.flush()
+            live = live or self._starting  # cancelled or timed out while it started: end it too
+            self._starting = None
             if live is not None:
                 live.run = None
                 with anyio.CancelScope(shield=True):

@@ -14,6 +14,7 @@
   ``out``; reports the output.
 - ``hang``: starts a child ``sleep`` (its pid in LOG) and waits for ``session/cancel``.
 - ``deaf``: like ``hang`` but ignores ``session/cancel`` and SIGTERM.
+- ``nologin``: prints ``Not logged in`` on stderr and exits 2 before ``initialize``.
 - ``crash``: prints ``Not logged in`` on stderr and exits 1 during the prompt.
 - ``ask``: like ``edit``; the permission question waits for the developer.
 - ``loadable``: like ``edit``, and offers ``session/load``: its sessions are kept in LOG.state,
@@ -213,4 +214,7 @@ class ScriptedAgent(Agent):
 
 
 if __name__ == "__main__":
+    if MODE == "nologin":  # dies before it answers initialize, as an agent without credentials does
+        print("\x1b[31mError:\x1b[0m Not logged in. Run /login", file=sys.stderr, flush=True)
+        sys.exit(2)
     asyncio.run(run_agent(ScriptedAgent()))
