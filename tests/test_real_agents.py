@@ -117,14 +117,17 @@ def test_codex_command_preset(repo: Path, tmp_path: Path) -> None:
     check_applied(repo, out)
 
 
-def test_gemini_command_preset(repo: Path, tmp_path: Path) -> None:
+GEMINI_SETTINGS = {"security": {"auth": {"selectedType": "gemini-api-key"}},
+                   "privacy": {"usageStatisticsEnabled": False}, "general": {"disableAutoUpdate": True}}
+
+
+@pytest.mark.parametrize("preset", ["gemini-cli", "gemini"])
+def test_gemini(repo: Path, tmp_path: Path, preset: str) -> None:
     need(NPM_BIN / "gemini")
-    settings = {"security": {"auth": {"selectedType": "gemini-api-key"}},
-                "privacy": {"usageStatisticsEnabled": False}, "general": {"disableAutoUpdate": True}}
-    out = delegate(repo, tmp_path, 'agent = "gemini-cli"\n',
+    out = delegate(repo, tmp_path, f'agent = "{preset}"\n',
                    {"GOOGLE_GEMINI_BASE_URL": "{url}", "GEMINI_API_KEY": "test-key", **QUIET},
                    "mark add() as checked",
-                   files={str(Path(os.environ["HOME"]) / ".gemini" / "settings.json"): json.dumps(settings)})
+                   files={str(Path(os.environ["HOME"]) / ".gemini" / "settings.json"): json.dumps(GEMINI_SETTINGS)})
     check_applied(repo, out)
 
 
