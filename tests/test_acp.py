@@ -162,6 +162,20 @@ async def test_follow_up_after_the_process_ended_loads_the_session_where_offered
         await mgr.close()
 
 
+async def test_a_reported_cost_past_max_cost_stops_the_agent(repo: Path, tmp_path: Path):
+    mgr, log = acp_manager(repo, tmp_path, "ask", 'maxCostUsd = 0.01\npermissions = "ask"')
+    try:  # it reports 0.0123 USD while its question waits: no one needs to answer
+        s = await mgr.wait(mgr.delegate(DelegateRequest("mark add as checked")).id)
+        assert s.state is State.FAILED
+        assert s.error == ("cost limit reached (maxCostUsd = 0.01; the agent reported 0.0123 USD); "
+                           "agent `scripted` stopped")
+        assert s.costUsd == 0.0123 and s.steps == 2 and s.question is None
+        (new,) = events(log, "new_session")
+        assert not group_alive(new["pgid"])
+    finally:
+        await mgr.close()
+
+
 async def test_rejected_permission_leaves_no_change(repo: Path, tmp_path: Path):
     mgr, log = acp_manager(repo, tmp_path, "edit", 'permissions = "reject"')
     try:

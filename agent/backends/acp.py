@@ -64,6 +64,7 @@ class _Run:
         self.message: list[str] = []  # the agent's text since its last tool call
         self.thought: list[str] = []
         self.replaying = False  # session/load replays history: not this run's work
+        self.over_cost = asyncio.Event()  # the agent reported a cost past maxCostUsd
 
     def flush(self) -> None:
         if self.thought:
@@ -111,6 +112,8 @@ class _Run:
             cost = update.cost
             if cost is not None and (cost.currency or "").upper() == "USD":
                 self.cost = float(cost.amount)
+                if self.cost > self.ctx.config.maxCostUsd:
+                    self.over_cost.set()
             self.ctx.record({"type": "acp_usage", **_dump(update)})
             self._progress()
         elif kind is not None:
@@ -326,7 +329,17 @@ class AcpBackend:
                 ctx.record({"type": "acp_prompt", "sessionId": acp_sid, "text": text})
                 prompt_task = asyncio.ensure_future(
                     live.conn.prompt(session_id=acp_sid, prompt=[text_block(text)]))
-                resp = await asyncio.shield(prompt_task)
+                limit = asyncio.ensure_future(run.over_cost.wait())
+                try:
+                    await asyncio.wait({prompt_task, limit}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    limit.cancel()
+                if not prompt_task.done():
+                    raise LimitReached(
+                        f"cost limit reached (maxCostUsd = {ctx.config.maxCostUsd:g}; the agent reported "
+                        f"{run.cost:g} USD); agent `{self.name}` stopped",
+                        steps=len(run.tool_calls), cost_usd=run.cost)
+                resp = prompt_task.result()
             ok = True
         except TimeoutError:
             raise LimitReached(

@@ -188,6 +188,8 @@ class ScriptedAgent(Agent):
         await self.conn.session_update(session_id=sid, update=update_plan(plan))
         await self.conn.session_update(session_id=sid, update=start_tool_call(
             "c2", "Edit app.py", kind="edit", status="pending", locations=[ToolCallLocation(path=path)]))
+        await self.conn.session_update(session_id=sid, update=UsageUpdate(
+            session_update="usage_update", used=1200, size=200000, cost=Cost(amount=0.0123, currency="USD")))
         answer = await self.conn.request_permission(
             session_id=sid,
             tool_call=ToolCallUpdate(tool_call_id="c2", title="Edit app.py", kind="edit",
@@ -197,8 +199,6 @@ class ScriptedAgent(Agent):
                      PermissionOption(option_id="no", name="Reject", kind="reject_once")])
         chosen = getattr(answer.outcome, "option_id", None)
         log(event="permission", answer=chosen)
-        await self.conn.session_update(session_id=sid, update=UsageUpdate(
-            session_update="usage_update", used=1200, size=200000, cost=Cost(amount=0.0123, currency="USD")))
         if chosen not in ("yes", "always"):
             await self.conn.session_update(session_id=sid, update=update_tool_call("c2", status="failed"))
             await self.say(sid, "permission rejected; nothing changed")
