@@ -1,6 +1,6 @@
 """Configuration: one tree of small typed classes, merged from every source.
 
-Sources, later wins (DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
+Sources, later wins (docs/DESIGN.md): defaults < ``.handoff.toml`` / ``[tool.handoff]`` <
 environment < LSP ``initializationOptions`` < ``workspace/configuration``. Keys are the
 camelCase wire names in every source. Bad values fall back to the default and produce one
 clear message each; loading never raises.
@@ -67,6 +67,11 @@ class TodoConfig:
 
 
 @dataclasses.dataclass
+class DaemonConfig:
+    idleMinutes: float = 30.0  # the session daemon exits this long after its last client and session
+
+
+@dataclasses.dataclass
 class Config:
     model: str | None = None
     apiBase: str | None = None
@@ -91,6 +96,11 @@ class Config:
     exclude: list[str] = dataclasses.field(default_factory=list)
     # how ACP agents' permission requests are answered: "worktree" | "reject" | "ask"
     permissions: str = "worktree"
+    daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
+    notify: bool = False  # a desktop notification (notify-send) when a session finishes
+    # set when an untrusted repository file chose the default agent (agent/trust.py): the message
+    # a delegation to the default agent is refused with, until `handoff trust`
+    untrusted: str | None = dataclasses.field(default=None, repr=False)
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name`` (configured, else a preset); None for the
@@ -109,15 +119,6 @@ class Config:
         """The globs kept out of the results of agent ``name``."""
         spec = self.agent_spec(name)
         return [*DEFAULT_EXCLUDE, *self.exclude, *(spec.exclude if spec else ())]
-
-    def public(self) -> dict[str, Any]:
-        """The configuration without secrets, for logs and ``checkhealth``."""
-        d = dataclasses.asdict(self)
-        d.pop("apiKey", None)
-        d["apiKeySet"] = bool(self.apiKey)
-        for spec in d["agents"].values():  # the names an agent's `env` sets, not their values
-            spec["env"] = sorted(spec["env"])
-        return d
 
 
 def _positive_int(v: Any) -> int:
@@ -215,6 +216,13 @@ _SCALARS = {
     "keepFinishedDays": _days,
     "exclude": _globs,
     "permissions": _permissions,
+    "notify": _bool,
+}
+
+# Tables of one level: key -> (the Config attribute, its keys and their checks)
+_TABLES = {
+    "todo": ("todo", {"autoTrigger": _bool}),
+    "daemon": ("daemon", {"idleMinutes": _days}),
 }
 
 
@@ -234,19 +242,26 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
         try:
             if key in _SCALARS:
                 setattr(cfg, key, _SCALARS[key](value))
-            elif key == "todo":
+            elif key in _TABLES:
+                attr, checks = _TABLES[key]
                 if not isinstance(value, Mapping):
-                    raise ValueError("a table like {autoTrigger = true}")
+                    example = ", ".join(f"{k} = ..." for k in checks)
+                    raise ValueError(f"a table like {{{example}}}")
                 for tkey, tval in value.items():
-                    if tkey != "autoTrigger":
+                    if tkey not in checks:
                         messages.append(f"{where}.{tkey} is not a known key; ignored")
                         continue
                     try:
-                        cfg.todo.autoTrigger = _bool(tval)
+                        setattr(getattr(cfg, attr), tkey, checks[tkey](tval))
                     except ValueError as exc:
                         messages.append(f"{where}.{tkey} must be {exc}; using the default")
-            elif key == "todo.autoTrigger":  # dotted form, as some clients send it
-                cfg.todo.autoTrigger = _bool(value)
+            elif "." in key and key.split(".", 1)[0] in _TABLES:  # dotted, as some clients send it
+                table, tkey = key.split(".", 1)
+                attr, checks = _TABLES[table]
+                if tkey not in checks:
+                    messages.append(f"{where} is not a known key; ignored")
+                    continue
+                setattr(getattr(cfg, attr), tkey, checks[tkey](value))
             elif key == "agents":
                 if not isinstance(value, Mapping):
                     raise ValueError("a table of named agents")
@@ -322,6 +337,23 @@ def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str
     return {}, ""
 
 
+def _trusted_part(cfg: Config, repo_root: Path, name: str, data: dict[str, Any],
+                  messages: list[str]) -> dict[str, Any]:
+    """``data`` without what needs workspace trust (agent/trust.py) unless the file is trusted."""
+    from . import trust
+
+    guarded = trust.guarded_keys(data)
+    if not guarded or trust.is_trusted(repo_root / name, data):
+        return data
+    message = trust.TrustState(repo_root / name, False, guarded).message()
+    messages.append(message)
+    if "agent" in guarded:
+        cfg.untrusted = (f"{name} chooses the agent `{data['agent']}`, which is not run until you "
+                         "trust this repository's Handoff settings (run `handoff trust` in "
+                         f"{repo_root})")
+    return trust.without_guarded(data)
+
+
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return {key: env[var] for var, key in ENV_KEYS.items() if env.get(var)}
 
@@ -338,7 +370,7 @@ def load(
     if repo_root is not None:
         data, name = read_toml(repo_root, messages)
         if data:
-            _apply(cfg, data, name, messages)
+            _apply(cfg, _trusted_part(cfg, Path(repo_root), name, data, messages), name, messages)
     _apply(cfg, from_env(os.environ if env is None else env), "environment", messages)
     for source, data in overrides:
         if data is None:
@@ -347,6 +379,8 @@ def load(
             messages.append(f"{source}: the configuration must be an object; ignored")
             continue
         _apply(cfg, data, source, messages)
+        if "agent" in data:  # the user's own choice of agent: nothing left to refuse
+            cfg.untrusted = None
     if cfg.agent != "builtin" and cfg.agent_spec(cfg.agent) is None:
         messages.append(
             f"`agent` names `{cfg.agent}`, which is neither in `agents` nor a preset; "

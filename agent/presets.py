@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Mapping
 from typing import Any
 
 from .config import AgentSpec, Config
@@ -121,16 +122,18 @@ class AgentUnavailable(Exception):
     """The agent cannot run here; ``str(exc)`` says why and what to do."""
 
 
-def _which(argv0: str, spec: AgentSpec | None) -> str | None:
-    path = (spec.env.get("PATH") if spec else None) or os.environ.get("PATH", os.defpath)
+def _which(argv0: str, spec: AgentSpec | None, env: Mapping[str, str] | None = None) -> str | None:
+    path = (spec.env.get("PATH") if spec else None) or (os.environ if env is None else env).get(
+        "PATH", os.defpath)
     if os.sep in argv0:
         return argv0 if os.access(argv0, os.X_OK) and os.path.isfile(argv0) else None
     return shutil.which(argv0, path=path)
 
 
-def check_agent(name: str, config: Config) -> None:
+def check_agent(name: str, config: Config, env: Mapping[str, str] | None = None) -> None:
     """Raise :class:`AgentUnavailable` when agent ``name`` cannot run: an unknown name, a
-    missing executable, the built-in agent without a model."""
+    missing executable (on ``env``'s PATH: the delegating client's), the built-in agent without
+    a model."""
     if name == "builtin":
         if not config.model:
             raise AgentUnavailable(
@@ -144,7 +147,7 @@ def check_agent(name: str, config: Config) -> None:
             f"no agent called `{name}`: add it under `agents` in .handoff.toml, or use a preset "
             f"({', '.join(NAMES)})")
     argv0 = spec.argv[0]
-    if _which(argv0, spec) is None:
+    if _which(argv0, spec, env) is None:
         how = f"; install it: {spec.install}" if spec.install else ""
         raise AgentUnavailable(f"agent `{name}` cannot start: `{argv0}` was not found on PATH{how}")
 

@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from handoff import files
+
 from . import gitops
 from .merge import FileMerge, merge_change
 
@@ -24,8 +26,12 @@ def plan(repo_root: Path, base: str, result: str,
     plans = []
     for i, change in enumerate(changes):
         base_path = change.old_path or change.path
-        fm = merge_change(change, blobs[2 * i], read_current(base_path), blobs[2 * i + 1])
-        if change.status == "renamed" and fm.action != "conflict" and read_current(change.path) is not None:
+        mode = files.disk_mode(repo_root / base_path)
+        # a symbolic link is its target (never what it points to, nor a buffer of that)
+        ours = files.read_link(repo_root / base_path) if mode == files.SYMLINK else read_current(base_path)
+        fm = merge_change(change, blobs[2 * i], ours, blobs[2 * i + 1], mode)
+        if change.status == "renamed" and fm.action != "conflict" and (
+                read_current(change.path) is not None or os.path.lexists(repo_root / change.path)):
             fm = FileMerge(path=change.path, action="conflict", content=None, conflicts=fm.conflicts,
                            old_path=change.old_path,
                            reason=f"{change.path} exists already; the agent renamed {base_path} to it")
@@ -35,7 +41,8 @@ def plan(repo_root: Path, base: str, result: str,
 
 def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
     """Write every file of ``plans`` or none: all new contents go to temporary files first
-    (where a full disk shows), then each replaces its target; deletions come last."""
+    (where a full disk shows), then each replaces its target; deletions come last. Modes and
+    symbolic links are applied as the plan says (handoff/files.py)."""
     made_dirs: list[Path] = []
     staged: list[tuple[Path, Path]] = []  # (temporary file, target)
     current = ""
@@ -50,24 +57,19 @@ def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
             for d in reversed(missing):
                 d.mkdir()
                 made_dirs.append(d)
-            tmp = target.with_name(f".{target.name}.handoff-tmp")
-            staged.append((tmp, target))
-            with open(tmp, "wb") as f:
-                f.write(fm.content)
-                f.flush()
-                os.fsync(f.fileno())
-            if target.exists():
-                os.chmod(tmp, target.stat().st_mode)
+            staged.append((files.temp_path(target), target))
+            files.stage(target, fm.content, fm.mode)
     except OSError as exc:
         for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         for d in reversed(made_dirs):
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise OSError(exc.errno, f"writing {current} failed ({exc.strerror or exc}); "
                                  "nothing was changed") from None
     for tmp, target in staged:
-        os.replace(tmp, target)
+        files.commit(tmp, target)
     for fm in plans:
         if fm.action == "delete":
             (repo_root / fm.path).unlink(missing_ok=True)

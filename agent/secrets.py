@@ -74,6 +74,10 @@ class Redactor:
         values.update(v for v in extra if v and len(v) >= 4)
         self._values = sorted(values, key=len, reverse=True)
 
+    def add_env(self, env: Mapping[str, str]) -> None:
+        """Hide the secret-looking values of another environment too (a client's)."""
+        self.add(v for k, v in env.items() if is_secret_name(k) and len(v) >= 6)
+
     def add(self, values: Iterable[str | None]) -> None:
         """Hide these values too (e.g. an agent's ``env`` entries that look like secrets)."""
         new = {v for v in values if v and len(v) >= 4} - set(self._values)

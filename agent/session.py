@@ -1,6 +1,6 @@
 """Session records and their state machine.
 
-A :class:`Session` is the wire-shaped record of one delegation (DESIGN.md, ``Session``);
+A :class:`Session` is the wire-shaped record of one delegation (docs/DESIGN.md, ``Session``);
 :func:`transition` is the one place a state changes.
 """
 
@@ -46,6 +46,10 @@ _MOVES: dict[State, frozenset[State]] = {
 }
 
 
+class SessionError(Exception):
+    """A request about a session that cannot be done; the message is for the developer."""
+
+
 class TransitionError(ValueError):
     """A state change the session does not allow (e.g. apply on a running session)."""
 
@@ -69,7 +73,7 @@ def parse_iso(text: str) -> float:
 
 @dataclasses.dataclass
 class Session:
-    """One delegation. Field names are the wire names (camelCase) of DESIGN.md."""
+    """One delegation. Field names are the wire names (camelCase) of docs/DESIGN.md."""
 
     id: str
     title: str

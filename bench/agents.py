@@ -1,4 +1,4 @@
-"""Command agents of the benchmarks (DESIGN.md "command" contract), written as small scripts.
+"""Command agents of the benchmarks (docs/DESIGN.md "command" contract), written as small scripts.
 
 - ``marker``: records the wall-clock time (ns) it started and exits: the handoff-cost probe.
 - ``writer``: keeps rewriting files in its worktree and printing progress until a stop file exists.

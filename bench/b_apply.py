@@ -75,9 +75,6 @@ def _in_process(repo: Path, base: Path, argv: list[str], opened: list[str], runs
     from handoff.agent.store import Store
     from handoff.server import edits
 
-    from .whatif_server import apply, from_env
-
-    apply(from_env())
     cfg, _ = load(repo, overrides=[("bench", {"agent": "editor", "agents": {"editor": {"command": argv}}})])
     manager = SessionManager(repo, cfg, store=Store(repo, root=base / "state-inproc"))
     plan_s, build_s = [], []

@@ -143,9 +143,6 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
     # Breakdown: the halves in-process.
     from handoff.agent import gitops
 
-    from .whatif_server import apply, from_env
-
-    apply(from_env())
     snap, add = [], []
     for i in range(max(1, sizes.handoff_runs)):
         _sync()

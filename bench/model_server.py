@@ -1,4 +1,4 @@
-"""A slow scripted model for the load benchmark: the test suite's scripted OpenAI-compatible server
+"""A slow scripted model for the load benchmark: Handoff's offline model (handoff.offline_model)
 on 127.0.0.1, answering each conversation by its own length instead of from one shared queue.
 
 Every reply waits ``--delay`` seconds (a model thinking), then asks for one more ``write_file`` in
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.scripted_model import ScriptedModel, tool_call
+from handoff.offline_model import ScriptedModel, tool_call
 
 CONTENT = "".join(f"def generated_{i}(x):\n    return x + {i}\n\n" for i in range(60))  # ~1.7 KB
 

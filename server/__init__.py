@@ -9,7 +9,7 @@ One feature, one module:
 - ``todos``: TODO / FIXME / XXX comments and the task a selection describes (pure)
 - ``delegation``: editor context to a DelegateRequest (task, overlays, diagnostics in range)
 - ``code_actions``: delegate actions, and Apply / Show / Follow up / Discard on diagnostics
-- ``commands``: the ``handoff.*`` commands of DESIGN.md (plus ``handoff.preview``)
+- ``commands``: the ``handoff.*`` commands of docs/DESIGN.md (plus ``handoff.preview``)
 - ``status``: ``handoff/sessions``, work-done progress, diagnostics that follow the text
 - ``anchors``: ranges that move with edits (pure)
 - ``apply``: three-way merge against the buffers now, one ``workspace/applyEdit``, conflicts

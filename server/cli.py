@@ -20,9 +20,12 @@ from handoff import __version__
 
 log = logging.getLogger("handoff.server")
 
+DESCRIPTION = ("The Handoff language server, on stdio (or TCP): hand work from the editor to "
+               "background coding agents and take the result back as edits.")
+
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="handoff-lsp", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="handoff-lsp", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"handoff-lsp {__version__}")
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     p.add_argument("--stdio", action="store_true", help="use stdio (the default)")

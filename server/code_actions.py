@@ -1,6 +1,6 @@
 """Code actions: delegate a selection or a TODO, and act on a session from its diagnostics.
 
-Every action carries a ``command`` (one of DESIGN.md's commands with one object argument), so the
+Every action carries a ``command`` (one of docs/DESIGN.md's commands with one object argument), so the
 work starts on the server when the developer picks it, never while the menu is being built.
 """
 
@@ -12,8 +12,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import ACTIVE, State
+from handoff.agent.protocol import ACTIVE, SessionError, State
 
 from . import commands, delegation, todos
 from .status import SOURCE

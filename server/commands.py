@@ -1,4 +1,4 @@
-"""The ``workspace/executeCommand`` commands of DESIGN.md (one JSON object argument, camelCase).
+"""The ``workspace/executeCommand`` commands of docs/DESIGN.md (one JSON object argument, camelCase).
 
 A command that starts work returns at once with the session id: the session belongs to the
 server, so a cancelled request cancels nothing. Errors are JSON-RPC errors whose message is
@@ -15,17 +15,15 @@ import typing
 from collections.abc import Awaitable
 from typing import Any
 
-import anyio
 import attrs
 import cattrs
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pygls.protocol import default_converter
 
-from handoff.agent import gitops
-from handoff.agent.backends.base import AgentError
-from handoff.agent.manager import SessionError
-from handoff.agent.session import ACTIVE, State, TransitionError
+from handoff.agent import protocol
+from handoff.agent.client import RemoteError
+from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError
 
 from . import delegation, show, todos
 from .apply import apply_session
@@ -33,7 +31,6 @@ from .protocol import RawJSON, clip, problems, session_list
 from .repos import NotInRepository
 
 log = logging.getLogger(__name__)
-CANCEL_WAIT_S = 10.0
 MAX_MESSAGE = 2000  # an error message never echoes a megabyte of what it was sent
 
 DELEGATE = "handoff.delegate"
@@ -45,7 +42,6 @@ CANCEL = "handoff.cancel"
 DISCARD = "handoff.discard"
 SHOW = "handoff.show"
 PREVIEW = "handoff.preview"
-ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW)
 
 
 @functools.cache
@@ -66,7 +62,7 @@ class CommandError(Exception):
 # What a request can run into that is the developer's situation, not a bug: a message, no traceback.
 
 EXPECTED = (CommandError, SessionError, TransitionError, NotInRepository, delegation.NoTask,
-             gitops.GitError, AgentError)
+            RemoteError)  # RemoteError: what the session daemon refused, or that it is unreachable
 
 
 @attrs.define
@@ -251,9 +247,9 @@ def register(ls) -> None:
             raise CommandError(
                 f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
                 "what to do next)")
-        repo.manager.config = await ls.settings.config_for(repo.root)
-        s = repo.manager.follow_up(s.id, instruction)
-        return {"sessionId": s.id}
+        result = await ls.repos.call(protocol.FOLLOW_UP, {
+            "sessionId": s.id, "instruction": instruction, **ls.settings.request_params(repo.root)})
+        return {"sessionId": ls.repos.adopt(result["session"]).id}
 
     @command(CANCEL)
     async def cancel(ls, *args: Any) -> dict[str, Any]:
@@ -265,9 +261,7 @@ def register(ls) -> None:
     async def discard(ls, *args: Any) -> dict[str, Any]:
         a = parse(SessionArgs, args, DISCARD)
         repo, s = ls.repos.find(a.session_id)
-        if s.state in ACTIVE:
-            await cancel_session(ls, s.id)
-        await anyio.to_thread.run_sync(repo.manager.discard, s.id)
+        await ls.repos.call(protocol.DISCARD, {"sessionId": s.id})  # cancels it first if it runs
         return {}
 
     @command(SHOW, reads_only=True)
@@ -291,6 +285,5 @@ async def cancel_session(ls, session_id: str) -> None:
     repo, s = ls.repos.find(session_id)
     if s.state not in ACTIVE:
         raise SessionError(f"session {s.id} is {s.state.value}, not running: nothing to cancel")
-    repo.manager.cancel(s.id)
-    with anyio.move_on_after(CANCEL_WAIT_S):
-        await repo.manager.wait(s.id)
+    result = await ls.repos.call(protocol.CANCEL, {"sessionId": s.id, "wait": True})
+    ls.repos.adopt(result["session"])

@@ -27,10 +27,9 @@ from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import FINAL, Session, State
+from handoff.agent.protocol import FINAL, Session, SessionError, State
 
-from .anchors import Anchor, remap, shift
+from .anchors import Anchor, remap_all, shift
 from .edits import units
 from .protocol import session_list
 
@@ -158,12 +157,13 @@ class Status:
         encoding = self.ls.encoding
         for change in params.content_changes:
             rng = getattr(change, "range", None)
+            if rng is None:
+                if old is not None:  # one line diff for all of the document's anchors
+                    moved |= remap_all(anchors, old, new)
+                continue
             for a in anchors:
-                if rng is not None:
-                    moved |= shift(a, (rng.start.line, rng.start.character),
-                                   (rng.end.line, rng.end.character), change.text, encoding)
-                elif old is not None:
-                    moved |= remap(a, old, new)
+                moved |= shift(a, (rng.start.line, rng.start.character),
+                               (rng.end.line, rng.end.character), change.text, encoding)
         if not moved:
             return
         for a in anchors:

@@ -65,11 +65,6 @@ class Todo:
     def contains_line(self, line: int) -> bool:
         return self.line <= line <= self.end_line
 
-    def as_range(self) -> dict:
-        """The LSP-shaped range of the whole marker comment (string columns)."""
-        return {"start": {"line": self.line, "character": self.column},
-                "end": {"line": self.end_line, "character": self.end_column}}
-
 
 def split_lines(text: str) -> list[str]:
     """The document's lines without their terminators, as LSP counts them."""

@@ -24,7 +24,7 @@ from handoff.agent.backends.base import AgentContext, AgentError, LimitReached
 from handoff.agent.backends.builtin import BuiltinBackend
 from handoff.agent.backends.model import LiteLLMModel, ModelReply
 from handoff.agent.config import Config
-from tests.support.scripted_model import ScriptedModel, tool_call
+from handoff.offline_model import ScriptedModel, tool_call
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,6 +141,52 @@ async def test_authentication_error_fails_at_once(
     assert capfd.readouterr().out == ""
 
 
+async def test_local_model_recipe_needs_no_key(
+    repo: Path, server: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's local-model recipe: ``HANDOFF_MODEL=openai/<name>`` + ``HANDOFF_API_BASE``,
+    and no key anywhere (no HANDOFF_API_KEY, no OPENAI_API_KEY): the request reaches the server."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server.tool_call("write_file", {"path": "local.txt", "content": "from a local model\n"})
+    server.tool_call("finish", {"summary": "done locally"})
+    ctx = make_ctx(repo, Events(), server)
+    ctx.config = Config(model="openai/local-model", apiBase=server.url)
+    outcome = await BuiltinBackend().run(ctx)
+    assert outcome.summary == "done locally"
+    assert (repo / "local.txt").read_text() == "from a local model\n"
+    assert len(server.requests) == 2 and server.requests[0]["model"] == "local-model"
+
+
+async def test_keyless_server_that_wants_a_key_fails_at_once(
+    repo: Path, server: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server.status(401, {"error": {"message": "this server wants a key", "type": "invalid_request_error"}})
+    model = LiteLLMModel("openai/local-model", server.url, None)
+    with pytest.raises(AgentError) as info:
+        await BuiltinBackend(model).run(make_ctx(repo, Events(), server))
+    assert "authentication" in str(info.value) and "HANDOFF_API_KEY" in str(info.value)
+    assert "OPENAI_API_KEY" not in str(info.value)
+    assert len(server.requests) == 1  # not retried as if it were temporary
+
+
+async def test_missing_key_is_not_retried(
+    repo: Path, server: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider whose SDK refuses to start without a key (litellm reports it as an
+    InternalServerError): one clear message naming HANDOFF_API_KEY, no retries."""
+    for name in ("AZURE_API_KEY", "AZURE_OPENAI_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    waits: list[int] = []
+    monkeypatch.setattr(model_mod, "_delay", lambda attempt, exc: waits.append(attempt) or 0.0)
+    model = LiteLLMModel("azure/some-deployment", server.url, None)
+    with pytest.raises(AgentError) as info:
+        await BuiltinBackend(model).run(make_ctx(repo, Events(), server))
+    assert str(info.value) == ("the model 'azure/some-deployment' needs an API key: "
+                               "set HANDOFF_API_KEY (or apiKey)")
+    assert waits == [] and server.requests == []
+
+
 async def test_unknown_model_fails_at_once(repo: Path, server: ScriptedModel) -> None:
     server.status(404, {"error": {"message": "The model `x` does not exist", "type": "invalid_request_error",
                                   "code": "model_not_found"}})
@@ -253,7 +299,7 @@ async def test_scripted_model_streams(server: ScriptedModel) -> None:
 def test_scripted_model_runs_as_a_process(tmp_path: Path) -> None:
     script, port_file, log = tmp_path / "script.json", tmp_path / "port", tmp_path / "requests.jsonl"
     script.write_text(json.dumps([{"content": "hello"}, {"status": 500}]))
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_model", "--script", str(script),
+    proc = subprocess.Popen([sys.executable, "-m", "handoff.offline_model", "--script", str(script),
                              "--port-file", str(port_file), "--requests-file", str(log)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 10

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.agents import toml_agents, write_agent
+from handoff.offline_model import ScriptedModel
+from tests.support.agents import toml_agents, trust_repo, write_agent
 
 
 def handoff(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -22,6 +24,7 @@ def test_run_ls_show_apply_with_conflict(repo: Path, tmp_path: Path):
         print("edited sub and added a file")
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"edit": argv}, "edit"))
+    trust_repo(repo)
     run = handoff(repo, "run", "mark sub", "--file", "app.py", "--lines", "5-6")
     assert run.returncode == 0, run.stderr
     sid = run.stdout.split()[0]
@@ -59,13 +62,15 @@ def test_not_a_repository(tmp_path: Path):
 def test_discard_and_gc(repo: Path, tmp_path: Path):
     argv = write_agent(tmp_path / "bin", "noop", "print('nothing to do')\n")
     (repo / ".handoff.toml").write_text(toml_agents({"noop": argv}, "noop"))
+    trust_repo(repo)
     sid = handoff(repo, "run", "nothing").stdout.split()[0]
     res = handoff(repo, "discard", sid)
     assert res.returncode == 0 and f"{sid} discarded" in res.stdout
     assert handoff(repo, "gc").stdout.startswith("removed 0")
 
 
-def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_path: Path):
+def test_killed_run_goes_on_a_killed_daemon_interrupts_then_resumed_and_followed_up(
+        repo: Path, tmp_path: Path, state_dir: Path):
     import os
     import signal
     import time
@@ -81,6 +86,7 @@ def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_
         print("continued")
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"r": argv}, "r"))
+    trust_repo(repo)
     proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "first"], cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -90,9 +96,16 @@ def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    ls = handoff(repo, "ls")
-    assert "interrupted" in ls.stdout
-    sid = ls.stdout.split()[0]
+    ls = handoff(repo, "ls")  # the terminal went away; the session goes on in the daemon
+    assert "running" in ls.stdout, ls.stdout
+    daemon_pid = int((state_dir / "daemon" / "daemon.pid").read_text())
+    os.kill(daemon_pid, signal.SIGKILL)  # the daemon dies: its sessions stop, as with a crash
+    while Path(f"/proc/{daemon_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # (reaped by init: it was detached)
+
+    ls = handoff(repo, "ls")  # a new daemon starts and finds the session interrupted
+    assert "interrupted" in ls.stdout, ls.stdout
+    sid = ls.stdout.splitlines()[1].split()[0]
     resumed = handoff(repo, "resume", sid)
     assert resumed.returncode == 0, resumed.stderr
     assert "ready" in resumed.stdout
@@ -100,3 +113,22 @@ def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_
     assert more.returncode == 0, more.stderr
     assert handoff(repo, "apply", sid).returncode == 0
     assert (repo / "notes.txt").read_text() == "partial\nfirst\nsecond\n"
+
+
+def test_local_model_recipe_from_the_readme(repo: Path, tmp_path: Path):
+    """`HANDOFF_MODEL=openai/<name>` + `HANDOFF_API_BASE`, no key set anywhere, as a user types it."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    with ScriptedModel() as model:
+        model.tool_call("edit_file", {"path": "app.py", "oldText": "return a - b",
+                                      "newText": "return a - b  # local model"})
+        model.tool_call("finish", {"summary": "edited by a local model"})
+        env.update(HANDOFF_MODEL="openai/qwen2.5-coder", HANDOFF_API_BASE=model.url)
+        run = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "run", "mark sub",
+                              "--file", "app.py", "--lines", "5-6"],
+                             cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ready" in run.stdout and "edited by a local model" in run.stdout
+    assert "Missing credentials" not in run.stderr and "OPENAI_API_KEY" not in run.stderr
+    assert len(model.requests) == 2 and model.requests[0]["model"] == "qwen2.5-coder"
+    sid = run.stdout.split()[0]
+    assert "+    return a - b  # local model" in handoff(repo, "show", sid).stdout

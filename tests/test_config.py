@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from handoff.agent.config import Config, load
+from tests.support.agents import trust_repo
 
 
 def test_defaults():
@@ -19,6 +20,7 @@ def test_sources_in_order(tmp_path: Path):
         '[tool.handoff]\nmaxParallel = 2\nmodel = "from-pyproject"\n'
         '[tool.handoff.agents.aider]\ncommand = ["aider", "--message-file", "{task_file}"]\n'
     )
+    trust_repo(tmp_path)
     cfg, messages = load(tmp_path, env={"HANDOFF_MODEL": "from-env", "HANDOFF_API_KEY": "sk-x"},
                          overrides=[("initializationOptions", {"maxSteps": 5, "agent": "aider"}),
                                     ("workspace/configuration", {"maxSteps": 7})])
@@ -29,7 +31,7 @@ def test_sources_in_order(tmp_path: Path):
     assert cfg.maxSteps == 7
     assert cfg.agent == "aider"
     assert cfg.agent_spec("aider").command == ["aider", "--message-file", "{task_file}"]
-    assert "sk-x" not in repr(cfg) and "apiKey" not in cfg.public()
+    assert "sk-x" not in repr(cfg)
 
 
 def test_handoff_toml_wins_over_pyproject(tmp_path: Path):
@@ -44,6 +46,7 @@ def test_bad_values_fall_back_with_one_message_each(tmp_path: Path):
         'maxParallel = 0\nmaxCostUsd = "lots"\nautoApply = "maybe"\ncolour = "red"\nkeepFinishedDays = -1\n'
         'agent = "ghost"\n[agents.broken]\nacp = []\n'
     )
+    trust_repo(tmp_path)
     cfg, messages = load(tmp_path, env={})
     assert cfg.maxParallel == 4 and cfg.maxCostUsd == 1.0 and cfg.autoApply is False
     assert cfg.agent == "builtin" and cfg.keepFinishedDays == 7.0
@@ -59,3 +62,20 @@ def test_unreadable_toml_is_a_message_not_a_crash(tmp_path: Path):
     assert cfg == Config()
     assert any(".handoff.toml" in m for m in messages)
     assert any("must be an object" in m for m in messages)
+
+
+def test_python_310_gets_tomli():
+    """config.py reads TOML with tomllib, or tomli before Python 3.11: the package says so."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    tomli = [r for r in reqs if r.name == "tomli"]
+    assert len(tomli) == 1 and tomli[0].marker is not None
+    assert tomli[0].marker.evaluate({"python_version": "3.10"})
+    assert not tomli[0].marker.evaluate({"python_version": "3.11"})
+    assert project["requires-python"] == ">=3.10"

@@ -29,7 +29,7 @@ from handoff.agent.config import Config
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.scripted_model import ScriptedModel
+from handoff.offline_model import ScriptedModel
 from tests.test_faults import assert_untouched, dev_state, no_session_leftovers
 
 API_KEY = "sk-escape-" + "7" * 24

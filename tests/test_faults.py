@@ -31,7 +31,7 @@ from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
 from tests.support.agents import command_manager, processes_with, write_agent
-from tests.support.scripted_model import ScriptedModel, _Handler
+from handoff.offline_model import ScriptedModel, _Handler
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-fault-matrix-0123456789"

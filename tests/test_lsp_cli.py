@@ -22,6 +22,13 @@ def test_version():
     assert out.strip() == f"handoff-lsp {__version__}"
 
 
+def test_help_reads_as_plain_text():
+    out = subprocess.run([sys.executable, "-m", "handoff.server", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "language server" in out and "--log-file" in out
+    assert "`" not in out  # no reStructuredText markup from a docstring
+
+
 def test_no_litellm_and_no_builtin_agent_at_import():
     code = ("import sys, handoff.server.cli, handoff.server.server as s; s.create_server(); "
             "bad = [m for m in sys.modules if m == 'litellm' or m.endswith('backends.builtin')]; "

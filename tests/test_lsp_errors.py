@@ -11,7 +11,7 @@ from pygls.exceptions import JsonRpcException
 from tests.conftest import git
 from tests.support.lsp_client import Editor
 from tests.support.lsp_fixtures import agent, caps, editor, titled  # noqa: F401
-from tests.support.scripted_model import ScriptedModel
+from handoff.offline_model import ScriptedModel
 
 WHOLE = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
 

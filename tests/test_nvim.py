@@ -24,6 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from tests.conftest import git
+from tests.support.agents import trust_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "editors" / "nvim"
@@ -81,6 +82,7 @@ def sample(repo: Path) -> Path:
         'agent = "edit"\n\n[agents.edit]\n'
         f"command = [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]\n"
     )
+    trust_repo(repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "handoff config")
     return repo
@@ -292,6 +294,25 @@ def test_help_file_tags(nvim: Path, tmp_path: Path) -> None:
     tags = (doc / "tags").read_text()
     for tag in ("handoff", ":Handoff", "handoff.status()", "HandoffSessions", "handoff-config"):
         assert f"{tag}\thandoff.txt" in tags, tag
+    # the shipped tags file is the one helptags makes of the shipped help (regenerate it with
+    # `nvim --headless -c 'helptags editors/nvim/doc' -c q` after editing doc/handoff.txt)
+    assert (PLUGIN / "doc" / "tags").read_text() == tags
+
+
+def test_help_opens(nvim: Path, tmp_path: Path) -> None:
+    """`:help handoff` with the plugin on the runtimepath, as installed (no helptags run)."""
+    out = tmp_path / "help.txt"
+    show = ("lua vim.fn.writefile({vim.fn.expand('%:t'), vim.bo.filetype, vim.fn.getline('.')}, "
+            f"{json.dumps(str(out))})")
+    proc = subprocess.run(
+        [str(nvim), "--headless", "--clean", "-n", "--cmd", f"set runtimepath^={PLUGIN}",
+         "-c", "help handoff", "-c", show, "-c", "qa!"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert not re.search(r"E\d+:", proc.stderr), proc.stderr  # E149: no help for handoff
+    name, filetype, line = out.read_text().splitlines()
+    assert (name, filetype) == ("handoff.txt", "help"), (name, filetype, proc.stderr)
+    assert "*handoff*" in line, line
 
 
 # --- editors/README.md snippets ---------------------------------------------------------------
@@ -324,7 +345,7 @@ def test_readme_helix_languages_toml_parses() -> None:
 
 
 def test_readme_handoff_toml_uses_contract_keys() -> None:
-    """The .handoff.toml examples parse and use only the configuration keys of DESIGN.md."""
+    """The .handoff.toml examples parse and use only the configuration keys of docs/DESIGN.md."""
     keys = {"model", "apiBase", "agent", "agents", "maxParallel", "maxSteps", "maxCostUsd",
             "timeoutS", "testCommand", "autoApply", "todo"}  # fmt: skip
     blocks = toml_blocks()

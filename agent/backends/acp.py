@@ -207,7 +207,7 @@ class AcpBackend:
     async def _start(self, ctx: AgentContext) -> _Live:
         cfg = ctx.config
         spec = cfg.agent_spec(self.name)
-        env, dropped = agent_environment(spec, {"HANDOFF_SESSION_ID": ctx.session_id})
+        env, dropped = agent_environment(spec, {"HANDOFF_SESSION_ID": ctx.session_id}, ctx.env)
         ctx.record({"type": "acp_start", "argv": self.argv, "envDropped": dropped})
         policy = (spec.permissions if spec and spec.permissions else cfg.permissions)
         holder: dict[str, _Live] = {}

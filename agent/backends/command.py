@@ -1,6 +1,6 @@
 """Command agents: any CLI run in the worktree (aider, ``claude -p``, ``codex exec``...).
 
-Contract (DESIGN.md): argv run with cwd = the worktree and stdin closed; ``{task_file}`` (the
+Contract (docs/DESIGN.md): argv run with cwd = the worktree and stdin closed; ``{task_file}`` (the
 brief's path), ``{brief}`` (the whole brief's text) and ``{task}`` (the instruction) in argv are
 replaced; the environment gets ``HANDOFF_TASK``, ``HANDOFF_TASK_FILE``, ``HANDOFF_SESSION_ID``,
 ``HANDOFF_FILE`` and ``HANDOFF_RANGE``. Exit 0 means done, the last non-empty stdout line is
@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 
 import anyio
 
@@ -42,11 +43,14 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text).replace("\r\n", "\n")
 
 
-def agent_environment(spec: AgentSpec | None, extra: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The environment of an external agent and the secret-looking names left out of it: ours
-    without credentials (unless ``passEnv`` names them) and without variables that redirect
-    git, plus the agent's ``env``, plus ``extra``."""
-    env, dropped = scrub(os.environ, spec.passEnv if spec else (), GIT_REDIRECT_VARS)
+def agent_environment(spec: AgentSpec | None, extra: dict[str, str],
+                      base: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """The environment of an external agent and the secret-looking names left out of it:
+    ``base`` (the delegating client's; ours when None) without credentials (unless ``passEnv``
+    names them) and without variables that redirect git, plus the agent's ``env``, plus
+    ``extra``."""
+    env, dropped = scrub(os.environ if base is None else base, spec.passEnv if spec else (),
+                         GIT_REDIRECT_VARS)
     if spec is not None:
         env.update(spec.env)
     env.update(extra)
@@ -118,7 +122,7 @@ class CommandBackend:
             "HANDOFF_SESSION_ID": ctx.session_id,
             "HANDOFF_FILE": ctx.file or "",
             "HANDOFF_RANGE": range_label(ctx.range),
-        })
+        }, ctx.env)
 
     async def run(self, ctx: AgentContext) -> Outcome:
         argv = self._argv(ctx)

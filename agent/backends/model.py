@@ -5,8 +5,15 @@ worker thread, once per process (its import takes seconds and must not block the
 loop), with stdout pointed at stderr meanwhile: under a stdio language server stdout
 belongs to JSON-RPC. Retries are ours, not litellm's or the OpenAI SDK's: transient
 failures (rate limits, 5xx, connection errors, timeouts) back off and retry; anything that
-retrying cannot fix (authentication, permission, unknown model, context window, bad
-request) aborts at once with an :class:`AgentError` that says what to check.
+retrying cannot fix aborts at once with an :class:`AgentError` that says what to check:
+litellm's ``AuthenticationError``, ``PermissionDeniedError``, ``NotFoundError``,
+``ContextWindowExceededError``, ``BadRequestError`` and ``UnprocessableEntityError``, and a
+missing key (which litellm reports as an ``InternalServerError``).
+
+A local OpenAI-compatible server (``model = "openai/<name>"`` with ``apiBase``: llama.cpp,
+vLLM, LM Studio) needs no key: with none set (no ``apiKey``, no ``OPENAI_API_KEY``) the request
+carries a placeholder, since the OpenAI SDK refuses to build a client without one. A server
+that does want a key answers 401, which aborts and names ``HANDOFF_API_KEY``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ BACKOFF_CAP_S = 8.0
 
 # "litellm.NotFoundError: NotFoundError: OpenAIException - " says nothing to a developer
 _NOISE = re.compile(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?")
+
+# The OpenAI SDK's "no key at all" error, which litellm wraps as an InternalServerError (500)
+_MISSING_KEY = re.compile(r"Missing credentials|api_key client option must be set", re.I)
+# Providers that speak the OpenAI API through the OpenAI SDK, whose client demands a key
+_OPENAI_SDK = frozenset({"openai", "text-completion-openai", "custom_openai"})
+KEYLESS = "no-key"  # what a keyless local server gets as its key
 
 _litellm: ModuleType | None = None
 _litellm_lock = threading.Lock()
@@ -100,6 +113,9 @@ class LiteLLMModel:
                 )
                 break
             except retryable as exc:
+                if _MISSING_KEY.search(str(exc)):
+                    raise AgentError(f"the model {self.model!r} needs an API key: set HANDOFF_API_KEY "
+                                     "(or apiKey)") from None
                 if attempt >= self.retries:
                     raise AgentError(f"the model is unavailable after {attempt + 1} attempts: "
                                      f"{self._describe(exc)}") from None
@@ -120,6 +136,9 @@ class LiteLLMModel:
             except (litellm.BadRequestError, litellm.UnprocessableEntityError) as exc:
                 raise AgentError(f"the model rejected the request: {self._describe(exc)}") from None
             except litellm.APIError as exc:  # litellm's catch-all; 5xx is worth a retry
+                if _MISSING_KEY.search(str(exc)):
+                    raise AgentError(f"the model {self.model!r} needs an API key: set HANDOFF_API_KEY "
+                                     "(or apiKey)") from None
                 if _status(exc, 0) < 500 or attempt >= self.retries:
                     raise AgentError(f"model error: {self._describe(exc)}") from None
                 await anyio.sleep(_delay(attempt, exc))
@@ -130,9 +149,20 @@ class LiteLLMModel:
                            tools: list[dict[str, Any]]) -> tuple[Any, float]:
         response = litellm.completion(
             model=self.model, messages=messages, tools=tools, api_base=self.api_base,
-            api_key=self._api_key, timeout=self.timeout_s, num_retries=0, max_retries=0,
+            api_key=self._api_key or self._keyless(litellm), timeout=self.timeout_s, num_retries=0, max_retries=0,
         )
         return response, _cost(litellm, response)
+
+    def _keyless(self, litellm: ModuleType) -> str | None:
+        """The placeholder key for an OpenAI-compatible server at ``apiBase`` when no key is set
+        anywhere; None (litellm finds the provider's key itself) otherwise."""
+        if not self.api_base or os.environ.get("OPENAI_API_KEY"):
+            return None
+        try:
+            provider = litellm.get_llm_provider(self.model, api_base=self.api_base)[1]
+        except litellm.BadRequestError:  # a model string litellm cannot place
+            return None
+        return KEYLESS if provider in _OPENAI_SDK else None
 
     def _describe(self, exc: BaseException) -> str:
         """The error's message, short and without the API key."""

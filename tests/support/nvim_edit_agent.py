@@ -1,6 +1,6 @@
 """A deterministic command agent for the Neovim end-to-end tests.
 
-Run by the server with cwd = the session's worktree (DESIGN.md "Agents", command). What it does
+Run by the server with cwd = the session's worktree (docs/DESIGN.md "Agents", command). What it does
 depends on the task (``HANDOFF_TASK``, the instruction):
 
 - contains "slow": waits (up to 120 s) so the test can cancel it;

@@ -9,7 +9,7 @@ return {
   -- Handoff works on git repositories; the session worktrees hang off the repository root.
   root_markers = { '.git' },
   -- filetypes = nil: attach to every file (a TODO or a selection can be delegated anywhere).
-  -- The configuration object itself (DESIGN.md "Configuration"), e.g. { agent = 'aider' }.
+  -- The configuration object itself (docs/DESIGN.md "Configuration"), e.g. { agent = 'aider' }.
   init_options = vim.empty_dict(), -- an empty JSON object (a plain {} would be sent as [])
   handlers = {
     ['handoff/sessions'] = function(err, result, ctx)

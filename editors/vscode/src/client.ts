@@ -170,7 +170,7 @@ export class HandoffClient implements vscode.Disposable {
     await this.start();
   }
 
-  /** `workspace/executeCommand` with one object argument (DESIGN.md "Commands"). */
+  /** `workspace/executeCommand` with one object argument (docs/DESIGN.md "Commands"). */
   async execute<T>(command: string, arg: object): Promise<T> {
     const client = this.client;
     if (!client || client.state !== State.Running) {

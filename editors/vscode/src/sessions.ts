@@ -1,4 +1,4 @@
-// The Session record of DESIGN.md and the client-side list the server keeps current through
+// The Session record of docs/DESIGN.md and the client-side list the server keeps current through
 // `handoff/sessions` (the whole list every time).
 import * as vscode from 'vscode';
 

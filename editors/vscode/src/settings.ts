@@ -1,5 +1,5 @@
 // Settings `handoff.*`: where the server lives, and the configuration object that mirrors the
-// server's config keys (DESIGN.md "Configuration"). The object is sent as initializationOptions and
+// server's config keys (docs/DESIGN.md "Configuration"). The object is sent as initializationOptions and
 // as the answer to `workspace/configuration` for section `handoff`. Unset settings (null) are left
 // out, so the project's `.handoff.toml` and the environment keep their say.
 import * as vscode from 'vscode';
@@ -19,8 +19,10 @@ export interface ServerSettings {
 export interface HandoffConfig {
   model?: string;
   apiBase?: string;
+  /** User or remote settings only (scope "machine"); better HANDOFF_API_KEY in the environment. */
+  apiKey?: string;
   agent?: string;
-  agents?: Record<string, { command?: string[]; acp?: string[] }>;
+  agents?: Record<string, { command?: string[]; acp?: string[]; passEnv?: string[] }>;
   maxParallel?: number;
   maxSteps?: number;
   maxCostUsd?: number;
@@ -28,12 +30,20 @@ export interface HandoffConfig {
   testCommand?: string;
   autoApply?: boolean;
   todo?: { autoTrigger?: boolean };
+  /** How the built-in agent's run_command runs; user or remote settings only. */
+  commandPolicy?: 'sandbox' | 'allow' | 'deny';
+  /** Secret-looking variables run_command may see; user or remote settings only. */
+  passEnv?: string[];
+  keepFinishedDays?: number;
+  notify?: boolean;
+  daemon?: { idleMinutes?: number };
 }
 
 /** The flat keys mirrored one to one from settings `handoff.<key>`. */
 const CONFIG_KEYS = [
   'model',
   'apiBase',
+  'apiKey',
   'agent',
   'agents',
   'maxParallel',
@@ -42,6 +52,10 @@ const CONFIG_KEYS = [
   'timeoutS',
   'testCommand',
   'autoApply',
+  'commandPolicy',
+  'passEnv',
+  'keepFinishedDays',
+  'notify',
 ] as const;
 
 export function serverSettings(): ServerSettings {
@@ -66,6 +80,10 @@ export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig 
   const autoTrigger = cfg.get<unknown>('todo.autoTrigger');
   if (typeof autoTrigger === 'boolean') {
     out.todo = { autoTrigger };
+  }
+  const idleMinutes = cfg.get<unknown>('daemon.idleMinutes');
+  if (typeof idleMinutes === 'number') {
+    out.daemon = { idleMinutes };
   }
   return out as HandoffConfig;
 }

@@ -1,5 +1,5 @@
 -- `:Handoff {subcommand}`: each subcommand sends one `workspace/executeCommand` of the
--- public contract (DESIGN.md "Commands") to the handoff-lsp client. `delegate` lives in
+-- public contract (docs/DESIGN.md "Commands") to the handoff-lsp client. `delegate` lives in
 -- delegate.lua, the diff view in review.lua.
 
 local lsp = require('handoff.client')

@@ -136,7 +136,7 @@ local function check_server()
   local exe = vim.fn.exepath(config.cmd[1])
   if exe == '' then
     health.error(('server executable "%s" not found'):format(config.cmd[1]), {
-      'Install it: pip install handoff-lsp (or pipx install handoff-lsp)',
+      'Install it from a clone of the Handoff repository: pipx install . (or uv tool install .)',
       "Or point Neovim at it: vim.lsp.config('handoff', { cmd = { '/path/to/handoff-lsp' } })",
     })
     return

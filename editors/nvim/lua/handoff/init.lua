@@ -34,7 +34,7 @@ function M.status()
   return require('handoff.status').text()
 end
 
---- The sessions last reported by the server(s) (DESIGN.md `Session` objects), newest first.
+--- The sessions last reported by the server(s) (docs/DESIGN.md `Session` objects), newest first.
 ---@return table[]
 function M.sessions()
   return require('handoff.status').list()

@@ -1,6 +1,14 @@
-"""A scripted OpenAI-compatible chat completions server on 127.0.0.1, for tests.
+"""Handoff's offline scripted model: an OpenAI-compatible chat completions server on 127.0.0.1.
+
+It is not an AI. It replays a fixed script of replies (tool calls, text, HTTP errors), so the
+built-in agent's whole machinery (litellm over real HTTP, tool calls, the worktree, the merge,
+the edit) runs with no model, no key and no network. ``make demo`` uses it when no
+``HANDOFF_MODEL`` is set; the tests and the benchmarks use it as their model (as mini-swe-agent
+ships its test models in the package).
 
 In-process::
+
+    from handoff.offline_model import ScriptedModel
 
     with ScriptedModel() as model:
         model.tool_call("write_file", {"path": "a.txt", "content": "hi\\n"}).tool_call("finish", {"summary": "done"})
@@ -9,13 +17,14 @@ In-process::
 
 As a process (for end-to-end tests that start the language server elsewhere)::
 
-    python -m tests.support.scripted_model --script script.json --port-file port.txt [--requests-file r.jsonl]
+    python -m handoff.offline_model --script script.json --port-file port.txt [--requests-file r.jsonl]
 
 Script items (JSON): ``{"tool_calls": [{"name": ..., "arguments": {...} | "raw string"}]}``,
 ``{"content": "..."}``, ``{"status": 500, "body": {...}, "headers": {...}}``. Each request to
 ``POST /v1/chat/completions`` (or ``/chat/completions``) takes the next item; streaming
 requests (``"stream": true``) get the same reply as server-sent events. When the script is
-exhausted the reply is a ``finish`` tool call, so nothing ever hangs.
+exhausted the reply is a ``finish`` tool call, so nothing ever hangs. The server listens on
+127.0.0.1 only and never makes a request of its own.
 """
 
 from __future__ import annotations
