@@ -15,6 +15,7 @@ from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.processes import pid_alive
 from handoff.agent.session import State
 from tests.conftest import git, git_leftovers
+from tests.support.agents import trust_repo
 
 AGENT = Path(__file__).parent / "support" / "acp_agent.py"
 APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
@@ -24,6 +25,7 @@ def acp_manager(repo: Path, tmp_path: Path, mode: str, extra: str = "") -> tuple
     log = tmp_path / f"{mode}.log"
     argv = ", ".join(json.dumps(a) for a in [sys.executable, str(AGENT), mode, str(log)])
     (repo / ".handoff.toml").write_text(f'agent = "scripted"\n{extra}\n[agents.scripted]\nacp = [{argv}]\n')
+    trust_repo(repo)
     cfg, messages = config_mod.load(repo)
     assert messages == []
     mgr = SessionManager(repo, cfg)
@@ -321,6 +323,7 @@ async def test_an_agent_error_shows_its_stderr(repo: Path, tmp_path: Path, mode:
 async def test_an_agent_that_cannot_run_is_refused_before_anything_is_made(
         repo: Path, toml: str, message: str):
     (repo / ".handoff.toml").write_text(toml)
+    trust_repo(repo)
     cfg, _ = config_mod.load(repo, env={})
     mgr = SessionManager(repo, cfg)
     agent = "nosuch" if "nosuch" in toml else "gone" if "gone" in toml else "builtin"

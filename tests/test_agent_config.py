@@ -15,7 +15,7 @@ from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.presets import agents_report
 from handoff.agent.secrets import Redactor, is_secret_name
 from handoff.agent.session import State
-from tests.support.agents import write_agent
+from tests.support.agents import trust_repo, write_agent
 
 
 def test_secret_names_are_whole_name_parts() -> None:
@@ -37,6 +37,7 @@ def test_store_keeps_exporting_the_redactor() -> None:
 
 def write(repo: Path, text: str) -> tuple[config_mod.Config, list[str]]:
     (repo / ".handoff.toml").write_text(text)
+    trust_repo(repo)
     return config_mod.load(repo, env={})
 
 
@@ -68,7 +69,6 @@ permissions = "always"
     assert mine.passEnv == [] and mine.permissions == "ask" and mine.kind == "command"
     assert cfg.permissions == "reject" and cfg.agents["bad"].permissions is None
     assert cfg.exclude_for("mine") == [".aider*", "build/", "*.tmp"]
-    assert cfg.public()["agents"]["mine"]["env"] == ["MINE_MODE", "MINE_URL"]  # names, not values
 
 
 def test_presets_need_no_agents_table_and_can_be_overridden(repo: Path) -> None:
@@ -98,6 +98,7 @@ command = ["codex", "exec", "{brief}"]
 def test_agents_report_lists_presets_and_configured_agents(repo: Path, capsys, monkeypatch) -> None:
     (repo / ".handoff.toml").write_text(
         f'agent = "local"\n[agents.local]\ncommand = ["{sys.executable}", "-c", "print(1)"]\n')
+    trust_repo(repo)
     cfg, _ = config_mod.load(repo, env={})
     rows = {r.name: r for r in agents_report(cfg)}
     assert set(rows) >= {"builtin", "claude", "codex", "gemini", "copilot", "goose", "opencode", "local"}

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agents import trust_repo
+
 pytestmark = pytest.mark.real_agent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,7 @@ def need(executable: Path) -> None:
 def delegate(repo: Path, tmp_path: Path, toml: str, env: dict[str, str], instruction: str,
              timeout: float = 90, files: dict[str, str] | None = None) -> dict:
     (repo / ".handoff.toml").write_text(toml)
+    trust_repo(repo)  # what the developer does once the file says what they want
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"repo": str(repo), "task": TASK, "env": env, "instruction": instruction,
                                 "timeout": timeout - 15, "files": files or {}}))
