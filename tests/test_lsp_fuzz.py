@@ -134,6 +134,9 @@ def fuzz(tmp_path_factory):
     git(repo, "commit", "-q", "-m", "initial")
     # `bad` fails at once (the built-in agent, with no model, would be refused before it starts)
     Agent(repo, base / "agent").configure(extra_toml='maxParallel = 2\n[agents.bad]\ncommand = ["false"]')
+    from handoff.agent import trust
+
+    trust.trust(repo, root=base / "state")  # the editor's own state folder (below)
     outside = base / "outside.py"
     outside.write_text("# TODO: outside\n")
     (base / "home").mkdir()
