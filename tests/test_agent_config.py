@@ -134,9 +134,11 @@ async def test_command_agent_gets_the_whole_brief_its_env_and_a_record_of_droppe
     seen = tmp_path / "seen.json"
     argv = write_agent(tmp_path / "bin", "brief", f"""
         pathlib.Path({str(seen)!r}).write_text(json.dumps({{"argv": sys.argv[1:], "env": dict(os.environ)}}))
+        print("token", os.environ["B_TOKEN"])
         print("done")
     """) + ["{brief}"]
-    mgr = manager(repo, f'agent = "b"\n[agents.b]\ncommand = {toml_argv(argv)}\nenv = {{B_MODE = "x"}}\n')
+    mgr = manager(repo, f'agent = "b"\n[agents.b]\ncommand = {toml_argv(argv)}\n'
+                        'env = {B_MODE = "x", B_TOKEN = "tok-set-in-env-table"}\n')
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 16}}
     s = await mgr.wait(mgr.delegate(DelegateRequest("tidy add", file="app.py", range=rng)).id)
     assert s.state is State.READY, s.error
@@ -147,7 +149,11 @@ async def test_command_agent_gets_the_whole_brief_its_env_and_a_record_of_droppe
     assert "SOME_SERVICE_API_KEY" not in got["env"]
     (cmd,) = [e for e in mgr.store.read_transcript(s.id) if e["type"] == "command"]
     assert "SOME_SERVICE_API_KEY" in cmd["envDropped"]
-    assert "sk-very-secret-value" not in (mgr.store.transcript_path(s.id)).read_text()
+    assert got["env"]["B_TOKEN"] == "tok-set-in-env-table"
+    transcript = mgr.store.transcript_path(s.id).read_text()
+    assert "sk-very-secret-value" not in transcript and "tok-set-in-env-table" not in transcript
+    (exit_,) = [e for e in mgr.store.read_transcript(s.id) if e["type"] == "command_exit"]
+    assert exit_["stdout"] == "token ***\ndone\n"  # what the agent printed, the value hidden
 
 
 async def test_command_agent_error_shows_stdout_and_stderr_without_colours(repo: Path, tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from acp.schema import ClientCapabilities, FileSystemCapabilities, Implementatio
 
 from .acp_client import HandoffClient
 from .base import AgentContext, AgentError, LimitReached, Outcome
-from .command import _Capped, _exit_description, agent_environment, kill_group, strip_ansi
+from .command import (_Capped, _exit_description, agent_environment, hide_env_secrets, kill_group,
+                      strip_ansi)
 
 CANCEL_GRACE_S = 3.0  # after session/cancel, before the process group is killed
 IDLE_S = 600.0  # a finished agent process is kept this long for follow-ups
@@ -207,6 +208,7 @@ class AcpBackend:
     async def _start(self, ctx: AgentContext) -> _Live:
         cfg = ctx.config
         spec = cfg.agent_spec(self.name)
+        hide_env_secrets(ctx, spec)
         env, dropped = agent_environment(spec, {"HANDOFF_SESSION_ID": ctx.session_id}, ctx.env)
         ctx.record({"type": "acp_start", "argv": self.argv, "envDropped": dropped})
         policy = (spec.permissions if spec and spec.permissions else cfg.permissions)

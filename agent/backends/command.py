@@ -30,7 +30,7 @@ from ..brief import range_label
 from ..config import AgentSpec
 from ..processes import background
 from ..sandbox import GIT_REDIRECT_VARS
-from ..secrets import scrub
+from ..secrets import is_secret_name, scrub
 from .base import AgentContext, AgentError, LimitReached, Outcome
 
 OUTPUT_CAP = 64 * 1024  # bytes of each stream kept (head and tail)
@@ -55,6 +55,12 @@ def agent_environment(spec: AgentSpec | None, extra: dict[str, str],
         env.update(spec.env)
     env.update(extra)
     return env, dropped
+
+
+def hide_env_secrets(ctx: AgentContext, spec: AgentSpec | None) -> None:
+    """Secret-looking values an agent's ``env`` sets are hidden in records like ours."""
+    if spec is not None and ctx.redactor is not None:
+        ctx.redactor.add(v for k, v in spec.env.items() if is_secret_name(k))
 
 
 def _tail(text: str, n: int = ERROR_LINES) -> str:
@@ -116,6 +122,7 @@ class CommandBackend:
 
     def _env(self, ctx: AgentContext) -> tuple[dict[str, str], list[str]]:
         spec = ctx.config.agent_spec(self.name)
+        hide_env_secrets(ctx, spec)
         return agent_environment(spec, {
             "HANDOFF_TASK": ctx.instruction,
             "HANDOFF_TASK_FILE": str(ctx.brief_path),
