@@ -39,7 +39,7 @@ import anyio
 from handoff import __version__
 
 from . import config as config_mod
-from . import gitops, protocol, report
+from . import gitops, protocol, report, results
 from .backends.base import AgentError
 from .host import AgentHost
 from .manager import DelegateRequest, SessionError, SessionManager, not_ready
@@ -437,7 +437,7 @@ class Daemon:
         files: list[protocol.PlannedFile] = [{
             "path": p.path, "action": p.action, "content": b64(p.content),
             "conflicts": [{"start": c.start, "end": c.end} for c in p.conflicts],
-            "oldPath": p.old_path, "reason": p.reason,
+            "oldPath": p.old_path, "reason": p.reason, "resolved": b64(p.resolved),
             "mode": p.mode, "currentMode": p.current_mode} for p in plans]
         if params.get("recordConflicts"):
             count = sum(max(1, len(p.conflicts)) for p in plans if p.action == "conflict")
@@ -460,6 +460,32 @@ class Daemon:
                 await anyio.to_thread.run_sync(mgr.set_conflicts, s.id, params["conflicts"])
         finally:
             self.claims.pop(s.id, None)
+        return {"session": s.to_wire()}
+
+    async def h_reject_changes(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        mgr, s = await self._find(params)
+        raw = params.get("reverts")
+        if not isinstance(raw, list) or not raw or not all(
+                isinstance(r, dict) and isinstance(r.get("path"), str) for r in raw):
+            raise RemoteError("`reverts` must be a non-empty list of {path, oldPath?, merged?, kept?}",
+                              protocol.INVALID_PARAMS)
+        reverts = [results.Revert(r["path"], r.get("oldPath"), unb64(r.get("merged")), unb64(r.get("kept")))
+                   for r in raw]
+        self._claim(conn, s)  # not while another editor applies it
+        try:
+            await anyio.to_thread.run_sync(mgr.reject_changes, s.id, reverts, str(params.get("note") or ""))
+            if params.get("finish"):  # nothing left to review: what was kept is in the files
+                await anyio.to_thread.run_sync(mgr.mark_applied if s.filesChanged else mgr.discard, s.id)
+        finally:
+            self.claims.pop(s.id, None)
+        return {"session": s.to_wire()}
+
+    async def h_record_hunks(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        mgr, s = await self._find(params)
+        count = params.get("hunks")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise RemoteError("`hunks` must be a count", protocol.INVALID_PARAMS)
+        await anyio.to_thread.run_sync(mgr.set_hunks, s.id, count)
         return {"session": s.to_wire()}
 
     async def h_apply_to_disk(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
@@ -488,6 +514,16 @@ class Daemon:
         mgr = await self.manager(Path(_str(params, "root") or ""))
         return {"removed": await anyio.to_thread.run_sync(mgr.gc)}
 
+    async def h_trust(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        from . import trust
+
+        root = Path(_str(params, "root") or "")
+        try:
+            state = await anyio.to_thread.run_sync(trust.trust, root)
+        except ValueError as exc:
+            raise RemoteError(str(exc)) from None
+        return {"file": str(state.file), "guarded": list(state.guarded)}
+
     _handlers = {
         protocol.INITIALIZE: h_initialize,
         protocol.STATUS: h_status,
@@ -505,6 +541,9 @@ class Daemon:
         protocol.DIFF: h_diff,
         protocol.REPORT: h_report,
         protocol.GC: h_gc,
+        protocol.TRUST: h_trust,
+        protocol.REJECT_CHANGES: h_reject_changes,
+        protocol.RECORD_HUNKS: h_record_hunks,
     }
 
 

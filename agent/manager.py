@@ -27,8 +27,8 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
-from .session import (ACTIVE, FINAL, Session, SessionError, State, TransitionError, new_id, parse_iso,
-                      transition)
+from .session import (ACTIVE, FINAL, Session, SessionError, State, TransitionError, new_id, now_iso,
+                      parse_iso, transition)
 from .store import Redactor, Store, unfinished_ids
 
 log = logging.getLogger(__name__)
@@ -478,6 +478,28 @@ class SessionManager:
         self._changed(s)
         return s
 
+    def reject_changes(self, session_id: str, reverts: list[results.Revert], note: str = "") -> Session:
+        """Take the changes the developer rejected out of a ready session's result: they are
+        reverted in its worktree, which becomes the new result commit (blocking)."""
+        s = self.get(session_id)
+        if s.state is not State.READY:
+            raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to reject")
+        worktree = Path(s.worktree)
+        if not worktree.exists():
+            raise SessionError(f"session {s.id} has no worktree any more: discard it")
+        gitops.check_worktree_link(self.repo_root, worktree)
+        try:
+            results.revert(self.repo_root, worktree, s.baseCommit, s.resultCommit, reverts)
+        except (results.RevertError, OSError) as exc:
+            raise SessionError(f"could not reject that change of session {s.id}: {_message(exc)}") from None
+        self._collect(s)
+        self.store.append_transcript(s.id, {"type": "reject", "files": [r.path for r in reverts],
+                                            "note": self.store.redactor.text(note)})
+        s.updatedAt = now_iso()
+        self.store.save(s)
+        self._changed(s)
+        return s
+
     # -- results ----------------------------------------------------------------------
     def plan(self, session_id: str, read_current: Callable[[str], bytes | None]) -> list[FileMerge]:
         """Merge the session's result into the files as they are now (blocking).
@@ -501,6 +523,15 @@ class SessionManager:
         s.conflicts = count
         self.store.save(s)
         self._changed(s)
+        return s
+
+    def set_hunks(self, session_id: str, count: int) -> Session:
+        """How many changes of a ready session are left to review, as last merged."""
+        s = self.get(session_id)
+        if s.state is State.READY and s.hunks != count:
+            s.hunks = count
+            self.store.save(s)
+            self._changed(s)
         return s
 
     def mark_applied(self, session_id: str) -> Session:

@@ -55,6 +55,7 @@ class FileMerge:
     def link(self) -> bool:
         """Whether applying it makes or replaces a symbolic link (never a text edit)."""
         return files.SYMLINK in (self.mode, self.current_mode)
+    resolved: bytes | None = None  # a text conflict: the merge with ours kept where it conflicts
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -251,9 +252,9 @@ def _merge_content(
     whole = [ConflictRegion(0, len(_lines(ours)))] if ours is not None else []
 
     def conflict(reason: str, content: bytes | None = None,
-                 regions: list[ConflictRegion] | None = None) -> FileMerge:
+                 regions: list[ConflictRegion] | None = None, resolved: bytes | None = None) -> FileMerge:
         return FileMerge(path, "conflict", content, whole if regions is None else regions,
-                         old, reason)
+                         old, reason, resolved)
 
     if change.status == "added":
         if ours is None:
@@ -280,7 +281,7 @@ def _merge_content(
         return conflict(
             f"The agent's changes to {where} conflict with edits made meanwhile "
             f"({n} conflicting region{'s' if n != 1 else ''}).",
-            result.with_markers, result.conflicts)
+            result.with_markers, result.conflicts, result.text)
     if change.status == "renamed":
         return FileMerge(path, "rename", result.text, [], old, "")
     if result.text == ours:

@@ -29,6 +29,12 @@ Requests (client -> daemon), params -> result:
 - ``applyToDisk`` {sessionId, conflictMarkers} -> {written, conflicts}: the terminal's apply
 - ``diff`` {sessionId} -> {diff}; ``report`` {sessionId} -> {path}: the session's report written
 - ``gc`` {root} -> {removed}
+- ``trust`` {root} -> {file, guarded}: the repository's Handoff settings trusted as they are now
+- ``rejectChanges`` {sessionId, reverts: [{path, oldPath?, merged?, kept?}], note?, finish?} ->
+  {session}: take the changes the developer rejected out of the result (``merged`` -> ``kept``,
+  base64, merged into the agent's file; neither: the whole file back to the snapshot); ``finish``:
+  nothing is left to review, so the session ends (applied, or discarded when none of it is left)
+- ``recordHunks`` {sessionId, hunks} -> {session}: how many changes are left to review
 
 Notifications (daemon -> client): ``session`` {session} for every change of a session of a
 repository the connection opened; ``progress`` {sessionId, message, steps, costUsd}.
@@ -46,10 +52,10 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 # The Session wire form and its states are part of the protocol.
-from .session import ACTIVE, FINAL, Session, SessionError, State, TransitionError
+from .session import ACTIVE, FINAL, Session, SessionError, State, TransitionError, actions_of, allows
 
 __all__ = ["ACTIVE", "FINAL", "PROTOCOL_VERSION", "Planned", "RemoteError", "Session", "SessionError",
-           "State", "TransitionError", "decode", "encode"]
+           "State", "TransitionError", "actions_of", "allows", "decode", "encode"]
 
 PROTOCOL_VERSION = 1
 LINE_LIMIT = 1 << 30  # one message: a delegation carries the unsaved buffers
@@ -71,6 +77,9 @@ APPLY_TO_DISK = "applyToDisk"
 DIFF = "diff"
 REPORT = "report"
 GC = "gc"
+TRUST = "trust"
+REJECT_CHANGES = "rejectChanges"
+RECORD_HUNKS = "recordHunks"
 # Notifications
 SESSION = "session"
 PROGRESS = "progress"
@@ -149,6 +158,7 @@ class PlannedFile(TypedDict, total=False):
     reason: str
     mode: str | None  # git mode the file gets ("100755", "120000": a link to content); None: as is
     currentMode: str | None  # what was on disk when merged
+    resolved: str | None  # base64: a text conflict merged with the developer's side kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,13 +184,15 @@ class Planned:
     def link(self) -> bool:
         """Whether applying it makes or replaces a symbolic link (never a text edit)."""
         return "120000" in (self.mode, self.current_mode)
+    resolved: bytes | None = None  # a text conflict: the merge with the developer's side kept
 
     @classmethod
     def from_wire(cls, d: PlannedFile) -> "Planned":
         return cls(path=d["path"], action=d["action"], content=unb64(d.get("content")),
                    conflicts=[Region(c["start"], c["end"]) for c in d.get("conflicts") or []],
                    old_path=d.get("oldPath"), reason=d.get("reason") or "",
-                   mode=d.get("mode"), current_mode=d.get("currentMode"))
+                   mode=d.get("mode"), current_mode=d.get("currentMode"),
+                   resolved=unb64(d.get("resolved")))
 
 
 class RemoteError(Exception):

@@ -25,8 +25,9 @@ class Anchor:
     session_id: str
     start: tuple[int, int]  # (line, character)
     end: tuple[int, int]
-    kind: str = "origin"  # "origin" or "conflict"
+    kind: str = "origin"  # "origin", "conflict" or "hunk"
     message: str = ""
+    key: str = ""  # a hunk's id
 
     @classmethod
     def from_range(cls, uri: str, session_id: str, rng: dict[str, Any] | None, **kw) -> "Anchor":

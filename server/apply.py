@@ -26,6 +26,7 @@ from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Planned, SessionError, State, b64, unb64
 
 from . import edits
+from . import hunks as hunks_mod
 from .repos import Repo
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ def _conflict_count(plans: list[Planned]) -> int:
     return sum(max(1, len(p.conflicts)) for p in plans if p.action == "conflict")
 
 
-async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_markers: bool = False) -> dict[str, Any]:
+async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_markers: bool = False,
+                        hunks: list[str] | None = None) -> dict[str, Any]:
+    """Apply the session (``hunks``: only those of its changes; see hunks.py)."""
     repo, s = ls.repos.find(session_id)
     lock = ls.apply_locks.setdefault(session_id, asyncio.Lock())
     async with lock:
@@ -71,6 +74,10 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
             reason = ""
             for _attempt in range(ATTEMPTS):
                 plans, docs, current, claim = await plan(ls, repo, session_id, claim=True)
+                left = False
+                if hunks is not None:  # only those changes (hunks.py)
+                    plans, left = await anyio.to_thread.run_sync(
+                        hunks_mod.select, s, repo, plans, docs, current, hunks, ls.encoding)
                 conflicts = [p for p in plans if p.action == "conflict"]
                 count = _conflict_count(plans)
                 unmarkable = [p for p in conflicts if p.content is None]
@@ -104,6 +111,9 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                         raise SessionError(f"session {s.id} was not fully applied: "
                                            f"{exc.strerror or exc}: {exc.filename or ''} (the "
                                            "session stays ready; `handoff apply` can finish it)") from None
+                if left:  # the session stays ready with the rest of its changes; the claim goes back
+                    hunks_mod.after_apply(ls, session_id)
+                    return {"applied": True, "conflicts": 0}
                 done = True
                 ls.repos.adopt((await ls.repos.call(protocol.FINISH_APPLY, {
                     "sessionId": session_id, "claim": claim, "applied": True}))["session"])
@@ -130,7 +140,8 @@ async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
         async with ls.apply_locks.setdefault(session_id, asyncio.Lock()):  # one merge at a time
             if s.state is not State.READY:
                 return 0
-            plans, docs, _, _ = await plan(ls, repo, session_id, record=True)
+            plans, docs, current, _ = await plan(ls, repo, session_id, record=True)
+            await hunks_mod.publish(ls, repo, s, plans, docs, current)
             conflicts = [p for p in plans if p.action == "conflict"]
             if conflicts or s.conflicts or session_id in ls.status.conflicts:  # none: the old ones go
                 _report_conflicts(ls, repo, s, conflicts, docs)

@@ -18,14 +18,15 @@ from typing import Any
 import attrs
 import cattrs
 from lsprotocol import types
+from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 from pygls.protocol import default_converter
 
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
-from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError
+from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError, allows
 
-from . import delegation, show, todos
+from . import delegation, hunks, show, todos
 from .apply import apply_session
 from .protocol import RawJSON, clip, problems, session_list
 from .repos import NotInRepository
@@ -42,6 +43,11 @@ CANCEL = "handoff.cancel"
 DISCARD = "handoff.discard"
 SHOW = "handoff.show"
 PREVIEW = "handoff.preview"
+TRUST = "handoff.trust"
+REJECT = "handoff.reject"
+REVEAL = "handoff.reveal"  # put the cursor somewhere (the TODO line a code action inserted)
+ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL, TRUST)
+CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: ask, then delegate
 
 
 @functools.cache
@@ -80,6 +86,11 @@ class UriArgs:
 
 
 @attrs.define
+class TrustArgs:
+    uri: str | None = None
+
+
+@attrs.define
 class SessionArgs:
     session_id: str
 
@@ -88,6 +99,20 @@ class SessionArgs:
 class ApplyArgs:
     session_id: str
     conflict_markers: bool = False
+    hunks: list[str] | None = None
+
+
+@attrs.define
+class RejectArgs:
+    session_id: str
+    hunks: list[str] | None = None  # required: hunks.reject says so when missing
+    reason: str | None = None
+
+
+@attrs.define
+class RevealArgs:
+    uri: str
+    range: types.Range
 
 
 @attrs.define
@@ -229,12 +254,29 @@ def register(ls) -> None:
     @command(APPLY)
     async def apply(ls, *args: Any) -> dict[str, Any]:
         a = parse(ApplyArgs, args, APPLY)
-        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers)
+        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers, hunks=a.hunks)
+
+    @command(REJECT)
+    async def reject(ls, *args: Any) -> dict[str, Any]:
+        a = parse(RejectArgs, args, REJECT)
+        return await hunks.reject(ls, a.session_id, a.hunks or [], a.reason)
+
+    @command(REVEAL, reads_only=True)
+    async def reveal(ls, *args: Any) -> dict[str, Any]:
+        a = parse(RevealArgs, args, REVEAL)
+        if get_capability(ls.client_capabilities, "window.show_document.support", False):
+            await ls.window_show_document_async(types.ShowDocumentParams(
+                uri=a.uri, take_focus=True, selection=a.range))
+        return {}
 
     @command(FOLLOW_UP)
     async def follow_up(ls, *args: Any) -> dict[str, Any]:
         a = parse(FollowUpArgs, args, FOLLOW_UP)
         repo, s = ls.repos.find(a.session_id)
+        if not allows(s, "followUp"):
+            hint = ("it is still running: wait for it, or cancel it" if s.state in ACTIVE
+                    else "start a new session")
+            raise SessionError(f"session {s.id} is {s.state.value}: it cannot be followed up ({hint})")
         instruction = (a.instruction or "").strip()
         if not instruction and s.uri:
             # From a code action: the comment at the origin, as it is now, is the instruction.
@@ -243,6 +285,8 @@ def register(ls) -> None:
                 instruction, _ = delegation.task_of(text, s.range, s.file or s.uri)
             except delegation.NoTask:
                 pass
+        if not instruction and allows(s, "resume"):
+            instruction = s.instruction  # resume: the last instruction, once more
         if not instruction:
             raise CommandError(
                 f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
@@ -278,6 +322,24 @@ def register(ls) -> None:
         if s.state is not State.READY:
             raise SessionError(f"session {s.id} is {s.state.value}: only a ready session has a result to preview")
         return {"files": await show.preview(ls, repo, s)}
+
+    @command(TRUST)
+    async def trust(ls, *args: Any) -> dict[str, Any]:
+        a = parse(TrustArgs, args, TRUST)
+        if a.uri:
+            repo, _ = await ls.repos.for_uri(a.uri)
+            root = repo.root
+        else:
+            await ls.until_discovered()
+            roots = ls.repos.roots()
+            if len(roots) != 1:
+                raise CommandError(f"{TRUST} needs a `uri` of a file in the repository to trust "
+                                   f"({len(roots)} repositories are open)")
+            root = roots[0]
+        from .settings import trust as trust_root
+
+        result = await trust_root(ls, root)
+        return {"file": result["file"], "guarded": result.get("guarded") or []}
 
 
 async def cancel_session(ls, session_id: str) -> None:

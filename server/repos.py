@@ -130,26 +130,29 @@ class Repos:
             self._watch = asyncio.get_running_loop().create_task(self._watch_daemon())
 
     async def _watch_daemon(self) -> None:
-        """When the daemon goes away: say so once, start a new one, open the repositories again."""
-        lost = self.daemon.lost
-        await lost.wait()
-        if self._closing or self.ls.is_closing:
-            return
-        log.warning("the session daemon went away")
-        self.ls.show("Handoff: the session daemon stopped; starting a new one (sessions that were "
-                     "running are interrupted and can be resumed).", types.MessageType.Warning)
-        for attempt in range(RECONNECT_TRIES):
-            try:
-                await self.daemon.close()
-                await self.connected()
-                for root in list(self._repos):
-                    await self._open(root)
+        """When the daemon goes away: say so once, start a new one, open the repositories again
+        (and watch the new one the same way)."""
+        while True:
+            await self.daemon.lost.wait()
+            if self._closing or self.ls.is_closing:
                 return
-            except (RemoteError, OSError) as exc:
-                log.warning("reconnecting to the session daemon failed (%d): %s", attempt + 1, exc)
-                await asyncio.sleep(0.5 * (attempt + 1))
-        self.ls.show("Handoff: no session daemon could be started; see `handoff daemon logs`.",
-                     types.MessageType.Error)
+            log.warning("the session daemon went away")
+            self.ls.show("Handoff: the session daemon stopped; starting a new one (sessions that were "
+                         "running are interrupted and can be resumed).", types.MessageType.Warning)
+            for attempt in range(RECONNECT_TRIES):
+                try:
+                    await self.daemon.close()
+                    await self.connected()
+                    for root in list(self._repos):
+                        await self._open(root)
+                    break
+                except (RemoteError, OSError) as exc:
+                    log.warning("reconnecting to the session daemon failed (%d): %s", attempt + 1, exc)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+            else:
+                self.ls.show("Handoff: no session daemon could be started; see `handoff daemon logs`.",
+                             types.MessageType.Error)
+                return
 
     def _on_session(self, wire: dict[str, Any]) -> None:
         try:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SECTION = "handoff"
 INIT_SOURCE = "initializationOptions"
 PULL_SOURCE = "workspace/configuration"
+TRUST_ACTION = "Trust this repository's Handoff settings"
 
 
 def unwrap(options: Any) -> Any:
@@ -46,6 +47,7 @@ class Settings:
         self.init_options: Any = None
         self.pulled: dict[str, Any] = {}  # scope ("" = global, else a repo root uri) -> section
         self._shown: set[str] = set()
+        self._offered: set[Path] = set()  # roots whose trust was offered
         self._batch: list[str] | None = None
 
     # -- sources -----------------------------------------------------------------------------
@@ -62,8 +64,31 @@ class Settings:
         """The effective configuration of ``root`` (the daemon's wire form: camelCase keys)."""
         result = await self.ls.repos.call(protocol.CONFIG, {
             "root": str(root) if root is not None else None, **self.request_params(root)})
-        self.report(result.get("messages") or [])
+        messages = result.get("messages") or []
+        self.report(messages)
+        if root is not None and any("handoff trust" in m for m in messages):
+            self.offer_trust(root)
         return result["config"]
+
+    def offer_trust(self, root: Path) -> None:
+        """Ask once per root whether to trust its Handoff settings (what `handoff trust` does)."""
+        if root in self._offered:
+            return
+        self._offered.add(root)
+        self.ls.spawn(self._ask_trust(root), f"trust {root}")
+
+    async def _ask_trust(self, root: Path) -> None:
+        try:
+            choice = await self.ls.window_show_message_request_async(types.ShowMessageRequestParams(
+                type=types.MessageType.Warning,
+                message=(f"Handoff: {root}'s own settings (.handoff.toml or [tool.handoff]) choose what "
+                         "runs, and are ignored until you trust them as they are now."),
+                actions=[types.MessageActionItem(title=TRUST_ACTION)]))
+        except JsonRpcException as exc:
+            log.info("window/showMessageRequest failed: %s", exc)
+            return
+        if choice is not None and choice.title == TRUST_ACTION:
+            await trust(self.ls, root)
 
     # -- pulling ---------------------------------------------------------------------------
     @property
@@ -134,3 +159,11 @@ class Settings:
         text = "Handoff configuration: " + "; ".join(new)
         log.warning("%s", text)
         self.ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=text))
+
+
+async def trust(ls: "HandoffServer", root: Path) -> dict[str, Any]:
+    """Trust ``root``'s Handoff settings as they are now (in the daemon, which keeps the record)."""
+    result = await ls.repos.call(protocol.TRUST, {"root": str(root)})
+    keys = ", ".join(result.get("guarded") or []) or "nothing that needs trust"
+    ls.show(f"Handoff: trusted {result['file']} as it is now ({keys}); a change to it asks again.")
+    return result

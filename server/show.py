@@ -19,6 +19,7 @@ from pygls.exceptions import JsonRpcException
 from handoff.agent import protocol
 from handoff.agent.protocol import Session
 
+from . import hunks
 from .apply import plan
 from .repos import Repo
 
@@ -45,8 +46,12 @@ async def show(ls: "HandoffServer", repo: Repo, s: Session) -> Path:
 
 
 async def preview(ls: "HandoffServer", repo: Repo, s: Session) -> list[dict[str, Any]]:
-    """``[{uri, content}]``: each changed file as it would be after applying (null: deleted)."""
-    plans, docs, _, _ = await plan(ls, repo, s.id)
+    """``[{uri, content, action, hunks}]``: each changed file as it would be after applying (null:
+    deleted), and its changes one by one (hunks.py; their ranges are in the file as it is now)."""
+    plans, docs, current, _ = await plan(ls, repo, s.id)
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for h in await hunks.publish(ls, repo, s, plans, docs, current):
+        by_path.setdefault(h.path, []).append(h.wire())
     files = []
     for p in plans:
         if p.action == "unchanged":
@@ -58,5 +63,6 @@ async def preview(ls: "HandoffServer", repo: Repo, s: Session) -> list[dict[str,
             entry["oldUri"] = (repo.root / p.old_path).as_uri()
         if p.action == "conflict":
             entry["conflicts"] = len(p.conflicts)
+        entry["hunks"] = by_path.get(p.path, [])
         files.append(entry)
     return files

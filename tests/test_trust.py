@@ -127,3 +127,33 @@ async def test_lsp_untrusted_delegation_is_refused_then_runs_after_trust(caps, r
         assert s["agent"] == "marker" and marker.exists()
     finally:
         await editor.stop()
+
+
+@pytest.mark.parametrize("caps", ["visual_studio_code", "neovim"])
+async def test_lsp_offers_to_trust_and_then_the_agent_runs(caps, repo: Path, tmp_path: Path):
+    marker = marker_agent(repo, tmp_path)
+    editor = await Editor.start(caps, repo)
+    editor.choose = lambda params: "Trust this repository's Handoff settings"
+    try:
+        uri = editor.open(repo / "app.py")
+        await editor.wait_for(lambda: editor.message_requests, "the offer to trust the settings")
+        [offer] = editor.message_requests
+        assert str(repo) in offer.message and not marker.exists()
+        await editor.wait_for(lambda: any("trusted" in m for m in editor.messages()), "the trust")
+        assert trust.check(repo).trusted
+        sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
+                                                         "instruction": "x"}))["sessionId"]
+        assert (await editor.wait_state(sid, "ready"))["agent"] == "marker" and marker.exists()
+    finally:
+        await editor.stop()
+
+
+async def test_the_trust_command(repo: Path, tmp_path: Path):
+    marker_agent(repo, tmp_path)
+    editor = await Editor.start("neovim", repo)
+    try:
+        result = await editor.command("handoff.trust", {"uri": (repo / "app.py").as_uri()})
+        assert result["file"] == str(repo / ".handoff.toml") and "commandPolicy" in result["guarded"]
+        assert trust.check(repo).trusted
+    finally:
+        await editor.stop()
