@@ -229,6 +229,26 @@ async def cmd_gc(args: argparse.Namespace, term: Terminal) -> int:
     return 0
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    """Presets and configured agents, whether each is installed (no session is touched)."""
+    import json
+
+    from . import config as config_mod
+    from . import gitops
+    from .presets import agents_report, format_report
+
+    try:
+        root: Path | None = gitops.find_repo_root(Path.cwd())
+    except gitops.GitError:
+        root = None
+    cfg, messages = config_mod.load(root)
+    for m in messages:
+        print(f"handoff: config: {m}", file=sys.stderr)
+    rows = agents_report(cfg)
+    print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else format_report(rows))
+    return 0
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     root = state_root()
     if args.action is None:
@@ -323,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("daemon", help="the session daemon: run it here, or status|stop|logs")
     dm.add_argument("action", nargs="?", choices=["status", "stop", "logs"])
     dm.add_argument("-n", "--lines", type=int, default=200, help="logs: how many lines (default 200)")
+    ag = sub.add_parser("agents", help="presets and configured agents, and whether each is installed")
+    ag.add_argument("--json", action="store_true", help="one JSON object per agent")
     return p
 
 
@@ -348,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_daemon(args)
         if args.cmd == "trust":  # local: the trust record, no daemon
             return cmd_trust(args)
+        if args.cmd == "agents":  # local: what is installed here, no daemon
+            return cmd_agents(args)
         return asyncio.run(_main_async(args))
     except (RemoteError, UsageError) as exc:
         print(f"handoff: {exc}", file=sys.stderr)

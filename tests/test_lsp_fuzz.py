@@ -83,7 +83,7 @@ class Fuzz:
     def seed(self) -> None:
         """Sessions for the session commands to meet: two that get ready, one that fails."""
         async def go() -> None:
-            for agent in ("edit", "edit", "builtin"):
+            for agent in ("edit", "edit", "bad"):
                 arg = {"uri": self.app, "instruction": f"seeded for {agent}", "agent": agent}
                 await self.request("workspace/executeCommand",
                                    {"command": "handoff.delegate", "arguments": [arg]})
@@ -132,7 +132,11 @@ def fuzz(tmp_path_factory):
     (repo / "closed.py").write_text("# a file the editor never opens\nz = 3\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
-    Agent(repo, base / "agent").configure(extra_toml="maxParallel = 2")
+    # `bad` fails at once (the built-in agent, with no model, would be refused before it starts)
+    Agent(repo, base / "agent").configure(extra_toml='maxParallel = 2\n[agents.bad]\ncommand = ["false"]')
+    from handoff.agent import trust
+
+    trust.trust(repo, root=base / "state")  # the editor's own state folder (below)
     outside = base / "outside.py"
     outside.write_text("# TODO: outside\n")
     (base / "home").mkdir()
