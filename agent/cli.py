@@ -175,6 +175,18 @@ async def cmd_ls(args: argparse.Namespace, term: Terminal) -> int:
     print(f"{'ID':<20} {'STATE':<11} {'AGE':>4}  {'AGENT':<10} TITLE")
     for s in sorted(sessions, key=lambda s: s.createdAt):
         print(f"{s.id:<20} {s.state.value:<11} {_age(s.createdAt):>4}  {s.agent:<10} {s.title}")
+        if s.question:
+            call = s.question.get("toolCall") or {}
+            options = " | ".join(str(o.get("optionId")) for o in s.question.get("options") or [])
+            print(f"{'':<20} asks: {call.get('title') or 'permission'} -> "
+                  f"handoff answer {s.id} {{{options}}}")
+    return 0
+
+
+async def cmd_answer(args: argparse.Namespace, term: Terminal) -> int:
+    await term.open(Path.cwd())
+    await term.call(protocol.ANSWER, sessionId=args.id, optionId=args.option)
+    print(f"{args.id}: answered {args.option}")
     return 0
 
 
@@ -339,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="run an interrupted, failed or cancelled session again")
     rs.add_argument("id")
     sub.add_parser("gc", help="remove worktrees, branches and refs left by crashed sessions")
+    an = sub.add_parser("answer", help="answer an agent's permission question (permissions = \"ask\")")
+    an.add_argument("id")
+    an.add_argument("option", help="one of the options `handoff ls` shows")
     sub.add_parser("trust", help="trust this repository's Handoff settings as they are now")
     dm = sub.add_parser("daemon", help="the session daemon: run it here, or status|stop|logs")
     dm.add_argument("action", nargs="?", choices=["status", "stop", "logs"])
@@ -351,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 _ASYNC: dict[str, Callable[[argparse.Namespace, Terminal], Awaitable[int]]] = {
     "run": _run, "followup": _again, "resume": _again, "ls": cmd_ls, "show": cmd_show,
     "apply": cmd_apply, "discard": cmd_discard, "cancel": cmd_cancel, "gc": cmd_gc,
+    "answer": cmd_answer,
 }
 
 

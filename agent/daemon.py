@@ -514,6 +514,11 @@ class Daemon:
         mgr = await self.manager(Path(_str(params, "root") or ""))
         return {"removed": await anyio.to_thread.run_sync(mgr.gc)}
 
+    async def h_answer(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        mgr, s = await self._find(params)
+        option = _str(params, "optionId") or ""
+        return {"session": mgr.answer(s.id, option).to_wire()}
+
     async def h_trust(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         from . import trust
 
@@ -542,6 +547,7 @@ class Daemon:
         protocol.REPORT: h_report,
         protocol.GC: h_gc,
         protocol.TRUST: h_trust,
+        protocol.ANSWER: h_answer,
         protocol.REJECT_CHANGES: h_reject_changes,
         protocol.RECORD_HUNKS: h_record_hunks,
     }

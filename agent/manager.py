@@ -205,7 +205,7 @@ class SessionManager:
             if t.cancelled() and s.state in ACTIVE:
                 # cancelled before it ever ran (cancel right after delegate): no handler saw it
                 transition(s, State.INTERRUPTED if self._closing else State.CANCELLED,
-                           error="the server stopped before it ran" if self._closing else None)
+                           error="the session daemon stopped before it ran" if self._closing else None)
                 s.pid = None
                 try:
                     self.store.save(s)
@@ -311,12 +311,16 @@ class SessionManager:
             with anyio.CancelScope(shield=True):
                 new = State.INTERRUPTED if self._closing else State.CANCELLED
                 if s.state in ACTIVE:
-                    msg = "the server stopped while it ran" if self._closing else None
+                    msg = "the session daemon stopped while it ran" if self._closing else None
                     transition(s, new, error=msg)
                     s.pid = None
                     await self._save(s)
             raise
-        except (AgentError, gitops.GitError, OSError) as exc:
+        except (AgentError, gitops.GitError, OSError, Exception) as exc:
+            if not isinstance(exc, (AgentError, gitops.GitError, OSError)):  # a bug: never stuck running
+                log.exception("session %s: unexpected error", s.id)
+                exc = AgentError(f"Handoff failed unexpectedly ({type(exc).__name__}: {exc}); "
+                                 "see `handoff daemon logs`")
             if s.state in ACTIVE:
                 transition(s, State.FAILED, error=self.store.redactor.text(_message(exc)))
                 if isinstance(exc, AgentError):

@@ -29,6 +29,8 @@ Requests (client -> daemon), params -> result:
 - ``applyToDisk`` {sessionId, conflictMarkers} -> {written, conflicts}: the terminal's apply
 - ``diff`` {sessionId} -> {diff}; ``report`` {sessionId} -> {path}: the session's report written
 - ``gc`` {root} -> {removed}
+- ``answer`` {sessionId, optionId} -> {session}: the developer's answer to the agent's permission
+  question (``Session.question``, ``permissions = "ask"``)
 - ``trust`` {root} -> {file, guarded}: the repository's Handoff settings trusted as they are now
 - ``rejectChanges`` {sessionId, reverts: [{path, oldPath?, merged?, kept?}], note?, finish?} ->
   {session}: take the changes the developer rejected out of the result (``merged`` -> ``kept``,
@@ -78,6 +80,7 @@ DIFF = "diff"
 REPORT = "report"
 GC = "gc"
 TRUST = "trust"
+ANSWER = "answer"
 REJECT_CHANGES = "rejectChanges"
 RECORD_HUNKS = "recordHunks"
 # Notifications

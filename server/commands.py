@@ -44,9 +44,10 @@ DISCARD = "handoff.discard"
 SHOW = "handoff.show"
 PREVIEW = "handoff.preview"
 TRUST = "handoff.trust"
+ANSWER = "handoff.answer"  # {sessionId, optionId}: the answer to an agent's permission question
 REJECT = "handoff.reject"
 REVEAL = "handoff.reveal"  # put the cursor somewhere (the TODO line a code action inserted)
-ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL, TRUST)
+ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL, TRUST, ANSWER)
 CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: ask, then delegate
 
 
@@ -83,6 +84,12 @@ class DelegateArgs:
 @attrs.define
 class UriArgs:
     uri: str
+
+
+@attrs.define
+class AnswerArgs:
+    session_id: str
+    option_id: str
 
 
 @attrs.define
@@ -322,6 +329,14 @@ def register(ls) -> None:
         if s.state is not State.READY:
             raise SessionError(f"session {s.id} is {s.state.value}: only a ready session has a result to preview")
         return {"files": await show.preview(ls, repo, s)}
+
+    @command(ANSWER)
+    async def answer(ls, *args: Any) -> dict[str, Any]:
+        a = parse(AnswerArgs, args, ANSWER)
+        ls.repos.find(a.session_id)
+        result = await ls.repos.call(protocol.ANSWER, {"sessionId": a.session_id, "optionId": a.option_id})
+        ls.repos.adopt(result["session"])
+        return {}
 
     @command(TRUST)
     async def trust(ls, *args: Any) -> dict[str, Any]:

@@ -333,3 +333,35 @@ async def test_an_agent_that_cannot_run_is_refused_before_anything_is_made(
     assert git_leftovers(repo) == ([], [], [])
     assert not (mgr.store.root / "sessions").exists()
     assert git(repo, "status", "--porcelain") == "?? .handoff.toml\n" or toml == ""
+
+
+async def test_ask_reaches_the_editor_through_the_daemon(repo: Path, tmp_path: Path):
+    """permissions = "ask" over the whole path: the question is a diagnostic at the origin whose
+    code actions answer it (handoff.answer -> the daemon -> the agent)."""
+    from lsprotocol import types
+
+    from tests.support.lsp_client import Editor
+
+    log = tmp_path / "ask.log"
+    argv = ", ".join(json.dumps(a) for a in [sys.executable, str(AGENT), "ask", str(log)])
+    (repo / ".handoff.toml").write_text(f'agent = "scripted"\npermissions = "ask"\n'
+                                        f'[agents.scripted]\nacp = [{argv}]\n')
+    trust_repo(repo)
+    editor = await Editor.start("visual_studio_code", repo)
+    try:
+        uri = editor.open(repo / "app.py")
+        rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
+        sid = (await editor.command("handoff.delegate", {"uri": uri, "range": rng,
+                                                         "instruction": "mark add as checked"}))["sessionId"]
+        diag = await editor.wait_diagnostic(uri, lambda d: "asks permission" in d.message, "the question")
+        assert "Edit app.py" in diag.message and diag.severity == types.DiagnosticSeverity.Warning
+        actions = await editor.code_actions(uri, diag.range, [diag])
+        allow = [a for a in actions if a.command and a.command.command == "handoff.answer"]
+        assert [a.command.arguments[0]["optionId"] for a in allow] == ["yes", "always", "no"]
+        await editor.run(allow[0])
+        await editor.wait_state(sid, "ready")
+        assert events(log, "permission") == [{"event": "permission", "answer": "yes"}]
+        assert (await editor.command("handoff.apply", {"sessionId": sid}))["applied"]
+        assert "return a + b  # via acp" in editor.text(uri)
+    finally:
+        await editor.stop()
