@@ -519,6 +519,14 @@ class Daemon:
         option = _str(params, "optionId") or ""
         return {"session": mgr.answer(s.id, option).to_wire()}
 
+    async def h_agents(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        from .presets import agents_report
+
+        root = _str(params, "root", required=False)
+        cfg, _ = await self._config(Path(root) if root else None, params)
+        rows = await anyio.to_thread.run_sync(agents_report, cfg)
+        return {"agents": [r.to_dict() for r in rows]}
+
     async def h_trust(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         from . import trust
 
@@ -548,6 +556,7 @@ class Daemon:
         protocol.GC: h_gc,
         protocol.TRUST: h_trust,
         protocol.ANSWER: h_answer,
+        protocol.AGENTS: h_agents,
         protocol.REJECT_CHANGES: h_reject_changes,
         protocol.RECORD_HUNKS: h_record_hunks,
     }

@@ -31,6 +31,8 @@ Requests (client -> daemon), params -> result:
 - ``gc`` {root} -> {removed}
 - ``answer`` {sessionId, optionId} -> {session}: the developer's answer to the agent's permission
   question (``Session.question``, ``permissions = "ask"``)
+- ``agents`` {root?, env, overrides} -> {agents: [row]}: the built-in agent, the presets and the
+  configured agents, whether each is installed and how to install it (``handoff agents``)
 - ``trust`` {root} -> {file, guarded}: the repository's Handoff settings trusted as they are now
 - ``rejectChanges`` {sessionId, reverts: [{path, oldPath?, merged?, kept?}], note?, finish?} ->
   {session}: take the changes the developer rejected out of the result (``merged`` -> ``kept``,
@@ -81,6 +83,7 @@ REPORT = "report"
 GC = "gc"
 TRUST = "trust"
 ANSWER = "answer"
+AGENTS = "agents"
 REJECT_CHANGES = "rejectChanges"
 RECORD_HUNKS = "recordHunks"
 # Notifications

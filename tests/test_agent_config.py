@@ -185,3 +185,17 @@ async def test_exclude_keeps_scratch_files_out_of_the_result(repo: Path, tmp_pat
     s = await mgr.wait(mgr.delegate(DelegateRequest("edit")).id)
     assert s.state is State.READY, s.error
     assert sorted(s.filesChanged) == sorted([(repo / "app.py").as_uri(), (repo / "keep.tmp.txt").as_uri()])
+
+
+async def test_the_editor_lists_the_agents_through_the_daemon(repo: Path):
+    from tests.support.lsp_client import Editor
+
+    editor = await Editor.start("neovim", repo)
+    try:
+        rows = (await editor.command("handoff.agents", {"uri": (repo / "app.py").as_uri()}))["agents"]
+        names = [r["name"] for r in rows]
+        assert names[0] == "builtin" and {"claude", "codex", "gemini", "copilot", "goose", "opencode"} <= set(names)
+        builtin = rows[0]
+        assert builtin["default"] and builtin["found"] is None  # no model set in this test
+    finally:
+        await editor.stop()
