@@ -100,7 +100,7 @@ class Config:
     notify: bool = False  # a desktop notification (notify-send) when a session finishes
     # set when an untrusted repository file chose the default agent (agent/trust.py): the message
     # a delegation to the default agent is refused with, until `handoff trust`
-    untrusted: str | None = dataclasses.field(default=None, repr=False)
+    untrusted: str | None = dataclasses.field(default=None, repr=False, metadata={"internal": True})
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name`` (configured, else a preset); None for the

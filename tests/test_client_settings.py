@@ -22,6 +22,8 @@ def server_keys() -> list[str]:
     """Every configuration key of the server, nested ones dotted (``todo.autoTrigger``)."""
     keys = []
     for f in dataclasses.fields(Config):
+        if f.metadata.get("internal"):
+            continue  # what loading found out (e.g. `untrusted`), not a key anyone sets
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)]
