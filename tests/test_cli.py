@@ -84,7 +84,7 @@ def test_killed_run_is_interrupted_then_resumed_and_followed_up(repo: Path, tmp_
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"r": argv}, "r"))
     proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "first"], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not started.exists():
         assert proc.poll() is None and time.monotonic() < deadline

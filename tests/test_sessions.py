@@ -251,6 +251,8 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()  # not read to the end: the orphaned agent may still hold the other ends
+    proc.stderr.close()
 
     cfg, _ = config_mod.load(repo)
     mgr = SessionManager(repo, cfg)
