@@ -46,6 +46,7 @@ def build_brief(
     *,
     test_command: str | None = None,
     guide: tuple[str, str] | None = None,  # (file name, text) of AGENTS.md / CLAUDE.md
+    submodules: list[str] | tuple[str, ...] = (),  # paths of the repository's git submodules
 ) -> str:
     parts = ["# Task", "", instruction.strip() or "(no instruction given)", ""]
     if origin.file:
@@ -80,6 +81,13 @@ def build_brief(
         "- You work in a git worktree made from a snapshot of what the developer sees: it",
         "  includes their uncommitted and unsaved work. Change only what the task needs.",
         "- Your changes come back to the developer as edits they review; do not commit.",
-        "",
     ]
+    if submodules:
+        shown = ", ".join(f"`{p}`" for p in submodules[:20]) + (", ..." if len(submodules) > 20 else "")
+        parts += [
+            f"- This repository has git submodules ({shown}): their folders are empty in your",
+            "  worktree (their contents are not checked out), and changes inside them do not come",
+            "  back. Work around them; say so in your summary if the task needs them.",
+        ]
+    parts.append("")
     return "\n".join(parts)

@@ -45,6 +45,11 @@ class TodoConfig:
 
 
 @dataclasses.dataclass
+class DaemonConfig:
+    idleMinutes: float = 30.0  # the session daemon exits this long after its last client and session
+
+
+@dataclasses.dataclass
 class Config:
     model: str | None = None
     apiBase: str | None = None
@@ -65,6 +70,11 @@ class Config:
     # applied and discarded sessions are forgotten (record, brief, transcript) this many days
     # after they ended, when sessions are loaded; 0 keeps them for ever
     keepFinishedDays: float = 7.0
+    daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
+    notify: bool = False  # a desktop notification (notify-send) when a session finishes
+    # set when an untrusted repository file chose the default agent (agent/trust.py): the message
+    # a delegation to the default agent is refused with, until `handoff trust`
+    untrusted: str | None = dataclasses.field(default=None, repr=False)
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name``; None for the built-in one."""
@@ -144,6 +154,13 @@ _SCALARS = {
     "commandPolicy": _policy,
     "passEnv": _env_names,
     "keepFinishedDays": _days,
+    "notify": _bool,
+}
+
+# Tables of one level: key -> (the Config attribute, its keys and their checks)
+_TABLES = {
+    "todo": ("todo", {"autoTrigger": _bool}),
+    "daemon": ("daemon", {"idleMinutes": _days}),
 }
 
 
@@ -163,19 +180,26 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
         try:
             if key in _SCALARS:
                 setattr(cfg, key, _SCALARS[key](value))
-            elif key == "todo":
+            elif key in _TABLES:
+                attr, checks = _TABLES[key]
                 if not isinstance(value, Mapping):
-                    raise ValueError("a table like {autoTrigger = true}")
+                    example = ", ".join(f"{k} = ..." for k in checks)
+                    raise ValueError(f"a table like {{{example}}}")
                 for tkey, tval in value.items():
-                    if tkey != "autoTrigger":
+                    if tkey not in checks:
                         messages.append(f"{where}.{tkey} is not a known key; ignored")
                         continue
                     try:
-                        cfg.todo.autoTrigger = _bool(tval)
+                        setattr(getattr(cfg, attr), tkey, checks[tkey](tval))
                     except ValueError as exc:
                         messages.append(f"{where}.{tkey} must be {exc}; using the default")
-            elif key == "todo.autoTrigger":  # dotted form, as some clients send it
-                cfg.todo.autoTrigger = _bool(value)
+            elif "." in key and key.split(".", 1)[0] in _TABLES:  # dotted, as some clients send it
+                table, tkey = key.split(".", 1)
+                attr, checks = _TABLES[table]
+                if tkey not in checks:
+                    messages.append(f"{where} is not a known key; ignored")
+                    continue
+                setattr(getattr(cfg, attr), tkey, checks[tkey](value))
             elif key == "agents":
                 if not isinstance(value, Mapping):
                     raise ValueError("a table of named agents")
@@ -231,6 +255,23 @@ def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str
     return {}, ""
 
 
+def _trusted_part(cfg: Config, repo_root: Path, name: str, data: dict[str, Any],
+                  messages: list[str]) -> dict[str, Any]:
+    """``data`` without what needs workspace trust (agent/trust.py) unless the file is trusted."""
+    from . import trust
+
+    guarded = trust.guarded_keys(data)
+    if not guarded or trust.is_trusted(repo_root / name, data):
+        return data
+    message = trust.TrustState(repo_root / name, False, guarded).message()
+    messages.append(message)
+    if "agent" in guarded:
+        cfg.untrusted = (f"{name} chooses the agent `{data['agent']}`, which is not run until you "
+                         "trust this repository's Handoff settings (run `handoff trust` in "
+                         f"{repo_root})")
+    return trust.without_guarded(data)
+
+
 def from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return {key: env[var] for var, key in ENV_KEYS.items() if env.get(var)}
 
@@ -247,7 +288,7 @@ def load(
     if repo_root is not None:
         data, name = read_toml(repo_root, messages)
         if data:
-            _apply(cfg, data, name, messages)
+            _apply(cfg, _trusted_part(cfg, Path(repo_root), name, data, messages), name, messages)
     _apply(cfg, from_env(os.environ if env is None else env), "environment", messages)
     for source, data in overrides:
         if data is None:
@@ -256,6 +297,8 @@ def load(
             messages.append(f"{source}: the configuration must be an object; ignored")
             continue
         _apply(cfg, data, source, messages)
+        if "agent" in data:  # the user's own choice of agent: nothing left to refuse
+            cfg.untrusted = None
     if cfg.agent != "builtin" and cfg.agent not in cfg.agents:
         messages.append(
             f"`agent` names `{cfg.agent}`, which is not in `agents`; using the built-in agent"

@@ -7,6 +7,8 @@ branches or files unless a function says so.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import logging
 import os
@@ -34,7 +36,6 @@ _STRIP_ENV = (
     "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
     "GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS",
 )
-_NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 _DIFF_OPTS = ("--no-ext-diff", "--no-textconv", "--no-color", "--find-renames", "--no-relative")
 
 
@@ -52,6 +53,35 @@ class FileChange:
     status: Literal["added", "modified", "deleted", "renamed"]
     old_path: str | None = None
     binary: bool = False
+    # git modes at base and in the result ("100644", "100755", "120000"); "" where absent
+    old_mode: str = dataclasses.field(default="", compare=False)
+    new_mode: str = dataclasses.field(default="", compare=False)
+
+
+_hooks_dir: str | None = None
+
+
+def _no_hooks() -> str:
+    """An empty folder Handoff owns (read-only, created once a process), for ``core.hooksPath``:
+    no hook of the developer's, nor one an agent wrote in its worktree (a relative hooksPath
+    resolves inside the worktree), runs for any git call of Handoff."""
+    global _hooks_dir
+    if _hooks_dir is None or not os.path.isdir(_hooks_dir):
+        folder = tempfile.mkdtemp(prefix="handoff-nohooks-")
+        os.chmod(folder, 0o500)
+        atexit.register(_remove_hooks_dir, folder)
+        _hooks_dir = folder
+    return _hooks_dir
+
+
+def _remove_hooks_dir(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+
+
+def git_argv(*args: str) -> list[str]:
+    """The argv of ``git *args`` as Handoff runs it: with no hooks at all."""
+    return ["git", "-c", f"core.hooksPath={_no_hooks()}", *args]
 
 
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -73,7 +103,7 @@ def _run(
     """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``."""
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, env=_env(env), input=stdin,
+            git_argv(*args), cwd=cwd, env=_env(env), input=stdin,
             stdin=None if stdin is not None else subprocess.DEVNULL,
             capture_output=True, check=False,
         )
@@ -235,7 +265,7 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # parallel checkout (git 2.32+; older gits ignore it): 3-4x faster on a large tree
-        _run(repo_root, *_NO_HOOKS, "-c", f"checkout.workers={os.cpu_count() or 1}",
+        _run(repo_root, "-c", f"checkout.workers={os.cpu_count() or 1}",
              "worktree", "add", "--quiet", "-b", branch, str(path), commit)
     except GitError as exc:
         if "unable to write" in str(exc) or "No space left" in str(exc):
@@ -295,7 +325,7 @@ def commit_worktree(worktree: Path, message: str) -> str:
     _run(worktree, "add", "-A", "--", ":/")
     staged = _run(worktree, "diff", "--cached", "--quiet", "--no-ext-diff", check=False)
     if staged.returncode == 1:
-        _run(worktree, *_NO_HOOKS, "commit", "-q", "--no-verify", "--no-gpg-sign",
+        _run(worktree, "commit", "-q", "--no-verify", "--no-gpg-sign",
              "--allow-empty-message", "-m", message, env=IDENTITY)
     elif staged.returncode != 0:
         raise GitError(f"git diff failed in {worktree}: {os.fsdecode(staged.stderr).strip()}")
@@ -388,6 +418,25 @@ def gc(repo_root: Path, *, keep: Callable[[str], bool]) -> list[str]:
     return removed
 
 
+def merge_file(
+    ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str], *extra: str
+) -> tuple[bytes, int]:
+    """``git merge-file -p --diff3`` of three blobs: (output, number of conflicts)."""
+    with tempfile.TemporaryDirectory(prefix="handoff-merge-") as tmp:
+        names = []
+        for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
+            (Path(tmp) / name).write_bytes(data)
+            names.append(str(Path(tmp) / name))
+        args = ["merge-file", "-p", "--diff3", *extra]
+        for label in labels:
+            args += ["-L", label]
+        proc = _run(Path(tmp), *args, *names, check=False)
+    if proc.returncode > 127 or proc.returncode < 0:
+        msg = os.fsdecode(proc.stderr).strip() or f"exit code {proc.returncode}"
+        raise GitError(f"git merge-file failed: {msg}")
+    return proc.stdout, proc.returncode
+
+
 # --- reading results -------------------------------------------------------------------
 
 _STATUS: dict[str, Literal["added", "modified", "deleted", "renamed"]] = {
@@ -396,26 +445,32 @@ _STATUS: dict[str, Literal["added", "modified", "deleted", "renamed"]] = {
 
 
 def changes(repo_root: Path, base: str, result: str) -> list[FileChange]:
-    """Files that differ between two commits, renames detected, binary files flagged."""
-    fields = _z(_run(repo_root, "diff", "--name-status", "-z", *_DIFF_OPTS, base, result,
-                     "--").stdout)
+    """Files that differ between two commits, renames detected, binary files flagged, with
+    their git modes before and after (``100644``, ``100755``, ``120000`` for a symlink)."""
+    fields = _z(_run(repo_root, "diff", "--raw", "-z", *_DIFF_OPTS, base, result, "--").stdout)
     found: list[FileChange] = []
     i = 0
     while i < len(fields):
-        code = fields[i][0]
+        meta = fields[i].lstrip(":").split(" ")
+        if len(meta) < 5:
+            raise GitError(f"unexpected git diff --raw output: {fields[i]!r}")
+        old_mode, new_mode, code = meta[0], meta[1], meta[4][:1]
         if code in "RC":
             old, new = fields[i + 1], fields[i + 2]
             i += 3
             if code == "C":  # not asked for, but never lose a file
-                found.append(FileChange(new, "added"))
+                found.append(FileChange(new, "added", new_mode=new_mode))
             else:
-                found.append(FileChange(new, "renamed", old_path=old))
+                found.append(FileChange(new, "renamed", old_path=old, old_mode=old_mode,
+                                        new_mode=new_mode))
             continue
         path = fields[i + 1]
         i += 2
         if code not in _STATUS:
-            raise GitError(f"unexpected change '{fields[i - 2]}' for {path}")
-        found.append(FileChange(path, _STATUS[code]))
+            raise GitError(f"unexpected change '{code}' for {path}")
+        found.append(FileChange(path, _STATUS[code],
+                                old_mode="" if code == "A" else old_mode,
+                                new_mode="" if code == "D" else new_mode))
     binary = _binary_paths(repo_root, base, result)
     for change in found:
         change.binary = change.path in binary
@@ -490,6 +545,16 @@ def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes 
         blobs.append(data[pos:pos + size] if header[1] == b"blob" else None)
         pos += size + 1
     return blobs
+
+
+def submodule_paths(repo_root: Path, commit: str) -> list[str]:
+    """The submodule paths ``.gitmodules`` names at ``commit`` (a session's worktree has none of
+    their contents); [] when there is none."""
+    proc = _run(repo_root, "config", "-z", "--blob", f"{commit}:.gitmodules", "--get-regexp",
+                r"^submodule\..*\.path$", check=False)
+    if proc.returncode != 0:
+        return []
+    return sorted(os.fsdecode(item).partition("\n")[2] for item in proc.stdout.split(b"\0") if item)
 
 
 def diff_text(repo_root: Path, base: str, result: str, *, paths: Sequence[str] = ()) -> str:

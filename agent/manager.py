@@ -27,16 +27,13 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
-from .session import ACTIVE, FINAL, Session, State, TransitionError, new_id, parse_iso, transition
-from .store import Redactor, Store
+from .session import (ACTIVE, FINAL, Session, SessionError, State, TransitionError, new_id, now_iso,
+                      parse_iso, transition)
+from .store import Redactor, Store, unfinished_ids
 
 log = logging.getLogger(__name__)
 
 GUIDES = ("AGENTS.md", "CLAUDE.md")
-
-
-class SessionError(Exception):
-    """A request about a session that cannot be done; the message is for the developer."""
 
 
 @dataclasses.dataclass
@@ -49,6 +46,8 @@ class DelegateRequest:
     agent: str | None = None
     diagnostics: list[str] = dataclasses.field(default_factory=list)
     title: str | None = None
+    config: Config | None = None  # the effective configuration of the client that asked
+    env: dict[str, str] | None = None  # that client's environment, for the agent's variables
 
 
 @dataclasses.dataclass
@@ -91,6 +90,20 @@ def _worktree_gone(worktree: Path) -> str:
             "result to collect (discard the session to clean up)")
 
 
+def not_ready(s: Session) -> SessionError:
+    """Why ``s`` cannot be applied now, for the developer."""
+    hint = {
+        State.QUEUED: "it has not started yet",
+        State.RUNNING: "the agent is still working; wait for it to be ready",
+        State.APPLIED: "it was applied already",
+        State.DISCARDED: "it was discarded",
+        State.FAILED: f"it failed ({s.error}); follow up to retry or discard it",
+        State.CANCELLED: "it was cancelled; follow up to resume or discard it",
+        State.INTERRUPTED: "it was interrupted; follow up to resume or discard it",
+    }.get(s.state, "")
+    return SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply ({hint})")
+
+
 def title_of(instruction: str) -> str:
     first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
     return first if len(first) <= 72 else first[:71] + "…"
@@ -118,6 +131,13 @@ class SessionManager:
         self._prepare_limiter: anyio.CapacityLimiter | None = None
         self._closing = False
         self._git_lock = threading.Lock()  # worktree add/remove touch shared git admin files
+        # What each session runs with: the configuration and environment of the client that
+        # delegated (or followed up) last; the manager's own for sessions loaded from disk.
+        self._configs: dict[str, Config] = {}
+        self._envs: dict[str, dict[str, str]] = {}
+
+    def config_of(self, s: Session) -> Config:
+        return self._configs.get(s.id, self.config)
 
     # -- observation -------------------------------------------------------------------
     def subscribe(
@@ -146,17 +166,20 @@ class SessionManager:
         return sorted(self.sessions.values(), key=lambda s: s.createdAt)
 
     # -- loading ----------------------------------------------------------------------
-    def load(self) -> list[Session]:
+    def load(self, *, sole_owner: bool = False) -> list[Session]:
         """Read the stored sessions (blocking: call in a worker thread). Sessions whose
-        process died while they ran become ``interrupted``; applied and discarded ones that
-        ended more than ``keepFinishedDays`` ago are forgotten."""
+        process died while they ran become ``interrupted`` (all that were running, for the
+        ``sole_owner``: the daemon, which holds the state folder's lock); applied and discarded
+        ones that ended more than ``keepFinishedDays`` ago are forgotten."""
+        self.store.ensure_writable()  # a read-only state folder: one clear line, not tracebacks
         keep_s = self.config.keepFinishedDays * 86400
         now = time.time()
         for s in self.store.load_all():
             if keep_s and s.state in FINAL and s.id not in self.sessions and now - _ended(s) > keep_s:
                 self.store.remove(s.id)  # its worktree and branch went when it ended
                 continue
-            if s.state in ACTIVE and not (s.pid != os.getpid() and pid_alive(s.pid)):
+            elsewhere = not sole_owner and s.pid != os.getpid() and pid_alive(s.pid)
+            if s.state in ACTIVE and not elsewhere:
                 transition(s, State.INTERRUPTED, error="the process running it stopped")
                 kill_orphan(s)
                 s.pid = None
@@ -189,8 +212,11 @@ class SessionManager:
 
     def delegate(self, req: DelegateRequest) -> Session:
         """Create a queued session and start it in the background; returns at once."""
-        agent = req.agent or self.config.agent
-        if agent != "builtin" and agent not in self.config.agents:
+        cfg = req.config or self.config
+        agent = req.agent or cfg.agent
+        if req.agent is None and cfg.untrusted:  # workspace trust (agent/trust.py)
+            raise SessionError(cfg.untrusted)
+        if agent != "builtin" and agent not in cfg.agents:
             raise SessionError(f"no agent called `{agent}`: add it under `agents` in .handoff.toml")
         sid = new_id()
         s = Session(
@@ -208,9 +234,16 @@ class SessionManager:
             pid=os.getpid(),
         )
         self.sessions[sid] = s
+        self._remember(sid, cfg, req.env)
         self._spawn(s, self._first_run(s, req))
         self._changed(s)
         return s
+
+    def _remember(self, sid: str, cfg: Config, env: dict[str, str] | None) -> None:
+        self._configs[sid] = cfg
+        if env is not None:
+            self._envs[sid] = env
+            self.store.redactor.add_env(env)  # the client's secrets are hidden like ours
 
     async def _first_run(self, s: Session, req: DelegateRequest) -> None:
         async def prepare() -> None:
@@ -244,8 +277,9 @@ class SessionManager:
         brief = build_brief(
             req.instruction,
             Origin(file=req.file, range=req.range, text=text, diagnostics=req.diagnostics),
-            test_command=self.config.testCommand,
+            test_command=self.config_of(s).testCommand,
             guide=guide,
+            submodules=gitops.submodule_paths(self.repo_root, s.baseCommit),
         )
         self.store.write_brief(s.id, brief)
         self.store.save(s)
@@ -256,7 +290,7 @@ class SessionManager:
             if prepare is not None:
                 await prepare()
             if self._limiter is None:
-                self._limiter = anyio.CapacityLimiter(self.config.maxParallel)
+                self._limiter = anyio.CapacityLimiter(self.config_of(s).maxParallel)
             async with self._limiter:
                 transition(s, State.RUNNING)
                 s.pid = os.getpid()
@@ -292,7 +326,8 @@ class SessionManager:
                     gitops.add_worktree(self.repo_root, worktree, branch=s.branch, commit=s.baseCommit)
 
             await anyio.to_thread.run_sync(add)
-        backend = self._backend_factory(s.agent, self.config)
+        config = self.config_of(s)
+        backend = self._backend_factory(s.agent, config)
         history = await anyio.to_thread.run_sync(self.store.load_messages, s.id)
 
         def progress(message: str, steps: int, cost: float) -> None:
@@ -309,7 +344,8 @@ class SessionManager:
             instruction=s.instruction,
             brief=self.store.session_dir(s.id).joinpath("task.md").read_text("utf-8"),
             brief_path=self.store.session_dir(s.id) / "task.md",
-            config=self.config,
+            config=config,
+            env=self._envs.get(s.id),
             file=s.file,
             range=s.range,
             history=history,
@@ -383,7 +419,8 @@ class SessionManager:
             self._changed(s)
         return s
 
-    def follow_up(self, session_id: str, instruction: str) -> Session:
+    def follow_up(self, session_id: str, instruction: str, *, config: Config | None = None,
+                  env: dict[str, str] | None = None) -> Session:
         """Run the agent again in the same worktree, with its conversation so far."""
         s = self.get(session_id)
         if s.state in ACTIVE:
@@ -398,8 +435,32 @@ class SessionManager:
             raise SessionError(str(exc)) from None
         s.instruction = instruction
         s.pid = os.getpid()
+        if config is not None:
+            self._remember(s.id, config, env)
         self.store.append_transcript(s.id, {"type": "follow_up", "instruction": instruction})
         self._spawn(s, self._run(s))
+        self._changed(s)
+        return s
+
+    def reject_changes(self, session_id: str, reverts: list[results.Revert], note: str = "") -> Session:
+        """Take the changes the developer rejected out of a ready session's result: they are
+        reverted in its worktree, which becomes the new result commit (blocking)."""
+        s = self.get(session_id)
+        if s.state is not State.READY:
+            raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to reject")
+        worktree = Path(s.worktree)
+        if not worktree.exists():
+            raise SessionError(f"session {s.id} has no worktree any more: discard it")
+        gitops.check_worktree_link(self.repo_root, worktree)
+        try:
+            results.revert(self.repo_root, worktree, s.baseCommit, s.resultCommit, reverts)
+        except (results.RevertError, OSError) as exc:
+            raise SessionError(f"could not reject that change of session {s.id}: {_message(exc)}") from None
+        self._collect(s)
+        self.store.append_transcript(s.id, {"type": "reject", "files": [r.path for r in reverts],
+                                            "note": self.store.redactor.text(note)})
+        s.updatedAt = now_iso()
+        self.store.save(s)
         self._changed(s)
         return s
 
@@ -411,7 +472,7 @@ class SessionManager:
         the open buffer if there is one, else the disk, None when it does not exist."""
         s = self.get(session_id)
         if s.state is not State.READY:
-            raise SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply")
+            raise not_ready(s)
         return results.plan(self.repo_root, s.baseCommit, s.resultCommit, read_current)
 
     def read_disk(self, path: str) -> bytes | None:
@@ -419,6 +480,23 @@ class SessionManager:
             return (self.repo_root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+
+    def set_conflicts(self, session_id: str, count: int) -> Session:
+        """How many places the result conflicts with the developer's files, as last merged."""
+        s = self.get(session_id)
+        s.conflicts = count
+        self.store.save(s)
+        self._changed(s)
+        return s
+
+    def set_hunks(self, session_id: str, count: int) -> Session:
+        """How many changes of a ready session are left to review, as last merged."""
+        s = self.get(session_id)
+        if s.state is State.READY and s.hunks != count:
+            s.hunks = count
+            self.store.save(s)
+            self._changed(s)
+        return s
 
     def mark_applied(self, session_id: str) -> Session:
         """The result is in the developer's files: record it and remove the worktree."""
@@ -442,11 +520,8 @@ class SessionManager:
         except OSError as exc:
             raise SessionError(f"could not apply session {session_id}: {_message(exc)}") from None
         written = [fm.path for fm in todo]
-        s = self.get(session_id)
         if conflicts and not conflict_markers:
-            s.conflicts = len(conflicts)
-            self.store.save(s)
-            self._changed(s)
+            self.set_conflicts(session_id, len(conflicts))
         else:
             self.mark_applied(session_id)
         return ApplyReport(written=written, conflicts=conflicts)
@@ -483,6 +558,9 @@ class SessionManager:
     def gc(self) -> list[str]:
         """Remove what crashed or finished sessions left in git (blocking)."""
         live = {s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)}
+        # every worktree of the repository shares its sessions' refs and branches: keep those
+        # whose record (in any state folder) says they still hold work
+        live |= unfinished_ids(self.store.root.parent.parent)
         for entry in gitops.worktrees(self.repo_root)[1:]:
             branch = entry.get("branch", "")
             sid = branch[len(f"refs/heads/{gitops.BRANCH_PREFIX}"):]

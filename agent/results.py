@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from handoff import files
 
 from . import gitops
 from .merge import FileMerge, merge_change
@@ -24,8 +27,12 @@ def plan(repo_root: Path, base: str, result: str,
     plans = []
     for i, change in enumerate(changes):
         base_path = change.old_path or change.path
-        fm = merge_change(change, blobs[2 * i], read_current(base_path), blobs[2 * i + 1])
-        if change.status == "renamed" and fm.action != "conflict" and read_current(change.path) is not None:
+        mode = files.disk_mode(repo_root / base_path)
+        # a symbolic link is its target (never what it points to, nor a buffer of that)
+        ours = files.read_link(repo_root / base_path) if mode == files.SYMLINK else read_current(base_path)
+        fm = merge_change(change, blobs[2 * i], ours, blobs[2 * i + 1], mode)
+        if change.status == "renamed" and fm.action != "conflict" and (
+                read_current(change.path) is not None or os.path.lexists(repo_root / change.path)):
             fm = FileMerge(path=change.path, action="conflict", content=None, conflicts=fm.conflicts,
                            old_path=change.old_path,
                            reason=f"{change.path} exists already; the agent renamed {base_path} to it")
@@ -35,7 +42,8 @@ def plan(repo_root: Path, base: str, result: str,
 
 def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
     """Write every file of ``plans`` or none: all new contents go to temporary files first
-    (where a full disk shows), then each replaces its target; deletions come last."""
+    (where a full disk shows), then each replaces its target; deletions come last. Modes and
+    symbolic links are applied as the plan says (handoff/files.py)."""
     made_dirs: list[Path] = []
     staged: list[tuple[Path, Path]] = []  # (temporary file, target)
     current = ""
@@ -50,26 +58,95 @@ def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
             for d in reversed(missing):
                 d.mkdir()
                 made_dirs.append(d)
-            tmp = target.with_name(f".{target.name}.handoff-tmp")
-            staged.append((tmp, target))
-            with open(tmp, "wb") as f:
-                f.write(fm.content)
-                f.flush()
-                os.fsync(f.fileno())
-            if target.exists():
-                os.chmod(tmp, target.stat().st_mode)
+            staged.append((files.temp_path(target), target))
+            files.stage(target, fm.content, fm.mode)
     except OSError as exc:
         for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         for d in reversed(made_dirs):
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise OSError(exc.errno, f"writing {current} failed ({exc.strerror or exc}); "
                                  "nothing was changed") from None
     for tmp, target in staged:
-        os.replace(tmp, target)
+        files.commit(tmp, target)
     for fm in plans:
         if fm.action == "delete":
             (repo_root / fm.path).unlink(missing_ok=True)
         elif fm.action == "rename" and fm.old_path:
             (repo_root / fm.old_path).unlink(missing_ok=True)
+
+
+@dataclasses.dataclass
+class Revert:
+    """Changes of a session's result the developer rejected, in one file.
+
+    ``merged`` is the file as the merge proposed it to the developer, ``kept`` the same text with
+    the rejected changes taken out; both None: the whole change of the file goes (a created file
+    is removed, a deleted or renamed one comes back as it was in the snapshot)."""
+
+    path: str
+    old_path: str | None = None
+    merged: bytes | None = None
+    kept: bytes | None = None
+
+
+class RevertError(Exception):
+    """A rejected change could not be taken out of the result cleanly; the message says where."""
+
+
+def revert(repo_root: Path, worktree: Path, base: str, result: str, reverts: list[Revert]) -> None:
+    """Take the rejected changes out of the session's worktree (the caller commits it as the new
+    result). The agent's text outside them stays as it is: the step ``merged -> kept`` is merged
+    into the agent's file three-way."""
+    from .merge import merge3
+
+    items = [(result, r.path) for r in reverts]
+    items += [(base, p) for r in reverts for p in (r.path, r.old_path or r.path)]
+    blobs = gitops.read_blobs(repo_root, items)
+    writes: list[tuple[str, bytes | None]] = []
+    for i, r in enumerate(reverts):
+        theirs, base_new, base_old = blobs[i], blobs[len(reverts) + 2 * i], blobs[len(reverts) + 2 * i + 1]
+        if r.merged is None or r.kept is None:
+            writes.append((r.path, base_new))
+            if r.old_path:
+                writes.append((r.old_path, base_old))
+            continue
+        if theirs is None:
+            raise RevertError(f"{r.path} is not in the session's result")
+        m = merge3(r.merged, theirs, r.kept, labels=("agent", "proposed", "kept"))
+        if not m.clean:
+            raise RevertError(f"the rejected change of {r.path} overlaps other changes of the agent; "
+                              "follow up with what to change instead")
+        writes.append((r.path, m.text))
+    for path, data in writes:
+        write_in_worktree(worktree, path, data)
+
+
+def write_in_worktree(worktree: Path, path: str, data: bytes | None) -> None:
+    """Write (``data`` None: remove) ``path`` inside ``worktree``, never through a symbolic link
+    an agent left on the way (the file itself, if it is one, is replaced, not followed)."""
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts or parts[0] == ".git":
+        raise RevertError(f"{path!r} is not a path inside the worktree")
+    folder = worktree
+    for name in parts[:-1]:
+        folder = folder / name
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise RevertError(f"{path}: {name} in the worktree is not a folder")
+        if data is not None:
+            folder.mkdir(exist_ok=True)
+    target = folder / parts[-1]
+    if data is None:
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        return
+    if target.is_dir() and not target.is_symlink():
+        raise RevertError(f"{path} is a folder in the worktree")
+    mode = target.stat().st_mode if target.is_file() and not target.is_symlink() else None
+    tmp = folder / f".{parts[-1]}.handoff-tmp"
+    tmp.write_bytes(data)
+    if mode is not None:
+        os.chmod(tmp, mode)
+    os.replace(tmp, target)

@@ -46,6 +46,10 @@ _MOVES: dict[State, frozenset[State]] = {
 }
 
 
+class SessionError(Exception):
+    """A request about a session that cannot be done; the message is for the developer."""
+
+
 class TransitionError(ValueError):
     """A state change the session does not allow (e.g. apply on a running session)."""
 
@@ -95,6 +99,7 @@ class Session:
     pid: int | None = None  # process that runs the session while running
     agentPid: int | None = None  # process group of an external agent while it runs
     conflicts: int = 0
+    hunks: int = 0  # changes left to review (hunks of the last merge against the files as they are)
     runs: int = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -121,6 +126,7 @@ class Session:
         d["state"] = self.state.value
         if d["error"] is None:
             del d["error"]
+        d["actions"] = actions_of(self)
         return d
 
     def to_json(self) -> str:
@@ -137,6 +143,30 @@ class Session:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Session))
+
+# What may be done with a session in each state (``Session.actions`` on the wire): the one table.
+# Clients render it; the server's command handlers refuse what it leaves out.
+_ACTIONS: dict[State, tuple[str, ...]] = {
+    State.QUEUED: ("show", "cancel", "discard"),
+    State.RUNNING: ("show", "cancel", "discard"),
+    State.READY: ("apply", "applyHunks", "reject", "show", "followUp", "discard"),
+    State.FAILED: ("show", "followUp", "resume", "discard"),
+    State.CANCELLED: ("show", "followUp", "resume", "discard"),
+    State.INTERRUPTED: ("show", "followUp", "resume", "discard"),
+    State.APPLIED: ("show",),
+    State.DISCARDED: (),
+}
+
+
+def actions_of(session: Session) -> list[str]:
+    """What may be done with ``session`` now: ``apply`` (all of it), ``applyHunks`` / ``reject``
+    (some of its changes), ``show``, ``followUp``, ``cancel``, ``discard``, ``resume`` (run the
+    last instruction again)."""
+    return list(_ACTIONS[session.state])
+
+
+def allows(session: Session, action: str) -> bool:
+    return action in _ACTIONS[session.state]
 
 
 def _copy(value: Any) -> Any:
@@ -155,6 +185,8 @@ def transition(session: Session, new: State, *, error: str | None = None) -> Non
             f"session {session.id} is {session.state.value}; it cannot become {new.value}"
         )
     session.state = new
+    if new is not State.READY:
+        session.hunks = 0  # counted again (by the front that merges it) when it is ready
     if new in (State.FAILED, State.INTERRUPTED) or error is not None:
         session.error = error
     elif new in (State.QUEUED, State.RUNNING, State.READY):

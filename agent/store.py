@@ -34,6 +34,17 @@ def state_root() -> Path:
     return Path(platformdirs.user_state_dir("handoff", appauthor=False))
 
 
+class StateDirError(OSError):
+    """The state folder cannot be written; the message names it and HANDOFF_STATE_DIR."""
+
+
+def state_dir_error(exc: OSError, root: Path) -> StateDirError:
+    what = exc.strerror or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    return StateDirError(f"Handoff's state folder {root} cannot be written ({what}{where}); "
+                         "make it writable or set HANDOFF_STATE_DIR to a writable folder")
+
+
 def repo_key(repo_root: Path) -> str:
     resolved = str(Path(repo_root).resolve())
     digest = hashlib.sha1(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:10]
@@ -59,6 +70,21 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def unfinished_ids(state: Path | None = None) -> set[str]:
+    """Ids of every session under the state root whose record does not say it ended (applied or
+    discarded), whichever worktree of whichever repository it belongs to; a record that cannot
+    be read counts as unfinished. ``gc`` removes only sessions that are not among them."""
+    ids: set[str] = set()
+    for record in ((state or state_root()) / "repos").glob("*/sessions/*/record.json"):
+        try:
+            state_name = json.loads(record.read_text(encoding="utf-8")).get("state")
+        except (OSError, ValueError, AttributeError):
+            state_name = None
+        if state_name not in ("applied", "discarded"):
+            ids.add(record.parent.name)
+    return ids
+
+
 class Redactor:
     """Replaces known secret values (API keys, tokens from the environment) with ``***``."""
 
@@ -66,6 +92,12 @@ class Redactor:
         values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}
         values.update(v for v in extra if v and len(v) >= 4)
         self._values = sorted(values, key=len, reverse=True)
+
+    def add_env(self, env: dict[str, str]) -> None:
+        """Hide the secret-looking values of another environment too (a client's)."""
+        new = {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= 6} - set(self._values)
+        if new:
+            self._values = sorted([*self._values, *new], key=len, reverse=True)
 
     def text(self, s: str) -> str:
         for v in self._values:
@@ -98,6 +130,16 @@ class Store:
         self.repo_root = Path(repo_root)
         self.root = (root or state_root()) / "repos" / repo_key(self.repo_root)
         self.redactor = redactor or Redactor()
+
+    def ensure_writable(self) -> None:
+        """Raise StateDirError (one clear line) unless sessions can be stored here."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".writable.")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise state_dir_error(exc, self.root.parent.parent) from None
 
     def session_dir(self, session_id: str) -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session_id):

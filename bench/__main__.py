@@ -2,7 +2,9 @@
 
 Benchmarks (see each module's docstring): ``startup`` (handoff-lsp vs jedi-language-server),
 ``latency`` (codeAction / listSessions idle and under load), ``handoff`` (delegate to agent start vs
-``git worktree add``), ``apply`` (a 50-file WorkspaceEdit), ``scale`` (64 sessions, maxParallel 8).
+``git worktree add``), ``apply`` (a 50-file WorkspaceEdit), ``scale`` (64 sessions, maxParallel 8),
+``bigfile`` (a 10 MB and a 449 KiB file's result applied, with a conflict, and codeAction latency
+meanwhile).
 
 ``--quick`` runs small sizes as a smoke test (well under a minute once the small repositories are
 cached): it checks that every benchmark produced numbers, never the timings. Exit status: 0 when
@@ -22,7 +24,7 @@ from typing import Any
 
 from .common import OUT, ROOT, Sizes, machine
 
-BENCHMARKS = ("startup", "latency", "handoff", "apply", "scale")
+BENCHMARKS = ("startup", "latency", "handoff", "apply", "scale", "bigfile")
 
 
 def _log(msg: str) -> None:
@@ -44,6 +46,8 @@ def _run_one(name: str, sizes: Sizes, tmpfs: Path | None) -> dict[str, Any]:
         from . import b_apply as mod
     elif name == "scale":
         from . import b_scale as mod
+    elif name == "bigfile":
+        from . import b_bigfile as mod
     else:
         raise ValueError(name)
     if name == "handoff" and tmpfs is not None:

@@ -6,10 +6,13 @@ inside it grows or shrinks it. Positions are LSP positions in the client's encod
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import difflib
+import itertools
 import re
 from typing import Any
+
+from handoff import linediff
 
 from .edits import units
 
@@ -22,8 +25,9 @@ class Anchor:
     session_id: str
     start: tuple[int, int]  # (line, character)
     end: tuple[int, int]
-    kind: str = "origin"  # "origin" or "conflict"
+    kind: str = "origin"  # "origin", "conflict" or "hunk"
     message: str = ""
+    key: str = ""  # a hunk's id
 
     @classmethod
     def from_range(cls, uri: str, session_id: str, rng: dict[str, Any] | None, **kw) -> "Anchor":
@@ -69,16 +73,28 @@ def shift(anchor: Anchor, start: tuple[int, int], end: tuple[int, int], text: st
 
 def remap(anchor: Anchor, old: str, new: str) -> bool:
     """Move ``anchor`` for a whole-document change, by the line diff of ``old`` and ``new``."""
+    return remap_all([anchor], old, new)
+
+
+def remap_all(anchors: list[Anchor], old: str, new: str) -> bool:
+    """``remap`` for every anchor of one document, with one line diff; True when any moved."""
     a, b = _EOL.split(old), _EOL.split(new)
-    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    ops = linediff.opcodes(a, b)  # not quadratic in repeated lines: a big file has many
+    starts = [op[1] for op in ops]
 
     def line(n: int) -> int:
-        for tag, i1, i2, j1, j2 in ops:
+        k = max(0, bisect.bisect_right(starts, n) - 1)
+        for tag, i1, i2, j1, _j2 in itertools.islice(ops, max(0, k - 1), None):
             if i1 <= n < i2:
                 return j1 + (n - i1) if tag == "equal" else j1
+            if i1 > n:
+                break
         return len(b) - 1 if n >= len(a) else n
 
-    before = (anchor.start, anchor.end)
-    anchor.start = (line(anchor.start[0]), anchor.start[1])
-    anchor.end = max(anchor.start, (line(anchor.end[0]), anchor.end[1]))
-    return (anchor.start, anchor.end) != before
+    moved = False
+    for anchor in anchors:
+        before = (anchor.start, anchor.end)
+        anchor.start = (line(anchor.start[0]), anchor.start[1])
+        anchor.end = max(anchor.start, (line(anchor.end[0]), anchor.end[1]))
+        moved |= (anchor.start, anchor.end) != before
+    return moved

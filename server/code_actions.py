@@ -11,11 +11,12 @@ import logging
 from typing import Any
 
 from lsprotocol import types
+from pygls.capabilities import get_capability
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import ACTIVE, State
+from handoff.agent.protocol import SessionError, State, actions_of
 
 from . import commands, delegation, todos
+from .edits import units
 from .status import SOURCE
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,21 @@ log = logging.getLogger(__name__)
 DELEGATE_KIND = "refactor.rewrite.handoff"
 SESSION_KIND = "quickfix.handoff"
 KINDS = [DELEGATE_KIND, SESSION_KIND]
+TODO_MARK = "TODO(agent): "
+# Line comments by language id (then by file extension); a language missing here gets `#`.
+_SLASHES = ("c", "cpp", "cs", "csharp", "d", "dart", "go", "groovy", "java", "javascript",
+            "javascriptreact", "jsonc", "kotlin", "objective-c", "php", "proto", "rust", "scala",
+            "scss", "swift", "typescript", "typescriptreact", "vue", "zig")
+_DASHES = ("lua", "sql", "haskell", "elm", "ada", "vhdl")
+_SEMI = ("lisp", "clojure", "scheme", "racket", "elisp", "emacs-lisp", "fennel", "asm", "ini")
+_EXT = {"js": "javascript", "jsx": "javascript", "ts": "typescript", "tsx": "typescript", "rs": "rust",
+        "c": "c", "h": "c", "cc": "cpp", "cpp": "cpp", "hpp": "cpp", "go": "go", "java": "java",
+        "kt": "kotlin", "swift": "swift", "cs": "cs", "scala": "scala", "zig": "zig", "dart": "dart",
+        "php": "php", "lua": "lua", "sql": "sql", "hs": "haskell", "el": "elisp", "clj": "clojure",
+        "scm": "scheme", "lisp": "lisp", "css": "css", "html": "html", "md": "markdown", "xml": "xml",
+        "vue": "vue", "scss": "scss"}
+_BLOCK = {"css": ("/* ", " */"), "html": ("<!-- ", " -->"), "markdown": ("<!-- ", " -->"),
+          "xml": ("<!-- ", " -->")}
 
 
 @functools.lru_cache(maxsize=8)
@@ -52,6 +68,64 @@ def _session_of(d: types.Diagnostic) -> str | None:
     return sid if isinstance(sid, str) else None
 
 
+def can_prompt(ls) -> bool:
+    """The client runs ``handoff.client.delegatePrompt`` itself (asks for the instruction): it says
+    so with the client capability ``experimental.handoff.prompt``."""
+    experimental = getattr(ls.client_capabilities, "experimental", None)
+    handoff = experimental.get("handoff") if isinstance(experimental, dict) else None
+    return isinstance(handoff, dict) and handoff.get("prompt") is True
+
+
+def _comment(language: str, uri: str) -> tuple[str, str]:
+    lang = language or _EXT.get(uri.rsplit("/", 1)[-1].rpartition(".")[2].lower(), "")
+    if lang in _BLOCK:
+        return _BLOCK[lang]
+    if lang in _SLASHES:
+        return "// ", ""
+    if lang in _DASHES:
+        return "-- ", ""
+    if lang in _SEMI:
+        return "; ", ""
+    return "# ", ""
+
+
+def _bare(text: str, rng: types.Range, uri: str) -> bool:
+    """No TODO and no comment in or above the selection says what to do."""
+    try:
+        delegation.task_of(text, commands.converter().unstructure(rng), uri)
+    except delegation.NoTask:
+        return True
+    return False
+
+
+def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
+    """For a client that cannot ask: a ``TODO(agent): `` line above the selection, indented like
+    its first line, and the cursor at its end (``window/showDocument``) to type the task."""
+    lines = todos.split_lines(doc.source)
+    line = min(rng.start.line, max(0, len(lines) - 1))
+    first = lines[line] if lines else ""
+    indent = first[: len(first) - len(first.lstrip(" \t"))]
+    head, tail = _comment(getattr(doc, "language_id", "") or "", uri)
+    inserted = f"{indent}{head}{TODO_MARK}{tail}"
+    eol = next((e for e in ("\r\n", "\n", "\r") if e in doc.source), "\n")
+    at = types.Position(line=line, character=0)
+    edit = types.TextEdit(range=types.Range(start=at, end=at), new_text=inserted + eol)
+    caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
+    if getattr(caps, "document_changes", False):
+        workspace_edit = types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=doc.version),
+            edits=[edit])])
+    else:
+        workspace_edit = types.WorkspaceEdit(changes={uri: [edit]})
+    title = "Delegate to background agent"  # the same action; the task is typed after the marker
+    action = types.CodeAction(title=title, kind=DELEGATE_KIND, edit=workspace_edit)
+    if get_capability(ls.client_capabilities, "window.show_document.support", False):
+        cursor = types.Position(line=line, character=units(inserted[: len(inserted) - len(tail)], ls.encoding))
+        action.command = types.Command(title=title, command=commands.REVEAL, arguments=[
+            {"uri": uri, "range": commands.converter().unstructure(types.Range(start=cursor, end=cursor))}])
+    return action
+
+
 def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> list[types.CodeAction]:
     uri, rng = params.text_document.uri, params.range
     theirs = [commands.converter().unstructure(d) for d in params.context.diagnostics if d.source != SOURCE]
@@ -60,7 +134,14 @@ def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> li
         arg = {"uri": uri, "range": commands.converter().unstructure(rng)}
         if theirs:
             arg["diagnostics"] = theirs
-        actions.append(_action("Delegate to background agent", DELEGATE_KIND, commands.DELEGATE, arg))
+        doc = ls.document(uri)
+        if text is None or doc is None or not _bare(text, rng, uri):
+            actions.append(_action("Delegate to background agent", DELEGATE_KIND, commands.DELEGATE, arg))
+        elif can_prompt(ls):  # the client asks for the instruction, then sends handoff.delegate
+            actions.append(_action("Delegate to background agent", DELEGATE_KIND,
+                                   commands.CLIENT_DELEGATE_PROMPT, arg))
+        else:
+            actions.append(todo_action(ls, uri, rng, doc))
     if text is None:
         return actions
     found = _todos(text)
@@ -76,8 +157,38 @@ def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> li
     return actions
 
 
+_LABELS = {"apply": "Apply", "show": "Show", "followUp": "Follow up on", "resume": "Resume",
+           "cancel": "Cancel", "discard": "Discard"}
+_COMMANDS = {"apply": commands.APPLY, "show": commands.SHOW, "followUp": commands.FOLLOW_UP,
+             "resume": commands.FOLLOW_UP, "cancel": commands.CANCEL, "discard": commands.DISCARD}
+
+
+def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
+    """"Accept this change" / "Reject this change" for each hunk diagnostic here."""
+    uri, rng = params.text_document.uri, params.range
+    found: dict[tuple[str, str], list[types.Diagnostic]] = {}
+    for d in params.context.diagnostics:
+        sid = _session_of(d)
+        hid = d.data.get("hunkId") if sid and isinstance(d.data, dict) else None
+        if isinstance(hid, str):
+            found.setdefault((sid, hid), []).append(d)
+    for a in ls.status.hunks_at(uri, rng.start.line, rng.end.line):  # a client that drops `data`
+        found.setdefault((a.session_id, a.key), [])
+    actions = []
+    for (sid, hid), diags in found.items():
+        where = ""
+        if len(found) > 1:
+            a = next((a for a in ls.status.hunks.get(sid, []) if a.key == hid), None)
+            where = f" at line {a.start[0] + 1}" if a is not None else ""
+        arg = {"sessionId": sid, "hunks": [hid]}
+        actions.append(_action(f"Accept this change{where}", SESSION_KIND, commands.APPLY, arg, diags,
+                               preferred=len(found) == 1))
+        actions.append(_action(f"Reject this change{where}", SESSION_KIND, commands.REJECT, arg, diags))
+    return actions
+
+
 def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
-    """Apply / Show / Follow up / Discard (and Cancel) for the sessions whose diagnostics are here."""
+    """What may be done with the sessions whose diagnostics are here (``Session.actions``)."""
     uri, rng = params.text_document.uri, params.range
     found: dict[str, list[types.Diagnostic]] = {}
     for d in params.context.diagnostics:
@@ -104,16 +215,21 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
             actions.append(_action(f"Handoff: {title} “{name}”{note}", SESSION_KIND, command,
                                    {**arg, **(extra or {})}, diags, preferred))
 
-        if s.state is State.READY:
-            add("Apply", commands.APPLY, preferred=not conflicted)  # merges again, as things are now
-            if conflicted:
-                add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
-        add("Show", commands.SHOW)
-        if s.state in ACTIVE:
-            add("Cancel", commands.CANCEL)
-        elif s.state not in (State.APPLIED, State.DISCARDED):
-            add("Follow up on", commands.FOLLOW_UP, note=" (a comment at the origin says what next)")
-            add("Discard", commands.DISCARD)
+        hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
+        for name in actions_of(s):
+            if name not in _LABELS:
+                continue  # applyHunks / reject: per hunk, above
+            if name == "apply":
+                title = "Apply all of" if s.hunks > 1 else "Apply"
+                add(title, commands.APPLY, preferred=not conflicted and not hunk_here)  # merged anew
+                if conflicted:
+                    add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
+            elif name == "followUp":
+                add("Follow up on", commands.FOLLOW_UP, note=" (a comment at the origin says what next)")
+            elif name == "resume":
+                add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
+            else:
+                add(_LABELS[name], _COMMANDS[name])
     return actions
 
 
@@ -129,6 +245,7 @@ def register(ls) -> None:
         text = doc.source if doc is not None else None
         actions = []
         if _allowed(SESSION_KIND, only):
+            actions += hunk_actions(ls, params)
             actions += session_actions(ls, params)
         if _allowed(DELEGATE_KIND, only) and params.text_document.uri.startswith("file:"):
             actions += delegate_actions(ls, params, text)

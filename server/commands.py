@@ -15,25 +15,23 @@ import typing
 from collections.abc import Awaitable
 from typing import Any
 
-import anyio
 import attrs
 import cattrs
 from lsprotocol import types
+from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 from pygls.protocol import default_converter
 
-from handoff.agent import gitops
-from handoff.agent.backends.base import AgentError
-from handoff.agent.manager import SessionError
-from handoff.agent.session import ACTIVE, State, TransitionError
+from handoff.agent import protocol
+from handoff.agent.client import RemoteError
+from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError, allows
 
-from . import delegation, show, todos
+from . import delegation, hunks, show, todos
 from .apply import apply_session
 from .protocol import RawJSON, clip, problems, session_list
 from .repos import NotInRepository
 
 log = logging.getLogger(__name__)
-CANCEL_WAIT_S = 10.0
 MAX_MESSAGE = 2000  # an error message never echoes a megabyte of what it was sent
 
 DELEGATE = "handoff.delegate"
@@ -45,7 +43,11 @@ CANCEL = "handoff.cancel"
 DISCARD = "handoff.discard"
 SHOW = "handoff.show"
 PREVIEW = "handoff.preview"
-ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW)
+TRUST = "handoff.trust"
+REJECT = "handoff.reject"
+REVEAL = "handoff.reveal"  # put the cursor somewhere (the TODO line a code action inserted)
+ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL, TRUST)
+CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: ask, then delegate
 
 
 @functools.cache
@@ -66,7 +68,7 @@ class CommandError(Exception):
 # What a request can run into that is the developer's situation, not a bug: a message, no traceback.
 
 EXPECTED = (CommandError, SessionError, TransitionError, NotInRepository, delegation.NoTask,
-             gitops.GitError, AgentError)
+            RemoteError)  # RemoteError: what the session daemon refused, or that it is unreachable
 
 
 @attrs.define
@@ -84,6 +86,11 @@ class UriArgs:
 
 
 @attrs.define
+class TrustArgs:
+    uri: str | None = None
+
+
+@attrs.define
 class SessionArgs:
     session_id: str
 
@@ -92,6 +99,20 @@ class SessionArgs:
 class ApplyArgs:
     session_id: str
     conflict_markers: bool = False
+    hunks: list[str] | None = None
+
+
+@attrs.define
+class RejectArgs:
+    session_id: str
+    hunks: list[str] | None = None  # required: hunks.reject says so when missing
+    reason: str | None = None
+
+
+@attrs.define
+class RevealArgs:
+    uri: str
+    range: types.Range
 
 
 @attrs.define
@@ -233,12 +254,29 @@ def register(ls) -> None:
     @command(APPLY)
     async def apply(ls, *args: Any) -> dict[str, Any]:
         a = parse(ApplyArgs, args, APPLY)
-        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers)
+        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers, hunks=a.hunks)
+
+    @command(REJECT)
+    async def reject(ls, *args: Any) -> dict[str, Any]:
+        a = parse(RejectArgs, args, REJECT)
+        return await hunks.reject(ls, a.session_id, a.hunks or [], a.reason)
+
+    @command(REVEAL, reads_only=True)
+    async def reveal(ls, *args: Any) -> dict[str, Any]:
+        a = parse(RevealArgs, args, REVEAL)
+        if get_capability(ls.client_capabilities, "window.show_document.support", False):
+            await ls.window_show_document_async(types.ShowDocumentParams(
+                uri=a.uri, take_focus=True, selection=a.range))
+        return {}
 
     @command(FOLLOW_UP)
     async def follow_up(ls, *args: Any) -> dict[str, Any]:
         a = parse(FollowUpArgs, args, FOLLOW_UP)
         repo, s = ls.repos.find(a.session_id)
+        if not allows(s, "followUp"):
+            hint = ("it is still running: wait for it, or cancel it" if s.state in ACTIVE
+                    else "start a new session")
+            raise SessionError(f"session {s.id} is {s.state.value}: it cannot be followed up ({hint})")
         instruction = (a.instruction or "").strip()
         if not instruction and s.uri:
             # From a code action: the comment at the origin, as it is now, is the instruction.
@@ -247,13 +285,15 @@ def register(ls) -> None:
                 instruction, _ = delegation.task_of(text, s.range, s.file or s.uri)
             except delegation.NoTask:
                 pass
+        if not instruction and allows(s, "resume"):
+            instruction = s.instruction  # resume: the last instruction, once more
         if not instruction:
             raise CommandError(
                 f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
                 "what to do next)")
-        repo.manager.config = await ls.settings.config_for(repo.root)
-        s = repo.manager.follow_up(s.id, instruction)
-        return {"sessionId": s.id}
+        result = await ls.repos.call(protocol.FOLLOW_UP, {
+            "sessionId": s.id, "instruction": instruction, **ls.settings.request_params(repo.root)})
+        return {"sessionId": ls.repos.adopt(result["session"]).id}
 
     @command(CANCEL)
     async def cancel(ls, *args: Any) -> dict[str, Any]:
@@ -265,9 +305,7 @@ def register(ls) -> None:
     async def discard(ls, *args: Any) -> dict[str, Any]:
         a = parse(SessionArgs, args, DISCARD)
         repo, s = ls.repos.find(a.session_id)
-        if s.state in ACTIVE:
-            await cancel_session(ls, s.id)
-        await anyio.to_thread.run_sync(repo.manager.discard, s.id)
+        await ls.repos.call(protocol.DISCARD, {"sessionId": s.id})  # cancels it first if it runs
         return {}
 
     @command(SHOW, reads_only=True)
@@ -285,12 +323,29 @@ def register(ls) -> None:
             raise SessionError(f"session {s.id} is {s.state.value}: only a ready session has a result to preview")
         return {"files": await show.preview(ls, repo, s)}
 
+    @command(TRUST)
+    async def trust(ls, *args: Any) -> dict[str, Any]:
+        a = parse(TrustArgs, args, TRUST)
+        if a.uri:
+            repo, _ = await ls.repos.for_uri(a.uri)
+            root = repo.root
+        else:
+            await ls.until_discovered()
+            roots = ls.repos.roots()
+            if len(roots) != 1:
+                raise CommandError(f"{TRUST} needs a `uri` of a file in the repository to trust "
+                                   f"({len(roots)} repositories are open)")
+            root = roots[0]
+        from .settings import trust as trust_root
+
+        result = await trust_root(ls, root)
+        return {"file": result["file"], "guarded": result.get("guarded") or []}
+
 
 async def cancel_session(ls, session_id: str) -> None:
     """Cancel and wait (a little) until the agent has stopped."""
     repo, s = ls.repos.find(session_id)
     if s.state not in ACTIVE:
         raise SessionError(f"session {s.id} is {s.state.value}, not running: nothing to cancel")
-    repo.manager.cancel(s.id)
-    with anyio.move_on_after(CANCEL_WAIT_S):
-        await repo.manager.wait(s.id)
+    result = await ls.repos.call(protocol.CANCEL, {"sessionId": s.id, "wait": True})
+    ls.repos.adopt(result["session"])

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from handoff.agent.manager import DelegateRequest
-from handoff.agent.session import Session
+from handoff.agent import protocol
+from handoff.agent.protocol import Session, b64
 
 from . import todos
 from .edits import units
@@ -145,7 +145,7 @@ async def text_if_any(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> s
     doc = ls.document(uri)
     if doc is not None:
         return doc.source
-    data = await anyio.to_thread.run_sync(repo.manager.read_disk, file)
+    data = await anyio.to_thread.run_sync(repo.read_disk, file)
     return data.decode("utf-8", "replace") if data is not None else None
 
 
@@ -180,13 +180,13 @@ async def delegate(
         instruction, derived = task_of(text, rng, file)
         title = title or derived
     overlays = await ls.repos.overlays(repo)
-    repo.manager.config = await ls.settings.config_for(repo.root)  # .handoff.toml may have changed
-    req = DelegateRequest(
-        instruction=instruction, file=file, uri=uri, range=dict(rng) if rng else None,
-        overlays=overlays, agent=agent or None, diagnostics=format_diagnostics(diagnostics, rng),
-        title=title_of(title) if title else None,
-    )
-    session = repo.manager.delegate(req)
+    result = await ls.repos.call(protocol.DELEGATE, {
+        "root": str(repo.root), "instruction": instruction, "file": file, "uri": uri,
+        "range": dict(rng) if rng else None, "overlays": {k: b64(v) for k, v in overlays.items()},
+        "agent": agent or None, "diagnostics": format_diagnostics(diagnostics, rng),
+        "title": title_of(title) if title else None, **ls.settings.request_params(repo.root)})
+    ls.settings.report(result.get("messages") or [])
+    session = ls.repos.adopt(result["session"])
     log.info("session %s: %s (%s, %d overlays)", session.id, session.title, file, len(overlays))
     return session
 

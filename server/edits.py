@@ -11,14 +11,14 @@ returned as :class:`DiskWrite`s for the server to do itself after the client app
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from lsprotocol import types
 
-from handoff.agent.merge import FileMerge
+from handoff import files, linediff
+from handoff.agent.protocol import Planned as FileMerge  # one file of the daemon's merge plan
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
@@ -53,11 +53,15 @@ class OpenDoc:
 
 @dataclasses.dataclass(frozen=True)
 class DiskWrite:
-    """A change the client cannot make: ``content`` None deletes ``path``; ``old_path`` renames."""
+    """A change the client cannot make: ``content`` None deletes ``path``; ``old_path`` renames;
+    ``mode`` is the git mode the file gets (``120000``: a symbolic link to ``content``); with
+    ``only_mode`` just the executable bit is set, beside the client's text edit."""
 
     path: Path
     content: bytes | None
     old_path: Path | None = None
+    mode: str | None = None
+    only_mode: bool = False
 
 
 @dataclasses.dataclass
@@ -73,7 +77,13 @@ class BuiltEdit:
 
 def split_keepends(text: str) -> list[str]:
     """Lines with their terminators, split where LSP splits (``\\n``, ``\\r\\n``, ``\\r``)."""
-    return _LINE.findall(text)
+    if "\r" in text:
+        return _LINE.findall(text)
+    parts = text.split("\n")  # the common case, several times faster on a big file
+    lines = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
 
 
 def units(s: str, encoding: str) -> int:
@@ -100,8 +110,7 @@ def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextE
     """Minimal line-level edits turning ``old`` into ``new`` (non-overlapping, in order)."""
     a, b = split_keepends(old), split_keepends(new)
     edits: list[types.TextEdit] = []
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in linediff.opcodes(a, b):  # not quadratic in repeated lines
         if tag == "equal":
             continue
         edits.append(types.TextEdit(
@@ -169,7 +178,7 @@ def build(
     changes: list = []
     flat: dict[str, list[types.TextEdit]] = {}
     disk: list[DiskWrite] = []
-    files: list[str] = []
+    files_changed: list[str] = []
     ann = annotation_id if caps.change_annotations else None
 
     def uri_of(path: str) -> str:
@@ -180,7 +189,7 @@ def build(
         edits = text_edits(old, new, caps.encoding)
         if not edits:
             return
-        files.append(uri)
+        files_changed.append(uri)
         if ann:
             edits = [types.AnnotatedTextEdit(annotation_id=ann, range=e.range, new_text=e.new_text)
                      for e in edits]
@@ -207,34 +216,51 @@ def build(
             action = "write" if old_text(fm.old_path or fm.path) is not None else "create"
         uri = uri_of(fm.path)
         new = _decode(fm.content)
+        if fm.link or (action == "create" and fm.mode == files.EXECUTABLE):
+            # a symbolic link (made, changed or replaced) or a new executable: the server writes
+            # it as such; an editor would write a link's target as text, and make files 0644
+            for p in {fm.path, fm.old_path or fm.path}:
+                if p in docs and fm.link:
+                    raise ValueError(f"{p} is open in the editor and the agent made it (or "
+                                     "replaced) a symbolic link; close it or apply from the "
+                                     "terminal (`handoff apply`)")
+            old_path = repo_root / fm.old_path if action == "rename" and fm.old_path else None
+            disk.append(DiskWrite(repo_root / fm.path, None if action == "delete" else fm.content,
+                                  old_path, fm.mode))
+            files_changed.append(uri)
+            continue
+        chmod = fm.mode is not None and fm.mode != fm.current_mode and action in ("write", "rename")
         if action == "write":
             old = old_text(fm.path)
             if new is None or old is None:  # binary: the server writes it
                 if fm.path in docs:
                     raise ValueError(f"{fm.path} is open in the editor and its new content is not text")
-                disk.append(DiskWrite(repo_root / fm.path, fm.content))
-                files.append(uri)
+                disk.append(DiskWrite(repo_root / fm.path, fm.content, mode=fm.mode))
+                files_changed.append(uri)
             else:
                 add_text(fm.path, old, new)
+                if chmod:  # the text through the editor, the executable bit by the server
+                    disk.append(DiskWrite(repo_root / fm.path, None, mode=fm.mode, only_mode=True))
+                    files_changed.append(uri)
         elif action == "create":
             if "create" in caps.resource_operations and new is not None:
                 changes.append(types.CreateFile(
                     uri=uri, options=types.CreateFileOptions(overwrite=False, ignore_if_exists=False),
                     annotation_id=ann))
-                files.append(uri)
+                files_changed.append(uri)
                 if new:
                     changes.append(types.TextDocumentEdit(
                         text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
                         edits=[_insert_all(new, ann)]))
             else:
-                disk.append(DiskWrite(repo_root / fm.path, fm.content))
-                files.append(uri)
+                disk.append(DiskWrite(repo_root / fm.path, fm.content, mode=fm.mode))
+                files_changed.append(uri)
         elif action == "delete":
             if "delete" in caps.resource_operations:
                 changes.append(types.DeleteFile(uri=uri, annotation_id=ann))
             else:
                 disk.append(DiskWrite(repo_root / fm.path, None))
-            files.append(uri)
+            files_changed.append(uri)
         elif action == "rename":
             old_path = fm.old_path or fm.path
             old_uri = uri_of(old_path)
@@ -247,13 +273,15 @@ def build(
                     old_uri=old_uri, new_uri=uri,
                     options=types.RenameFileOptions(overwrite=False, ignore_if_exists=False),
                     annotation_id=ann))
-                files.append(uri)
+                files_changed.append(uri)
+                if chmod:
+                    disk.append(DiskWrite(repo_root / fm.path, None, mode=fm.mode, only_mode=True))
             else:
                 if old_path in docs:
                     raise ValueError(f"the client cannot rename {old_path} while it is open; "
                                      "close it or apply from the terminal (`handoff apply`)")
-                disk.append(DiskWrite(repo_root / fm.path, fm.content, repo_root / old_path))
-                files.append(uri)
+                disk.append(DiskWrite(repo_root / fm.path, fm.content, repo_root / old_path, fm.mode))
+                files_changed.append(uri)
     edit = types.WorkspaceEdit()
     if caps.document_changes:
         edit.document_changes = changes
@@ -263,7 +291,7 @@ def build(
                 description="Changes made by a background agent (Handoff)")}
     else:
         edit.changes = flat
-    return BuiltEdit(edit, disk, list(dict.fromkeys(files)))
+    return BuiltEdit(edit, disk, list(dict.fromkeys(files_changed)))
 
 
 def _insert_all(text: str, ann: str | None) -> types.TextEdit:

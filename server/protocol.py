@@ -29,7 +29,7 @@ from pygls.protocol.json_rpc import RPCRequest
 from pygls.protocol.language_server import lsp_method
 
 if TYPE_CHECKING:
-    from handoff.agent.session import Session
+    from handoff.agent.protocol import Session
 
 log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5

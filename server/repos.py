@@ -1,8 +1,13 @@
-"""Repositories the server works in: one SessionManager per repository, created on first use.
+"""Repositories the server works in, and its mirror of their sessions (owned by the daemon).
 
-A workspace folder (multi-root: each of them) or a delegated file leads to its repository's root
-(found in a worker thread); the manager for that root is created once, its stored sessions loaded
-in a worker thread. Every session of every repository is in one list for the editor.
+The sessions belong to the session daemon (``handoff daemon``); this front keeps a mirror of the
+sessions of its repositories, updated by the daemon's ``session`` notifications, so code actions,
+diagnostics and the session list never wait on a round trip. A workspace folder (multi-root: each
+of them) or a delegated file leads to its repository: the daemon finds the root (git runs there,
+not here) and subscribes this server to its sessions.
+
+If the daemon goes away (stopped, killed), the front says so once, starts a new one and opens its
+repositories again; the mirror then says what the new daemon found.
 
 Also here: what the developer sees of a repository: the open documents (uri, text, version) and
 the ones whose text differs from the disk (the overlays of a snapshot).
@@ -14,14 +19,15 @@ import asyncio
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+from lsprotocol import types
 from pygls.uris import to_fs_path
 
-from handoff.agent import gitops
-from handoff.agent.manager import SessionError, SessionManager
-from handoff.agent.session import Session
+from handoff.agent import protocol
+from handoff.agent.client import DaemonClient, RemoteError
+from handoff.agent.protocol import Session, SessionError
 
 from .edits import OpenDoc
 from .protocol import clip
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from .server import HandoffServer
 
 log = logging.getLogger(__name__)
+RECONNECT_TRIES = 3
 
 
 class NotInRepository(Exception):
@@ -39,7 +46,7 @@ class NotInRepository(Exception):
 @dataclasses.dataclass
 class Repo:
     root: Path
-    manager: SessionManager
+    sessions: dict[str, Session] = dataclasses.field(default_factory=dict)
 
     def relative(self, path: Path) -> str | None:
         """``path`` relative to the root (posix), None when it is outside."""
@@ -50,6 +57,13 @@ class Repo:
                 except ValueError:
                     continue
         return None
+
+    def read_disk(self, path: str) -> bytes | None:
+        """The file ``path`` of the working tree as it is on disk (blocking); None when absent."""
+        try:
+            return (self.root / path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
 
 
 def path_of(uri: str) -> Path | None:
@@ -80,10 +94,14 @@ class Repos:
     def __init__(self, ls: "HandoffServer") -> None:
         self.ls = ls
         self._repos: dict[Path, Repo] = {}
-        self._building: dict[Path, asyncio.Task[Repo]] = {}
         self._root_of_dir: dict[Path, Path] = {}
         self._finding: dict[Path, asyncio.Task[Path]] = {}  # root lookups under way, by folder
         self.discovered = asyncio.Event()
+        self.daemon = DaemonClient(name="handoff-lsp", on_session=self._on_session,
+                                   on_progress=self._on_progress)
+        self._connecting: asyncio.Task[None] | None = None
+        self._closing = False
+        self._watch: asyncio.Task[None] | None = None
 
     def roots(self) -> list[Path]:
         return list(self._repos)
@@ -91,8 +109,95 @@ class Repos:
     def get(self, root: Path) -> Repo | None:
         return self._repos.get(root)
 
-    def all(self) -> list[Repo]:
-        return list(self._repos.values())
+    # -- the daemon ------------------------------------------------------------------------
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """A request to the daemon (connected, or started, first); its errors as RemoteError."""
+        await self.connected()
+        return await self.daemon.call(method, params)
+
+    async def connected(self) -> None:
+        if self.daemon.connected:
+            return
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> None:
+        await self.daemon.connect()
+        log.info("session daemon pid %s (%s)", (self.daemon.info or {}).get("pid"),
+                 "started" if self.daemon.started else "running")
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._watch_daemon())
+
+    async def _watch_daemon(self) -> None:
+        """When the daemon goes away: say so once, start a new one, open the repositories again
+        (and watch the new one the same way)."""
+        while True:
+            await self.daemon.lost.wait()
+            if self._closing or self.ls.is_closing:
+                return
+            log.warning("the session daemon went away")
+            self.ls.show("Handoff: the session daemon stopped; starting a new one (sessions that were "
+                         "running are interrupted and can be resumed).", types.MessageType.Warning)
+            for attempt in range(RECONNECT_TRIES):
+                try:
+                    await self.daemon.close()
+                    await self.connected()
+                    for root in list(self._repos):
+                        await self._open(root)
+                    break
+                except (RemoteError, OSError) as exc:
+                    log.warning("reconnecting to the session daemon failed (%d): %s", attempt + 1, exc)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+            else:
+                self.ls.show("Handoff: no session daemon could be started; see `handoff daemon logs`.",
+                             types.MessageType.Error)
+                return
+
+    def _on_session(self, wire: dict[str, Any]) -> None:
+        try:
+            new = Session.from_dict(wire)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("a session the daemon sent could not be read: %s", exc)
+            return
+        repo = self._repos.get(Path(new.repoRoot))
+        if repo is None:
+            return
+        self._merge(repo, new)
+
+    def _merge(self, repo: Repo, new: Session) -> Session:
+        """Take the daemon's word for ``new`` into the mirror (the same object is updated, so
+        whoever holds it sees the change); announced to the status."""
+        old = repo.sessions.get(new.id)
+        if old is None:
+            repo.sessions[new.id] = new
+            s = new
+        else:
+            for f in dataclasses.fields(Session):
+                value = getattr(new, f.name)
+                if getattr(old, f.name) != value:
+                    setattr(old, f.name, value)
+            s = old
+        self.ls.status.on_change(s)
+        return s
+
+    def _on_progress(self, params: dict[str, Any]) -> None:
+        sid = params.get("sessionId")
+        for repo in self._repos.values():
+            s = repo.sessions.get(sid)  # type: ignore[arg-type]
+            if s is not None:
+                s.steps = int(params.get("steps") or 0)
+                s.costUsd = float(params.get("costUsd") or 0.0)
+                self.ls.status.on_progress(s, str(params.get("message") or ""))
+                return
+
+    def adopt(self, wire: dict[str, Any]) -> Session:
+        """A session a request answered with (it may arrive before its notification)."""
+        new = Session.from_dict(wire)
+        repo = self._repos.get(Path(new.repoRoot))
+        if repo is None:
+            raise SessionError(f"session {new.id} belongs to {new.repoRoot}, which is not open here")
+        return self._merge(repo, new)
 
     # -- finding ---------------------------------------------------------------------------
     async def for_path(self, path: Path, *, folder: bool = False) -> Repo:
@@ -106,21 +211,44 @@ class Repos:
                 task = asyncio.get_running_loop().create_task(self._find_root(key, path))
                 self._finding[key] = task
             root = await asyncio.shield(task)
-        return await self._get(root)
+        return self._repos[root]
 
     async def _find_root(self, key: Path, path: Path) -> Path:
         try:
-            root = await anyio.to_thread.run_sync(gitops.find_repo_root, path)
-        except gitops.NotARepository:
-            raise NotInRepository(
-                f"{clip(path, PATH_LIMIT)} is not inside a git repository. Handoff runs agents in git "
-                "worktrees: run `git init` there (or open a file of a repository) and try again."
-            ) from None
-        except OSError as exc:  # a name too long, a folder we may not read...
-            raise NotInRepository(f"{clip(path, PATH_LIMIT)}: {exc.strerror or exc}") from None
+            root = await self._open(path)
+        except RemoteError as exc:
+            if exc.code == protocol.NOT_A_REPOSITORY:
+                raise NotInRepository(
+                    f"{clip(path, PATH_LIMIT)} is not inside a git repository. Handoff runs agents in "
+                    "git worktrees: run `git init` there (or open a file of a repository) and try again."
+                ) from None
+            raise
         finally:
             self._finding.pop(key, None)  # a failure is not kept: the next call looks again
         self._root_of_dir[key] = root
+        return root
+
+    async def _open(self, path: Path) -> Path:
+        """Ask the daemon for the repository of ``path`` and its sessions; mirror them."""
+        result = await self.call(protocol.OPEN_REPO, {"path": str(path)})
+        root = Path(result["root"])
+        repo = self._repos.get(root)
+        fresh = repo is None
+        if repo is None:
+            repo = self._repos[root] = Repo(root)
+        seen = set()
+        for wire in result["sessions"]:
+            s = Session.from_dict(wire)
+            seen.add(s.id)
+            if fresh:
+                repo.sessions[s.id] = s
+            else:
+                self._merge(repo, s)
+        for sid in [sid for sid in repo.sessions if sid not in seen]:
+            del repo.sessions[sid]  # forgotten by the new daemon (keepFinishedDays)
+        if fresh:
+            self.ls.status.loaded(list(repo.sessions.values()))
+            log.info("repository %s: %d sessions", root, len(repo.sessions))
         return root
 
     async def for_uri(self, uri: str) -> tuple[Repo, str]:
@@ -149,29 +277,6 @@ class Repos:
                                   "its folder in the editor to delegate from it")
         return repo, rel
 
-    async def _get(self, root: Path) -> Repo:
-        if root in self._repos:
-            return self._repos[root]
-        task = self._building.get(root)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._build(root))
-            self._building[root] = task
-        return await asyncio.shield(task)
-
-    async def _build(self, root: Path) -> Repo:
-        try:
-            await self.ls.settings.pull([root], with_global=False)
-            cfg = await self.ls.settings.config_for(root)
-            manager = SessionManager(root, cfg, agent_host=self.ls.agent_host)
-            await anyio.to_thread.run_sync(manager.load)
-            manager.subscribe(self.ls.status.on_change, self.ls.status.on_progress)
-            repo = self._repos[root] = Repo(root, manager)
-        finally:
-            self._building.pop(root, None)
-        self.ls.status.loaded(manager.list())
-        log.info("repository %s: %d sessions", root, len(manager.sessions))
-        return repo
-
     async def discover(self, folder_uris: list[str]) -> None:
         """Load the repositories of the workspace folders (their sessions show up at once)."""
         try:
@@ -183,27 +288,31 @@ class Repos:
                     await self.for_path(path, folder=True)
                 except NotInRepository:
                     log.info("workspace folder %s is not in a git repository", path)
-                except (gitops.GitError, OSError) as exc:
+                except (RemoteError, OSError) as exc:
                     log.warning("workspace folder %s: %s", path, exc)
+                    self.ls.show(f"Handoff: {exc}", types.MessageType.Warning)
         finally:
             self.discovered.set()
 
     # -- sessions --------------------------------------------------------------------------
     def sessions(self) -> list[Session]:
-        found = [s for repo in self._repos.values() for s in repo.manager.list()]
+        found = [s for repo in self._repos.values() for s in repo.sessions.values()]
         return sorted(found, key=lambda s: s.createdAt)
 
     def find(self, session_id: str) -> tuple[Repo, Session]:
         for repo in self._repos.values():
-            s = repo.manager.sessions.get(session_id)
+            s = repo.sessions.get(session_id)
             if s is not None:
                 return repo, s
         known = ", ".join(s.id for s in self.sessions()[-5:]) or "none"
         raise SessionError(f"there is no Handoff session `{session_id}` (latest: {known})")
 
     async def close(self) -> None:
-        await asyncio.gather(*(r.manager.close() for r in self._repos.values()),
-                             return_exceptions=True)
+        """Leave the daemon (its sessions go on without this editor)."""
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+        await self.daemon.close()
 
     # -- documents -------------------------------------------------------------------------
     def open_docs(self, repo: Repo) -> dict[str, OpenDoc]:
@@ -224,7 +333,7 @@ class Repos:
             out = {}
             for rel, doc in docs.items():
                 data = doc.text.encode("utf-8")
-                if repo.manager.read_disk(rel) != data:
+                if repo.read_disk(rel) != data:
                     out[rel] = data
             return out
 

@@ -1,8 +1,8 @@
 """The language server: the pygls ``LanguageServer`` of Handoff and its feature registration.
 
-Nothing slow happens before ``initialize`` is answered: repositories are found and their sessions
-loaded after ``initialized``, in worker threads. Built-in agents run in the agent host, a child
-process started with the first of them (litellm never loads in the server).
+Nothing slow happens before ``initialize`` is answered: the session daemon is reached (or started)
+and the workspace's repositories opened after ``initialized``. The sessions and their agents belong
+to the daemon (agent/daemon.py): they go on when this server exits.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
 
 from handoff import __version__
-from handoff.agent.host import AgentHost
-from handoff.agent.manager import SessionError
-from handoff.agent.session import Session, State
+from handoff.agent import protocol
+from handoff.agent.client import RemoteError
+from handoff.agent.protocol import Session, SessionError, State
 
 from . import code_actions, commands
 from .apply import apply_session, check_conflicts
@@ -46,7 +46,6 @@ class HandoffServer(LanguageServer):
                          converter_factory=commands.converter)  # one converter: it takes a while to build
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
-        self.agent_host = AgentHost()
         self.repos = Repos(self)
         self.settings = Settings(self)
         self.status = Status(self)
@@ -83,19 +82,27 @@ class HandoffServer(LanguageServer):
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
+    @property
+    def is_closing(self) -> bool:
+        return self._closing is not None
+
     def ready(self, s: Session) -> None:
         """A session just became ready: apply it when ``autoApply`` is on, else show its
         conflicts with what the developer typed meanwhile, if any."""
+        if self._closing is None:
+            self.spawn(self._ready(s), f"ready {s.id}")
+
+    async def _ready(self, s: Session) -> None:
         try:
             repo, _ = self.repos.find(s.id)
-        except SessionError:
+            cfg = await self.settings.config_for(repo.root)
+        except (SessionError, RemoteError) as exc:
+            log.info("session %s ready, not checked: %s", s.id, exc)
             return
-        if self._closing is not None:
-            return
-        if repo.manager.config.autoApply:
-            self.spawn(self._auto_apply(s), f"auto-apply {s.id}")
+        if cfg["autoApply"]:
+            await self._auto_apply(s)
         else:
-            self.spawn(check_conflicts(self, s.id), f"conflicts {s.id}")
+            await check_conflicts(self, s.id)
 
     def edited(self, uri: str) -> None:
         """The developer changed ``uri``: the ready sessions that change it too are merged again
@@ -148,8 +155,7 @@ class HandoffServer(LanguageServer):
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
-        await self.repos.close()
-        await self.agent_host.close()
+        await self.repos.close()  # the sessions go on in the daemon
 
 
 def create_server() -> HandoffServer:
@@ -173,7 +179,7 @@ def _register_lifecycle(ls: HandoffServer) -> None:
 
     @ls.feature(types.SHUTDOWN)
     async def shutdown(ls: HandoffServer, params: None) -> None:
-        # Running sessions become `interrupted` (resumable). An editor that vanishes without
+        # The sessions go on in the daemon; this editor leaves it. An editor that vanishes without
         # shutdown or exit is handled by the CLI (stdin EOF).
         await ls.close()
 
@@ -220,15 +226,18 @@ def _register_lifecycle(ls: HandoffServer) -> None:
         repo, s = ls.repos.find(sid)
         if s.state in (State.QUEUED, State.RUNNING):
             log.info("progress cancelled: cancelling session %s", sid)
-            repo.manager.cancel(sid)
+            ls.spawn(ls.repos.call(protocol.CANCEL, {"sessionId": sid}), f"cancel {sid}")
 
 
 async def _start(ls: HandoffServer) -> None:
-    """After ``initialized``: configuration, then the workspace's repositories and sessions."""
+    """After ``initialized``: the workspace's repositories and sessions (from the daemon), then
+    their configuration (its problems shown)."""
     await ls.settings.register_for_changes()
     ls.settings.begin_batch()  # one message for every configuration problem found at start
     try:
-        await ls.settings.refresh()
         await ls.repos.discover(ls.folder_uris())
+        await ls.settings.refresh()
+    except RemoteError as exc:  # no daemon could be reached: say so, once
+        ls.show(f"Handoff: {exc}", types.MessageType.Error)
     finally:
         ls.settings.end_batch()

@@ -1,28 +1,25 @@
 """Configuration from the editor: ``initializationOptions`` and ``workspace/configuration``.
 
 The merge of every source (defaults < ``.handoff.toml`` / ``[tool.handoff]`` < environment <
-initialization options < ``workspace/configuration`` section ``handoff``) is agent.config.load's
-job; this module gathers the editor's part, pulls it again when the configuration changes, and
-shows what is wrong in one warning (each problem once per server life).
+initialization options < ``workspace/configuration`` section ``handoff``) is the daemon's job
+(agent.config.load, there); this module gathers the editor's part, which travels with each request
+that needs it (with this process's environment), pulls it again when the configuration changes,
+and shows what is wrong in one warning (each problem once per server life).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
-import stat
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
-from handoff.agent import config as config_mod
+from handoff.agent import protocol
+from handoff.agent.client import client_env
 
 if TYPE_CHECKING:
     from .server import HandoffServer
@@ -31,18 +28,7 @@ log = logging.getLogger(__name__)
 SECTION = "handoff"
 INIT_SOURCE = "initializationOptions"
 PULL_SOURCE = "workspace/configuration"
-RACY_NS = 2_000_000_000  # more than any file system's timestamp granularity (FAT: 2 s)
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    """(inode, size, last change) of a regular file; None when there is none to read."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return st.st_ino, st.st_size, max(st.st_mtime_ns, st.st_ctime_ns)
+TRUST_ACTION = "Trust this repository's Handoff settings"
 
 
 def unwrap(options: Any) -> Any:
@@ -61,8 +47,8 @@ class Settings:
         self.init_options: Any = None
         self.pulled: dict[str, Any] = {}  # scope ("" = global, else a repo root uri) -> section
         self._shown: set[str] = set()
+        self._offered: set[Path] = set()  # roots whose trust was offered
         self._batch: list[str] | None = None
-        self._loaded: dict[Path, tuple[Any, config_mod.Config, list[str]]] = {}  # root -> (key, ...)
 
     # -- sources -----------------------------------------------------------------------------
     def overrides(self, root: Path | None) -> list[tuple[str, Any]]:
@@ -70,34 +56,39 @@ class Settings:
         pulled = self.pulled.get(scope, self.pulled.get(""))
         return [(INIT_SOURCE, unwrap(self.init_options)), (PULL_SOURCE, unwrap(pulled))]
 
-    def load(self, root: Path | None) -> tuple[config_mod.Config, list[str]]:
-        """The merged configuration of ``root`` (blocking: reads TOML; call in a thread).
+    def request_params(self, root: Path | None) -> dict[str, Any]:
+        """What a request to the daemon carries so it uses this editor's configuration."""
+        return {"env": client_env(), "overrides": [[src, data] for src, data in self.overrides(root)]}
 
-        Kept per root and given again (a copy) while its files, the environment and the editor's
-        settings are what they were: every delegation asks, and parsing TOML holds the GIL."""
-        overrides = self.overrides(root)
-        if root is None:
-            return config_mod.load(None, overrides=overrides)
-        now = time.time_ns()
-        stamps = [_stamp(root / name) for name in config_mod.FILES]  # before reading them
-        key = (stamps, repr((config_mod.from_env(os.environ), overrides)))
-        kept = self._loaded.get(root)
-        if kept is not None and kept[0] == key:
-            cfg, messages = kept[1], kept[2]
-        else:
-            cfg, messages = config_mod.load(root, overrides=overrides)
-            # A file changed within the last RACY_NS may change again with the same stamp
-            # (timestamps are coarse): keep only what no later edit can look the same as.
-            if all(st is None or st[-1] < now - RACY_NS for st in stamps):
-                self._loaded[root] = (key, cfg, messages)
-            else:
-                self._loaded.pop(root, None)
-        return copy.deepcopy(cfg), list(messages)
-
-    async def config_for(self, root: Path) -> config_mod.Config:
-        cfg, messages = await anyio.to_thread.run_sync(self.load, root)
+    async def config_for(self, root: Path | None) -> dict[str, Any]:
+        """The effective configuration of ``root`` (the daemon's wire form: camelCase keys)."""
+        result = await self.ls.repos.call(protocol.CONFIG, {
+            "root": str(root) if root is not None else None, **self.request_params(root)})
+        messages = result.get("messages") or []
         self.report(messages)
-        return cfg
+        if root is not None and any("handoff trust" in m for m in messages):
+            self.offer_trust(root)
+        return result["config"]
+
+    def offer_trust(self, root: Path) -> None:
+        """Ask once per root whether to trust its Handoff settings (what `handoff trust` does)."""
+        if root in self._offered:
+            return
+        self._offered.add(root)
+        self.ls.spawn(self._ask_trust(root), f"trust {root}")
+
+    async def _ask_trust(self, root: Path) -> None:
+        try:
+            choice = await self.ls.window_show_message_request_async(types.ShowMessageRequestParams(
+                type=types.MessageType.Warning,
+                message=(f"Handoff: {root}'s own settings (.handoff.toml or [tool.handoff]) choose what "
+                         "runs, and are ignored until you trust them as they are now."),
+                actions=[types.MessageActionItem(title=TRUST_ACTION)]))
+        except JsonRpcException as exc:
+            log.info("window/showMessageRequest failed: %s", exc)
+            return
+        if choice is not None and choice.title == TRUST_ACTION:
+            await trust(self.ls, root)
 
     # -- pulling ---------------------------------------------------------------------------
     @property
@@ -130,12 +121,9 @@ class Settings:
             await self.pull(roots)
         else:
             self.pushed(pushed)
-        cfg, messages = await anyio.to_thread.run_sync(self.load, None)
-        self.report(messages)
+        await self.config_for(None)
         for root in roots:
-            repo = self.ls.repos.get(root)
-            if repo is not None:
-                repo.manager.config = await self.config_for(root)
+            await self.config_for(root)  # its problems are shown; sessions take it when they start
 
     async def register_for_changes(self) -> None:
         """Ask for ``workspace/didChangeConfiguration`` when the client wants it registered."""
@@ -171,3 +159,11 @@ class Settings:
         text = "Handoff configuration: " + "; ".join(new)
         log.warning("%s", text)
         self.ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=text))
+
+
+async def trust(ls: "HandoffServer", root: Path) -> dict[str, Any]:
+    """Trust ``root``'s Handoff settings as they are now (in the daemon, which keeps the record)."""
+    result = await ls.repos.call(protocol.TRUST, {"root": str(root)})
+    keys = ", ".join(result.get("guarded") or []) or "nothing that needs trust"
+    ls.show(f"Handoff: trusted {result['file']} as it is now ({keys}); a change to it asks again.")
+    return result

@@ -27,10 +27,9 @@ from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
-from handoff.agent.manager import SessionError
-from handoff.agent.session import FINAL, Session, State
+from handoff.agent.protocol import FINAL, Session, SessionError, State
 
-from .anchors import Anchor, remap, shift
+from .anchors import Anchor, remap_all, shift
 from .edits import units
 from .protocol import session_list
 
@@ -61,6 +60,7 @@ class Status:
         self.ls = ls
         self.origins: dict[str, Anchor] = {}
         self.conflicts: dict[str, list[Anchor]] = {}
+        self.hunks: dict[str, list[Anchor]] = {}  # a ready session's changes left (hunks.py)
         self._seen: dict[str, State] = {}
         self._progress: dict[str, _Progress] = {}
         self._token_session: dict[str, str] = {}
@@ -109,6 +109,7 @@ class Status:
         uris = [s.uri] if s.uri else []
         if s.state in (State.QUEUED, State.RUNNING, State.APPLIED, State.DISCARDED):
             uris += self.clear_conflicts(s.id)
+            uris += [a.uri for a in self.hunks.pop(s.id, [])]
         if s.state is State.FAILED and prev is not State.FAILED:
             self.ls.show(f"Handoff: “{s.title}” failed: {s.error or 'unknown error'}",
                          types.MessageType.Warning)
@@ -134,6 +135,26 @@ class Status:
             ]
         self._schedule(*old, *(r[0] for r in regions))
 
+    def set_hunks(self, session_id: str, hunks: list[tuple[str, types.Range, str, str]]) -> None:
+        """The hunks ``(uri, range, id, message)`` of a ready session (one Hint diagnostic each)."""
+        old = [a.uri for a in self.hunks.pop(session_id, [])]
+        if hunks:
+            self.hunks[session_id] = [
+                Anchor(uri, session_id, (r.start.line, r.start.character), (r.end.line, r.end.character),
+                       kind="hunk", message=msg, key=hid)
+                for uri, r, hid, msg in hunks]
+        self._schedule(*old, *(h[0] for h in hunks))
+
+    def hunks_at(self, uri: str, first: int, last: int) -> list[Anchor]:
+        """The hunk anchors of ``uri`` on a line in ``first..last``."""
+        out = []
+        for group in self.hunks.values():
+            for a in group:
+                rng = self._range(a)
+                if a.uri == uri and rng.start.line <= last and rng.end.line >= first:
+                    out.append(a)
+        return out
+
     def clear_conflicts(self, session_id: str) -> list[str]:
         return [a.uri for a in self.conflicts.pop(session_id, [])]
 
@@ -149,6 +170,7 @@ class Status:
         uri = params.text_document.uri
         anchors = [a for a in self.origins.values() if a.uri == uri]
         anchors += [a for group in self.conflicts.values() for a in group if a.uri == uri]
+        anchors += [a for group in self.hunks.values() for a in group if a.uri == uri]
         old = self._texts.get(uri)
         new = self.ls.workspace.get_text_document(uri).source
         self._texts[uri] = new
@@ -158,12 +180,13 @@ class Status:
         encoding = self.ls.encoding
         for change in params.content_changes:
             rng = getattr(change, "range", None)
+            if rng is None:
+                if old is not None:  # one line diff for all of the document's anchors
+                    moved |= remap_all(anchors, old, new)
+                continue
             for a in anchors:
-                if rng is not None:
-                    moved |= shift(a, (rng.start.line, rng.start.character),
-                                   (rng.end.line, rng.end.character), change.text, encoding)
-                elif old is not None:
-                    moved |= remap(a, old, new)
+                moved |= shift(a, (rng.start.line, rng.start.character),
+                               (rng.end.line, rng.end.character), change.text, encoding)
         if not moved:
             return
         for a in anchors:
@@ -293,6 +316,8 @@ class Status:
                 if a.kind == "conflict":
                     out.append(self._diagnostic(a, s, types.DiagnosticSeverity.Warning,
                                                 f"Handoff conflict: {a.message}", conflict=True))
+                elif a.kind == "hunk":
+                    out.append(self._diagnostic(a, s, types.DiagnosticSeverity.Hint, a.message))
                 else:
                     severity, message = describe(s, len(self.conflicts.get(s.id, [])))
                     out.append(self._diagnostic(a, s, severity, message))
@@ -311,9 +336,19 @@ class Status:
         """Where ``s`` shows in ``uri``: its origin (while shown), then its conflicts."""
         a = self.origins.get(s.id)
         found = [a] if a is not None and a.uri == uri and s.state in _SHOWN else []
-        return found + [c for c in self.conflicts.get(s.id, []) if c.uri == uri]
+        found += [c for c in self.conflicts.get(s.id, []) if c.uri == uri]
+        return found + [h for h in self.hunks.get(s.id, []) if h.uri == uri and s.state is State.READY]
 
     def _range(self, a: Anchor) -> types.Range:
+        if a.kind == "hunk":  # the lines it replaces (an insertion: the point where it goes)
+            end = a.end
+            lines = self._lines(a.uri)
+            if end[1] == 0 and end[0] > a.start[0]:
+                above = end[0] - 1
+                text = lines[above].rstrip("\r\n") if lines is not None and above < len(lines) else ""
+                end = (above, units(text, self.ls.encoding))
+            return types.Range(start=types.Position(line=a.start[0], character=a.start[1]),
+                               end=types.Position(line=end[0], character=end[1]))
         if a.kind == "conflict":
             return types.Range(start=types.Position(line=a.start[0], character=0),
                                end=types.Position(line=a.end[0], character=0))
@@ -340,8 +375,11 @@ class Status:
         data = {"sessionId": s.id, "state": s.state.value}
         if conflict:
             data["conflict"] = True
+        code = "conflict" if conflict else s.state.value
+        if a.kind == "hunk":
+            data["hunkId"], code = a.key, "hunk"
         return types.Diagnostic(range=self._range(a), message=message, severity=severity, source=SOURCE,
-                                code="conflict" if conflict else s.state.value, data=data)
+                                code=code, data=data)
 
 
 def describe(s: Session, conflicts: int = 0) -> tuple[types.DiagnosticSeverity, str]:

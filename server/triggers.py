@@ -58,9 +58,9 @@ class Triggers:
             self._seen_at_open.setdefault(uri, set()).update(" ".join(t.text.split()) for t in markers)
             return
         cfg = await self.ls.settings.config_for(repo.root)
-        if not cfg.todo.autoTrigger:
+        if not cfg["todo"]["autoTrigger"]:
             return
-        from_sessions = {_key(s.file, s.title) for s in repo.manager.sessions.values() if s.file}
+        from_sessions = {_key(s.file, s.title) for s in repo.sessions.values() if s.file}
         for t in markers:
             key = _key(file, t.text)
             if key in self._started or key in from_sessions:

@@ -48,9 +48,13 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     for key, value in GIT_ENV.items():
         monkeypatch.setenv(key, value)
-    for key in ("HANDOFF_MODEL", "HANDOFF_API_BASE", "HANDOFF_API_KEY"):
+    for key in ("HANDOFF_MODEL", "HANDOFF_API_BASE", "HANDOFF_API_KEY", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(key, raising=False)
     yield
+    # The session daemon a test's editors or CLI started for this state folder ends with the test.
+    from handoff.agent.client import stop_daemon
+
+    stop_daemon(state)
 
 
 @pytest.fixture(scope="session", autouse=True)

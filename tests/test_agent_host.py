@@ -176,7 +176,8 @@ def maps_litellm(pid: int) -> bool:
     return "/litellm/" in Path(f"/proc/{pid}/maps").read_text()
 
 
-async def test_the_language_server_never_loads_litellm_and_its_host_dies_with_it(repo: Path, model: ScriptedModel):
+async def test_the_language_server_never_loads_litellm_and_the_host_dies_with_the_daemon(
+        repo: Path, model: ScriptedModel, state_dir: Path):
     from tests.support.lsp_client import Editor
 
     gate = threading.Event()
@@ -189,15 +190,16 @@ async def test_the_language_server_never_loads_litellm_and_its_host_dies_with_it
         await editor.command("handoff.delegate", {"uri": uri, "instruction": "x", "range": {
             "start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}})
         await until(lambda: len(model.requests) == 1)  # the agent is mid-request, in the host
-        hosts = [p for p in children(server.pid)
+        daemon = int((state_dir / "daemon" / "daemon.pid").read_text())
+        hosts = [p for p in children(daemon)
                  if b"handoff.agent.host" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        assert len(hosts) == 1
-        assert maps_litellm(hosts[0]) and not maps_litellm(server.pid)
-        server.kill()  # the editor's server dies without a word: its host must not outlive it
+        assert len(hosts) == 1  # the session daemon's child, not the editor's server's
+        assert maps_litellm(hosts[0]) and not maps_litellm(server.pid) and not maps_litellm(daemon)
+        os.kill(daemon, signal.SIGKILL)  # the daemon dies without a word: its host must not outlive it
         await until(lambda: not alive(hosts[0]), timeout=30)
     finally:
         gate.set()
-        await editor.client.stop()
+        await editor.stop()
 
 
 def nice_of(pid: int) -> int:

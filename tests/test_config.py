@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from handoff.agent.config import Config, load
+from tests.support.agents import trust_repo
 
 
 def test_defaults():
@@ -19,6 +20,7 @@ def test_sources_in_order(tmp_path: Path):
         '[tool.handoff]\nmaxParallel = 2\nmodel = "from-pyproject"\n'
         '[tool.handoff.agents.aider]\ncommand = ["aider", "--message-file", "{task_file}"]\n'
     )
+    trust_repo(tmp_path)
     cfg, messages = load(tmp_path, env={"HANDOFF_MODEL": "from-env", "HANDOFF_API_KEY": "sk-x"},
                          overrides=[("initializationOptions", {"maxSteps": 5, "agent": "aider"}),
                                     ("workspace/configuration", {"maxSteps": 7})])
@@ -44,6 +46,7 @@ def test_bad_values_fall_back_with_one_message_each(tmp_path: Path):
         'maxParallel = 0\nmaxCostUsd = "lots"\nautoApply = "maybe"\ncolour = "red"\nkeepFinishedDays = -1\n'
         'agent = "ghost"\n[agents.broken]\nacp = []\n'
     )
+    trust_repo(tmp_path)
     cfg, messages = load(tmp_path, env={})
     assert cfg.maxParallel == 4 and cfg.maxCostUsd == 1.0 and cfg.autoApply is False
     assert cfg.agent == "builtin" and cfg.keepFinishedDays == 7.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -27,8 +28,8 @@ from handoff.agent.backends import model as model_mod
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.agents import toml_agents
 from handoff.offline_model import ScriptedModel
+from tests.support.agents import toml_agents, trust_repo
 from tests.test_faults import assert_untouched, dev_state
 
 CYCLES = 50
@@ -61,6 +62,7 @@ async def test_fifty_cycles_leave_nothing(repo: Path, state_dir: Path) -> None:
     agent = ["sh", "-c", 'case "$HANDOFF_TASK" in slow*) sleep 60;; esac; '
                          'echo "$HANDOFF_SESSION_ID" >> notes.txt; echo "noted $HANDOFF_TASK"']
     (repo / ".handoff.toml").write_text(toml_agents({"note": agent}, "note", maxParallel=2))
+    trust_repo(repo)
     git(repo, "add", ".handoff.toml")
     git(repo, "commit", "-q", "-m", "config")
     cfg, messages = config_mod.load(repo)
@@ -109,11 +111,12 @@ async def test_fifty_cycles_leave_nothing(repo: Path, state_dir: Path) -> None:
 
 
 def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Path) -> None:
-    """A `handoff run` killed mid-session, then its records lost: a worktree, a branch, refs
+    """The session daemon killed mid-session, then its records lost: a worktree, a branch, refs
     and a running agent are left; `handoff gc` removes them all."""
     started = tmp_path / "started"
     agent = ["sh", "-c", f"touch {started}; sleep 120"]
     (repo / ".handoff.toml").write_text(toml_agents({"hang": agent}, "hang"))
+    trust_repo(repo)
     before = dev_state(repo)
     proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "hang"], cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -123,8 +126,11 @@ def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Pat
                 break
             assert proc.poll() is None
             time.sleep(0.05)
-        proc.kill()
+        proc.kill()  # the terminal first (it would start a new daemon), then the daemon
+        proc.wait()
+        os.kill(int((state_dir / "daemon" / "daemon.pid").read_text()), signal.SIGKILL)
     finally:
+        proc.kill()
         proc.wait()
     assert git(repo, "branch", "--list", "handoff/*") != ""
     assert leftover_processes(state_dir) != []  # the orphaned agent, still in its worktree
@@ -173,6 +179,7 @@ async def test_the_api_key_is_never_written_down(
     caplog.set_level(logging.DEBUG)
     with ScriptedModel() as model:
         (repo / ".handoff.toml").write_text(f'model = "openai/scripted-model"\napiBase = "{model.url}"\n')
+        trust_repo(repo)
         cfg, _ = config_mod.load(repo)
         assert cfg.apiKey == KEY
         # a model that knows the key (it was sent to it) and repeats it everywhere it can
@@ -209,6 +216,7 @@ def test_a_command_agent_echoing_the_key(repo: Path, state_dir: Path, tmp_path: 
         "print('summary with', k); sys.exit(3)")]
     (repo / ".handoff.toml").write_text(
         toml_agents({"echo": agent}, "echo") + 'passEnv = ["HANDOFF_API_KEY"]\n')
+    trust_repo(repo)
     env = {**os.environ, "HANDOFF_API_KEY": KEY}
     proc = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "-v", "run", "print the key"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)

@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+from tests.support.agents import trust_repo
 from tests.support.lsp_client import Editor
 from tests.support.lsp_fixtures import agent, caps, editor  # noqa: F401
 from handoff.offline_model import ScriptedModel
@@ -47,7 +48,9 @@ async def test_a_configuration_edit_counts_for_the_next_delegation(editor, agent
     argv = json.dumps(agent.argv())
     agent.configure()
     text = f'agent = "aaaa"\n[agents.aaaa]\ncommand = {argv}\n[agents.bbbb]\ncommand = {argv}\n'
-    toml.write_text(text)
+    for trusted in (text.replace('agent = "aaaa"', 'agent = "bbbb"'), text):  # both, as a developer would
+        toml.write_text(trusted)
+        trust_repo(repo)
     uri = editor.open(repo / "app.py")
 
     async def delegate() -> dict:

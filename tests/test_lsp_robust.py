@@ -148,7 +148,10 @@ async def test_ranges_out_of_bounds(editor, agent, repo: Path):
     assert [a["title"] for a in actions] == ["Delegate to background agent"]
     # start after end (a selection made backwards): read in order
     actions = await request(editor, "textDocument/codeAction", code_action_params(uri, rng(4, 0, 1, 3)))
-    assert actions[0]["command"]["arguments"][0]["range"] == rng(1, 3, 4, 0)
+    # (a bare selection, in a client that cannot prompt: a TODO line goes above its first line)
+    edit = actions[0]["edit"]
+    inserted = edit["documentChanges"][0]["edits"] if "documentChanges" in edit else edit["changes"][uri]
+    assert inserted[0]["range"] == rng(1, 0, 1, 0)
 
     message = await command_error(editor, "handoff.delegate",
                                   {"uri": uri, "range": rng(-5, 0, 1, 0), "instruction": "x"})
@@ -329,10 +332,12 @@ async def test_shutdown_with_sessions_running(caps, agent, repo: Path):
         exc = await error_of(editor, "workspace/executeCommand",
                              {"command": "handoff.listSessions", "arguments": [{}]})
         assert "the server is shutting down" in str(exc)
-        assert not any(alive(pid) for pid in pids)
+        assert all(alive(pid) for pid in pids)  # the agents belong to the daemon: they go on
         notify(editor, "exit", None)
         assert await asyncio.wait_for(editor.client._server.wait(), 10) == 0
     finally:
+        if editor.client._server.returncode is None:
+            editor.client._server.kill()
         await editor.client.stop()
     editor.check_stdout()
     assert app_unchanged(repo)
@@ -340,16 +345,16 @@ async def test_shutdown_with_sessions_running(caps, agent, repo: Path):
     editor = await Editor.start(caps, repo)
     try:
         sessions = {s["id"]: s for s in await still_serving(editor, uri)}
-        assert {sid: sessions[sid]["state"] for sid in ids} == dict.fromkeys(ids, "interrupted")
+        assert {sid: sessions[sid]["state"] for sid in ids} == dict.fromkeys(ids, "running")
         for sid in ids:
-            assert "the server stopped" in sessions[sid]["error"]
             assert Path(sessions[sid]["worktree"]).is_dir()
         trees, branches, _ = git_leftovers(repo)
         assert len(trees) == 3 and sorted(branches) == sorted(f"refs/heads/handoff/{sid}" for sid in ids)
         for sid in ids:
-            assert await command(editor, "handoff.discard", {"sessionId": sid}) == {}
+            assert await command(editor, "handoff.discard", {"sessionId": sid}) == {}  # cancels them
         assert git_leftovers(repo) == ([], [], [])
         assert not any(Path(sessions[sid]["worktree"]).exists() for sid in ids)
+        assert not any(alive(pid) for pid in pids)
         no_error_popups(editor)
     finally:
         await editor.stop()
@@ -386,16 +391,15 @@ async def test_sigkill_mid_session_then_restart(caps, agent, repo: Path):
     editor = await Editor.start(caps, repo)
     try:
         sessions = {s["id"]: s for s in await still_serving(editor, uri)}
-        assert sessions[running]["state"] == "interrupted" and sessions[ready]["state"] == "ready"
-        assert "the process running it stopped" in sessions[running]["error"]
-        await editor.wait_for(lambda: not alive(agent_pid), "the orphaned agent to be killed")
+        # the editor's server died; the session did not: it still runs in the daemon
+        assert sessions[running]["state"] == "running" and sessions[ready]["state"] == "ready"
+        assert alive(agent_pid)
         assert worktree.is_dir() and (worktree / "app.py").read_text() == APP
         assert str(worktree) in git(repo, "worktree", "list", "--porcelain")
         assert len(git_leftovers(repo)[0]) == 2
-        # the interrupted one can be resumed, and then applied
         agent.release(running)
-        await command(editor, "handoff.followUp", {"sessionId": running, "instruction": "go on"})
         await editor.wait_state(running, "ready")
+        assert len(agent.runs(running)) == 1
         for sid in (ready, running):
             assert await command(editor, "handoff.discard", {"sessionId": sid}) == {}
         assert git_leftovers(repo) == ([], [], [])

@@ -120,11 +120,12 @@ async def test_a_five_megabyte_document_over_the_pipe(editor, repo: Path):
 def test_an_editor_that_does_not_read_never_stops_the_server(repo: Path, tmp_path: Path):
     """Answers pile up beyond what the pipe holds while the editor reads nothing: the server
     still handles what comes next (a delegation whose agent leaves a mark on disk)."""
-    from tests.support.agents import toml_agents, write_agent
+    from tests.support.agents import toml_agents, trust_repo, write_agent
 
     mark = tmp_path / "agent-ran"
     argv = write_agent(tmp_path / "bin", "mark", f"pathlib.Path({str(mark)!r}).write_text('ran')")
     (repo / ".handoff.toml").write_text(toml_agents({"mark": argv}, "mark"))
+    trust_repo(repo)
     todos = repo / "todos.py"
     todos.write_text("".join(f"# TODO(agent): item {i} of a long list that makes big answers\n"
                              for i in range(300)))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from handoff.agent import config as config_mod
 from handoff.server import delegation
 from handoff.server.anchors import Anchor, remap, shift
 from handoff.server.settings import Settings, unwrap
@@ -46,21 +48,21 @@ def test_remap_for_whole_document_changes():
 
 
 def test_settings_sources(tmp_path: Path):
+    """The editor's layers, in order, as they travel to the daemon (which merges them with the
+    repository's files and the environment: tests/test_config.py)."""
     class FakeServer:
         pass
 
     s = Settings(FakeServer())  # type: ignore[arg-type]
-    (tmp_path / ".handoff.toml").write_text("maxSteps = 7\nmaxParallel = 2\n")
     s.init_options = {"handoff": {"maxParallel": 3, "autoApply": True}}
     s.pulled = {"": {"autoApply": False}, tmp_path.as_uri(): {"maxCostUsd": 0.5}}
-    cfg, messages = s.load(tmp_path)
-    assert (cfg.maxSteps, cfg.maxParallel, cfg.maxCostUsd, cfg.autoApply) == (7, 3, 0.5, True)
-    assert messages == []
-    cfg, _ = s.load(None)
-    assert (cfg.maxParallel, cfg.autoApply) == (3, False)  # the global section applies
-    s.pulled = {"": {"maxSteps": "many"}}
-    cfg, messages = s.load(tmp_path)
-    assert cfg.maxSteps == 7 and len(messages) == 1 and "maxSteps" in messages[0]
+    params = s.request_params(tmp_path)
+    assert params["overrides"] == [["initializationOptions", {"maxParallel": 3, "autoApply": True}],
+                                   ["workspace/configuration", {"maxCostUsd": 0.5}]]
+    assert params["env"]["HANDOFF_STATE_DIR"] == os.environ["HANDOFF_STATE_DIR"]
+    assert s.request_params(None)["overrides"][1] == ["workspace/configuration", {"autoApply": False}]
+    cfg, messages = config_mod.load(tmp_path, overrides=[tuple(o) for o in params["overrides"]])
+    assert (cfg.maxParallel, cfg.maxCostUsd, cfg.autoApply) == (3, 0.5, True) and messages == []
 
 
 def test_unwrap_accepts_both_shapes():

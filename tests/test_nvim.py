@@ -24,6 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from tests.conftest import git
+from tests.support.agents import trust_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "editors" / "nvim"
@@ -81,6 +82,7 @@ def sample(repo: Path) -> Path:
         'agent = "edit"\n\n[agents.edit]\n'
         f"command = [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]\n"
     )
+    trust_repo(repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "handoff config")
     return repo
@@ -257,7 +259,8 @@ def test_plugin_without_server(nvim: Path, tmp_path: Path) -> None:
     assert r["format"] == "task z  [ready]  2m ago  2 files  $0.25"
     assert r["setup_prefix"] == "H: 2 running, 1 queued, 1 ready, 1 failed"
     assert r["complete_sub"] == [
-        "delegate", "sessions", "apply", "diff", "followup", "cancel", "discard", "log"
+        "delegate", "sessions", "apply", "diff", "accept", "reject", "followup", "cancel", "discard",
+        "log",
     ]  # fmt: skip
     assert r["complete_prefix"] == ["delegate"]
     assert set(r["complete_id"]) == {"a", "b", "c", "d", "e", "f", "g"}

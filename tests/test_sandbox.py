@@ -21,7 +21,7 @@ from handoff.agent.backends.tools import Workspace
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.agents import toml_agents, write_agent
+from tests.support.agents import toml_agents, trust_repo, write_agent
 from tests.test_escape import kinds
 from tests.support.agents import processes_with
 
@@ -105,6 +105,7 @@ def test_config_keys(repo: Path) -> None:
     (repo / ".handoff.toml").write_text(
         'commandPolicy = "deny"\npassEnv = ["NPM_TOKEN"]\n'
         '[agents.claude]\ncommand = ["claude", "-p", "{task}"]\npassEnv = ["ANTHROPIC_API_KEY"]\n')
+    trust_repo(repo)
     cfg, messages = config_mod.load(repo)
     assert messages == []
     assert cfg.commandPolicy == "deny" and cfg.passEnv == ["NPM_TOKEN"]
@@ -118,6 +119,7 @@ def test_bad_config_values_fall_back_with_a_message(repo: Path) -> None:
     (repo / ".handoff.toml").write_text(
         'commandPolicy = "yolo"\npassEnv = "NOT VALID"\n'
         '[agents.a]\ncommand = ["a"]\npassEnv = [1]\n')
+    trust_repo(repo)
     cfg, messages = config_mod.load(repo)
     assert cfg.commandPolicy == "sandbox" and cfg.passEnv == [] and cfg.agents["a"].passEnv == []
     assert messages == [
@@ -212,6 +214,7 @@ async def test_command_agent_environment_is_scrubbed(repo: Path, tmp_path: Path,
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"dump": argv}, "dump")
                                         + 'passEnv = ["ANTHROPIC_API_KEY"]\n')
+    trust_repo(repo)
     cfg, messages = config_mod.load(repo)
     assert messages == [] and cfg.agents["dump"].passEnv == ["ANTHROPIC_API_KEY"]
     mgr = SessionManager(repo, cfg)

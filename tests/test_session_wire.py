@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from handoff.agent.session import Session, State
+from handoff.agent.session import Session, State, actions_of
 
 
 def as_before(s: Session) -> dict:
@@ -13,6 +13,7 @@ def as_before(s: Session) -> dict:
     d["state"] = s.state.value
     if d["error"] is None:
         del d["error"]
+    d["actions"] = actions_of(s)
     return d
 
 
@@ -32,7 +33,7 @@ def full_session() -> Session:
         steps=7, costUsd=0.0123, summary="documented sub", filesChanged=["file:///r/app.py", "file:///r/b.py"],
         error="an earlier run failed", repoRoot="/r", baseCommit="a" * 40, resultCommit="b" * 40,
         worktree="/state/wt", branch="handoff/x", instruction="document it", file="app.py",
-        pid=123, agentPid=456, conflicts=2, runs=3)
+        pid=123, agentPid=456, conflicts=2, hunks=4, runs=3)
     unset = [f.name for f in dataclasses.fields(Session) if getattr(s, f.name) == default(f)]
     assert unset == [], f"give every field a value that is not its default: {unset}"
     return s

@@ -17,7 +17,7 @@ from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.session import State
 from tests.conftest import git
-from tests.support.agents import command_manager, toml_agents, write_agent
+from tests.support.agents import command_manager, toml_agents, trust_repo, write_agent
 
 
 def dev_state(repo: Path) -> dict:
@@ -240,6 +240,7 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
         time.sleep(300)
     """)
     (repo / ".handoff.toml").write_text(toml_agents({"hang": argv}, "hang"))
+    trust_repo(repo)
     proc = subprocess.Popen(
         [sys.executable, "-m", "handoff.agent.cli", "run", "wait forever"],
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -249,10 +250,12 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # the terminal, then the daemon that ran the session
     proc.wait()
     proc.stdout.close()  # not read to the end: the orphaned agent may still hold the other ends
     proc.stderr.close()
+    os.kill(int((Path(os.environ["HANDOFF_STATE_DIR"]) / "daemon" / "daemon.pid").read_text()),
+            signal.SIGKILL)
 
     cfg, _ = config_mod.load(repo)
     mgr = SessionManager(repo, cfg)

@@ -108,3 +108,6 @@ def test_delegate_apply_in_real_vscode():
     print(out)  # the screenshot paths, shown with -s or on failure
     assert proc.returncode == 0, _tail(out, 250)
     assert "E2E OK:" in out and "E2E PASSED" in out, _tail(out)
+    # the inline review ran, and its screenshot is where the log says (kept as a CI artifact)
+    shots = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("inline review screenshot: ")]
+    assert shots and Path(shots[0]).is_file(), _tail(out)

@@ -27,6 +27,7 @@ class AgentContext:
     brief: str  # the whole Markdown task brief (task.md)
     brief_path: Path  # where task.md lives (outside the worktree)
     config: Config
+    env: dict[str, str] | None = None  # the delegating client's environment (None: this process's)
     file: str | None = None  # origin file, repository-relative posix path
     range: dict[str, Any] | None = None  # LSP range of the origin
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # prior transcript messages (follow-up)

@@ -84,7 +84,7 @@ class CommandBackend:
 
     def _env(self, ctx: AgentContext) -> dict[str, str]:
         spec = ctx.config.agents.get(self.name)
-        return agent_env(os.environ, spec.passEnv if spec else (), {
+        return agent_env(os.environ if ctx.env is None else ctx.env, spec.passEnv if spec else (), {
             "HANDOFF_TASK": ctx.instruction,
             "HANDOFF_TASK_FILE": str(ctx.brief_path),
             "HANDOFF_SESSION_ID": ctx.session_id,

@@ -29,12 +29,21 @@ def toml_agents(agents: dict[str, list[str]], default: str | None = None, **scal
     return "\n".join(lines) + "\n"
 
 
+def trust_repo(repo: Path) -> None:
+    """What the developer's `handoff trust` does: trust the repository's Handoff settings as
+    they are now (a repository's own file may choose its agents only then)."""
+    from handoff.agent import trust
+
+    trust.trust(repo)
+
+
 def command_manager(repo: Path, agents: dict[str, list[str]], default: str, **scalars: Any):
     """A loaded SessionManager for ``repo`` whose .handoff.toml selects command agents."""
     from handoff.agent import config as config_mod
     from handoff.agent.manager import SessionManager
 
     (repo / ".handoff.toml").write_text(toml_agents(agents, default, **scalars))
+    trust_repo(repo)
     cfg, messages = config_mod.load(repo)
     assert messages == []
     mgr = SessionManager(repo, cfg)

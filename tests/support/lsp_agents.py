@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from tests.support.agents import trust_repo
+
 AGENT_SCRIPT = textwrap.dedent('''
     import json, os, pathlib, sys, time
     spec = json.loads(pathlib.Path(sys.argv[1]).read_text())
@@ -86,6 +88,7 @@ class Agent:
         argv = json.dumps(self.argv())
         (self.repo / ".handoff.toml").write_text(
             f'agent = "edit"\n{extra_toml}\n[agents.edit]\ncommand = {argv}\n')
+        trust_repo(self.repo)
 
     def argv(self) -> list[str]:
         return [sys.executable, str(self.script), str(self.spec_path)]

@@ -96,6 +96,9 @@ class Editor:
         self.diagnostics: dict[str, list[types.Diagnostic]] = {}
         self.edits: list[types.WorkspaceEdit] = []
         self.on_apply: Callable[[types.WorkspaceEdit], bool | None] | None = None
+        self.message_requests: list[types.ShowMessageRequestParams] = []
+        # the title of the action to pick in a window/showMessageRequest (None: dismiss it)
+        self.choose: Callable[[types.ShowMessageRequestParams], str | None] | None = None
         self.encoding = "utf-16"
         self._event = asyncio.Event()
 
@@ -105,7 +108,8 @@ class Editor:
                     env: dict[str, str] | None = None,
                     init_options: Any = None, folders: list[Path] | None = None,
                     configuration: dict[str, Any] | None = None,
-                    args: list[str] | None = None) -> "Editor":
+                    args: list[str] | None = None,
+                    experimental: Any = None) -> "Editor":
         client = Client(converter_factory=default_converter)
         editor = cls(client, caps, root)
         editor._register()
@@ -114,9 +118,12 @@ class Editor:
         await client.start_io(sys.executable, "-m", "handoff.server", *(args or []),
                               env={**os.environ, **(env or {})})
         folders = folders if folders is not None else [root]
+        capabilities = (caps if isinstance(caps, types.ClientCapabilities)
+                        else pytest_lsp.client_capabilities(caps))
+        if experimental is not None:  # e.g. {"handoff": {"prompt": True}}, as Handoff's own clients say
+            capabilities.experimental = experimental
         result = await client.initialize_session(types.InitializeParams(
-            capabilities=(caps if isinstance(caps, types.ClientCapabilities)
-                          else pytest_lsp.client_capabilities(caps)),
+            capabilities=capabilities,
             root_uri=folders[0].as_uri() if folders else None,
             workspace_folders=[types.WorkspaceFolder(uri=f.as_uri(), name=f.name) for f in folders],
             initialization_options=init_options,
@@ -177,6 +184,13 @@ class Editor:
 
         if not isinstance(self.caps, types.ClientCapabilities):  # a bare (Helix-like) client
             client.feature("handoff/sessions")(sessions)  # has no custom notification handlers
+
+        @client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
+        def message_request(client: LanguageClient, params: types.ShowMessageRequestParams):
+            editor.message_requests.append(params)
+            editor._pulse()
+            chosen = editor.choose(params) if editor.choose is not None else None
+            return next((a for a in params.actions or [] if a.title == chosen), None)
 
         @client.feature(types.CLIENT_REGISTER_CAPABILITY)
         def register_capability(client: LanguageClient, params: types.RegistrationParams):

@@ -11,6 +11,14 @@ return {
   -- filetypes = nil: attach to every file (a TODO or a selection can be delegated anywhere).
   -- The configuration object itself (docs/DESIGN.md "Configuration"), e.g. { agent = 'aider' }.
   init_options = vim.empty_dict(), -- an empty JSON object (a plain {} would be sent as [])
+  -- This client asks for the instruction itself: the server's code action on a bare selection
+  -- then names `handoff.client.delegatePrompt` (below) instead of failing for want of a task.
+  capabilities = { experimental = { handoff = { prompt = true } } },
+  commands = {
+    ['handoff.client.delegatePrompt'] = function(command, ctx)
+      require('handoff.delegate').prompt(command, ctx)
+    end,
+  },
   handlers = {
     ['handoff/sessions'] = function(err, result, ctx)
       require('handoff.status').on_sessions(err, result, ctx)
@@ -19,5 +27,6 @@ return {
   on_init = function(client)
     -- Fill the session list right away (sessions survive a server restart).
     require('handoff.status').refresh(client)
+    require('handoff.hunks').watch()
   end,
 }

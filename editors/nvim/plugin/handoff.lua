@@ -1,4 +1,4 @@
--- :Handoff {delegate|sessions|apply|diff|followup|cancel|discard|log} [args]
+-- :Handoff {delegate|sessions|apply|diff|accept|reject|followup|cancel|discard|log} [args]
 -- Only the command is defined here; every module is required when it is used.
 if vim.g.loaded_handoff then
   return

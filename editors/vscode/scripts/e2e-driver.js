@@ -19,6 +19,10 @@ const SCREENSHOT_DIR = env('E2E_SCREENSHOTS');
 const INSTRUCTION = env('E2E_INSTRUCTION');
 const EXPECTED = fs.readFileSync(env('E2E_EXPECTED_FILE'), 'utf8');
 const MEANWHILE = process.env.E2E_MEANWHILE || ''; // a line typed at the end while the agent works
+// The inline review: a second session from the lightbulb on a bare selection, two changes,
+// the first accepted, the second rejected.
+const EXPECTED_REVIEW = process.env.E2E_EXPECTED_REVIEW_FILE ? fs.readFileSync(process.env.E2E_EXPECTED_REVIEW_FILE, 'utf8') : '';
+const REVIEW_INSTRUCTION = process.env.E2E_REVIEW_INSTRUCTION || '';
 const SLOW = Number(process.env.E2E_TIMEOUT_SCALE || '1');
 
 const T = {
@@ -115,6 +119,106 @@ async function openSessionPick(page) {
     return /Handoff sessions/.test(t) && /ready/.test(t);
   }, T.ui);
   await pickQuickItem(page, 'ready');
+}
+
+async function codeLenses(page) {
+  // The CodeLens links of the main editor, top to bottom, as [{text, top}].
+  return page.evaluate(() => {
+    const editor = document.querySelector('#workbench\\.parts\\.editor .editor-instance .monaco-editor');
+    if (!editor) return [];
+    return Array.from(editor.querySelectorAll('.codelens-decoration a'))
+      .map((a) => ({ text: (a.textContent || '').replace(/\u00a0/g, ' ').trim(), top: a.getBoundingClientRect().top }))
+      .sort((x, y) => x.top - y.top);
+  });
+}
+
+async function clickCodeLens(page, text, index = 0) {
+  const handles = await page.locator('#workbench\\.parts\\.editor .editor-instance .monaco-editor .codelens-decoration a').elementHandles();
+  const found = [];
+  for (const h of handles) {
+    const t = ((await h.textContent()) || '').replace(/\u00a0/g, ' ').trim();
+    const box = await h.boundingBox();
+    if (t === text && box) found.push({ h, top: box.y });
+  }
+  found.sort((a, b) => a.top - b.top);
+  if (!found[index]) throw new Error(`no CodeLens "${text}" #${index}`);
+  await found[index].h.click();
+}
+
+async function inlineProposals(page) {
+  // The proposed text the extension renders after a line (a decoration's ::after content).
+  return page.evaluate(() => {
+    const editor = document.querySelector('#workbench\\.parts\\.editor .editor-instance .monaco-editor');
+    if (!editor) return [];
+    const out = [];
+    for (const el of editor.querySelectorAll('.view-lines span')) {
+      const content = getComputedStyle(el, '::after').content;
+      if (content && content.includes('⟶')) out.push(JSON.parse(content));
+    }
+    return out;
+  });
+}
+
+async function reviewInline(page, shot) {
+  const lines = EXPECTED.replace(/\n$/, '').split('\n');
+  const subLine = lines.indexOf('    return a - b') + 1;
+  if (subLine < 1) throw new Error('no `return a - b` line in the expected text');
+  const view = page.locator('#workbench\\.parts\\.editor .editor-instance .monaco-editor .view-lines').first();
+  await view.click();
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget .quick-input-box input');
+  await input.waitFor({ state: 'visible', timeout: T.ui });
+  await input.fill(`:${subLine}`);
+  await input.press('Enter');
+  await page.keyboard.press('End');
+  await page.keyboard.press('Shift+Home'); // `return a - b`: no TODO, no comment in or above it
+  log(`selected line ${subLine} (return a - b)`);
+
+  // The lightbulb's menu (Ctrl+.): "Delegate to background agent" asks for the instruction.
+  await page.keyboard.press('Control+.');
+  await waitFor('"Delegate to background agent" in the code action menu', async () =>
+    page.evaluate(() => Array.from(document.querySelectorAll('.action-widget .monaco-list-row'))
+      .some((r) => (r.textContent || '').includes('Delegate to background agent'))), T.server);
+  await page.keyboard.press('Enter'); // the menu's first (focused) entry: the only action here
+  await waitFor('the instruction box of the code action', async () => {
+    const text = await page.locator('.quick-input-widget').innerText().catch(() => '');
+    return /Delegate to background agent/.test(text) && /Instruction for the background agent/.test(text);
+  }, T.ui);
+  log('the code action asked for the instruction');
+  await input.fill(REVIEW_INSTRUCTION);
+  await input.press('Enter');
+
+  const lenses = await waitFor('Accept / Reject CodeLenses on both changes', async () => {
+    const l = await codeLenses(page);
+    return l.filter((x) => x.text === 'Accept').length === 2 ? l : '';
+  }, T.agent);
+  log(`CodeLenses: ${JSON.stringify(lenses.map((l) => l.text))}`);
+  if (!lenses.some((l) => /^Accept all 2$/.test(l.text)) || !lenses.some((l) => l.text === 'Reject all')) {
+    throw new Error('no Accept all / Reject all CodeLens');
+  }
+  const shown = await waitFor('the proposed text inline', async () => {
+    const p = await inlineProposals(page);
+    return p.some((t) => t.includes('# sum')) && p.some((t) => t.includes('# difference')) ? p : '';
+  }, T.ui);
+  log(`inline proposals: ${JSON.stringify(shown)}`);
+  if ((await editorText(page)) !== EXPECTED.replace(/\n$/, '')) {
+    throw new Error('showing the changes inline changed the text');
+  }
+  const file = await shot('inline-review');
+  console.log(`inline review screenshot: ${file}`);
+
+  await clickCodeLens(page, 'Accept', 0);
+  await waitFor('the first change accepted', async () => ((await editorText(page)) || '').includes('return a + b  # sum'), T.server);
+  await waitFor('one change left', async () => (await codeLenses(page)).filter((x) => x.text === 'Reject').length === 1, T.server);
+  log('accepted the first change');
+  await clickCodeLens(page, 'Reject', 0);
+  await waitFor('the reason box', async () => /reject this change/i.test(await page.locator('.quick-input-widget').innerText().catch(() => '')), T.ui);
+  await input.press('Enter'); // no reason: just drop it
+  await waitFor('no CodeLens left', async () => (await codeLenses(page)).length === 0, T.server);
+  log('rejected the second change');
+  await waitFor('exactly the accepted change in the editor', async () => (await editorText(page)) === EXPECTED_REVIEW.replace(/\n$/, ''), T.server);
+  log('the editor holds exactly the accepted change');
+  await waitFor('the Handoff status item to hide', async () => (await statusText(page)) === '', T.server);
 }
 
 async function main() {
@@ -291,6 +395,11 @@ async function main() {
     if (complaints.length) throw new Error(`the server rejected settings: ${JSON.stringify(complaints)}`);
     const final = await shot('final');
     log(`screenshot: ${final}`);
+    if (EXPECTED_REVIEW) {
+      step = 'review a second session inline: lightbulb on a bare selection, accept one change, reject one';
+      await reviewInline(page, shot);
+      console.log('E2E OK: inline review: the lightbulb asked, both changes showed inline, one accepted, one rejected');
+    }
     console.log('E2E OK: delegated, ran, became ready, reviewed, applied; the editor shows the expected text');
   } catch (err) {
     const file = await shot('failure');

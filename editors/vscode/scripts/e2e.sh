@@ -64,12 +64,21 @@ def sub(a, b):
 PY
 # The command agent: waits a little (so "running" is visible), then edits app.py deterministically.
 cat >"$WORK/agent.py" <<'PY'
+import os
 import pathlib
+import sys
 import time
 
-time.sleep(3)
 path = pathlib.Path("app.py")
 text = path.read_text()
+if "comment both results" in os.environ.get("HANDOFF_TASK", "").lower():
+    # The second session (the lightbulb's, on a bare selection): two changes, reviewed one by one.
+    text = text.replace("    return a + b\n", "    return a + b  # sum\n")
+    text = text.replace("    return a - b\n", "    return a - b  # difference\n")
+    path.write_text(text)
+    print("commented both results")
+    sys.exit(0)
+time.sleep(3)
 text = text.replace(
     "def add(a, b):\n    return a + b\n",
     'def add(a, b):\n    """Return the sum of two integers."""\n'
@@ -107,6 +116,9 @@ def sub(a, b):
     return a - b
 $MEANWHILE
 PY
+
+# After the inline review: the first change of the second session accepted, the other rejected.
+sed 's/^    return a + b$/    return a + b  # sum/' "$WORK/expected.py" >"$WORK/expected-review.py"
 
 SERVER_LOG="$WORK/logs/server.log"
 server_args='[]'
@@ -206,6 +218,7 @@ done
 DRIVER_LIMIT="${E2E_DRIVER_TIMEOUT:-420}"
 PLAYWRIGHT_CORE="$PLAYWRIGHT_CORE" E2E_URL="http://127.0.0.1:$PORT" E2E_REPO="$REPO" \
   E2E_SCREENSHOTS="$WORK/screenshots" E2E_EXPECTED_FILE="$WORK/expected.py" \
+  E2E_EXPECTED_REVIEW_FILE="$WORK/expected-review.py" E2E_REVIEW_INSTRUCTION="Comment both results" \
   E2E_INSTRUCTION="Reject arguments that are not integers" E2E_MEANWHILE="$MEANWHILE" \
   node "$HERE/e2e-driver.js" &
 DRIVER_PID=$!

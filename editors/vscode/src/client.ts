@@ -9,6 +9,7 @@ import {
   LanguageClientOptions,
   ServerOptions,
   State,
+  StaticFeature,
   TransportKind,
 } from 'vscode-languageclient/node';
 import { registerApplyEdit } from './applyEdit';
@@ -133,6 +134,7 @@ export class HandoffClient implements vscode.Disposable {
       }
     });
     registerApplyEdit(client);
+    client.registerFeature(PROMPT_FEATURE);
     client.onDidChangeState((e) => {
       if (e.newState === State.Stopped) {
         this.stateEmitter.fire(false);
@@ -188,6 +190,14 @@ export class HandoffClient implements vscode.Disposable {
     return { uri: conv.asUri(uri), range: conv.asRange(range) };
   }
 
+  fromProtocolRange(range: { start: { line: number; character: number }; end: { line: number; character: number } }): vscode.Range {
+    const conv = this.client?.protocol2CodeConverter;
+    if (conv) {
+      return conv.asRange(range);
+    }
+    return new vscode.Range(range.start.line, range.start.character, range.end.line, range.end.character);
+  }
+
   fromProtocolUri(uri: string): vscode.Uri {
     const conv = this.client?.protocol2CodeConverter;
     return conv ? conv.asUri(uri) : vscode.Uri.parse(uri);
@@ -210,6 +220,20 @@ export class HandoffClient implements vscode.Disposable {
     }
   }
 }
+
+/** Tells the server this client asks for instructions itself (`experimental.handoff.prompt`): its
+ * code action on a bare selection then names `handoff.client.delegatePrompt` (delegate.ts). */
+const PROMPT_FEATURE: StaticFeature = {
+  fillClientCapabilities(capabilities) {
+    const experimental = (capabilities.experimental ?? {}) as Record<string, unknown>;
+    capabilities.experimental = { ...experimental, handoff: { prompt: true } };
+  },
+  initialize() {},
+  getState() {
+    return { kind: 'static' };
+  },
+  clear() {},
+};
 
 export function message(err: unknown): string {
   if (err instanceof Error) {

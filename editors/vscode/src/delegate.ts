@@ -4,6 +4,37 @@ import * as vscode from 'vscode';
 import { HandoffClient, message } from './client';
 
 export const DELEGATE_COMMAND = 'handoff.delegateSelection';
+/** Named by the server's code action "Delegate to background agent" on a selection with no TODO
+ * or comment, because this client can ask (client.ts says so in its capabilities). */
+export const DELEGATE_PROMPT_COMMAND = 'handoff.client.delegatePrompt';
+
+interface DelegateArg {
+  uri: string;
+  range: object;
+  diagnostics?: object[];
+}
+
+/** The code action's command: ask for the instruction, then `handoff.delegate` with it. */
+export async function delegatePrompt(client: HandoffClient, arg: DelegateArg | undefined): Promise<void> {
+  if (!arg || typeof arg.uri !== 'string') {
+    return;
+  }
+  const instruction = await vscode.window.showInputBox({
+    title: 'Handoff: Delegate to background agent',
+    prompt: 'Instruction for the background agent',
+    placeHolder: 'e.g. validate the arguments and raise ValueError on bad input',
+    ignoreFocusOut: true,
+  });
+  if (!instruction || !instruction.trim()) {
+    return; // Escape or nothing typed: nothing delegated
+  }
+  try {
+    const result = await client.execute<{ sessionId?: string }>('handoff.delegate', { ...arg, instruction: instruction.trim() });
+    vscode.window.setStatusBarMessage(`Handoff: delegated (session ${result?.sessionId ?? '?'})`, 5000);
+  } catch (err) {
+    void vscode.window.showErrorMessage(`Handoff: could not delegate: ${message(err)}`);
+  }
+}
 
 export async function delegateSelection(client: HandoffClient): Promise<void> {
   const editor = vscode.window.activeTextEditor;

@@ -1,7 +1,8 @@
 // Entry point: wires the client, the session list, the status bar and the commands. Nothing else.
 import * as vscode from 'vscode';
 import { HandoffClient, message } from './client';
-import { DELEGATE_COMMAND, delegateSelection } from './delegate';
+import { DELEGATE_COMMAND, DELEGATE_PROMPT_COMMAND, delegatePrompt, delegateSelection } from './delegate';
+import { InlineReview } from './hunks';
 import { actOnReviewed, pickAndReview, registerReview } from './review';
 import { SessionStore } from './sessions';
 import { SHOW_SESSIONS_COMMAND, StatusItem, showSessions } from './status';
@@ -32,7 +33,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     store,
     new StatusItem(store),
     registerReview(),
+    new InlineReview(handoff, store),
     vscode.commands.registerCommand(DELEGATE_COMMAND, () => delegateSelection(handoff)),
+    vscode.commands.registerCommand(DELEGATE_PROMPT_COMMAND, (arg) => delegatePrompt(handoff, arg)),
     vscode.commands.registerCommand(SHOW_SESSIONS_COMMAND, () => showSessions(handoff, store)),
     vscode.commands.registerCommand('handoff.reviewDiff', () => pickAndReview(handoff, store.all())),
     vscode.commands.registerCommand('handoff.applyReviewed', (uri?: vscode.Uri) =>

@@ -31,6 +31,13 @@ export interface Session {
   summary?: string;
   filesChanged?: string[];
   error?: string | null;
+  /** What may be done with it now (the server's one table): apply, applyHunks, reject, show,
+   * followUp, cancel, discard, resume. */
+  actions?: string[];
+  /** Changes left to review (hunks), while it is ready. */
+  hunks?: number;
+  instruction?: string;
+  resultCommit?: string;
 }
 
 /** States that still ask something of the developer (shown in the status bar). */

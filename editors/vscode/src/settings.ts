@@ -35,6 +35,8 @@ export interface HandoffConfig {
   /** Secret-looking variables run_command may see; user or remote settings only. */
   passEnv?: string[];
   keepFinishedDays?: number;
+  notify?: boolean;
+  daemon?: { idleMinutes?: number };
 }
 
 /** The flat keys mirrored one to one from settings `handoff.<key>`. */
@@ -53,6 +55,7 @@ const CONFIG_KEYS = [
   'commandPolicy',
   'passEnv',
   'keepFinishedDays',
+  'notify',
 ] as const;
 
 export function serverSettings(): ServerSettings {
@@ -77,6 +80,10 @@ export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig 
   const autoTrigger = cfg.get<unknown>('todo.autoTrigger');
   if (typeof autoTrigger === 'boolean') {
     out.todo = { autoTrigger };
+  }
+  const idleMinutes = cfg.get<unknown>('daemon.idleMinutes');
+  if (typeof idleMinutes === 'number') {
+    out.daemon = { idleMinutes };
   }
   return out as HandoffConfig;
 }

@@ -59,7 +59,7 @@ interface SessionPickItem extends vscode.QuickPickItem {
   session: Session;
 }
 
-type Action = 'apply' | 'review' | 'followUp' | 'cancel' | 'discard' | 'show';
+type Action = 'apply' | 'review' | 'followUp' | 'resume' | 'cancel' | 'discard' | 'show';
 
 interface ActionPickItem extends vscode.QuickPickItem {
   action: Action;
@@ -69,27 +69,28 @@ const ACTIONS: Record<Action, { label: string; detail: string }> = {
   apply: { label: '$(check) Apply', detail: 'Merge the result into your files (three-way) as ordinary edits' },
   review: { label: '$(diff) Review diff', detail: 'Compare each changed file with the proposed result before applying' },
   followUp: { label: '$(comment-discussion) Follow up', detail: 'Give the agent another instruction in the same worktree' },
+  resume: { label: '$(debug-continue) Resume', detail: 'Run the last instruction again in the same worktree' },
   cancel: { label: '$(debug-stop) Cancel', detail: 'Stop the agent' },
   discard: { label: '$(trash) Discard', detail: 'Drop the result and remove its worktree and branch' },
   show: { label: '$(output) Show transcript', detail: "Open the session's transcript and diff" },
 };
 
-export function actionsFor(state: SessionState): Action[] {
-  switch (state) {
-    case 'queued':
-    case 'running':
-      return ['cancel', 'show'];
-    case 'ready':
-      return ['apply', 'review', 'followUp', 'discard', 'show'];
-    case 'applied':
-      return ['followUp', 'show'];
-    case 'failed':
-    case 'cancelled':
-    case 'interrupted':
-      return ['followUp', 'discard', 'show'];
-    default:
-      return ['show'];
-  }
+// The server's action names (`Session.actions`) as entries of the quick pick; `reject` is per
+// change (the CodeLens of each hunk), so it has no entry here.
+const FROM_SERVER: Record<string, Action> = {
+  apply: 'apply',
+  applyHunks: 'review',
+  followUp: 'followUp',
+  resume: 'resume',
+  cancel: 'cancel',
+  discard: 'discard',
+  show: 'show',
+};
+
+/** What may be done with the session now, as the server says (`Session.actions`), in its order. */
+export function actionsFor(session: Session): Action[] {
+  const names = Array.isArray(session.actions) ? session.actions : ['show'];
+  return names.map((n) => FROM_SERVER[n]).filter((a): a is Action => a !== undefined);
 }
 
 /** Quick pick of sessions, then of an action for the chosen one. */
@@ -127,7 +128,7 @@ export async function showSessions(client: HandoffClient, store: SessionStore): 
   }
   const session = picked.session;
   const action = await vscode.window.showQuickPick<ActionPickItem>(
-    actionsFor(session.state).map((a) => ({ label: ACTIONS[a].label, detail: ACTIONS[a].detail, action: a })),
+    actionsFor(session).map((a) => ({ label: ACTIONS[a].label, detail: ACTIONS[a].detail, action: a })),
     { title: `Handoff: ${session.title || session.id}`, placeHolder: `${session.state}: what to do with it` },
   );
   if (action) {
@@ -137,8 +138,10 @@ export async function showSessions(client: HandoffClient, store: SessionStore): 
 
 function sessionDetail(s: Session): string {
   const files = s.filesChanged?.length ?? 0;
+  const hunks = s.state === 'ready' ? s.hunks ?? 0 : 0;
   const parts = [
     `${files} file${files === 1 ? '' : 's'} changed`,
+    hunks > 0 ? `${hunks} change${hunks === 1 ? '' : 's'} left` : '',
     cost(s.costUsd),
     s.agent ? `agent ${s.agent}` : '',
     s.error ? `error: ${s.error}` : s.summary ?? '',
@@ -182,6 +185,9 @@ export async function runAction(client: HandoffClient, action: Action, session: 
         await client.execute('handoff.followUp', { sessionId, instruction });
         return;
       }
+      case 'resume':
+        await client.execute('handoff.followUp', { sessionId, instruction: session.instruction });
+        return;
       case 'cancel':
         await client.execute('handoff.cancel', { sessionId });
         return;

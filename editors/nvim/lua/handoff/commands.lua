@@ -9,8 +9,13 @@ local notify, get_client, exec = lsp.notify, lsp.get, lsp.exec
 
 local M = {}
 
-local FINISHED = { applied = true, discarded = true }
-local ACTIVE = { queued = true, running = true }
+--- What the server says may be done with `s` now (`Session.actions`): the one table.
+---@param name string  apply | applyHunks | reject | show | followUp | cancel | discard | resume
+local function can(name)
+  return function(s)
+    return type(s.actions) == 'table' and vim.tbl_contains(s.actions, name)
+  end
+end
 
 -- Session helpers -------------------------------------------------------------------------
 
@@ -59,13 +64,15 @@ end
 function M.format_session(s)
   local files = type(s.filesChanged) == 'table' and #s.filesChanged or 0
   local cost = tonumber(s.costUsd) or 0
-  return ('%s  [%s]  %s  %d file%s  $%.2f'):format(
+  local hunks = s.state == 'ready' and tonumber(s.hunks) or 0
+  return ('%s  [%s]  %s  %d file%s  $%.2f%s'):format(
     s.title or s.id,
     s.state or '?',
     age(s.createdAt),
     files,
     files == 1 and '' or 's',
-    cost
+    cost,
+    hunks > 0 and ('  %d change%s left'):format(hunks, hunks == 1 and '' or 's') or ''
   )
 end
 
@@ -211,25 +218,33 @@ end
 local cancel = simple('handoff.cancel', 'cancelled')
 local discard = simple('handoff.discard', 'discarded')
 
---- The actions that make sense for a session, in menu order.
+local function resume(session)
+  local args = { sessionId = session.id, instruction = session.instruction }
+  exec(client_for(session), 'handoff.followUp', args, function()
+    notify(('resumed "%s"'):format(session.title or session.id))
+  end)
+end
+
+-- How each of the server's action names shows in the menu (`reject` is per change: :Handoff reject).
+local LABELS = {
+  apply = { 'Apply', apply },
+  applyHunks = { 'Review diff', review },
+  followUp = { 'Follow up', followup },
+  resume = { 'Resume', resume },
+  cancel = { 'Cancel', cancel },
+  discard = { 'Discard', discard },
+  show = { 'Show transcript', show },
+}
+
+--- The session's actions (`Session.actions`, in the server's order), as menu entries.
 local function actions_for(s)
   local actions = {}
-  local function add(label, fn)
-    actions[#actions + 1] = { label = label, run = fn }
+  for _, name in ipairs(type(s.actions) == 'table' and s.actions or { 'show' }) do
+    local entry = LABELS[name]
+    if entry then
+      actions[#actions + 1] = { label = entry[1], run = entry[2] }
+    end
   end
-  if s.state == 'ready' then
-    add('Apply', apply)
-    add('Review diff', review)
-  end
-  if ACTIVE[s.state] then
-    add('Cancel', cancel)
-  elseif s.state ~= 'discarded' then
-    add('Follow up', followup)
-  end
-  if not FINISHED[s.state] then
-    add('Discard', discard)
-  end
-  add('Show transcript', show)
   return actions
 end
 
@@ -286,10 +301,6 @@ local function open_log()
   vim.cmd.tabedit(vim.fn.fnameescape(vim.lsp.get_log_path()))
 end
 
-local function not_final(s)
-  return not FINISHED[s.state]
-end
-
 ---@type table<string, fun(args: string[], opts: table)>
 M.subcommands = {
   delegate = function(args, opts)
@@ -299,16 +310,18 @@ M.subcommands = {
     sessions_menu()
   end,
   apply = function(args, opts)
-    pick_session(args[1], function(s)
-      return s.state == 'ready'
-    end, 'ready to apply', function(s)
+    pick_session(args[1], can('apply'), 'ready to apply', function(s)
       apply(s, opts.bang)
     end, true)
   end,
   diff = function(args)
-    pick_session(args[1], function(s)
-      return s.state == 'ready'
-    end, 'ready to review', review)
+    pick_session(args[1], can('applyHunks'), 'ready to review', review)
+  end,
+  accept = function()
+    require('handoff.hunks').accept()
+  end,
+  reject = function(args)
+    require('handoff.hunks').reject(table.concat(args, ' '))
   end,
   followup = function(args)
     -- `followup [id] [instruction]`: the first word is an id only if it names a known session.
@@ -316,26 +329,23 @@ M.subcommands = {
     if args[1] and (find_session(args[1]) or {}).client_id then
       id, rest = args[1], vim.list_slice(args, 2)
     end
-    pick_session(id, function(s)
-      return not ACTIVE[s.state] and s.state ~= 'discarded'
-    end, 'to follow up', function(s)
+    pick_session(id, can('followUp'), 'to follow up', function(s)
       followup(s, table.concat(rest, ' '))
     end)
   end,
   cancel = function(args)
-    pick_session(args[1], function(s)
-      return ACTIVE[s.state] == true
-    end, 'to cancel', cancel)
+    pick_session(args[1], can('cancel'), 'to cancel', cancel)
   end,
   discard = function(args)
-    pick_session(args[1], not_final, 'to discard', discard)
+    pick_session(args[1], can('discard'), 'to discard', discard)
   end,
   log = function()
     open_log()
   end,
 }
 
-local ORDER = { 'delegate', 'sessions', 'apply', 'diff', 'followup', 'cancel', 'discard', 'log' }
+local ORDER =
+  { 'delegate', 'sessions', 'apply', 'diff', 'accept', 'reject', 'followup', 'cancel', 'discard', 'log' }
 local TAKES_ID = { apply = true, diff = true, followup = true, cancel = true, discard = true }
 
 --- Entry point of `:Handoff`.

@@ -58,6 +58,28 @@ local function diagnostics_in(bufnr, range)
   return result
 end
 
+--- The client-side command `handoff.client.delegatePrompt` that the server's code action names on
+--- a selection with no TODO or comment: ask for the instruction, then `handoff.delegate`.
+---@param command lsp.Command
+---@param ctx { client_id: integer, bufnr: integer }
+function M.prompt(command, ctx)
+  local lsp_client = vim.lsp.get_client_by_id(ctx.client_id)
+  local args = (command.arguments or {})[1]
+  if not lsp_client or type(args) ~= 'table' then
+    return
+  end
+  vim.ui.input({ prompt = 'Handoff instruction: ' }, function(input)
+    if input == nil or vim.trim(input) == '' then
+      return -- cancelled: nothing delegated
+    end
+    local params = vim.tbl_extend('force', args, { instruction = vim.trim(input) })
+    client.exec(lsp_client, 'handoff.delegate', params, function(result)
+      local id = type(result) == 'table' and result.sessionId or '?'
+      client.notify(('delegated (session %s)'):format(id))
+    end, ctx.bufnr)
+  end)
+end
+
 --- `:[range]Handoff delegate [instruction]`.
 function M.run(args, opts)
   local bufnr = vim.api.nvim_get_current_buf()
