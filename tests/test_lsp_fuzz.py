@@ -132,12 +132,14 @@ def fuzz(tmp_path_factory):
     (repo / "closed.py").write_text("# a file the editor never opens\nz = 3\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
-    Agent(repo, base / "agent").configure(extra_toml="maxParallel = 2")
     outside = base / "outside.py"
     outside.write_text("# TODO: outside\n")
     (base / "home").mkdir()
     env = {"HANDOFF_STATE_DIR": str(base / "state"), "HOME": str(base / "home"), **GIT_ENV,
            "HANDOFF_MODEL": "", "HANDOFF_API_BASE": "", "HANDOFF_API_KEY": ""}
+    with pytest.MonkeyPatch.context() as mp:  # trusted in the state folder the server will use
+        mp.setenv("HANDOFF_STATE_DIR", env["HANDOFF_STATE_DIR"])
+        Agent(repo, base / "agent").configure(extra_toml="maxParallel = 2")
     loop = asyncio.new_event_loop()
     editor = loop.run_until_complete(Editor.start("neovim", repo, env=env))
     fz = Fuzz(loop, editor, repo, outside)
