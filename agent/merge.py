@@ -50,12 +50,12 @@ class FileMerge:
     # ``content``); None leaves the mode as it is
     mode: str | None = None
     current_mode: str | None = None  # what was on disk when merged (None: nothing, or unknown)
+    resolved: bytes | None = None  # a text conflict: the merge with ours kept where it conflicts
 
     @property
     def link(self) -> bool:
         """Whether applying it makes or replaces a symbolic link (never a text edit)."""
         return files.SYMLINK in (self.mode, self.current_mode)
-    resolved: bytes | None = None  # a text conflict: the merge with ours kept where it conflicts
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -254,7 +254,7 @@ def _merge_content(
     def conflict(reason: str, content: bytes | None = None,
                  regions: list[ConflictRegion] | None = None, resolved: bytes | None = None) -> FileMerge:
         return FileMerge(path, "conflict", content, whole if regions is None else regions,
-                         old, reason, resolved)
+                         old, reason, resolved=resolved)
 
     if change.status == "added":
         if ours is None:

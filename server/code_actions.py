@@ -90,9 +90,16 @@ def _comment(language: str, uri: str) -> tuple[str, str]:
 
 
 def _bare(text: str, rng: types.Range, uri: str) -> bool:
-    """No TODO and no comment in or above the selection says what to do."""
+    """No TODO and no comment in or above the selection says what to do (kept per text and
+    lines: an editor asks again and again for the same selection while the developer reads)."""
+    return _bare_lines(text, rng.start.line, rng.end.line, rng.end.character)
+
+
+@functools.lru_cache(maxsize=32)
+def _bare_lines(text: str, start: int, end: int, end_character: int) -> bool:
+    rng = {"start": {"line": start, "character": 0}, "end": {"line": end, "character": end_character}}
     try:
-        delegation.task_of(text, commands.converter().unstructure(rng), uri)
+        delegation.task_of(text, rng, "")
     except delegation.NoTask:
         return True
     return False
@@ -216,20 +223,24 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
                                    {**arg, **(extra or {})}, diags, preferred))
 
         hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
-        for name in actions_of(s):
-            if name not in _LABELS:
+        for option in (s.question or {}).get("options") or []:  # an agent waits for an answer
+            if isinstance(option, dict) and option.get("optionId"):
+                add(f"{option.get('name') or option['optionId']} (the agent asks) in",
+                    commands.ANSWER, {"optionId": option["optionId"]}, preferred=True)
+        for action in actions_of(s):
+            if action not in _LABELS:
                 continue  # applyHunks / reject: per hunk, above
-            if name == "apply":
+            if action == "apply":
                 title = "Apply all of" if s.hunks > 1 else "Apply"
                 add(title, commands.APPLY, preferred=not conflicted and not hunk_here)  # merged anew
                 if conflicted:
                     add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
-            elif name == "followUp":
+            elif action == "followUp":
                 add("Follow up on", commands.FOLLOW_UP, note=" (a comment at the origin says what next)")
-            elif name == "resume":
+            elif action == "resume":
                 add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
             else:
-                add(_LABELS[name], _COMMANDS[name])
+                add(_LABELS[action], _COMMANDS[action])
     return actions
 
 

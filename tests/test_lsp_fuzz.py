@@ -84,7 +84,7 @@ class Fuzz:
     def seed(self) -> None:
         """Sessions for the session commands to meet: two that get ready, one that fails."""
         async def go() -> None:
-            for agent in ("edit", "edit", "builtin"):
+            for agent in ("edit", "edit", "bad"):
                 arg = {"uri": self.app, "instruction": f"seeded for {agent}", "agent": agent}
                 await self.request("workspace/executeCommand",
                                    {"command": "handoff.delegate", "arguments": [arg]})
@@ -133,14 +133,16 @@ def fuzz(tmp_path_factory):
     (repo / "closed.py").write_text("# a file the editor never opens\nz = 3\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
+    # `bad` fails at once (the built-in agent, with no model, would be refused before it starts)
+    Agent(repo, base / "agent").configure(extra_toml='maxParallel = 2\n[agents.bad]\ncommand = ["false"]')
+    from handoff.agent import trust
+
+    trust.trust(repo, root=base / "state")  # the editor's own state folder (below)
     outside = base / "outside.py"
     outside.write_text("# TODO: outside\n")
     (base / "home").mkdir()
     env = {"HANDOFF_STATE_DIR": str(base / "state"), "HOME": str(base / "home"), **GIT_ENV,
            "HANDOFF_MODEL": "", "HANDOFF_API_BASE": "", "HANDOFF_API_KEY": ""}
-    with pytest.MonkeyPatch.context() as mp:  # trusted in the state folder the server will use
-        mp.setenv("HANDOFF_STATE_DIR", env["HANDOFF_STATE_DIR"])
-        Agent(repo, base / "agent").configure(extra_toml="maxParallel = 2")
     loop = asyncio.new_event_loop()
     editor = loop.run_until_complete(Editor.start("neovim", repo, env=env))
     fz = Fuzz(loop, editor, repo, outside)
