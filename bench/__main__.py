@@ -102,6 +102,18 @@ def header(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stop_daemons() -> None:
+    """The session daemons the benchmark's servers started (one per state folder under
+    bench/out/) end with the benchmark, instead of waiting out ``daemon.idleMinutes``."""
+    from handoff.agent.client import stop_daemon
+
+    from .common import OUT
+
+    for state in [*OUT.glob("*/state"), *OUT.glob("*/*/state")]:
+        if (state / "daemon").is_dir():
+            stop_daemon(state)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes; a smoke test that asserts no timing")
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         res["seconds"] = round(time.monotonic() - t0, 1)
         res["load_average_1m"] = [round(load0, 2), round(_load(), 2)]
         results["benchmarks"][key] = res
+        _stop_daemons()
         _log(f"   ({res['seconds']} s, load average {load0:.1f} -> {_load():.1f})")
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pygls.exceptions import JsonRpcException
 
+from handoff.agent.client import stop_daemon
 from tests.conftest import GIT_ENV, git
 from tests.support.lsp_agents import Agent
 from tests.support.lsp_client import Editor
@@ -158,6 +159,7 @@ def fuzz(tmp_path_factory):
                 loop.run_until_complete(editor.client.stop())
         finally:
             loop.close()
+            stop_daemon(base / "state")  # the daemon its server started ends with the module
 
 
 # -- strategies ----------------------------------------------------------------------------
