@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pygls.exceptions import JsonRpcException
 
+from handoff.agent import trust
 from handoff.agent.client import stop_daemon
 from tests.conftest import GIT_ENV, git
 from tests.support.lsp_agents import Agent
@@ -135,8 +136,6 @@ def fuzz(tmp_path_factory):
     git(repo, "commit", "-q", "-m", "initial")
     # `bad` fails at once (the built-in agent, with no model, would be refused before it starts)
     Agent(repo, base / "agent").configure(extra_toml='maxParallel = 2\n[agents.bad]\ncommand = ["false"]')
-    from handoff.agent import trust
-
     trust.trust(repo, root=base / "state")  # the editor's own state folder (below)
     outside = base / "outside.py"
     outside.write_text("# TODO: outside\n")

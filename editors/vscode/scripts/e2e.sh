@@ -102,6 +102,8 @@ EOF2
 git -C "$REPO" init -q -b main
 git -C "$REPO" add -A
 git -C "$REPO" commit -q -m initial
+# the developer trusts the repository's Handoff settings (its agent runs a program), as typed
+(cd "$REPO" && "$(dirname "$HANDOFF_LSP")/handoff" trust >/dev/null)
 
 MEANWHILE="# edited while the agent worked"
 cat >"$WORK/expected.py" <<PY
