@@ -254,7 +254,7 @@ def _merge_content(
     def conflict(reason: str, content: bytes | None = None,
                  regions: list[ConflictRegion] | None = None, resolved: bytes | None = None) -> FileMerge:
         return FileMerge(path, "conflict", content, whole if regions is None else regions,
-                         old, reason, resolved)
+                         old, reason, resolved=resolved)
 
     if change.status == "added":
         if ours is None:
