@@ -89,20 +89,36 @@ def _comment(language: str, uri: str) -> tuple[str, str]:
     return "# ", ""
 
 
-def _bare(text: str, rng: types.Range, uri: str) -> bool:
-    """No TODO and no comment in or above the selection says what to do (kept per text and
-    lines: an editor asks again and again for the same selection while the developer reads)."""
-    return _bare_lines(text, rng.start.line, rng.end.line, rng.end.character)
+@functools.lru_cache(maxsize=8)
+def _comments(text: str) -> tuple[dict[int, list[todos.Comment]], list[str]]:
+    """A document's comments by line, and its lines (once per text, not per cursor move)."""
+    by_line: dict[int, list[todos.Comment]] = {}
+    for c in todos.comments(text):
+        by_line.setdefault(c.line, []).append(c)
+    return by_line, todos.split_lines(text)
 
 
-@functools.lru_cache(maxsize=32)
-def _bare_lines(text: str, start: int, end: int, end_character: int) -> bool:
-    rng = {"start": {"line": start, "character": 0}, "end": {"line": end, "character": end_character}}
-    try:
-        delegation.task_of(text, rng, "")
-    except delegation.NoTask:
-        return True
-    return False
+def _bare(text: str, rng: types.Range) -> bool:
+    """No TODO and no comment in or above the selection says what to do: what
+    :func:`delegation.task_of` would refuse (same rules), from per-text caches, since code actions
+    are asked for on every selection change."""
+    by_line, lines = _comments(text)
+    last = len(lines) - 1
+    start, end = delegation.line_span(commands.converter().unstructure(rng))
+    start, end = min(start, last), min(end, last)
+    if any(t.line <= end and t.end_line >= start for t in _todos(text)):
+        return False
+    inside = by_line.keys() if len(by_line) < end - start + 1 else range(start, end + 1)
+    if any(start <= n <= end and any(c.text for c in by_line.get(n, ())) for n in inside):
+        return False
+    no = start - 1
+    while no >= 0 and not lines[no].strip():
+        no -= 1  # blank lines between the comment and the selection
+    while no >= 0 and no in by_line and not lines[no][: by_line[no][-1].start].strip():
+        if by_line[no][-1].text:
+            return False
+        no -= 1
+    return True
 
 
 def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
@@ -142,7 +158,7 @@ def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> li
         if theirs:
             arg["diagnostics"] = theirs
         doc = ls.document(uri)
-        if text is None or doc is None or not _bare(text, rng, uri):
+        if text is None or doc is None or not _bare(text, rng):
             actions.append(_action("Delegate to background agent", DELEGATE_KIND, commands.DELEGATE, arg))
         elif can_prompt(ls):  # the client asks for the instruction, then sends handoff.delegate
             actions.append(_action("Delegate to background agent", DELEGATE_KIND,

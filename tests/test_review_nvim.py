@@ -23,7 +23,7 @@ def test_review_hunks_in_neovim(nvim: Path, repo: Path, tmp_path: Path) -> None:
         f"command = [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "handoff config")
-    trust_repo(repo)
+    trust_repo(repo)  # the repository's own agent runs only once its settings are trusted
     work = tmp_path / "nvim"
     task_copy = tmp_path / "follow-up-task.txt"
     result, diagnosis = run_lua(nvim, "review.lua", work, repo, {
