@@ -175,6 +175,18 @@ async def cmd_ls(args: argparse.Namespace, term: Terminal) -> int:
     print(f"{'ID':<20} {'STATE':<11} {'AGE':>4}  {'AGENT':<10} TITLE")
     for s in sorted(sessions, key=lambda s: s.createdAt):
         print(f"{s.id:<20} {s.state.value:<11} {_age(s.createdAt):>4}  {s.agent:<10} {s.title}")
+        if s.question:
+            call = s.question.get("toolCall") or {}
+            options = " | ".join(str(o.get("optionId")) for o in s.question.get("options") or [])
+            print(f"{'':<20} asks: {call.get('title') or 'permission'} -> "
+                  f"handoff answer {s.id} {{{options}}}")
+    return 0
+
+
+async def cmd_answer(args: argparse.Namespace, term: Terminal) -> int:
+    await term.open(Path.cwd())
+    await term.call(protocol.ANSWER, sessionId=args.id, optionId=args.option)
+    print(f"{args.id}: answered {args.option}")
     return 0
 
 
@@ -226,6 +238,26 @@ async def cmd_gc(args: argparse.Namespace, term: Terminal) -> int:
     await term.open(Path.cwd())
     removed = (await term.call(protocol.GC))["removed"]
     print(f"removed {len(removed)} leftover session(s)" + (": " + ", ".join(removed) if removed else ""))
+    return 0
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    """Presets and configured agents, whether each is installed (no session is touched)."""
+    import json
+
+    from . import config as config_mod
+    from . import gitops
+    from .presets import agents_report, format_report
+
+    try:
+        root: Path | None = gitops.find_repo_root(Path.cwd())
+    except gitops.GitError:
+        root = None
+    cfg, messages = config_mod.load(root)
+    for m in messages:
+        print(f"handoff: config: {m}", file=sys.stderr)
+    rows = agents_report(cfg)
+    print(json.dumps([r.to_dict() for r in rows], indent=2) if args.json else format_report(rows))
     return 0
 
 
@@ -319,16 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("resume", help="run an interrupted, failed or cancelled session again")
     rs.add_argument("id")
     sub.add_parser("gc", help="remove worktrees, branches and refs left by crashed sessions")
+    an = sub.add_parser("answer", help="answer an agent's permission question (permissions = \"ask\")")
+    an.add_argument("id")
+    an.add_argument("option", help="one of the options `handoff ls` shows")
     sub.add_parser("trust", help="trust this repository's Handoff settings as they are now")
     dm = sub.add_parser("daemon", help="the session daemon: run it here, or status|stop|logs")
     dm.add_argument("action", nargs="?", choices=["status", "stop", "logs"])
     dm.add_argument("-n", "--lines", type=int, default=200, help="logs: how many lines (default 200)")
+    ag = sub.add_parser("agents", help="presets and configured agents, and whether each is installed")
+    ag.add_argument("--json", action="store_true", help="one JSON object per agent")
     return p
 
 
 _ASYNC: dict[str, Callable[[argparse.Namespace, Terminal], Awaitable[int]]] = {
     "run": _run, "followup": _again, "resume": _again, "ls": cmd_ls, "show": cmd_show,
     "apply": cmd_apply, "discard": cmd_discard, "cancel": cmd_cancel, "gc": cmd_gc,
+    "answer": cmd_answer,
 }
 
 
@@ -348,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_daemon(args)
         if args.cmd == "trust":  # local: the trust record, no daemon
             return cmd_trust(args)
+        if args.cmd == "agents":  # local: what is installed here, no daemon
+            return cmd_agents(args)
         return asyncio.run(_main_async(args))
     except (RemoteError, UsageError) as exc:
         print(f"handoff: {exc}", file=sys.stderr)

@@ -28,15 +28,37 @@ ENV_KEYS = {
 }
 
 
+PERMISSIONS = ("worktree", "reject", "ask")
+# scratch files agents leave that are never part of a result (aider's chat history and tags cache)
+DEFAULT_EXCLUDE = (".aider*",)
+AGENT_KEYS = ("command", "acp", "env", "passEnv", "exclude", "permissions")
+
+
 @dataclasses.dataclass
 class AgentSpec:
-    """A named external agent: ``{command = [...]}`` or ``{acp = [...]}``."""
+    """A named external agent: ``{command = [...]}`` or ``{acp = [...]}`` (a preset or configured)."""
 
     name: str
     command: list[str] | None = None
     acp: list[str] | None = None
     # environment variables passed although they look like credentials (e.g. ANTHROPIC_API_KEY)
     passEnv: list[str] = dataclasses.field(default_factory=list)
+    env: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # set for this agent
+    exclude: list[str] = dataclasses.field(default_factory=list)  # globs kept out of its results
+    permissions: str | None = None  # ACP permission requests; None: the top-level `permissions`
+    # presets (agent/presets.py): where it comes from and what it needs
+    preset: bool = False
+    install: str = ""
+    needs: list[str] = dataclasses.field(default_factory=list)  # variables it needs (one of them)
+    docs: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "acp" if self.acp else "command"
+
+    @property
+    def argv(self) -> list[str]:
+        return list(self.acp or self.command or [])
 
 
 @dataclasses.dataclass
@@ -70,19 +92,33 @@ class Config:
     # applied and discarded sessions are forgotten (record, brief, transcript) this many days
     # after they ended, when sessions are loaded; 0 keeps them for ever
     keepFinishedDays: float = 7.0
+    # globs (gitignore-like) of files kept out of every result, on top of DEFAULT_EXCLUDE
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    # how ACP agents' permission requests are answered: "worktree" | "reject" | "ask"
+    permissions: str = "worktree"
     daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
     notify: bool = False  # a desktop notification (notify-send) when a session finishes
     # set when an untrusted repository file chose the default agent (agent/trust.py): the message
     # a delegation to the default agent is refused with, until `handoff trust`
-    untrusted: str | None = dataclasses.field(default=None, repr=False,
-                                              metadata={"internal": True})  # not a setting
+    untrusted: str | None = dataclasses.field(default=None, repr=False, metadata={"internal": True})
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
-        """The external agent called ``name``; None for the built-in one."""
+        """The external agent called ``name`` (configured, else a preset); None for the
+        built-in one and for a name that is neither."""
         name = name or self.agent
         if name == "builtin":
             return None
-        return self.agents.get(name)
+        spec = self.agents.get(name)
+        if spec is None:
+            from .presets import preset
+
+            spec = preset(name)
+        return spec
+
+    def exclude_for(self, name: str | None) -> list[str]:
+        """The globs kept out of the results of agent ``name``."""
+        spec = self.agent_spec(name)
+        return [*DEFAULT_EXCLUDE, *self.exclude, *(spec.exclude if spec else ())]
 
 
 def _positive_int(v: Any) -> int:
@@ -141,6 +177,29 @@ def _env_names(v: Any) -> list[str]:
     return list(v)
 
 
+def _permissions(v: Any) -> str:
+    if v not in PERMISSIONS:
+        raise ValueError('one of "worktree", "reject", "ask"')
+    return v
+
+
+def _globs(v: Any) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(g, str) and g.strip() for g in v):
+        raise ValueError("a list of globs")
+    return [g.strip() for g in v]
+
+
+def _env_table(v: Any) -> dict[str, str]:
+    if not isinstance(v, Mapping) or not all(
+        isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) and isinstance(x, str)
+        for k, x in v.items()
+    ):
+        raise ValueError('a table of variables and string values, like {VAR = "value"}')
+    return dict(v)
+
+
 _SCALARS = {
     "model": _opt_str,
     "apiBase": _opt_str,
@@ -155,6 +214,8 @@ _SCALARS = {
     "commandPolicy": _policy,
     "passEnv": _env_names,
     "keepFinishedDays": _days,
+    "exclude": _globs,
+    "permissions": _permissions,
     "notify": _bool,
 }
 
@@ -206,29 +267,49 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
                     raise ValueError("a table of named agents")
                 for name, spec in value.items():
                     try:
-                        cfg.agents[name] = _agent_spec(name, spec)
+                        cfg.agents[name] = _agent_spec(name, spec, cfg.agent_spec(name), source, messages)
                     except ValueError as exc:
                         messages.append(f"{source}: agent `{name}` {exc}; ignored")
-                        continue
-                    try:
-                        cfg.agents[name].passEnv = _env_names(spec.get("passEnv", []))
-                    except ValueError as exc:
-                        messages.append(f"{source}: agent `{name}`: `passEnv` must be {exc}; "
-                                        "passing none")
             else:
                 messages.append(f"{where} is not a known key; ignored")
         except ValueError as exc:
             messages.append(f"{where} must be {exc}; using the default")
 
 
-def _agent_spec(name: str, spec: Any) -> AgentSpec:
+_AGENT_FIELDS = {"passEnv": (_env_names, "passing none"), "env": (_env_table, "setting none"),
+                 "exclude": (_globs, "excluding none"), "permissions": (_permissions, "using the default")}
+
+
+def _agent_spec(name: str, spec: Any, base: AgentSpec | None, source: str,
+                messages: list[str]) -> AgentSpec:
+    """``[agents.NAME]`` over ``base`` (the preset or an earlier source's entry of that name):
+    `command` or `acp` replaces its argv, the other keys replace theirs."""
+    if name == "builtin":
+        raise ValueError("is the built-in agent's name")
     if not isinstance(spec, Mapping):
         raise ValueError("must be a table with `command` or `acp`")
-    if "command" in spec and "acp" not in spec:
-        return AgentSpec(name, command=_argv(spec["command"]))
-    if "acp" in spec and "command" not in spec:
-        return AgentSpec(name, acp=_argv(spec["acp"]))
-    raise ValueError("must have exactly one of `command` or `acp`")
+    if "command" in spec and "acp" in spec:
+        raise ValueError("must have exactly one of `command` or `acp`")
+    out = dataclasses.replace(base, name=name) if base is not None else AgentSpec(name)
+    if "command" in spec:
+        out.command, out.acp = _argv(spec["command"]), None
+    elif "acp" in spec:
+        out.acp, out.command = _argv(spec["acp"]), None
+    elif base is None:
+        raise ValueError("must have `command` or `acp`")
+    for key, v in spec.items():
+        if key in ("command", "acp"):
+            continue
+        if key not in _AGENT_FIELDS:
+            messages.append(f"{source}: `agents.{name}.{key}` is not a known key "
+                            f"(known: {', '.join(AGENT_KEYS)}); ignored")
+            continue
+        check, fallback = _AGENT_FIELDS[key]
+        try:
+            setattr(out, key, check(v))
+        except ValueError as exc:
+            messages.append(f"{source}: agent `{name}`: `{key}` must be {exc}; {fallback}")
+    return out
 
 
 FILES = (".handoff.toml", "pyproject.toml")  # the files of a root read_toml reads, in that order
@@ -300,9 +381,10 @@ def load(
         _apply(cfg, data, source, messages)
         if "agent" in data:  # the user's own choice of agent: nothing left to refuse
             cfg.untrusted = None
-    if cfg.agent != "builtin" and cfg.agent not in cfg.agents:
+    if cfg.agent != "builtin" and cfg.agent_spec(cfg.agent) is None:
         messages.append(
-            f"`agent` names `{cfg.agent}`, which is not in `agents`; using the built-in agent"
+            f"`agent` names `{cfg.agent}`, which is neither in `agents` nor a preset; "
+            "using the built-in agent"
         )
         cfg.agent = "builtin"
     return cfg, messages

@@ -514,6 +514,19 @@ class Daemon:
         mgr = await self.manager(Path(_str(params, "root") or ""))
         return {"removed": await anyio.to_thread.run_sync(mgr.gc)}
 
+    async def h_answer(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        mgr, s = await self._find(params)
+        option = _str(params, "optionId") or ""
+        return {"session": mgr.answer(s.id, option).to_wire()}
+
+    async def h_agents(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        from .presets import agents_report
+
+        root = _str(params, "root", required=False)
+        cfg, _ = await self._config(Path(root) if root else None, params)
+        rows = await anyio.to_thread.run_sync(agents_report, cfg)
+        return {"agents": [r.to_dict() for r in rows]}
+
     async def h_trust(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         from . import trust
 
@@ -542,6 +555,8 @@ class Daemon:
         protocol.REPORT: h_report,
         protocol.GC: h_gc,
         protocol.TRUST: h_trust,
+        protocol.ANSWER: h_answer,
+        protocol.AGENTS: h_agents,
         protocol.REJECT_CHANGES: h_reject_changes,
         protocol.RECORD_HUNKS: h_record_hunks,
     }

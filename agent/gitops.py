@@ -320,9 +320,23 @@ def check_worktree_link(repo_root: Path, worktree: Path) -> None:
                        "the result was not collected")
 
 
-def commit_worktree(worktree: Path, message: str) -> str:
-    """Commit everything in ``worktree`` (if anything changed); return its HEAD commit."""
-    _run(worktree, "add", "-A", "--", ":/")
+def exclude_pathspecs(globs: Sequence[str]) -> list[str]:
+    """git pathspecs leaving out ``globs`` (gitignore-like: no slash matches at any depth, a
+    trailing slash means a folder and all in it)."""
+    specs = []
+    for g in globs:
+        folder, anchored = g.endswith("/"), "/" in g.rstrip("/")
+        g = g.strip("/")
+        if not anchored and not g.startswith("**"):
+            g = f"**/{g}"
+        specs += [f":(exclude,glob){g}/**"] + ([] if folder else [f":(exclude,glob){g}"])
+    return specs
+
+
+def commit_worktree(worktree: Path, message: str, exclude: Sequence[str] = ()) -> str:
+    """Commit everything in ``worktree`` (if anything changed) but what ``exclude`` names;
+    return its HEAD commit."""
+    _run(worktree, "add", "-A", "--", ":/", *exclude_pathspecs(exclude))
     staged = _run(worktree, "diff", "--cached", "--quiet", "--no-ext-diff", check=False)
     if staged.returncode == 1:
         _run(worktree, "commit", "-q", "--no-verify", "--no-gpg-sign",

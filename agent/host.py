@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 IDLE_S = 300.0  # a host without runs for this long exits (litellm's memory goes with it)
 CANCEL_GRACE_S = 10.0  # how long a cancelled run may take to stop its commands
 LINE_LIMIT = 1 << 26  # a record carries at most a tool result; 64 MB is far beyond that
-_CALLBACKS = ("record", "progress", "started")  # stay in the server
+_CALLBACKS = ("record", "progress", "started", "ask")  # stay in the server
 _FIELDS = tuple(f.name for f in dataclasses.fields(AgentContext) if f.name not in _CALLBACKS)
 
 

@@ -68,14 +68,16 @@ def make_backend(name: str, config: Config, host: Backend | None = None) -> Back
         from .backends.builtin import BuiltinBackend
 
         return BuiltinBackend()
-    spec = config.agents.get(name)
+    spec = config.agent_spec(name)
     if spec is None:
         raise AgentError(f"no agent called `{name}`: add it under `agents` in .handoff.toml")
-    if spec.command:
-        from .backends.command import CommandBackend
+    if spec.acp:
+        from .backends.acp import AcpBackend
 
-        return CommandBackend(name, spec.command)
-    raise AgentError(f"agent `{name}` is an ACP agent; ACP support is not available yet")
+        return AcpBackend(name, spec.acp)
+    from .backends.command import CommandBackend
+
+    return CommandBackend(name, spec.command or [])
 
 
 def _message(exc: BaseException) -> str:
@@ -131,6 +133,9 @@ class SessionManager:
         self._prepare_limiter: anyio.CapacityLimiter | None = None
         self._closing = False
         self._git_lock = threading.Lock()  # worktree add/remove touch shared git admin files
+        # a test's backend_factory may serve any name; the real one is checked in delegate
+        self._check_agents = backend_factory is None
+        self._questions: dict[str, asyncio.Future[str]] = {}  # permission questions waiting
         # What each session runs with: the configuration and environment of the client that
         # delegated (or followed up) last; the manager's own for sessions loaded from disk.
         self._configs: dict[str, Config] = {}
@@ -200,7 +205,7 @@ class SessionManager:
             if t.cancelled() and s.state in ACTIVE:
                 # cancelled before it ever ran (cancel right after delegate): no handler saw it
                 transition(s, State.INTERRUPTED if self._closing else State.CANCELLED,
-                           error="the server stopped before it ran" if self._closing else None)
+                           error="the session daemon stopped before it ran" if self._closing else None)
                 s.pid = None
                 try:
                     self.store.save(s)
@@ -216,8 +221,13 @@ class SessionManager:
         agent = req.agent or cfg.agent
         if req.agent is None and cfg.untrusted:  # workspace trust (agent/trust.py)
             raise SessionError(cfg.untrusted)
-        if agent != "builtin" and agent not in cfg.agents:
-            raise SessionError(f"no agent called `{agent}`: add it under `agents` in .handoff.toml")
+        if self._check_agents:  # refused before anything is made for it
+            from .presets import AgentUnavailable, check_agent
+
+            try:
+                check_agent(agent, cfg, req.env)
+            except AgentUnavailable as exc:
+                raise SessionError(str(exc)) from None
         sid = new_id()
         s = Session(
             id=sid,
@@ -301,12 +311,16 @@ class SessionManager:
             with anyio.CancelScope(shield=True):
                 new = State.INTERRUPTED if self._closing else State.CANCELLED
                 if s.state in ACTIVE:
-                    msg = "the server stopped while it ran" if self._closing else None
+                    msg = "the session daemon stopped while it ran" if self._closing else None
                     transition(s, new, error=msg)
                     s.pid = None
                     await self._save(s)
             raise
-        except (AgentError, gitops.GitError, OSError) as exc:
+        except (AgentError, gitops.GitError, OSError, Exception) as exc:
+            if not isinstance(exc, (AgentError, gitops.GitError, OSError)):  # a bug: never stuck running
+                log.exception("session %s: unexpected error", s.id)
+                exc = AgentError(f"Handoff failed unexpectedly ({type(exc).__name__}: {exc}); "
+                                 "see `handoff daemon logs`")
             if s.state in ACTIVE:
                 transition(s, State.FAILED, error=self.store.redactor.text(_message(exc)))
                 if isinstance(exc, AgentError):
@@ -354,6 +368,7 @@ class SessionManager:
             record=lambda event: self.store.append_transcript(s.id, event),
             progress=progress,
             started=lambda pid: self._agent_started(s, pid),
+            ask=functools.partial(self._ask, s),
         )
         ctx.record({"type": "start", "run": s.runs, "agent": s.agent, "instruction": s.instruction})
         try:
@@ -377,6 +392,30 @@ class SessionManager:
         s.pid = s.agentPid = None
         await self._save(s)
 
+    async def _ask(self, s: Session, question: dict[str, Any]) -> str:
+        """Put an agent's permission question on the session until :meth:`answer`."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._questions[s.id] = future
+        s.question = question
+        await self._save(s)
+        try:
+            return await future
+        finally:
+            self._questions.pop(s.id, None)
+            s.question = None
+            with anyio.CancelScope(shield=True):
+                await self._save(s)
+
+    def answer(self, session_id: str, option_id: str) -> Session:
+        """Answer the permission question the session's agent is waiting on (an ``optionId`` of
+        ``s.question["options"]``; anything else rejects)."""
+        s = self.get(session_id)
+        future = self._questions.get(session_id)
+        if future is None or future.done():
+            raise SessionError(f"session {s.id} has no question waiting")
+        future.set_result(option_id)
+        return s
+
     def _agent_started(self, s: Session, pid: int) -> None:
         s.agentPid = pid
         self.store.save(s)  # small and rare; a crash must find the pid
@@ -387,7 +426,8 @@ class SessionManager:
         if not worktree.exists():
             return
         gitops.check_worktree_link(self.repo_root, worktree)  # never run git through a forged link
-        s.resultCommit = gitops.commit_worktree(worktree, f"handoff {s.id}: result")
+        s.resultCommit = gitops.commit_worktree(worktree, f"handoff {s.id}: result",
+                                                exclude=self.config_of(s).exclude_for(s.agent))
         changed = gitops.changes(self.repo_root, s.baseCommit, s.resultCommit)
         s.filesChanged = [(self.repo_root / c.path).as_uri() for c in changed]
 
@@ -539,6 +579,9 @@ class SessionManager:
         return s
 
     def _cleanup(self, s: Session) -> None:
+        from .backends.acp import forget
+
+        forget(s.id)  # an ACP agent kept for follow-ups
         worktree = Path(s.worktree) if s.worktree else None
         if worktree is not None and worktree == self.store.worktree_path(s.id) and worktree.is_dir():
             try:
@@ -582,6 +625,10 @@ class SessionManager:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        from .backends.acp import release
+
+        for sid in list(self.sessions):
+            await release(sid)
 
 
 def _ended(s: Session) -> float:

@@ -50,12 +50,12 @@ class FileMerge:
     # ``content``); None leaves the mode as it is
     mode: str | None = None
     current_mode: str | None = None  # what was on disk when merged (None: nothing, or unknown)
+    resolved: bytes | None = None  # a text conflict: the merge with ours kept where it conflicts
 
     @property
     def link(self) -> bool:
         """Whether applying it makes or replaces a symbolic link (never a text edit)."""
         return files.SYMLINK in (self.mode, self.current_mode)
-    resolved: bytes | None = None  # a text conflict: the merge with ours kept where it conflicts
 
 
 def _lines(data: bytes) -> list[bytes]:

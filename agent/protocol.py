@@ -29,6 +29,10 @@ Requests (client -> daemon), params -> result:
 - ``applyToDisk`` {sessionId, conflictMarkers} -> {written, conflicts}: the terminal's apply
 - ``diff`` {sessionId} -> {diff}; ``report`` {sessionId} -> {path}: the session's report written
 - ``gc`` {root} -> {removed}
+- ``answer`` {sessionId, optionId} -> {session}: the developer's answer to the agent's permission
+  question (``Session.question``, ``permissions = "ask"``)
+- ``agents`` {root?, env, overrides} -> {agents: [row]}: the built-in agent, the presets and the
+  configured agents, whether each is installed and how to install it (``handoff agents``)
 - ``trust`` {root} -> {file, guarded}: the repository's Handoff settings trusted as they are now
 - ``rejectChanges`` {sessionId, reverts: [{path, oldPath?, merged?, kept?}], note?, finish?} ->
   {session}: take the changes the developer rejected out of the result (``merged`` -> ``kept``,
@@ -78,6 +82,8 @@ DIFF = "diff"
 REPORT = "report"
 GC = "gc"
 TRUST = "trust"
+ANSWER = "answer"
+AGENTS = "agents"
 REJECT_CHANGES = "rejectChanges"
 RECORD_HUNKS = "recordHunks"
 # Notifications
@@ -179,12 +185,12 @@ class Planned:
     reason: str = ""
     mode: str | None = None  # git mode the file gets (handoff/files.py); None leaves it as it is
     current_mode: str | None = None  # what was on disk when merged
+    resolved: bytes | None = None  # a text conflict: the merge with the developer's side kept
 
     @property
     def link(self) -> bool:
         """Whether applying it makes or replaces a symbolic link (never a text edit)."""
         return "120000" in (self.mode, self.current_mode)
-    resolved: bytes | None = None  # a text conflict: the merge with the developer's side kept
 
     @classmethod
     def from_wire(cls, d: PlannedFile) -> "Planned":

@@ -134,6 +134,9 @@ class Connection:
                 self._send({"id": request_id, "result": result if result is not None else {}})
             except (ConnectionLost, OSError):
                 pass
+            except (TypeError, ValueError) as exc:  # a bug: the answer is not JSON; say so, never hang
+                log.error("%s: the answer to %s is not JSON: %s", self.name, method, exc)
+                self._error(request_id, protocol.INTERNAL_ERROR, f"{method} failed: {exc}")
 
     def _error(self, request_id: Any, code: int, message: str, data: Any = None) -> None:
         error: dict[str, Any] = {"code": code, "message": message}

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import landlock
+from .secrets import CREDENTIAL_VARS, is_secret_name  # noqa: F401  (one rule)
 
 POLICIES = ("sandbox", "allow", "deny")
 MIN_LANDLOCK_ABI = landlock.MIN_ABI
@@ -54,10 +55,8 @@ DENIED = (
     "Continue without running commands; say in your summary what should be run to check the work."
 )
 
-# Environment variables that carry credentials; never passed to an agent process unless the
-# configuration names them in `passEnv`.
-SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW(?:OR)?D|CREDENTIAL", re.I)
-CREDENTIAL_VARS = frozenset({"SSH_AUTH_SOCK", "GPG_AGENT_INFO", "HANDOFF_API_KEY"})
+# Environment variables that carry credentials (.secrets.is_secret_name: whole name parts) are
+# never passed to an agent process unless the configuration names them in `passEnv`.
 # Variables that would point git (run by an agent in its worktree) at another repository.
 GIT_REDIRECT_VARS = frozenset({
     "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
@@ -71,10 +70,6 @@ COMMAND_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
 _GIT_CONFIG_KEEP = re.compile(
     r"^(extensions\.[^.]+|core\.(repositoryformatversion|bare|filemode|symlinks|ignorecase|"
     r"precomposeunicode|autocrlf|eol|safecrlf|quotepath|checkstat|trustctime))$")
-
-
-def is_secret_name(name: str) -> bool:
-    return name in CREDENTIAL_VARS or bool(SECRET_NAME.search(name))
 
 
 def agent_env(base: Mapping[str, str], pass_env: Iterable[str] = (),

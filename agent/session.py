@@ -101,6 +101,9 @@ class Session:
     conflicts: int = 0
     hunks: int = 0  # changes left to review (hunks of the last merge against the files as they are)
     runs: int = 0
+    # an agent's permission question waiting for the developer (SessionManager.answer), or None:
+    # {toolCall: {title, kind, locations}, options: [{optionId, name, kind}]}
+    question: dict[str, Any] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)

@@ -16,13 +16,12 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .secrets import Redactor  # noqa: F401  (re-exported: it lived here)
 from .session import Session
 
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 
 
 def state_root() -> Path:
@@ -83,36 +82,6 @@ def unfinished_ids(state: Path | None = None) -> set[str]:
         if state_name not in ("applied", "discarded"):
             ids.add(record.parent.name)
     return ids
-
-
-class Redactor:
-    """Replaces known secret values (API keys, tokens from the environment) with ``***``."""
-
-    def __init__(self, extra: Iterable[str | None] = ()) -> None:
-        values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}
-        values.update(v for v in extra if v and len(v) >= 4)
-        self._values = sorted(values, key=len, reverse=True)
-
-    def add_env(self, env: dict[str, str]) -> None:
-        """Hide the secret-looking values of another environment too (a client's)."""
-        new = {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= 6} - set(self._values)
-        if new:
-            self._values = sorted([*self._values, *new], key=len, reverse=True)
-
-    def text(self, s: str) -> str:
-        for v in self._values:
-            if v in s:
-                s = s.replace(v, "***")
-        return s
-
-    def obj(self, o: Any) -> Any:
-        if isinstance(o, str):
-            return self.text(o)
-        if isinstance(o, dict):
-            return {k: self.obj(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [self.obj(v) for v in o]
-        return o
 
 
 def append_event(path: Path, event: dict[str, Any], redactor: Redactor) -> None:

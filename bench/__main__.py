@@ -4,7 +4,8 @@ Benchmarks (see each module's docstring): ``startup`` (handoff-lsp vs jedi-langu
 ``latency`` (codeAction / listSessions idle and under load), ``handoff`` (delegate to agent start vs
 ``git worktree add``), ``apply`` (a 50-file WorkspaceEdit), ``scale`` (64 sessions, maxParallel 8),
 ``bigfile`` (a 10 MB and a 449 KiB file's result applied, with a conflict, and codeAction latency
-meanwhile).
+meanwhile), ``daemon`` (the session daemon's events to the editor's list, ``handoff ls`` warm and
+cold). Every benchmark stops the session daemons its servers started.
 
 ``--quick`` runs small sizes as a smoke test (well under a minute once the small repositories are
 cached): it checks that every benchmark produced numbers, never the timings. Exit status: 0 when
@@ -22,9 +23,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from . import daemons
 from .common import OUT, ROOT, Sizes, machine
 
-BENCHMARKS = ("startup", "latency", "handoff", "apply", "scale", "bigfile")
+BENCHMARKS = ("startup", "latency", "handoff", "apply", "scale", "bigfile", "daemon")
 
 
 def _log(msg: str) -> None:
@@ -48,6 +50,8 @@ def _run_one(name: str, sizes: Sizes, tmpfs: Path | None) -> dict[str, Any]:
         from . import b_scale as mod
     elif name == "bigfile":
         from . import b_bigfile as mod
+    elif name == "daemon":
+        from . import b_daemon as mod
     else:
         raise ValueError(name)
     if name == "handoff" and tmpfs is not None:
@@ -98,6 +102,18 @@ def header(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stop_daemons() -> None:
+    """The session daemons the benchmark's servers started (one per state folder under
+    bench/out/) end with the benchmark, instead of waiting out ``daemon.idleMinutes``."""
+    from handoff.agent.client import stop_daemon
+
+    from .common import OUT
+
+    for state in [*OUT.glob("*/state"), *OUT.glob("*/*/state")]:
+        if (state / "daemon").is_dir():
+            stop_daemon(state)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes; a smoke test that asserts no timing")
@@ -141,9 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             res = {"error": "".join(traceback.format_exception(exc)).strip()}
             _log(res["error"])
+        left = daemons.stop_all_under(OUT)  # a benchmark that did not stop its own daemons
+        if left:
+            _log(f"   stopped daemons {key} left running: {', '.join(map(str, left))}")
+            res.setdefault("daemons_left_running", [str(p) for p in left])
         res["seconds"] = round(time.monotonic() - t0, 1)
         res["load_average_1m"] = [round(load0, 2), round(_load(), 2)]
         results["benchmarks"][key] = res
+        _stop_daemons()
         _log(f"   ({res['seconds']} s, load average {load0:.1f} -> {_load():.1f})")
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@
 - ``writer``: keeps rewriting files in its worktree and printing progress until a stop file exists.
 - ``editor``: changes, creates and deletes the files a JSON spec lists (the apply benchmark).
 - ``quick``: writes one file and exits (the scale benchmark).
+- ``bump``: appends the time to one file and exits: every run, a follow-up's too, changes the
+  result (the daemon benchmark).
 """
 
 from __future__ import annotations
@@ -76,3 +78,7 @@ def editor(folder: Path, modify: list[str], create: list[str], delete: list[str]
 
 def quick() -> list[str]:
     return ["/bin/sh", "-c", 'echo "$HANDOFF_SESSION_ID" > handoff-result.txt; echo done']
+
+
+def bump() -> list[str]:
+    return ["/bin/sh", "-c", 'date +%s%N >> handoff-result.txt; echo bumped']

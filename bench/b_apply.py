@@ -3,8 +3,11 @@
 Through the server: a command agent changes 44 files (10 of them open in the editor, so their edits
 are versioned), creates 3 and deletes 3; when the session is ready the client sends
 ``handoff.apply`` and answers the server's ``workspace/applyEdit`` at once. Timed: request sent ->
-``applyEdit`` received (merge against the current files + build + send: the target), and the whole
-round trip (which also removes the session's worktree and branch before answering).
+``applyEdit`` received (the server's ``plan`` request to the session daemon, which merges the
+result against the open buffers the server sends and the disk, claims the apply and sends the
+merged contents; then the server builds and sends the edit: the target), and the whole round trip
+(which also tells the daemon the result was applied: it removes the session's worktree and branch
+before the answer).
 
 In-process, to split the time: ``SessionManager.plan`` (the three-way merge, git reads) and
 ``server.edits.build`` (pure) for the same result. Informational: the plan's blob reads done with
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import agents
+from . import agents, daemons
 from .common import OUT, fresh_dir, generated_repo, median, repo_files, reset_repo, server_env, summary
 from .lsp import BenchClient, capabilities, handoff_argv
 
@@ -64,6 +67,7 @@ async def _server(sizes, log, repo: Path, base: Path, argv: list[str], opened: l
                 total.append(t1 - t0)
     finally:
         await client.close()
+        await asyncio.to_thread(daemons.stop, base / "state")
     return {"to_apply_edit_s": to_edit, "round_trip_s": total, "document_changes": sizes_seen[-1]}
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from lsprotocol import types
 
+from . import daemons
 from .common import OUT, fresh_dir, git, median, pct, server_env, summary
 from .lsp import BenchClient, handoff_argv
 
@@ -213,7 +214,8 @@ def run(sizes, log) -> dict[str, Any]:
     log(f"   {big // 1000} kB and {mid // 1024} KiB files, {runs} run(s)")
     res_big = _in_process(base / "big", big, runs)
     res_mid = _in_process(base / "mid", mid, runs)
-    server = asyncio.run(_server(base / "server", big, log))
+    with daemons.stopped_after(base / "server" / "state"):
+        server = asyncio.run(_server(base / "server", big, log))
     lat = server["code_action_ms"]
     label = f"{big / 1e6:.0f} MB"
     targets = []

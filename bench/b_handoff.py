@@ -4,7 +4,7 @@ The repository: ``big_files`` generated files (~4 KB each), packed, with uncommi
 modified tracked files, a staged change, 10 untracked files) and, in the editor, one open buffer
 with unsaved changes. The agent is ``/bin/sh`` writing ``date +%s%N`` (wall clock, ns) to a file
 first thing: the time from sending the delegate request to that stamp covers the LSP round trip,
-the snapshot (temporary index + ``add -A`` + overlays + ``write-tree``/``commit-tree``), the brief,
+the server's ``delegate`` request to the session daemon (with the unsaved buffer), the snapshot (temporary index + ``add -A`` + overlays + ``write-tree``/``commit-tree``), the brief,
 ``git worktree add`` of the snapshot and the agent's process start.
 
 The baseline (the target's) is ``git worktree add -b <branch> <path> HEAD`` on the same
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import agents
+from . import agents, daemons
 from .common import (GIT_ENV, OUT, du_mb, fresh_dir, generated_repo, git, median, reset_repo, server_env,
                      summary, tracked_size_mb)
 from .lsp import BenchClient, handoff_argv
@@ -66,6 +66,7 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
     else:
         repo = source
     reset_repo(repo)
+    state = base / "state"
     head = git(repo, "rev-parse", "HEAD").strip()
     stamps = base / "stamps"
     init = {"agent": "marker", "agents": {"marker": {"command": agents.marker(stamps)}}, "maxParallel": 4}
@@ -77,7 +78,7 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
     answered: list[float] = []
     discard: list[float] = []
     try:
-        await client.start(handoff_argv(), env=server_env(base / "state"), stderr_path=base / "server.stderr")
+        await client.start(handoff_argv(), env=server_env(state), stderr_path=base / "server.stderr")
         await client.initialize(repo, init)
         await client.list_sessions()
         origin = repo / "pkg00/mod0/file00000.py"
@@ -139,6 +140,7 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
                 f"{parallel[-1]:.2f} s, handoff {handoff[-1]:.2f} s")
     finally:
         await client.close()
+        await asyncio.to_thread(daemons.stop, state)  # before its state folder or worktrees go
 
     # Breakdown: the halves in-process.
     from handoff.agent import gitops
@@ -192,4 +194,6 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
 
 
 def run(sizes, log, scratch: Path | None = None) -> dict[str, Any]:
-    return asyncio.run(_run(sizes, log, scratch))
+    state = (scratch or OUT) / "handoff" / "state"  # base / "state" in _run
+    with daemons.stopped_after(state):
+        return asyncio.run(_run(sizes, log, scratch))

@@ -52,6 +52,10 @@ class Sizes:
     scale_parallel: int
     warmup: bool = True  # one untimed run first (page cache, .pyc files)
     linger_s: float = 3.0  # how long an idle server is watched for a litellm import
+    daemon_sessions: int = 16  # ready sessions in the daemon benchmark's repository
+    daemon_events: int = 150  # follow-ups timed from the daemon's event to the editor's list
+    ls_warm_runs: int = 20  # `handoff ls` with the daemon running
+    ls_cold_runs: int = 5  # `handoff ls` starting the daemon
 
     @classmethod
     def full(cls) -> "Sizes":
@@ -63,7 +67,8 @@ class Sizes:
     def small(cls) -> "Sizes":
         return cls(True, startup_runs=1, latency_samples=20, latency_sessions=4, model_delay_s=0.1,
                    big_files=500, handoff_runs=1, medium_files=200, apply_files=50, apply_runs=1,
-                   scale_sessions=8, scale_parallel=4, warmup=False, linger_s=1.0)
+                   scale_sessions=8, scale_parallel=4, warmup=False, linger_s=1.0,
+                   daemon_sessions=3, daemon_events=4, ls_warm_runs=2, ls_cold_runs=1)
 
 
 # -- environment ------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class BenchClient(LanguageClient):
         self.notifications: dict[str, int] = {}
         self.apply_edits: list[tuple[float, types.WorkspaceEdit]] = []  # (perf_counter, edit)
         self.messages: list[str] = []
+        # (perf_counter when received, sessions) of every handoff/sessions list, once set to a list
+        self.list_log: list[tuple[float, list[dict[str, Any]]]] | None = None
         self.changed = asyncio.Event()
         self.proc: asyncio.subprocess.Process | None = None
         self._stderr = None
@@ -160,6 +162,8 @@ class BenchClient(LanguageClient):
 
         @self.feature("handoff/sessions")
         def sessions(ls, params):
+            if client.list_log is not None:
+                client.list_log.append((time.perf_counter(), params["sessions"]))
             client.sessions = params["sessions"]
             client.session_lists += 1
             client.changed.set()

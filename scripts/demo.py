@@ -183,12 +183,15 @@ def stop_daemon(env: dict[str, str]) -> None:
         say("demo", f"handoff daemon stop: {(stopped.stderr or stopped.stdout).strip()}")
 
 
-def surviving(final: str) -> list[tuple[str, str]]:
-    """What the buffer should hold after the apply: (who, line) for each edit that must survive."""
+def surviving(final: str, offline: bool) -> list[tuple[str, str]]:
+    """What the buffer should hold after the apply: (who, line) for each edit that must survive
+    (the agent's own line only when it is the offline script's, which is known)."""
     found = []
-    for who, line in (("unsaved", '    """How many items are in the cart."""'),
-                      ("typed", '"""A tiny shopping cart, in euros."""'),
-                      ("agent", "        return 0.0")):
+    expected = [("unsaved", '    """How many items are in the cart."""'),
+                ("typed", '"""A tiny shopping cart, in euros."""')]
+    if offline:
+        expected.append(("agent", "        return 0.0"))
+    for who, line in expected:
         found.append((who if line in final.splitlines() else f"LOST: {who}", line.strip()))
     return found
 
@@ -383,13 +386,13 @@ async def demo(tmp: Path, env: dict[str, str]) -> int:
             CART_COMMITTED.splitlines(keepends=True), editor.text.splitlines(keepends=True),
             "shop/cart.py (committed)", "shop/cart.py (the buffer after apply)"))
         print()
-        kept = surviving(editor.text)
+        kept = surviving(editor.text, offline=scripted is not None)
         labels = {"unsaved": "the unsaved docstring", "typed": "the edit typed meanwhile",
                   "agent": "the agent's change"}
         for who, line in kept:
             say("kept" if not who.startswith("LOST") else "lost",
                 f"{labels.get(who.removeprefix('LOST: '))}: {line}")
-        ok = (applied and not any(who.startswith("LOST") for who, _ in kept)) if not model else bool(applied)
+        ok = bool(applied) and not any(who.startswith("LOST") for who, _ in kept)
         say("demo", "done: the result came back as an edit" if ok else "the result did not apply")
         return 0 if ok else 1
     finally:

@@ -89,13 +89,36 @@ def _comment(language: str, uri: str) -> tuple[str, str]:
     return "# ", ""
 
 
-def _bare(text: str, rng: types.Range, uri: str) -> bool:
-    """No TODO and no comment in or above the selection says what to do."""
-    try:
-        delegation.task_of(text, commands.converter().unstructure(rng), uri)
-    except delegation.NoTask:
-        return True
-    return False
+@functools.lru_cache(maxsize=8)
+def _comments(text: str) -> tuple[dict[int, list[todos.Comment]], list[str]]:
+    """A document's comments by line, and its lines (once per text, not per cursor move)."""
+    by_line: dict[int, list[todos.Comment]] = {}
+    for c in todos.comments(text):
+        by_line.setdefault(c.line, []).append(c)
+    return by_line, todos.split_lines(text)
+
+
+def _bare(text: str, rng: types.Range) -> bool:
+    """No TODO and no comment in or above the selection says what to do: what
+    :func:`delegation.task_of` would refuse (same rules), from per-text caches, since code actions
+    are asked for on every selection change."""
+    by_line, lines = _comments(text)
+    last = len(lines) - 1
+    start, end = delegation.line_span(commands.converter().unstructure(rng))
+    start, end = min(start, last), min(end, last)
+    if any(t.line <= end and t.end_line >= start for t in _todos(text)):
+        return False
+    inside = by_line.keys() if len(by_line) < end - start + 1 else range(start, end + 1)
+    if any(start <= n <= end and any(c.text for c in by_line.get(n, ())) for n in inside):
+        return False
+    no = start - 1
+    while no >= 0 and not lines[no].strip():
+        no -= 1  # blank lines between the comment and the selection
+    while no >= 0 and no in by_line and not lines[no][: by_line[no][-1].start].strip():
+        if by_line[no][-1].text:
+            return False
+        no -= 1
+    return True
 
 
 def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
@@ -135,7 +158,7 @@ def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> li
         if theirs:
             arg["diagnostics"] = theirs
         doc = ls.document(uri)
-        if text is None or doc is None or not _bare(text, rng, uri):
+        if text is None or doc is None or not _bare(text, rng):
             actions.append(_action("Delegate to background agent", DELEGATE_KIND, commands.DELEGATE, arg))
         elif can_prompt(ls):  # the client asks for the instruction, then sends handoff.delegate
             actions.append(_action("Delegate to background agent", DELEGATE_KIND,
@@ -216,20 +239,24 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
                                    {**arg, **(extra or {})}, diags, preferred))
 
         hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
-        for name in actions_of(s):
-            if name not in _LABELS:
+        for option in (s.question or {}).get("options") or []:  # an agent waits for an answer
+            if isinstance(option, dict) and option.get("optionId"):
+                add(f"{option.get('name') or option['optionId']} (the agent asks) in",
+                    commands.ANSWER, {"optionId": option["optionId"]}, preferred=True)
+        for action in actions_of(s):
+            if action not in _LABELS:
                 continue  # applyHunks / reject: per hunk, above
-            if name == "apply":
+            if action == "apply":
                 title = "Apply all of" if s.hunks > 1 else "Apply"
                 add(title, commands.APPLY, preferred=not conflicted and not hunk_here)  # merged anew
                 if conflicted:
                     add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
-            elif name == "followUp":
+            elif action == "followUp":
                 add("Follow up on", commands.FOLLOW_UP, note=" (a comment at the origin says what next)")
-            elif name == "resume":
+            elif action == "resume":
                 add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
             else:
-                add(_LABELS[name], _COMMANDS[name])
+                add(_LABELS[action], _COMMANDS[action])
     return actions
 
 

@@ -44,9 +44,11 @@ DISCARD = "handoff.discard"
 SHOW = "handoff.show"
 PREVIEW = "handoff.preview"
 TRUST = "handoff.trust"
+AGENTS = "handoff.agents"  # {uri?}: the agents one can delegate to, and whether each is installed
+ANSWER = "handoff.answer"  # {sessionId, optionId}: the answer to an agent's permission question
 REJECT = "handoff.reject"
 REVEAL = "handoff.reveal"  # put the cursor somewhere (the TODO line a code action inserted)
-ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL, TRUST)
+ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL, TRUST, ANSWER, AGENTS)
 CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: ask, then delegate
 
 
@@ -83,6 +85,12 @@ class DelegateArgs:
 @attrs.define
 class UriArgs:
     uri: str
+
+
+@attrs.define
+class AnswerArgs:
+    session_id: str
+    option_id: str
 
 
 @attrs.define
@@ -322,6 +330,26 @@ def register(ls) -> None:
         if s.state is not State.READY:
             raise SessionError(f"session {s.id} is {s.state.value}: only a ready session has a result to preview")
         return {"files": await show.preview(ls, repo, s)}
+
+    @command(AGENTS, reads_only=True)
+    async def agents(ls, *args: Any) -> dict[str, Any]:
+        a = parse(TrustArgs, args, AGENTS)
+        root = None
+        if a.uri:
+            root = (await ls.repos.for_uri(a.uri))[0].root
+        elif len(ls.repos.roots()) == 1:
+            root = ls.repos.roots()[0]
+        result = await ls.repos.call(protocol.AGENTS, {"root": str(root) if root else None,
+                                                       **ls.settings.request_params(root)})
+        return {"agents": result["agents"]}
+
+    @command(ANSWER)
+    async def answer(ls, *args: Any) -> dict[str, Any]:
+        a = parse(AnswerArgs, args, ANSWER)
+        ls.repos.find(a.session_id)
+        result = await ls.repos.call(protocol.ANSWER, {"sessionId": a.session_id, "optionId": a.option_id})
+        ls.repos.adopt(result["session"])
+        return {}
 
     @command(TRUST)
     async def trust(ls, *args: Any) -> dict[str, Any]:

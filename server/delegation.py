@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from handoff.agent import protocol
+from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Session, b64
 
 from . import todos
@@ -180,11 +181,17 @@ async def delegate(
         instruction, derived = task_of(text, rng, file)
         title = title or derived
     overlays = await ls.repos.overlays(repo)
-    result = await ls.repos.call(protocol.DELEGATE, {
+    params = {
         "root": str(repo.root), "instruction": instruction, "file": file, "uri": uri,
         "range": dict(rng) if rng else None, "overlays": {k: b64(v) for k, v in overlays.items()},
         "agent": agent or None, "diagnostics": format_diagnostics(diagnostics, rng),
-        "title": title_of(title) if title else None, **ls.settings.request_params(repo.root)})
+        "title": title_of(title) if title else None, **ls.settings.request_params(repo.root)}
+    try:
+        result = await ls.repos.call(protocol.DELEGATE, params)
+    except RemoteError as exc:
+        if "handoff trust" in str(exc):  # the repository's own agent: offer to trust it, once
+            ls.settings.offer_trust(repo.root)
+        raise
     ls.settings.report(result.get("messages") or [])
     session = ls.repos.adopt(result["session"])
     log.info("session %s: %s (%s, %d overlays)", session.id, session.title, file, len(overlays))

@@ -249,6 +249,8 @@ class Repos:
         if fresh:
             self.ls.status.loaded(list(repo.sessions.values()))
             log.info("repository %s: %d sessions", root, len(repo.sessions))
+            await self.ls.settings.pull([root], with_global=False)  # its scoped settings, then
+            await self.ls.settings.config_for(root)  # what is wrong with them (or untrusted) shows
         return root
 
     async def for_uri(self, uri: str) -> tuple[Repo, str]:

@@ -230,13 +230,13 @@ def _register_lifecycle(ls: HandoffServer) -> None:
 
 
 async def _start(ls: HandoffServer) -> None:
-    """After ``initialized``: the workspace's repositories and sessions (from the daemon), then
-    their configuration (its problems shown)."""
+    """After ``initialized``: the editor's configuration, then the workspace's repositories and
+    sessions (from the daemon) with theirs (its problems shown)."""
     await ls.settings.register_for_changes()
     ls.settings.begin_batch()  # one message for every configuration problem found at start
     try:
-        await ls.repos.discover(ls.folder_uris())
         await ls.settings.refresh()
+        await ls.repos.discover(ls.folder_uris())  # each repository's own settings pulled with it
     except RemoteError as exc:  # no daemon could be reached: say so, once
         ls.show(f"Handoff: {exc}", types.MessageType.Error)
     finally:

@@ -64,14 +64,12 @@ class Settings:
         """The effective configuration of ``root`` (the daemon's wire form: camelCase keys)."""
         result = await self.ls.repos.call(protocol.CONFIG, {
             "root": str(root) if root is not None else None, **self.request_params(root)})
-        messages = result.get("messages") or []
-        self.report(messages)
-        if root is not None and any("handoff trust" in m for m in messages):
-            self.offer_trust(root)
+        self.report(result.get("messages") or [])
         return result["config"]
 
     def offer_trust(self, root: Path) -> None:
-        """Ask once per root whether to trust its Handoff settings (what `handoff trust` does)."""
+        """Ask once per root whether to trust its Handoff settings (what `handoff trust` does):
+        when a delegation met them untrusted, not at start-up (a prompt nobody asked for)."""
         if root in self._offered:
             return
         self._offered.add(root)

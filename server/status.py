@@ -387,6 +387,11 @@ def describe(s: Session, conflicts: int = 0) -> tuple[types.DiagnosticSeverity, 
     info, warn = types.DiagnosticSeverity.Information, types.DiagnosticSeverity.Warning
     if s.state is State.QUEUED:
         return info, f"Handoff: queued: {s.title}"
+    if s.state is State.RUNNING and s.question:
+        call = s.question.get("toolCall") if isinstance(s.question, dict) else None
+        what = (call or {}).get("title") if isinstance(call, dict) else None
+        return warn, (f"Handoff: the {s.agent} agent asks permission: {what or 'a tool call'} "
+                      f"({s.title}); answer with this diagnostic's code actions")
     if s.state is State.RUNNING:
         return info, f"Handoff: running: {s.title} ({s.agent} agent)"
     if s.state is State.READY:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,19 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     from handoff.agent.client import stop_daemon
 
     stop_daemon(state)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_model_clients():
+    """At the end, close the HTTP clients litellm cached for the built-in agents that ran in this
+    process (their keep-alive sockets to the scripted models would be left to the exit)."""
+    yield
+    litellm = sys.modules.get("litellm")
+    cache = getattr(getattr(litellm, "in_memory_llm_clients_cache", None), "cache_dict", {})
+    for client in list(cache.values()):
+        close = getattr(client, "close", None)
+        if callable(close) and not inspect.iscoroutinefunction(close):
+            close()
 
 
 @pytest.fixture

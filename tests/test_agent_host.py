@@ -264,8 +264,8 @@ async def test_agents_run_at_background_priority(repo: Path, model: ScriptedMode
         assert OWN_GROUP.read_text() == own_group  # the editor's session keeps its priority
     if custom_slices():
         assert slices_in(seen) == [AGENT_SLICE_NS]
-        assert f"{AGENT_SLICE_NS}\n" in next(line for line in Path(f"/proc/{host.pid}/sched").open()
-                                            if line.startswith("se.slice"))
+        sched = Path(f"/proc/{host.pid}/sched").read_text().splitlines(keepends=True)
+        assert f"{AGENT_SLICE_NS}\n" in next(line for line in sched if line.startswith("se.slice"))
 
     argv = write_agent(tmp_path / "bin", "nice_agent", f"""
         pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))

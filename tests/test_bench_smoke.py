@@ -44,7 +44,7 @@ def test_bench_quick_produces_sane_numbers(tmp_path: Path):
     assert "ERROR" not in proc.stdout, proc.stdout
     data = json.loads(out.read_text())
     b = data["benchmarks"]
-    assert {"apply", "bigfile", "handoff", "latency", "scale", "startup"} <= set(b), sorted(b)
+    assert {"apply", "bigfile", "daemon", "handoff", "latency", "scale", "startup"} <= set(b), sorted(b)
     for name, result in b.items():
         assert "error" not in result, (name, result.get("error"))
         for row in result["rows"]:  # the printed table: every measurement has a value
@@ -83,3 +83,31 @@ def test_bench_quick_produces_sane_numbers(tmp_path: Path):
     number(sc["throughput_sessions_per_s"], 0, 10_000, "scale throughput (sessions/s)")
     assert sc["states"] == {"ready": sc["sessions"]} and sc["reloaded_ready"] == sc["sessions"], sc
     rss(sc["rss_all_ready_mb"], "scale server RSS all ready")
+    for phase in ("idle", "loaded", "ready"):
+        rss(lat[f"daemon_rss_{phase}_mb"], f"daemon RSS {phase}")
+    rss(sc["daemon_rss_all_ready_mb"], "scale daemon RSS all ready")
+    rss(sc["daemon_rss_after_restart_mb"], "scale daemon RSS after the restart")
+    first, second = sc["daemon_pids"]
+    assert first != second, "the restart found the same daemon: it was not stopped"
+
+    d = b["daemon"]
+    assert d["states"] == {"ready": d["sessions"]}, d["states"]
+    # t0 and t1 are read by two clients in one event loop: a sample may be a little below zero
+    stats(d["event_first_change_ms"], -50, 10_000, "daemon event -> list, first change (ms)")
+    stats(d["event_ready_ms"], -50, 10_000, "daemon event -> list, ready (ms)")
+    stats(d["ls_warm_s"], 0.01, 60, "handoff ls warm (s)")
+    stats(d["ls_cold_s"], 0.01, 120, "handoff ls cold (s)")
+    rss(d["daemon_rss_mb"], "daemon RSS")
+
+    # No session daemon outlives the suite (a benchmark that leaves its own running has it
+    # stopped by the runner, which records it as `daemons_left_running`).
+    out_dir = str(ROOT / "bench" / "out").encode()
+    running = []
+    for proc_dir in Path("/proc").iterdir():
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"handoff.agent.daemon" in cmdline and out_dir in cmdline:
+            running.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    assert not running, running

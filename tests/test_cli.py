@@ -88,7 +88,7 @@ def test_killed_run_goes_on_a_killed_daemon_interrupts_then_resumed_and_followed
     (repo / ".handoff.toml").write_text(toml_agents({"r": argv}, "r"))
     trust_repo(repo)
     proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "first"], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not started.exists():
         assert proc.poll() is None and time.monotonic() < deadline

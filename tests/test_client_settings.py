@@ -10,7 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from handoff.agent.config import Config
+from handoff.agent.config import Config, load
 
 EXT = Path(__file__).resolve().parent.parent / "editors" / "vscode"
 # what a repository's own settings (.vscode/settings.json) must not set: they run programs or
@@ -19,17 +19,24 @@ USER_ONLY = {"apiKey", "commandPolicy", "passEnv"}
 
 
 def server_keys() -> list[str]:
-    """Every configuration key of the server, nested ones dotted (``todo.autoTrigger``)."""
+    """Every configuration key of the server, nested ones dotted (``todo.autoTrigger``): the
+    fields of :class:`Config` that the configuration accepts from a client (not the ones the
+    server only derives, such as ``untrusted``)."""
     keys = []
     for f in dataclasses.fields(Config):
-        if f.metadata.get("internal"):  # state the loading leaves, not a key anyone sets
-            continue
+        if f.metadata.get("internal"):
+            continue  # what loading found out (e.g. `untrusted`), not a key anyone sets
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)]
         else:
             keys.append(f.name)
-    return keys
+    return [k for k in keys if accepted(k)]
+
+
+def accepted(key: str) -> bool:
+    _, messages = load(None, env={}, overrides=[("client", {key: "probe"})])
+    return not any("not a known key" in m for m in messages)
 
 
 def settings() -> dict[str, dict]:
@@ -39,7 +46,10 @@ def settings() -> dict[str, dict]:
 
 def test_every_server_key_is_a_vscode_setting_and_forwarded():
     declared, forwarded = settings(), (EXT / "src" / "settings.ts").read_text()
-    for key in server_keys():
+    keys = server_keys()
+    assert {"model", "agents", "commandPolicy", "passEnv", "keepFinishedDays", "todo.autoTrigger"} <= set(keys)
+    assert "untrusted" not in keys
+    for key in keys:
         assert f"handoff.{key}" in declared, f"no VS Code setting handoff.{key}"
         assert f"'{key}'" in forwarded, f"src/settings.ts does not forward {key}"
         # unset by default, so .handoff.toml and the environment keep their say

@@ -18,13 +18,14 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
     env["TMPDIR"] = str(tmpdir)  # where the demo makes its folders
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo.py")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append((time.monotonic(), line))
-    stderr = proc.stderr.read() if proc.stderr else ""
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: the server's log must never block the demo
+    with log.open("w") as err, subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo.py")],
+                                                env=env, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # as they come, to time the silences
+            lines.append((time.monotonic(), line))
+    stderr = log.read_text()
     assert proc.wait(timeout=300) == 0, "".join(line for _, line in lines) + stderr[-3000:]
     out = "".join(line for _, line in lines)
     assert "offline scripted model" in out  # it says plainly what it is

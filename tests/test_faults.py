@@ -449,7 +449,7 @@ def test_not_a_repository(tmp_path: Path) -> None:
 async def test_not_a_repository_through_the_manager(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
-    mgr = SessionManager(plain, Config(agent="builtin"))
+    mgr = SessionManager(plain, Config(agent="builtin", model="openai/scripted"))
     s = await run(mgr)
     assert s.state is State.FAILED and s.error == f"not a git repository: {plain}"
     assert sorted(p.name for p in plain.iterdir()) == []

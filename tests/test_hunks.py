@@ -79,3 +79,27 @@ def test_write_in_worktree_never_follows_a_link(tmp_path: Path):
     assert (worktree / "deep" / "new.py").read_bytes() == b"y = 1\n"
     write_in_worktree(worktree, "deep/new.py", None)
     assert not (worktree / "deep" / "new.py").exists()
+
+
+def test_bare_selection_agrees_with_the_task_rules():
+    """The code action's quick check (per-text caches) says "no task here" exactly when
+    ``delegation.task_of`` would refuse, for every selection of a few documents."""
+    from lsprotocol import types
+
+    from handoff.server import delegation
+    from handoff.server.code_actions import _bare
+
+    texts = [NOW, "# Document sub.\n" + NOW, NOW.replace("def sub", "# TODO: abs\n\n\ndef sub"),
+             "x = 1  # note\n\n/* block\n   text */\ny = 2\n# \nz = 3\n", "a = '# not a comment'\nb = 1\n"]
+    for text in texts:
+        n = len(text.splitlines())
+        for a in range(n + 1):
+            for b in range(a, n + 2):
+                rng = types.Range(start=types.Position(line=a, character=0), end=types.Position(line=b, character=0))
+                try:
+                    delegation.task_of(text, {"start": {"line": a, "character": 0},
+                                              "end": {"line": b, "character": 0}}, "f.py")
+                    refused = False
+                except delegation.NoTask:
+                    refused = True
+                assert _bare(text, rng) is refused, (text, a, b)

@@ -94,4 +94,5 @@ async def test_tcp(repo: Path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.stdout.read() == b""
+    with proc:  # closes its pipes
+        assert proc.stdout.read() == b""

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from pygls.exceptions import JsonRpcException
 
 from handoff.agent import trust
+from handoff.agent.client import stop_daemon
 from tests.conftest import GIT_ENV, git
 from tests.support.lsp_agents import Agent
 from tests.support.lsp_client import Editor
@@ -84,7 +85,7 @@ class Fuzz:
     def seed(self) -> None:
         """Sessions for the session commands to meet: two that get ready, one that fails."""
         async def go() -> None:
-            for agent in ("edit", "edit", "builtin"):
+            for agent in ("edit", "edit", "bad"):
                 arg = {"uri": self.app, "instruction": f"seeded for {agent}", "agent": agent}
                 await self.request("workspace/executeCommand",
                                    {"command": "handoff.delegate", "arguments": [arg]})
@@ -133,8 +134,9 @@ def fuzz(tmp_path_factory):
     (repo / "closed.py").write_text("# a file the editor never opens\nz = 3\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "initial")
-    Agent(repo, base / "agent").configure(extra_toml="maxParallel = 2")
-    trust.trust(repo, root=base / "state")  # the state folder this editor's daemon uses
+    # `bad` fails at once (the built-in agent, with no model, would be refused before it starts)
+    Agent(repo, base / "agent").configure(extra_toml='maxParallel = 2\n[agents.bad]\ncommand = ["false"]')
+    trust.trust(repo, root=base / "state")  # the editor's own state folder (below)
     outside = base / "outside.py"
     outside.write_text("# TODO: outside\n")
     (base / "home").mkdir()
@@ -156,6 +158,7 @@ def fuzz(tmp_path_factory):
                 loop.run_until_complete(editor.client.stop())
         finally:
             loop.close()
+            stop_daemon(base / "state")  # the daemon its server started ends with the module
 
 
 # -- strategies ----------------------------------------------------------------------------

@@ -166,3 +166,5 @@ def test_an_editor_that_does_not_read_never_stops_the_server(repo: Path, tmp_pat
     finally:
         proc.kill()
         proc.wait(10)
+        proc.stdout.close()
+        proc.stdin.close()

@@ -204,6 +204,9 @@ def test_delegate_and_apply_in_neovim(nvim: Path, sample: Path, tmp_path: Path) 
     assert "ERROR" not in health, health
     assert "server version" in health, health
     assert 'agent "edit"' in health, health
+    # the server's list of agents: the configured one is found, the presets say how to install
+    assert "edit [default] (command, configured):" in health and sys.executable in health, health
+    assert "claude (acp, preset)" in health, health
 
 
 APP_LIFECYCLE = (

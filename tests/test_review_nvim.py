@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git
+from tests.support.agents import trust_repo
 from tests.test_nvim import SUPPORT, handoff_lsp, nvim, run_lua, sample_text  # noqa: F401
 
 SUM = sample_text().replace("return a + b\n", "return a + b  # sum\n")
@@ -22,6 +23,7 @@ def test_review_hunks_in_neovim(nvim: Path, repo: Path, tmp_path: Path) -> None:
         f"command = [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "handoff config")
+    trust_repo(repo)  # the repository's own agent runs only once its settings are trusted
     work = tmp_path / "nvim"
     task_copy = tmp_path / "follow-up-task.txt"
     result, diagnosis = run_lua(nvim, "review.lua", work, repo, {

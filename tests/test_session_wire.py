@@ -33,7 +33,9 @@ def full_session() -> Session:
         steps=7, costUsd=0.0123, summary="documented sub", filesChanged=["file:///r/app.py", "file:///r/b.py"],
         error="an earlier run failed", repoRoot="/r", baseCommit="a" * 40, resultCommit="b" * 40,
         worktree="/state/wt", branch="handoff/x", instruction="document it", file="app.py",
-        pid=123, agentPid=456, conflicts=2, hunks=4, runs=3)
+        pid=123, agentPid=456, conflicts=2, hunks=4, runs=3,
+        question={"toolCall": {"title": "Edit app.py", "kind": "edit", "locations": ["/r/app.py"]},
+                  "options": [{"optionId": "yes", "name": "Allow", "kind": "allow_once"}]})
     unset = [f.name for f in dataclasses.fields(Session) if getattr(s, f.name) == default(f)]
     assert unset == [], f"give every field a value that is not its default: {unset}"
     return s

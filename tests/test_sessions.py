@@ -252,6 +252,8 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # the terminal, then the daemon that ran the session
     proc.wait()
+    proc.stdout.close()  # not read to the end: the orphaned agent may still hold the other ends
+    proc.stderr.close()
     os.kill(int((Path(os.environ["HANDOFF_STATE_DIR"]) / "daemon" / "daemon.pid").read_text()),
             signal.SIGKILL)
 

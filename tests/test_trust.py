@@ -136,6 +136,10 @@ async def test_lsp_offers_to_trust_and_then_the_agent_runs(caps, repo: Path, tmp
     editor.choose = lambda params: "Trust this repository's Handoff settings"
     try:
         uri = editor.open(repo / "app.py")
+        await editor.command("handoff.listSessions", {})  # start-up over: nothing was asked yet
+        assert editor.message_requests == []
+        with pytest.raises(JsonRpcException, match="handoff trust"):  # the delegation meets it
+            await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"})
         await editor.wait_for(lambda: editor.message_requests, "the offer to trust the settings")
         [offer] = editor.message_requests
         assert str(repo) in offer.message and not marker.exists()

@@ -9,7 +9,7 @@ process group when cancelled.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +39,10 @@ class AgentContext:
     progress: Callable[[str, int, float], None] = lambda message, steps, cost: None
     # started(pid) is told the process group of an agent process, so a crash can be cleaned up
     started: Callable[[int], None] = lambda pid: None
+    # ask(question) puts an agent's permission question to the developer (``permissions = "ask"``)
+    # and returns the optionId they chose ("" for none); None when no one can be asked. question:
+    # {toolCall: {title, kind, locations}, options: [{optionId, name, kind}]}
+    ask: Callable[[dict[str, Any]], Awaitable[str]] | None = None
 
 
 @dataclasses.dataclass

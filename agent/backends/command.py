@@ -1,31 +1,70 @@
 """Command agents: any CLI run in the worktree (aider, ``claude -p``, ``codex exec``...).
 
-Contract (docs/DESIGN.md): argv run with cwd = the worktree and stdin closed; ``{task_file}`` and
-``{task}`` in argv are replaced; the environment gets ``HANDOFF_TASK``, ``HANDOFF_TASK_FILE``,
-``HANDOFF_SESSION_ID``, ``HANDOFF_FILE`` and ``HANDOFF_RANGE``. Exit 0 means done, the last
-non-empty stdout line is the summary, the changes left in the worktree are the result.
+Contract (docs/DESIGN.md): argv run with cwd = the worktree and stdin closed; ``{task_file}`` (the
+brief's path), ``{brief}`` (the whole brief's text) and ``{task}`` (the instruction) in argv are
+replaced; the environment gets ``HANDOFF_TASK``, ``HANDOFF_TASK_FILE``, ``HANDOFF_SESSION_ID``,
+``HANDOFF_FILE`` and ``HANDOFF_RANGE``. Exit 0 means done, the last non-empty stdout line is
+the summary, the changes left in the worktree are the result. A failure's message carries the
+last lines of stdout and stderr, colour codes stripped.
 
 Command agents are programs the developer chose: they are not sandboxed and run with the
-developer's rights. Their environment is scrubbed all the same: credentials (names matching
-KEY, TOKEN, SECRET, PASSWORD, CREDENTIAL; HANDOFF_API_KEY, SSH_AUTH_SOCK) and variables that
-would point git at another repository are left out, unless ``agents.<name>.passEnv`` names them.
+developer's rights. Their environment is scrubbed all the same: credentials (:mod:`..secrets`:
+names with a part such as KEY, TOKEN, SECRET, PASSWORD; HANDOFF_API_KEY, SSH_AUTH_SOCK) and
+variables that would point git at another repository are left out, unless
+``agents.<name>.passEnv`` names them; ``agents.<name>.env`` adds variables. The names left out
+are recorded in the transcript (names only).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 
 import anyio
 
 from ..brief import range_label
+from ..config import AgentSpec
 from ..processes import background
-from ..sandbox import agent_env
+from ..sandbox import GIT_REDIRECT_VARS
+from ..secrets import is_secret_name, scrub
 from .base import AgentContext, AgentError, LimitReached, Outcome
 
 OUTPUT_CAP = 64 * 1024  # bytes of each stream kept (head and tail)
+ERROR_LINES = 15  # lines of each stream a failure's message shows
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour and cursor codes."""
+    return _ANSI.sub("", text).replace("\r\n", "\n")
+
+
+def agent_environment(spec: AgentSpec | None, extra: dict[str, str],
+                      base: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """The environment of an external agent and the secret-looking names left out of it:
+    ``base`` (the delegating client's; ours when None) without credentials (unless ``passEnv``
+    names them) and without variables that redirect git, plus the agent's ``env``, plus
+    ``extra``."""
+    env, dropped = scrub(os.environ if base is None else base, spec.passEnv if spec else (),
+                         GIT_REDIRECT_VARS)
+    if spec is not None:
+        env.update(spec.env)
+    env.update(extra)
+    return env, dropped
+
+
+def hide_env_secrets(ctx: AgentContext, spec: AgentSpec | None) -> None:
+    """Secret-looking values an agent's ``env`` sets are hidden in records like ours."""
+    if spec is not None and ctx.redactor is not None:
+        ctx.redactor.add(v for k, v in spec.env.items() if is_secret_name(k))
+
+
+def _tail(text: str, n: int = ERROR_LINES) -> str:
+    return "\n".join(strip_ansi(text).strip().splitlines()[-n:])
 
 
 class _Capped:
@@ -77,24 +116,25 @@ class CommandBackend:
         self.argv = argv
 
     def _argv(self, ctx: AgentContext) -> list[str]:
-        return [
-            a.replace("{task_file}", str(ctx.brief_path)).replace("{task}", ctx.instruction)
-            for a in self.argv
-        ]
+        subs = {"{task_file}": str(ctx.brief_path), "{brief}": ctx.brief, "{task}": ctx.instruction}
+        pattern = re.compile("|".join(re.escape(k) for k in subs))
+        return [pattern.sub(lambda m: subs[m.group(0)], a) for a in self.argv]
 
-    def _env(self, ctx: AgentContext) -> dict[str, str]:
-        spec = ctx.config.agents.get(self.name)
-        return agent_env(os.environ if ctx.env is None else ctx.env, spec.passEnv if spec else (), {
+    def _env(self, ctx: AgentContext) -> tuple[dict[str, str], list[str]]:
+        spec = ctx.config.agent_spec(self.name)
+        hide_env_secrets(ctx, spec)
+        return agent_environment(spec, {
             "HANDOFF_TASK": ctx.instruction,
             "HANDOFF_TASK_FILE": str(ctx.brief_path),
             "HANDOFF_SESSION_ID": ctx.session_id,
             "HANDOFF_FILE": ctx.file or "",
             "HANDOFF_RANGE": range_label(ctx.range),
-        })
+        }, ctx.env)
 
     async def run(self, ctx: AgentContext) -> Outcome:
         argv = self._argv(ctx)
-        ctx.record({"type": "command", "argv": argv})
+        env, dropped = self._env(ctx)
+        ctx.record({"type": "command", "argv": argv, "envDropped": dropped})
         ctx.progress(f"running {os.path.basename(argv[0])}", 0, 0.0)
         out, err = _Capped(), _Capped()
         started = time.monotonic()
@@ -102,7 +142,7 @@ class CommandBackend:
             proc = await anyio.open_process(
                 argv,
                 cwd=ctx.worktree,
-                env=self._env(ctx),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -143,8 +183,10 @@ class CommandBackend:
                     }
                 )
         if proc.returncode != 0:
-            tail = "\n".join(err.text().strip().splitlines()[-15:]) or "(no stderr)"
-            raise AgentError(f"agent `{self.name}` {_exit_description(proc.returncode)}:\n{tail}")
-        lines = [line.strip() for line in out.text().splitlines() if line.strip()]
+            parts = [f"{label}:\n{t}" for label, t in (("stdout", _tail(out.text())),
+                                                         ("stderr", _tail(err.text()))) if t]
+            shown = "\n".join(parts) or "(no output)"
+            raise AgentError(f"agent `{self.name}` {_exit_description(proc.returncode)}:\n{shown}")
+        lines = [line.strip() for line in strip_ansi(out.text()).splitlines() if line.strip()]
         summary = lines[-1] if lines else f"agent `{self.name}` finished"
         return Outcome(summary=summary, steps=1)

@@ -48,7 +48,7 @@ export function resolveServer(): ServerCommand | { error: string } {
   }
   return {
     error:
-      'The language server `handoff-lsp` was not found on PATH. Install it (`pip install handoff-lsp`) ' +
+      'The language server `handoff-lsp` was not found on PATH. Install it from a clone of Handoff (`pipx install .`) ' +
       'or set `handoff.server.path` (the executable) or `handoff.server.python` (an interpreter that has it).',
   };
 }

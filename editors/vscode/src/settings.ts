@@ -22,7 +22,10 @@ export interface HandoffConfig {
   /** User or remote settings only (scope "machine"); better HANDOFF_API_KEY in the environment. */
   apiKey?: string;
   agent?: string;
-  agents?: Record<string, { command?: string[]; acp?: string[]; passEnv?: string[] }>;
+  agents?: Record<string, {
+    command?: string[]; acp?: string[]; passEnv?: string[]; env?: Record<string, string>;
+    exclude?: string[]; permissions?: 'worktree' | 'reject' | 'ask';
+  }>;
   maxParallel?: number;
   maxSteps?: number;
   maxCostUsd?: number;
@@ -35,6 +38,10 @@ export interface HandoffConfig {
   /** Secret-looking variables run_command may see; user or remote settings only. */
   passEnv?: string[];
   keepFinishedDays?: number;
+  /** Globs kept out of every result. */
+  exclude?: string[];
+  /** How ACP agents' permission requests are answered. */
+  permissions?: 'worktree' | 'reject' | 'ask';
   notify?: boolean;
   daemon?: { idleMinutes?: number };
 }
@@ -55,6 +62,8 @@ const CONFIG_KEYS = [
   'commandPolicy',
   'passEnv',
   'keepFinishedDays',
+  'exclude',
+  'permissions',
   'notify',
 ] as const;
 

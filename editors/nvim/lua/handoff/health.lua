@@ -224,6 +224,34 @@ local function check_clients()
   health.info('sessions: ' .. (text ~= '' and text or 'none active'))
 end
 
+--- What the server says of every agent (handoff.agents): installed or not, and how to install it.
+local function check_agents()
+  local client = vim.lsp.get_clients({ name = 'handoff' })[1]
+  if not client then
+    health.info('start the server (open a file of a repository) to list the agents it can run')
+    return
+  end
+  local buf = user_buffer()
+  local arg = buf and { uri = vim.uri_from_bufnr(buf) } or {}
+  local reply = client:request_sync('workspace/executeCommand',
+    { command = 'handoff.agents', arguments = { arg } }, 10000, buf or 0)
+  if not reply or reply.err or not reply.result then
+    local why = reply and reply.err and reply.err.message or 'no answer'
+    health.warn('the server did not list its agents: ' .. why)
+    return
+  end
+  for _, a in ipairs(reply.result.agents or {}) do
+    local label = ('%s%s (%s, %s)'):format(a.name, a.default and ' [default]' or '', a.kind, a.source)
+    if a.found and a.found ~= vim.NIL then
+      health.ok(label .. ': ' .. a.found)
+    elseif a.default then
+      health.warn(label .. ': not installed', { a.install })
+    else
+      health.info(label .. ': not installed (' .. a.install .. ')')
+    end
+  end
+end
+
 function M.check()
   health.start('handoff: editor')
   check_neovim()
@@ -233,6 +261,8 @@ function M.check()
   health.start('handoff: git and agent')
   check_git()
   check_agent()
+  health.start('handoff: agents')
+  check_agents()
 end
 
 return M
