@@ -84,10 +84,21 @@ def test_claude_code_acp(repo: Path, tmp_path: Path) -> None:
     assert any(p.startswith("/v1/messages") for p in out["requests"])
 
 
+def _homes() -> Path:
+    """A folder for agents' homes outside /tmp whatever the clone's path is (CI may clone under
+    /tmp): beside the agents' npm cache, else in the checkout."""
+    cache = Path(os.environ.get("HANDOFF_AGENTS_NPM", "/var/cache/handoff-agents")).parent / "handoff-agent-homes"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        return cache
+    except OSError:
+        return ROOT / ".real-agents"
+
+
 def codex_home(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """Codex's own configuration: its model provider is the scripted server. Not under /tmp:
     codex refuses to put its sandbox helpers there (then its apply_patch cannot run)."""
-    home = ROOT / ".real-agents" / tmp_path.name / "codex"
+    home = _homes() / tmp_path.name / "codex"
     shutil.rmtree(home, ignore_errors=True)
     config = ('model = "gpt-5.1-codex"\nmodel_provider = "scripted"\n'
               '[model_providers.scripted]\nname = "scripted"\nbase_url = "{url}/v1"\n'

@@ -15,6 +15,7 @@ import pytest
 
 from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
+from handoff.agent.processes import pid_alive
 from handoff.agent.session import State
 from tests.conftest import git
 from tests.support.agents import command_manager, toml_agents, trust_repo, write_agent
@@ -254,8 +255,11 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
     proc.wait()
     proc.stdout.close()  # not read to the end: the orphaned agent may still hold the other ends
     proc.stderr.close()
-    os.kill(int((Path(os.environ["HANDOFF_STATE_DIR"]) / "daemon" / "daemon.pid").read_text()),
-            signal.SIGKILL)
+    daemon = int((Path(os.environ["HANDOFF_STATE_DIR"]) / "daemon" / "daemon.pid").read_text())
+    os.kill(daemon, signal.SIGKILL)
+    while pid_alive(daemon):  # gone (it was detached: init reaps it)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
     cfg, _ = config_mod.load(repo)
     mgr = SessionManager(repo, cfg)
