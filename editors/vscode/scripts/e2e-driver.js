@@ -133,16 +133,26 @@ async function codeLenses(page) {
 }
 
 async function clickCodeLens(page, text, index = 0) {
-  const handles = await page.locator('#workbench\\.parts\\.editor .editor-instance .monaco-editor .codelens-decoration a').elementHandles();
-  const found = [];
-  for (const h of handles) {
-    const t = ((await h.textContent()) || '').replace(/\u00a0/g, ' ').trim();
-    const box = await h.boundingBox();
-    if (t === text && box) found.push({ h, top: box.y });
+  // CodeLenses are re-rendered whenever the extension refreshes them (a session list arrives):
+  // a link found a moment ago may be replaced before the click lands. Find it again then.
+  for (let attempt = 1; ; attempt++) {
+    const handles = await page.locator('#workbench\\.parts\\.editor .editor-instance .monaco-editor .codelens-decoration a').elementHandles();
+    const found = [];
+    for (const h of handles) {
+      const t = ((await h.textContent()) || '').replace(/\u00a0/g, ' ').trim();
+      const box = await h.boundingBox();
+      if (t === text && box) found.push({ h, top: box.y });
+    }
+    found.sort((a, b) => a.top - b.top);
+    if (!found[index]) throw new Error(`no CodeLens "${text}" #${index}`);
+    try {
+      await found[index].h.click({ timeout: 3000 });
+      return;
+    } catch (err) {
+      if (attempt >= 5 || !/not attached|not stable|Timeout/i.test(String(err))) throw err;
+      await page.waitForTimeout(200);
+    }
   }
-  found.sort((a, b) => a.top - b.top);
-  if (!found[index]) throw new Error(`no CodeLens "${text}" #${index}`);
-  await found[index].h.click();
 }
 
 async function inlineProposals(page) {
