@@ -73,15 +73,6 @@ def _id(path: str, old: str, new: str, occurrence: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _decode(data: bytes | None) -> str | None:
-    if data is None:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def _line_index(pos: types.Position) -> int:
     """The line index of a position :func:`edits.text_edits` makes: a line start, or the end of
     an unterminated last line (then: past it)."""
@@ -102,7 +93,7 @@ def file_hunks(fm: Planned, uri: str, current: str | None, encoding: str) -> lis
     if fm.action == "unchanged" or (fm.action == "conflict" and fm.resolved is None):
         return []
     text_merge = fm.action == "write" or (fm.action == "conflict" and not fm.old_path)
-    new = _decode(fm.resolved if fm.action == "conflict" else fm.content)
+    new = edits._decode(fm.resolved if fm.action == "conflict" else fm.content)
     if text_merge and current is not None and new is not None:
         lines = edits.split_keepends(current)
         seen: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -130,7 +121,7 @@ def hunks_of(repo: Repo, plans: list[Planned], docs: Mapping[str, edits.OpenDoc]
     for fm in plans:
         where = fm.old_path or fm.path
         uri = docs[where].uri if where in docs else (repo.root / where).as_uri()
-        text = docs[where].text if where in docs else _decode(current.get(where))
+        text = docs[where].text if where in docs else edits._decode(current.get(where))
         found += file_hunks(fm, uri, text, encoding)
     return found
 
@@ -138,7 +129,7 @@ def hunks_of(repo: Repo, plans: list[Planned], docs: Mapping[str, edits.OpenDoc]
 def _text_of(path: str, docs: Mapping[str, edits.OpenDoc], current: Mapping[str, bytes | None]) -> str:
     if path in docs:
         return docs[path].text
-    text = _decode(current.get(path))
+    text = edits._decode(current.get(path))
     assert text is not None, path  # a text hunk exists only for a text file
     return text
 
