@@ -83,7 +83,9 @@ def build_brief(
         "- Your changes come back to the developer as edits they review; do not commit.",
     ]
     if submodules:
-        shown = ", ".join(f"`{p}`" for p in submodules[:20]) + (", ..." if len(submodules) > 20 else "")
+        shown = ", ".join(f"`{p}`" for p in submodules[:20]) + (
+            ", ..." if len(submodules) > 20 else ""
+        )
         parts += [
             f"- This repository has git submodules ({shown}): their folders are empty in your",
             "  worktree (their contents are not checked out), and changes inside them do not come",

@@ -73,7 +73,9 @@ class Terminal:
         self.latest: dict[str, dict[str, Any]] = {}  # session id -> its latest wire form
         self.changed = asyncio.Event()
         self._line = ""
-        self.client = DaemonClient(name="handoff", on_session=self._session, on_progress=self._progress)
+        self.client = DaemonClient(
+            name="handoff", on_session=self._session, on_progress=self._progress
+        )
         self.root = ""
 
     async def open(self, start: Path) -> list[Session]:
@@ -88,7 +90,9 @@ class Terminal:
     def _session(self, wire: dict[str, Any]) -> None:
         previous = self.latest.get(wire.get("id", ""))
         self.latest[wire.get("id", "")] = wire
-        if wire.get("id") == self.watch and (previous is None or previous["state"] != wire["state"]):
+        if wire.get("id") == self.watch and (
+            previous is None or previous["state"] != wire["state"]
+        ):
             print(f"[{wire['id']}] {wire['state']}", file=sys.stderr)
         self.changed.set()
 
@@ -147,13 +151,22 @@ async def _run(args: argparse.Namespace, term: Terminal) -> int:
     await term.open(Path.cwd())
     file = _repo_file(term, args.file) if args.file else None
     result = await term.call(
-        protocol.DELEGATE, instruction=args.instruction, file=file,
-        uri=Path(args.file).resolve().as_uri() if args.file else None, range=rng, agent=args.agent,
-        env=client_env(), overrides=[])
+        protocol.DELEGATE,
+        instruction=args.instruction,
+        file=file,
+        uri=Path(args.file).resolve().as_uri() if args.file else None,
+        range=rng,
+        agent=args.agent,
+        env=client_env(),
+        overrides=[],
+    )
     for m in result.get("messages") or []:
         print(f"handoff: config: {m}", file=sys.stderr)
-    print(f"[{result['session']['id']}] delegated (it goes on in the background if you stop "
-          "waiting: `handoff ls`)", file=sys.stderr)
+    print(
+        f"[{result['session']['id']}] delegated (it goes on in the background if you stop "
+        "waiting: `handoff ls`)",
+        file=sys.stderr,
+    )
     return await term.follow(result["session"])
 
 
@@ -178,8 +191,10 @@ async def cmd_ls(args: argparse.Namespace, term: Terminal) -> int:
         if s.question:
             call = s.question.get("toolCall") or {}
             options = " | ".join(str(o.get("optionId")) for o in s.question.get("options") or [])
-            print(f"{'':<20} asks: {call.get('title') or 'permission'} -> "
-                  f"handoff answer {s.id} {{{options}}}")
+            print(
+                f"{'':<20} asks: {call.get('title') or 'permission'} -> "
+                f"handoff answer {s.id} {{{options}}}"
+            )
     return 0
 
 
@@ -203,17 +218,23 @@ async def cmd_show(args: argparse.Namespace, term: Terminal) -> int:
 
 async def cmd_apply(args: argparse.Namespace, term: Terminal) -> int:
     await term.open(Path.cwd())
-    report = await term.call(protocol.APPLY_TO_DISK, sessionId=args.id,
-                             conflictMarkers=args.conflict_markers)
+    report = await term.call(
+        protocol.APPLY_TO_DISK, sessionId=args.id, conflictMarkers=args.conflict_markers
+    )
     for path in report["written"]:
         print(f"applied  {path}")
     for fm in report["conflicts"]:
-        regions = ", ".join(f"{c['start'] + 1}-{max(c['end'], c['start'] + 1)}" for c in fm["conflicts"])
+        regions = ", ".join(
+            f"{c['start'] + 1}-{max(c['end'], c['start'] + 1)}" for c in fm["conflicts"]
+        )
         verb = "markers " if args.conflict_markers else "conflict"
         print(f"{verb} {fm['path']} (lines {regions or '?'}): {fm['reason']}")
     if report["conflicts"] and not args.conflict_markers:
-        print(f"{len(report['conflicts'])} file(s) conflict and were left untouched; "
-              f"`handoff apply {args.id} --conflict-markers` writes them with markers", file=sys.stderr)
+        print(
+            f"{len(report['conflicts'])} file(s) conflict and were left untouched; "
+            f"`handoff apply {args.id} --conflict-markers` writes them with markers",
+            file=sys.stderr,
+        )
         return 1
     if not report["written"]:
         print(f"{args.id}: nothing to write: your files already hold its result; marked applied")
@@ -237,7 +258,10 @@ async def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 async def cmd_gc(args: argparse.Namespace, term: Terminal) -> int:
     await term.open(Path.cwd())
     removed = (await term.call(protocol.GC))["removed"]
-    print(f"removed {len(removed)} leftover session(s)" + (": " + ", ".join(removed) if removed else ""))
+    print(
+        f"removed {len(removed)} leftover session(s)"
+        + (": " + ", ".join(removed) if removed else "")
+    )
     return 0
 
 
@@ -273,19 +297,26 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             print(f"no Handoff daemon is running for {root}")
             return 1
         counts = ", ".join(f"{n} {state}" for state, n in sorted(st["sessions"].items())) or "none"
-        print(f"pid {st['pid']}  version {st['version']} (protocol {st['protocolVersion']})  "
-              f"up {_duration(time.time() - st['startedAt'])}")
+        print(
+            f"pid {st['pid']}  version {st['version']} (protocol {st['protocolVersion']})  "
+            f"up {_duration(time.time() - st['startedAt'])}"
+        )
         print(f"socket: {st['socket']}")
         print(f"state: {st['stateDir']}")
         print(f"sessions: {counts}")
-        clients = ", ".join(f"{c.get('name', '?')} (pid {c.get('pid', '?')})" for c in st["clients"]) or "none"
+        clients = (
+            ", ".join(f"{c.get('name', '?')} (pid {c.get('pid', '?')})" for c in st["clients"])
+            or "none"
+        )
         print(f"clients: {clients}")
         for repo in st["repos"]:
             print(f"repository: {repo}")
         return 0
     if args.action == "stop":
         if stop_daemon(root):
-            print("the Handoff daemon stopped (running sessions are interrupted: `handoff resume ID`)")
+            print(
+                "the Handoff daemon stopped (running sessions are interrupted: `handoff resume ID`)"
+            )
         else:
             print(f"no Handoff daemon is running for {root}")
         return 0
@@ -295,7 +326,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"no daemon log yet ({path})")
         return 0
-    print("\n".join(lines[-args.lines:]))
+    print("\n".join(lines[-args.lines :]))
     return 0
 
 
@@ -337,35 +368,56 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lines", help="1-based line range A-B in --file")
     run.add_argument("--agent", help="builtin or a name under `agents`")
     sub.add_parser("ls", help="list sessions")
-    for name, helptext in (("show", "summary and diff"), ("discard", "drop a session"),
-                           ("cancel", "stop a running session")):
+    for name, helptext in (
+        ("show", "summary and diff"),
+        ("discard", "drop a session"),
+        ("cancel", "stop a running session"),
+    ):
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("id")
     ap = sub.add_parser("apply", help="merge a result into the working tree (3-way)")
     ap.add_argument("id")
-    ap.add_argument("--conflict-markers", action="store_true",
-                    help="write conflicting files with conflict markers")
-    fu = sub.add_parser("followup", help="continue a session in its worktree with a new instruction")
+    ap.add_argument(
+        "--conflict-markers",
+        action="store_true",
+        help="write conflicting files with conflict markers",
+    )
+    fu = sub.add_parser(
+        "followup", help="continue a session in its worktree with a new instruction"
+    )
     fu.add_argument("id")
     fu.add_argument("instruction")
     rs = sub.add_parser("resume", help="run an interrupted, failed or cancelled session again")
     rs.add_argument("id")
     sub.add_parser("gc", help="remove worktrees, branches and refs left by crashed sessions")
-    an = sub.add_parser("answer", help="answer an agent's permission question (permissions = \"ask\")")
+    an = sub.add_parser(
+        "answer", help='answer an agent\'s permission question (permissions = "ask")'
+    )
     an.add_argument("id")
     an.add_argument("option", help="one of the options `handoff ls` shows")
     sub.add_parser("trust", help="trust this repository's Handoff settings as they are now")
     dm = sub.add_parser("daemon", help="the session daemon: run it here, or status|stop|logs")
     dm.add_argument("action", nargs="?", choices=["status", "stop", "logs"])
-    dm.add_argument("-n", "--lines", type=int, default=200, help="logs: how many lines (default 200)")
-    ag = sub.add_parser("agents", help="presets and configured agents, and whether each is installed")
+    dm.add_argument(
+        "-n", "--lines", type=int, default=200, help="logs: how many lines (default 200)"
+    )
+    ag = sub.add_parser(
+        "agents", help="presets and configured agents, and whether each is installed"
+    )
     ag.add_argument("--json", action="store_true", help="one JSON object per agent")
     return p
 
 
 _ASYNC: dict[str, Callable[[argparse.Namespace, Terminal], Awaitable[int]]] = {
-    "run": _run, "followup": _again, "resume": _again, "ls": cmd_ls, "show": cmd_show,
-    "apply": cmd_apply, "discard": cmd_discard, "cancel": cmd_cancel, "gc": cmd_gc,
+    "run": _run,
+    "followup": _again,
+    "resume": _again,
+    "ls": cmd_ls,
+    "show": cmd_show,
+    "apply": cmd_apply,
+    "discard": cmd_discard,
+    "cancel": cmd_cancel,
+    "gc": cmd_gc,
     "answer": cmd_answer,
 }
 
@@ -394,8 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if args.cmd in ("run", "followup", "resume"):
-            print("\nhandoff: stopped waiting; the session goes on (`handoff ls`, `handoff cancel ID`)",
-                  file=sys.stderr)
+            print(
+                "\nhandoff: stopped waiting; the session goes on (`handoff ls`, `handoff cancel ID`)",
+                file=sys.stderr,
+            )
         return 130
 
 

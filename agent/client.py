@@ -54,19 +54,32 @@ def start_daemon(root: Path) -> None:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "handoff.agent.daemon", "--state-dir", str(root), "--detach"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, cwd="/", timeout=START_TIMEOUT_S, check=False)
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd="/",
+            timeout=START_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DaemonUnavailable(f"the Handoff daemon could not be started: {exc}") from None
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise DaemonUnavailable(err[-1] if err else f"the Handoff daemon exited with code {proc.returncode}")
+        raise DaemonUnavailable(
+            err[-1] if err else f"the Handoff daemon exited with code {proc.returncode}"
+        )
 
 
 class DaemonClient:
-    def __init__(self, root: Path | None = None, *, name: str = "handoff",
-                 on_session: Callable[[dict[str, Any]], None] | None = None,
-                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        name: str = "handoff",
+        on_session: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.root = Path(root) if root is not None else state_root()
         self.name = name
         self.on_session = on_session
@@ -88,11 +101,15 @@ class DaemonClient:
     # -- connecting ------------------------------------------------------------------------
     async def _open(self) -> Connection | None:
         try:
-            reader, writer = await asyncio.open_unix_connection(str(self.socket), limit=protocol.LINE_LIMIT)
+            reader, writer = await asyncio.open_unix_connection(
+                str(self.socket), limit=protocol.LINE_LIMIT
+            )
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         except PermissionError as exc:
-            raise DaemonUnavailable(f"the Handoff daemon's socket {self.socket} is not ours: {exc.strerror}") from None
+            raise DaemonUnavailable(
+                f"the Handoff daemon's socket {self.socket} is not ours: {exc.strerror}"
+            ) from None
         return Connection(reader, writer, self._dispatch, name="daemon")
 
     async def connect(self, *, start: bool = True) -> protocol.InitializeResult:
@@ -107,11 +124,17 @@ class DaemonClient:
             self.lost = asyncio.Event()
             self._reader = spawn_serve(conn, lambda c: self.lost.set())
             try:
-                info: protocol.InitializeResult = await conn.request(protocol.INITIALIZE, {
-                    "protocolVersion": protocol.PROTOCOL_VERSION,
-                    "client": {"name": self.name, "pid": os.getpid()}})
+                info: protocol.InitializeResult = await conn.request(
+                    protocol.INITIALIZE,
+                    {
+                        "protocolVersion": protocol.PROTOCOL_VERSION,
+                        "client": {"name": self.name, "pid": os.getpid()},
+                    },
+                )
             except ConnectionLost:
-                raise DaemonUnavailable("the Handoff daemon closed the connection" + _log_tail(self.root)) from None
+                raise DaemonUnavailable(
+                    "the Handoff daemon closed the connection" + _log_tail(self.root)
+                ) from None
             if info.get("protocolVersion") == protocol.PROTOCOL_VERSION:
                 self.info = info
                 return info
@@ -121,7 +144,8 @@ class DaemonClient:
                     f"a Handoff daemon of another version ({info.get('version')}, protocol "
                     f"{info.get('protocolVersion')}; this is {__version__}, protocol "
                     f"{protocol.PROTOCOL_VERSION}) is running with {info.get('active', 0)} active "
-                    "session(s); when they are done, run `handoff daemon stop`")
+                    "session(s); when they are done, run `handoff daemon stop`"
+                )
             with contextlib.suppress(RemoteError):  # idle: replace it
                 await conn.request(protocol.SHUTDOWN, {})
             await self._wait_gone()
@@ -137,8 +161,10 @@ class DaemonClient:
             if conn is not None:
                 return conn
             await asyncio.sleep(0.02)
-        raise DaemonUnavailable(f"the Handoff daemon did not come up within {START_TIMEOUT_S:g} s"
-                                + _log_tail(self.root))
+        raise DaemonUnavailable(
+            f"the Handoff daemon did not come up within {START_TIMEOUT_S:g} s"
+            + _log_tail(self.root)
+        )
 
     async def _wait_gone(self) -> None:
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -180,10 +206,19 @@ def _request_sync(root: Path, method: str, timeout: float = 5.0) -> Any:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            hello = {"jsonrpc": "2.0", "id": 1, "method": protocol.INITIALIZE, "params": {
-                "protocolVersion": protocol.PROTOCOL_VERSION, "client": {"name": "handoff", "pid": os.getpid()}}}
-            sock.sendall(protocol.encode(hello)
-                         + protocol.encode({"jsonrpc": "2.0", "id": 2, "method": method, "params": {}}))
+            hello = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": protocol.INITIALIZE,
+                "params": {
+                    "protocolVersion": protocol.PROTOCOL_VERSION,
+                    "client": {"name": "handoff", "pid": os.getpid()},
+                },
+            }
+            sock.sendall(
+                protocol.encode(hello)
+                + protocol.encode({"jsonrpc": "2.0", "id": 2, "method": method, "params": {}})
+            )
             with sock.makefile("rb") as f:
                 for line in f:
                     message = json.loads(line)
@@ -193,7 +228,7 @@ def _request_sync(root: Path, method: str, timeout: float = 5.0) -> Any:
                         return message.get("result")
                     if message.get("id") is None and "error" in message:
                         raise RemoteError(message["error"].get("message", "error"))
-    except (FileNotFoundError, ConnectionRefusedError, socket.timeout, OSError, ValueError):
+    except (TimeoutError, FileNotFoundError, ConnectionRefusedError, OSError, ValueError):
         return None
     return None
 

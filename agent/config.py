@@ -68,7 +68,9 @@ class TodoConfig:
 
 @dataclasses.dataclass
 class DaemonConfig:
-    idleMinutes: float = 30.0  # the session daemon exits this long after its last client and session
+    idleMinutes: float = (
+        30.0  # the session daemon exits this long after its last client and session
+    )
 
 
 @dataclasses.dataclass
@@ -267,7 +269,9 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
                     raise ValueError("a table of named agents")
                 for name, spec in value.items():
                     try:
-                        cfg.agents[name] = _agent_spec(name, spec, cfg.agent_spec(name), source, messages)
+                        cfg.agents[name] = _agent_spec(
+                            name, spec, cfg.agent_spec(name), source, messages
+                        )
                     except ValueError as exc:
                         messages.append(f"{source}: agent `{name}` {exc}; ignored")
             else:
@@ -276,12 +280,17 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
             messages.append(f"{where} must be {exc}; using the default")
 
 
-_AGENT_FIELDS = {"passEnv": (_env_names, "passing none"), "env": (_env_table, "setting none"),
-                 "exclude": (_globs, "excluding none"), "permissions": (_permissions, "using the default")}
+_AGENT_FIELDS = {
+    "passEnv": (_env_names, "passing none"),
+    "env": (_env_table, "setting none"),
+    "exclude": (_globs, "excluding none"),
+    "permissions": (_permissions, "using the default"),
+}
 
 
-def _agent_spec(name: str, spec: Any, base: AgentSpec | None, source: str,
-                messages: list[str]) -> AgentSpec:
+def _agent_spec(
+    name: str, spec: Any, base: AgentSpec | None, source: str, messages: list[str]
+) -> AgentSpec:
     """``[agents.NAME]`` over ``base`` (the preset or an earlier source's entry of that name):
     `command` or `acp` replaces its argv, the other keys replace theirs."""
     if name == "builtin":
@@ -301,8 +310,10 @@ def _agent_spec(name: str, spec: Any, base: AgentSpec | None, source: str,
         if key in ("command", "acp"):
             continue
         if key not in _AGENT_FIELDS:
-            messages.append(f"{source}: `agents.{name}.{key}` is not a known key "
-                            f"(known: {', '.join(AGENT_KEYS)}); ignored")
+            messages.append(
+                f"{source}: `agents.{name}.{key}` is not a known key "
+                f"(known: {', '.join(AGENT_KEYS)}); ignored"
+            )
             continue
         check, fallback = _AGENT_FIELDS[key]
         try:
@@ -337,8 +348,9 @@ def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str
     return {}, ""
 
 
-def _trusted_part(cfg: Config, repo_root: Path, name: str, data: dict[str, Any],
-                  messages: list[str]) -> dict[str, Any]:
+def _trusted_part(
+    cfg: Config, repo_root: Path, name: str, data: dict[str, Any], messages: list[str]
+) -> dict[str, Any]:
     """``data`` without what needs workspace trust (agent/trust.py) unless the file is trusted."""
     from . import trust
 
@@ -348,9 +360,11 @@ def _trusted_part(cfg: Config, repo_root: Path, name: str, data: dict[str, Any],
     message = trust.TrustState(repo_root / name, False, guarded).message()
     messages.append(message)
     if "agent" in guarded:
-        cfg.untrusted = (f"{name} chooses the agent `{data['agent']}`, which is not run until you "
-                         "trust this repository's Handoff settings (run `handoff trust` in "
-                         f"{repo_root})")
+        cfg.untrusted = (
+            f"{name} chooses the agent `{data['agent']}`, which is not run until you "
+            "trust this repository's Handoff settings (run `handoff trust` in "
+            f"{repo_root})"
+        )
     return trust.without_guarded(data)
 
 

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-
 from handoff import __version__
 
 from . import config as config_mod
@@ -71,11 +70,15 @@ def _str(params: Mapping[str, Any], key: str, *, required: bool = True) -> str |
 def _overrides(params: Mapping[str, Any]) -> list[tuple[str, Any]]:
     raw = params.get("overrides") or []
     if not isinstance(raw, list):
-        raise RemoteError("`overrides` must be a list of [source, settings]", protocol.INVALID_PARAMS)
+        raise RemoteError(
+            "`overrides` must be a list of [source, settings]", protocol.INVALID_PARAMS
+        )
     out = []
     for item in raw:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-            raise RemoteError("`overrides` must be a list of [source, settings]", protocol.INVALID_PARAMS)
+            raise RemoteError(
+                "`overrides` must be a list of [source, settings]", protocol.INVALID_PARAMS
+            )
         out.append((item[0], item[1]))
     return out
 
@@ -84,7 +87,9 @@ def _env(params: Mapping[str, Any]) -> dict[str, str] | None:
     env = params.get("env")
     if env is None:
         return None
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
         raise RemoteError("`env` must be an object of strings", protocol.INVALID_PARAMS)
     return env
 
@@ -147,19 +152,24 @@ class Daemon:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
         if folder.stat().st_uid != os.getuid():
-            raise SystemExit(f"handoff daemon: {folder} belongs to another user; refusing to listen there")
+            raise SystemExit(
+                f"handoff daemon: {folder} belongs to another user; refusing to listen there"
+            )
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # stale: we hold the lock, so no daemon listens on it
         old_umask = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(self._accept, path=str(self.socket),
-                                                     limit=protocol.LINE_LIMIT)
+            server = await asyncio.start_unix_server(
+                self._accept, path=str(self.socket), limit=protocol.LINE_LIMIT
+            )
         finally:
             os.umask(old_umask)
         os.chmod(self.socket, 0o600)
         pid_file = protocol.daemon_dir(self.state_root) / "daemon.pid"
         pid_file.write_text(f"{os.getpid()}\n")
-        log.info("handoff daemon %s (pid %d) listening on %s", __version__, os.getpid(), self.socket)
+        log.info(
+            "handoff daemon %s (pid %d) listening on %s", __version__, os.getpid(), self.socket
+        )
         watchdog = asyncio.get_running_loop().create_task(self._idle_watch())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -175,14 +185,18 @@ class Daemon:
                 self.socket.parent.rmdir()  # our private folder, when nothing else is in it
             for conn in list(self.connections):
                 conn.close()
-            await asyncio.gather(*(m.close() for m in self.managers.values()), return_exceptions=True)
+            await asyncio.gather(
+                *(m.close() for m in self.managers.values()), return_exceptions=True
+            )
             await self.agent_host.close()
             with contextlib.suppress(FileNotFoundError):
                 pid_file.unlink()
             log.info("handoff daemon stopped")
 
     def active(self) -> int:
-        return sum(1 for m in self.managers.values() for s in m.sessions.values() if s.state in ACTIVE)
+        return sum(
+            1 for m in self.managers.values() for s in m.sessions.values() if s.state in ACTIVE
+        )
 
     async def _idle_watch(self) -> None:
         while True:
@@ -202,9 +216,18 @@ class Daemon:
         if uid != os.getuid():
             log.warning("refused a client of user id %s", uid)
             with contextlib.suppress(OSError):
-                writer.write(protocol.encode({"jsonrpc": "2.0", "id": None, "error": {
-                    "code": protocol.INVALID_REQUEST,
-                    "message": "this Handoff daemon serves only its own user"}}))
+                writer.write(
+                    protocol.encode(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": None,
+                            "error": {
+                                "code": protocol.INVALID_REQUEST,
+                                "message": "this Handoff daemon serves only its own user",
+                            },
+                        }
+                    )
+                )
                 writer.close()
             return
         conn = Connection(reader, writer, self.dispatch, name="client")
@@ -224,7 +247,9 @@ class Daemon:
     async def dispatch(self, conn: Connection, method: str, params: dict[str, Any]) -> Any:
         handler = self._handlers.get(method)
         if handler is None:
-            raise RemoteError(f"the Handoff daemon has no method `{method}`", protocol.METHOD_NOT_FOUND)
+            raise RemoteError(
+                f"the Handoff daemon has no method `{method}`", protocol.METHOD_NOT_FOUND
+            )
         try:
             result = handler(self, conn, params)
             if inspect.isawaitable(result):
@@ -303,10 +328,13 @@ class Daemon:
             await self.manager(Path(root))
         return self.find(sid)
 
-    async def _config(self, root: Path | None, params: Mapping[str, Any]) -> tuple[config_mod.Config, list[str]]:
+    async def _config(
+        self, root: Path | None, params: Mapping[str, Any]
+    ) -> tuple[config_mod.Config, list[str]]:
         env, overrides = _env(params), _overrides(params)
         cfg, messages = await anyio.to_thread.run_sync(
-            lambda: config_mod.load(root, env=env, overrides=overrides))
+            lambda: config_mod.load(root, env=env, overrides=overrides)
+        )
         self.configured_idle = cfg.daemon.idleMinutes  # the latest configuration a client brought
         return cfg, messages
 
@@ -314,18 +342,29 @@ class Daemon:
     def h_initialize(self, conn: Connection, params: dict[str, Any]) -> protocol.InitializeResult:
         client = params.get("client")
         conn.info = dict(client) if isinstance(client, dict) else {}
-        return {"protocolVersion": protocol.PROTOCOL_VERSION, "version": __version__,
-                "pid": os.getpid(), "active": self.active()}
+        return {
+            "protocolVersion": protocol.PROTOCOL_VERSION,
+            "version": __version__,
+            "pid": os.getpid(),
+            "active": self.active(),
+        }
 
     def h_status(self, conn: Connection, params: dict[str, Any]) -> protocol.StatusResult:
         counts: dict[str, int] = {}
         for mgr in self.managers.values():
             for s in mgr.sessions.values():
                 counts[s.state.value] = counts.get(s.state.value, 0) + 1
-        return {"pid": os.getpid(), "version": __version__, "protocolVersion": protocol.PROTOCOL_VERSION,
-                "socket": str(self.socket), "stateDir": str(self.state_root), "sessions": counts,
-                "clients": [c.info for c in self.connections if c is not conn],  # type: ignore[misc]
-                "repos": [str(r) for r in self.managers], "startedAt": self.started_at}
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "protocolVersion": protocol.PROTOCOL_VERSION,
+            "socket": str(self.socket),
+            "stateDir": str(self.state_root),
+            "sessions": counts,
+            "clients": [c.info for c in self.connections if c is not conn],  # type: ignore[misc]
+            "repos": [str(r) for r in self.managers],
+            "startedAt": self.started_at,
+        }
 
     def h_shutdown(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         asyncio.get_running_loop().call_soon(self.stopping.set)
@@ -355,12 +394,21 @@ class Daemon:
         cfg, messages = await self._config(root, params)
         overlays = params.get("overlays") or {}
         if not isinstance(overlays, dict):
-            raise RemoteError("`overlays` must be an object of base64 strings", protocol.INVALID_PARAMS)
+            raise RemoteError(
+                "`overlays` must be an object of base64 strings", protocol.INVALID_PARAMS
+            )
         req = DelegateRequest(
-            instruction=instruction, file=params.get("file"), uri=params.get("uri"),
-            range=params.get("range"), overlays={k: unb64(v) or b"" for k, v in overlays.items()},
-            agent=params.get("agent") or None, diagnostics=list(params.get("diagnostics") or []),
-            title=params.get("title") or None, config=cfg, env=_env(params))
+            instruction=instruction,
+            file=params.get("file"),
+            uri=params.get("uri"),
+            range=params.get("range"),
+            overlays={k: unb64(v) or b"" for k, v in overlays.items()},
+            agent=params.get("agent") or None,
+            diagnostics=list(params.get("diagnostics") or []),
+            title=params.get("title") or None,
+            config=cfg,
+            env=_env(params),
+        )
         s = mgr.delegate(req)
         self._notify[s.id] = cfg.notify
         return {"session": s.to_wire(), "messages": messages}
@@ -419,7 +467,9 @@ class Daemon:
         if s.state is not State.READY:
             raise not_ready(s)
 
-        read: dict[str, bytes | None] = {}  # what the merge took from the disk: the client edits that
+        read: dict[
+            str, bytes | None
+        ] = {}  # what the merge took from the disk: the client edits that
 
         def read_current(path: str) -> bytes | None:
             if path in current:
@@ -434,11 +484,20 @@ class Daemon:
             if token is not None:
                 self.claims.pop(s.id, None)
             raise
-        files: list[protocol.PlannedFile] = [{
-            "path": p.path, "action": p.action, "content": b64(p.content),
-            "conflicts": [{"start": c.start, "end": c.end} for c in p.conflicts],
-            "oldPath": p.old_path, "reason": p.reason, "resolved": b64(p.resolved),
-            "mode": p.mode, "currentMode": p.current_mode} for p in plans]
+        files: list[protocol.PlannedFile] = [
+            {
+                "path": p.path,
+                "action": p.action,
+                "content": b64(p.content),
+                "conflicts": [{"start": c.start, "end": c.end} for c in p.conflicts],
+                "oldPath": p.old_path,
+                "reason": p.reason,
+                "resolved": b64(p.resolved),
+                "mode": p.mode,
+                "currentMode": p.current_mode,
+            }
+            for p in plans
+        ]
         if params.get("recordConflicts"):
             count = sum(max(1, len(p.conflicts)) for p in plans if p.action == "conflict")
             if count != s.conflicts:
@@ -465,17 +524,30 @@ class Daemon:
     async def h_reject_changes(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         mgr, s = await self._find(params)
         raw = params.get("reverts")
-        if not isinstance(raw, list) or not raw or not all(
-                isinstance(r, dict) and isinstance(r.get("path"), str) for r in raw):
-            raise RemoteError("`reverts` must be a non-empty list of {path, oldPath?, merged?, kept?}",
-                              protocol.INVALID_PARAMS)
-        reverts = [results.Revert(r["path"], r.get("oldPath"), unb64(r.get("merged")), unb64(r.get("kept")))
-                   for r in raw]
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or not all(isinstance(r, dict) and isinstance(r.get("path"), str) for r in raw)
+        ):
+            raise RemoteError(
+                "`reverts` must be a non-empty list of {path, oldPath?, merged?, kept?}",
+                protocol.INVALID_PARAMS,
+            )
+        reverts = [
+            results.Revert(
+                r["path"], r.get("oldPath"), unb64(r.get("merged")), unb64(r.get("kept"))
+            )
+            for r in raw
+        ]
         self._claim(conn, s)  # not while another editor applies it
         try:
-            await anyio.to_thread.run_sync(mgr.reject_changes, s.id, reverts, str(params.get("note") or ""))
+            await anyio.to_thread.run_sync(
+                mgr.reject_changes, s.id, reverts, str(params.get("note") or "")
+            )
             if params.get("finish"):  # nothing left to review: what was kept is in the files
-                await anyio.to_thread.run_sync(mgr.mark_applied if s.filesChanged else mgr.discard, s.id)
+                await anyio.to_thread.run_sync(
+                    mgr.mark_applied if s.filesChanged else mgr.discard, s.id
+                )
         finally:
             self.claims.pop(s.id, None)
         return {"session": s.to_wire()}
@@ -493,13 +565,23 @@ class Daemon:
         self._claim(conn, s)
         try:
             rep = await anyio.to_thread.run_sync(
-                lambda: mgr.apply_to_disk(s.id, conflict_markers=bool(params.get("conflictMarkers"))))
+                lambda: mgr.apply_to_disk(
+                    s.id, conflict_markers=bool(params.get("conflictMarkers"))
+                )
+            )
         finally:
             self.claims.pop(s.id, None)
-        return {"written": rep.written, "conflicts": [
-            {"path": fm.path, "reason": fm.reason,
-             "conflicts": [{"start": c.start, "end": c.end} for c in fm.conflicts]}
-            for fm in rep.conflicts]}
+        return {
+            "written": rep.written,
+            "conflicts": [
+                {
+                    "path": fm.path,
+                    "reason": fm.reason,
+                    "conflicts": [{"start": c.start, "end": c.end} for c in fm.conflicts],
+                }
+                for fm in rep.conflicts
+            ],
+        }
 
     async def h_diff(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         mgr, s = await self._find(params)
@@ -571,9 +653,13 @@ def _desktop_notify(s: Session) -> None:
     import subprocess
 
     with contextlib.suppress(OSError):
-        subprocess.Popen([exe, "--app-name=Handoff", f"Handoff: {s.title} is {s.state.value}", body[:300]],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        subprocess.Popen(
+            [exe, "--app-name=Handoff", f"Handoff: {s.title} is {s.state.value}", body[:300]],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _logging(root: Path, level: str) -> None:
@@ -595,8 +681,10 @@ def _usable(root: Path) -> str | None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        return (f"handoff daemon: cannot write the state folder {root} ({exc.strerror or exc}); "
-                "set HANDOFF_STATE_DIR to a folder you may write")
+        return (
+            f"handoff daemon: cannot write the state folder {root} ({exc.strerror or exc}); "
+            "set HANDOFF_STATE_DIR to a folder you may write"
+        )
     return None
 
 
@@ -616,7 +704,9 @@ def _detach(root: Path) -> None:
     os.close(null)
 
 
-def run(root: Path | None = None, *, idle_minutes: float | None = None, detach: bool = False) -> int:
+def run(
+    root: Path | None = None, *, idle_minutes: float | None = None, detach: bool = False
+) -> int:
     """Run the daemon in this process until it stops; 0 also when another one already runs."""
     root = root or state_root()
     problem = _usable(root)

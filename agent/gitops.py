@@ -32,9 +32,18 @@ BRANCH_PREFIX = "handoff/"
 REF_ROOT = "refs/handoff/"
 # Inherited variables that would point git somewhere else than the folder we run in.
 _STRIP_ENV = (
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
-    "GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_PREFIX",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_LITERAL_PATHSPECS",
+    "GIT_GLOB_PATHSPECS",
+    "GIT_NOGLOB_PATHSPECS",
+    "GIT_ICASE_PATHSPECS",
 )
 _DIFF_OPTS = ("--no-ext-diff", "--no-textconv", "--no-color", "--find-renames", "--no-relative")
 
@@ -103,9 +112,13 @@ def _run(
     """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``."""
     try:
         proc = subprocess.run(
-            git_argv(*args), cwd=cwd, env=_env(env), input=stdin,
+            git_argv(*args),
+            cwd=cwd,
+            env=_env(env),
+            input=stdin,
             stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
     except FileNotFoundError as exc:
         if not Path(cwd).is_dir():
@@ -204,8 +217,9 @@ def snapshot(
         tree = _out(repo_root, "write-tree", env=env)
         sha, _ = head(repo_root)
         parents = ["-p", sha] if sha else []
-        commit = _out(repo_root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message,
-                      env=env)
+        commit = _out(
+            repo_root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, env=env
+        )
         _run(repo_root, "update-ref", "-m", "handoff: snapshot", ref, commit)
         return commit
     finally:
@@ -215,8 +229,9 @@ def snapshot(
 def _apply_overlays(repo_root: Path, overlays: Mapping[str, bytes], env: Mapping[str, str]) -> None:
     """Put unsaved buffers into the (temporary) index named by ``env``."""
     paths = {_check_rel(p): data for p, data in overlays.items()}
-    listing = _run(repo_root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *paths,
-                   env=env).stdout
+    listing = _run(
+        repo_root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *paths, env=env
+    ).stdout
     modes: dict[str, str] = {}
     for entry in _z(listing):
         meta, _, path = entry.partition("\t")
@@ -233,8 +248,14 @@ def _apply_overlays(repo_root: Path, overlays: Mapping[str, bytes], env: Mapping
         sha = _out(repo_root, "hash-object", "-w", "--stdin", f"--path={path}", stdin=data, env=env)
         records.append(f"{mode} {sha} 0\t".encode() + os.fsencode(path))
     if records:
-        _run(repo_root, "update-index", "-z", "--index-info",
-             stdin=b"".join(r + b"\0" for r in records), env=env)
+        _run(
+            repo_root,
+            "update-index",
+            "-z",
+            "--index-info",
+            stdin=b"".join(r + b"\0" for r in records),
+            env=env,
+        )
 
 
 def _link_target(repo_root: Path, path: str) -> str | None:
@@ -265,13 +286,24 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # parallel checkout (git 2.32+; older gits ignore it): 3-4x faster on a large tree
-        _run(repo_root, "-c", f"checkout.workers={os.cpu_count() or 1}",
-             "worktree", "add", "--quiet", "-b", branch, str(path), commit)
+        _run(
+            repo_root,
+            "-c",
+            f"checkout.workers={os.cpu_count() or 1}",
+            "worktree",
+            "add",
+            "--quiet",
+            "-b",
+            branch,
+            str(path),
+            commit,
+        )
     except GitError as exc:
         if "unable to write" in str(exc) or "No space left" in str(exc):
             free = shutil.disk_usage(path.parent).free
-            raise GitError(f"{exc}\n(is the disk holding {path.parent} full? "
-                           f"{free // 1024} KiB free)") from None
+            raise GitError(
+                f"{exc}\n(is the disk holding {path.parent} full? {free // 1024} KiB free)"
+            ) from None
         raise
 
 
@@ -284,8 +316,15 @@ def common_dir(path: Path) -> Path | None:
 
 def config_entries(config_file: Path) -> list[tuple[str, str]]:
     """The (key, value) pairs of one git config file, includes not followed."""
-    out = _run(Path(config_file).parent, "config", "--file", str(config_file), "--no-includes",
-               "--list", "-z").stdout
+    out = _run(
+        Path(config_file).parent,
+        "config",
+        "--file",
+        str(config_file),
+        "--no-includes",
+        "--list",
+        "-z",
+    ).stdout
     entries = []
     for item in out.split(b"\0"):
         if item:
@@ -309,15 +348,21 @@ def check_worktree_link(repo_root: Path, worktree: Path) -> None:
         problem = "is not the file git wrote (it was replaced by a folder or a link)"
     elif st is not None:
         text = link.read_bytes()[:4096].decode("utf-8", "replace").strip()
-        target = text[len("gitdir:"):].strip() if text.startswith("gitdir:") else ""
+        target = text[len("gitdir:") :].strip() if text.startswith("gitdir:") else ""
         common = common_dir(repo_root)
-        if not target or common is None or not _same_path(
-            Path(os.path.realpath(Path(worktree, target))).parent, common / "worktrees"
+        if (
+            not target
+            or common is None
+            or not _same_path(
+                Path(os.path.realpath(Path(worktree, target))).parent, common / "worktrees"
+            )
         ):
             problem = f"points somewhere else ({text[:200]!r})"
     if problem:
-        raise GitError(f"the session's worktree {worktree} was tampered with: its .git {problem}; "
-                       "the result was not collected")
+        raise GitError(
+            f"the session's worktree {worktree} was tampered with: its .git {problem}; "
+            "the result was not collected"
+        )
 
 
 def exclude_pathspecs(globs: Sequence[str]) -> list[str]:
@@ -339,8 +384,17 @@ def commit_worktree(worktree: Path, message: str, exclude: Sequence[str] = ()) -
     _run(worktree, "add", "-A", "--", ":/", *exclude_pathspecs(exclude))
     staged = _run(worktree, "diff", "--cached", "--quiet", "--no-ext-diff", check=False)
     if staged.returncode == 1:
-        _run(worktree, "commit", "-q", "--no-verify", "--no-gpg-sign",
-             "--allow-empty-message", "-m", message, env=IDENTITY)
+        _run(
+            worktree,
+            "commit",
+            "-q",
+            "--no-verify",
+            "--no-gpg-sign",
+            "--allow-empty-message",
+            "-m",
+            message,
+            env=IDENTITY,
+        )
     elif staged.returncode != 0:
         raise GitError(f"git diff failed in {worktree}: {os.fsdecode(staged.stderr).strip()}")
     return _out(worktree, "rev-parse", "HEAD")
@@ -349,8 +403,10 @@ def commit_worktree(worktree: Path, message: str, exclude: Sequence[str] = ()) -
 def worktrees(repo_root: Path) -> list[dict[str, str]]:
     """``git worktree list --porcelain -z`` as dicts (keys: worktree, HEAD, branch, ...)."""
     out = _run(repo_root, "worktree", "list", "--porcelain", "-z").stdout
-    records = ([os.fsdecode(f).partition(" ") for f in block.split(b"\0") if f]
-               for block in out.split(b"\0\0"))
+    records = (
+        [os.fsdecode(f).partition(" ") for f in block.split(b"\0") if f]
+        for block in out.split(b"\0\0")
+    )
     return [{key: value for key, _, value in fields} for fields in records if fields]
 
 
@@ -372,9 +428,7 @@ def _remove_worktree(repo_root: Path, worktree: Path) -> None:
         raise GitError(f"could not remove worktree {worktree}: {os.fsdecode(proc.stderr).strip()}")
 
 
-def remove_session(
-    repo_root: Path, *, worktree: Path | None, branch: str, ref_prefix: str
-) -> None:
+def remove_session(repo_root: Path, *, worktree: Path | None, branch: str, ref_prefix: str) -> None:
     """Remove a session's worktree, branch and refs; missing pieces are fine (idempotent)."""
     repo_root = Path(repo_root)
     if worktree is not None and _same_path(worktree, find_repo_root(repo_root)):
@@ -395,8 +449,13 @@ def remove_session(
         raise GitError(f"refusing to delete refs under {ref_prefix!r}")
     refs = _refs(repo_root, prefix)
     if refs:
-        _run(repo_root, "update-ref", "--stdin", "-z",
-             stdin=b"".join(b"delete " + os.fsencode(r) + b"\0\0" for r in refs))
+        _run(
+            repo_root,
+            "update-ref",
+            "--stdin",
+            "-z",
+            stdin=b"".join(b"delete " + os.fsencode(r) + b"\0\0" for r in refs),
+        )
 
 
 def _refs(repo_root: Path, prefix: str) -> list[str]:
@@ -409,22 +468,27 @@ def gc(repo_root: Path, *, keep: Callable[[str], bool]) -> list[str]:
     repo_root = Path(repo_root)
     _run(repo_root, "worktree", "prune")
     ids: dict[str, Path | None] = {}
-    for name in _out(repo_root, "for-each-ref", "--format=%(refname:lstrip=3)",
-                     f"refs/heads/{BRANCH_PREFIX.rstrip('/')}").splitlines():
+    for name in _out(
+        repo_root,
+        "for-each-ref",
+        "--format=%(refname:lstrip=3)",
+        f"refs/heads/{BRANCH_PREFIX.rstrip('/')}",
+    ).splitlines():
         ids.setdefault(name, None)
     for ref in _refs(repo_root, REF_ROOT):
-        ids.setdefault(ref[len(REF_ROOT):].split("/", 1)[0], None)
+        ids.setdefault(ref[len(REF_ROOT) :].split("/", 1)[0], None)
     for entry in worktrees(repo_root)[1:]:
         branch = entry.get("branch", "")
         if branch.startswith(f"refs/heads/{BRANCH_PREFIX}"):
-            ids[branch[len(f"refs/heads/{BRANCH_PREFIX}"):]] = Path(entry["worktree"])
+            ids[branch[len(f"refs/heads/{BRANCH_PREFIX}") :]] = Path(entry["worktree"])
     removed = []
     for sid, wt in sorted(ids.items()):
         if not sid or keep(sid):
             continue
         try:
-            remove_session(repo_root, worktree=wt, branch=BRANCH_PREFIX + sid,
-                           ref_prefix=f"{REF_ROOT}{sid}/")
+            remove_session(
+                repo_root, worktree=wt, branch=BRANCH_PREFIX + sid, ref_prefix=f"{REF_ROOT}{sid}/"
+            )
         except GitError as exc:
             log.warning("gc: session %s not removed: %s", sid, exc)
             continue
@@ -454,7 +518,11 @@ def merge_file(
 # --- reading results -------------------------------------------------------------------
 
 _STATUS: dict[str, Literal["added", "modified", "deleted", "renamed"]] = {
-    "A": "added", "M": "modified", "D": "deleted", "R": "renamed", "T": "modified",
+    "A": "added",
+    "M": "modified",
+    "D": "deleted",
+    "R": "renamed",
+    "T": "modified",
 }
 
 
@@ -475,16 +543,22 @@ def changes(repo_root: Path, base: str, result: str) -> list[FileChange]:
             if code == "C":  # not asked for, but never lose a file
                 found.append(FileChange(new, "added", new_mode=new_mode))
             else:
-                found.append(FileChange(new, "renamed", old_path=old, old_mode=old_mode,
-                                        new_mode=new_mode))
+                found.append(
+                    FileChange(new, "renamed", old_path=old, old_mode=old_mode, new_mode=new_mode)
+                )
             continue
         path = fields[i + 1]
         i += 2
         if code not in _STATUS:
             raise GitError(f"unexpected change '{code}' for {path}")
-        found.append(FileChange(path, _STATUS[code],
-                                old_mode="" if code == "A" else old_mode,
-                                new_mode="" if code == "D" else new_mode))
+        found.append(
+            FileChange(
+                path,
+                _STATUS[code],
+                old_mode="" if code == "A" else old_mode,
+                new_mode="" if code == "D" else new_mode,
+            )
+        )
     binary = _binary_paths(repo_root, base, result)
     for change in found:
         change.binary = change.path in binary
@@ -518,8 +592,12 @@ def read_blob(repo_root: Path, commit: str, path: str) -> bytes | None:
         proc = _run(repo_root, "cat-file", mode, f"{commit}:{path}", check=False)
         if proc.returncode == 0:
             return proc.stdout
-    if _run(repo_root, "rev-parse", "-q", "--verify", f"{commit}^{{commit}}",
-            check=False).returncode != 0:
+    if (
+        _run(
+            repo_root, "rev-parse", "-q", "--verify", f"{commit}^{{commit}}", check=False
+        ).returncode
+        != 0
+    ):
         raise GitError(f"no such commit in {repo_root}: {commit}")
     return None
 
@@ -535,17 +613,29 @@ def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes 
     paths = sorted({p for _, p in items})
     if not items:
         return []
-    autocrlf = _run(repo_root, "config", "--get", "core.autocrlf", check=False).stdout.strip().lower()
+    autocrlf = (
+        _run(repo_root, "config", "--get", "core.autocrlf", check=False).stdout.strip().lower()
+    )
     converts = autocrlf in (b"true", b"1", b"yes", b"on") or any("\n" in p for p in paths)
     if not converts:
-        out = _run(repo_root, "check-attr", "-z", "--stdin", *_CONVERSIONS,
-                          stdin=b"".join(os.fsencode(p) + b"\0" for p in paths)).stdout.split(b"\0")
+        out = _run(
+            repo_root,
+            "check-attr",
+            "-z",
+            "--stdin",
+            *_CONVERSIONS,
+            stdin=b"".join(os.fsencode(p) + b"\0" for p in paths),
+        ).stdout.split(b"\0")
         values = out[2::3]  # path NUL attribute NUL value NUL
         converts = any(v not in (b"unspecified", b"unset") for v in values if v)
     if converts:
         return [read_blob(repo_root, commit, path) for commit, path in items]
-    data = _run(repo_root, "cat-file", "--batch",
-                       stdin=b"".join(os.fsencode(f"{c}:{p}") + b"\n" for c, p in items)).stdout
+    data = _run(
+        repo_root,
+        "cat-file",
+        "--batch",
+        stdin=b"".join(os.fsencode(f"{c}:{p}") + b"\n" for c, p in items),
+    ).stdout
     blobs: list[bytes | None] = []
     pos = 0
     for _ in items:
@@ -556,7 +646,7 @@ def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes 
             blobs.append(None)  # absent, as read_blob says
             continue
         size = int(header[2])
-        blobs.append(data[pos:pos + size] if header[1] == b"blob" else None)
+        blobs.append(data[pos : pos + size] if header[1] == b"blob" else None)
         pos += size + 1
     return blobs
 
@@ -564,8 +654,16 @@ def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes 
 def submodule_paths(repo_root: Path, commit: str) -> list[str]:
     """The submodule paths ``.gitmodules`` names at ``commit`` (a session's worktree has none of
     their contents); [] when there is none."""
-    proc = _run(repo_root, "config", "-z", "--blob", f"{commit}:.gitmodules", "--get-regexp",
-                r"^submodule\..*\.path$", check=False)
+    proc = _run(
+        repo_root,
+        "config",
+        "-z",
+        "--blob",
+        f"{commit}:.gitmodules",
+        "--get-regexp",
+        r"^submodule\..*\.path$",
+        check=False,
+    )
     if proc.returncode != 0:
         return []
     return sorted(os.fsdecode(item).partition("\n")[2] for item in proc.stdout.split(b"\0") if item)
@@ -573,6 +671,7 @@ def submodule_paths(repo_root: Path, commit: str) -> list[str]:
 
 def diff_text(repo_root: Path, base: str, result: str, *, paths: Sequence[str] = ()) -> str:
     """A unified diff between two commits, for people to read (``handoff show``)."""
-    out = _run(repo_root, "-c", "core.quotePath=false", "diff", *_DIFF_OPTS, base, result,
-               "--", *paths).stdout
+    out = _run(
+        repo_root, "-c", "core.quotePath=false", "diff", *_DIFF_OPTS, base, result, "--", *paths
+    ).stdout
     return out.decode("utf-8", errors="replace")

@@ -77,7 +77,9 @@ class AgentHost:
         try:
             proc = await self._ensure()
             spec = pickle.dumps({k: getattr(ctx, k) for k in _FIELDS})
-            await self._send(proc, {"op": "run", "id": run_id, "ctx": base64.b64encode(spec).decode()})
+            await self._send(
+                proc, {"op": "run", "id": run_id, "ctx": base64.b64encode(spec).decode()}
+            )
             end = await asyncio.shield(run.ended)
         except asyncio.CancelledError:
             await asyncio.shield(self._cancel(run_id, run))
@@ -89,8 +91,11 @@ class AgentHost:
         if kind == "done":
             return Outcome(end["summary"], end["steps"], end["cost_usd"], end["messages"])
         cls = LimitReached if end.get("kind") == "LimitReached" else AgentError
-        raise cls(end.get("message") or "the agent stopped", steps=end.get("steps", 0),
-                  cost_usd=end.get("cost_usd", 0.0))
+        raise cls(
+            end.get("message") or "the agent stopped",
+            steps=end.get("steps", 0),
+            cost_usd=end.get("cost_usd", 0.0),
+        )
 
     async def _cancel(self, run_id: str, run: _Run) -> None:
         """Ask the host to stop ``run_id`` and wait (a little) until its commands are gone."""
@@ -121,9 +126,14 @@ class AgentHost:
         async with self._starting:
             if self._proc is None or self._proc.returncode is not None:
                 self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "handoff.agent.host",
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
-                    limit=LINE_LIMIT, start_new_session=True,  # the editor's ^C is not for it
+                    sys.executable,
+                    "-m",
+                    "handoff.agent.host",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=None,
+                    limit=LINE_LIMIT,
+                    start_new_session=True,  # the editor's ^C is not for it
                 )
                 log.info("agent host started (pid %d)", self._proc.pid)
                 self._reader = asyncio.get_running_loop().create_task(self._read(self._proc))
@@ -146,8 +156,15 @@ class AgentHost:
             self._proc = None
         for run_id, run in list(self._runs.items()):
             if not run.ended.done():
-                run.ended.set_result({"t": "error", "message": "the agent host process ended unexpectedly "
-                                      f"(exit code {code}); see the server log", "steps": 0, "cost_usd": 0.0})
+                run.ended.set_result(
+                    {
+                        "t": "error",
+                        "message": "the agent host process ended unexpectedly "
+                        f"(exit code {code}); see the server log",
+                        "steps": 0,
+                        "cost_usd": 0.0,
+                    }
+                )
                 log.error("agent host ended (exit code %s) while %s ran", code, run_id)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
@@ -236,26 +253,52 @@ class _Host:
             def record(event: dict[str, Any]) -> None:
                 append_event(path, event, redactor)
         else:
+
             def record(event: dict[str, Any]) -> None:
                 self.emit({"id": run_id, "t": "record", "event": event})
 
         def progress(message: str, steps: int, cost: float) -> None:
-            self.emit({"id": run_id, "t": "progress", "message": message, "steps": steps, "cost": cost})
+            self.emit(
+                {"id": run_id, "t": "progress", "message": message, "steps": steps, "cost": cost}
+            )
 
         try:
             o = await BuiltinBackend().run(AgentContext(**spec, record=record, progress=progress))
         except asyncio.CancelledError:
             self.emit({"id": run_id, "t": "cancelled"})
         except AgentError as exc:
-            self.emit({"id": run_id, "t": "error", "kind": type(exc).__name__, "message": str(exc),
-                       "steps": exc.steps, "cost_usd": exc.cost_usd})
+            self.emit(
+                {
+                    "id": run_id,
+                    "t": "error",
+                    "kind": type(exc).__name__,
+                    "message": str(exc),
+                    "steps": exc.steps,
+                    "cost_usd": exc.cost_usd,
+                }
+            )
         except Exception as exc:  # a bug in the agent must end its session, not the host
             log.exception("run %s", run_id)
-            self.emit({"id": run_id, "t": "error", "message": f"the built-in agent failed: {exc!r}",
-                       "steps": 0, "cost_usd": 0.0})
+            self.emit(
+                {
+                    "id": run_id,
+                    "t": "error",
+                    "message": f"the built-in agent failed: {exc!r}",
+                    "steps": 0,
+                    "cost_usd": 0.0,
+                }
+            )
         else:
-            self.emit({"id": run_id, "t": "done", "summary": o.summary, "steps": o.steps,
-                       "cost_usd": o.cost_usd, "messages": o.messages})
+            self.emit(
+                {
+                    "id": run_id,
+                    "t": "done",
+                    "summary": o.summary,
+                    "steps": o.steps,
+                    "cost_usd": o.cost_usd,
+                    "messages": o.messages,
+                }
+            )
         finally:
             self.tasks.pop(run_id, None)
 
@@ -266,10 +309,15 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     background()  # the agents and every command they run yield the CPU to the editor
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s handoff-agent-host %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s handoff-agent-host %(name)s: %(message)s",
+    )
     level = os.environ.get("HANDOFF_LOG_LEVEL", "INFO").upper()
-    logging.getLogger("handoff").setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
+    logging.getLogger("handoff").setLevel(
+        level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO"
+    )
     try:
         asyncio.run(_Host(out).serve())
     except (KeyboardInterrupt, BrokenPipeError):

@@ -25,11 +25,27 @@ _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 36, 38
 _RULE_PATH_BENEATH = 1
-_FS = {"execute": 1 << 0, "write_file": 1 << 1, "read_file": 1 << 2, "read_dir": 1 << 3,
-       "remove_dir": 1 << 4, "remove_file": 1 << 5, "make_char": 1 << 6, "make_dir": 1 << 7,
-       "make_reg": 1 << 8, "make_sock": 1 << 9, "make_fifo": 1 << 10, "make_block": 1 << 11,
-       "make_sym": 1 << 12, "refer": 1 << 13, "truncate": 1 << 14, "ioctl_dev": 1 << 15}
-_FILE_RIGHTS = _FS["execute"] | _FS["write_file"] | _FS["read_file"] | _FS["truncate"] | _FS["ioctl_dev"]
+_FS = {
+    "execute": 1 << 0,
+    "write_file": 1 << 1,
+    "read_file": 1 << 2,
+    "read_dir": 1 << 3,
+    "remove_dir": 1 << 4,
+    "remove_file": 1 << 5,
+    "make_char": 1 << 6,
+    "make_dir": 1 << 7,
+    "make_reg": 1 << 8,
+    "make_sock": 1 << 9,
+    "make_fifo": 1 << 10,
+    "make_block": 1 << 11,
+    "make_sym": 1 << 12,
+    "refer": 1 << 13,
+    "truncate": 1 << 14,
+    "ioctl_dev": 1 << 15,
+}
+_FILE_RIGHTS = (
+    _FS["execute"] | _FS["write_file"] | _FS["read_file"] | _FS["truncate"] | _FS["ioctl_dev"]
+)
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
 _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1, 2
 
@@ -40,8 +56,9 @@ def abi_version() -> int:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        abi = libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0),
-                           ctypes.c_uint32(_CREATE_RULESET_VERSION))
+        abi = libc.syscall(
+            _SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)
+        )
     except (OSError, AttributeError):
         return 0
     return max(0, int(abi))
@@ -70,10 +87,18 @@ def restrict(spec: dict) -> None:
             raise OSError(err, f"{what}: {os.strerror(err)}")
         return result
 
-    attr = RulesetAttr(handled, _NET_BIND_TCP | _NET_CONNECT_TCP, _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL)
-    ruleset = check(libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr),
-                                 ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)),
-                    "landlock_create_ruleset")
+    attr = RulesetAttr(
+        handled, _NET_BIND_TCP | _NET_CONNECT_TCP, _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL
+    )
+    ruleset = check(
+        libc.syscall(
+            _SYS_CREATE_RULESET,
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+            ctypes.c_uint32(0),
+        ),
+        "landlock_create_ruleset",
+    )
 
     def allow(path: str, rights: int) -> None:
         try:
@@ -84,8 +109,16 @@ def restrict(spec: dict) -> None:
             if not os.path.isdir(f"/proc/self/fd/{fd}"):
                 rights &= _FILE_RIGHTS
             rule = PathBeneath(rights, fd)
-            check(libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                               ctypes.byref(rule), ctypes.c_uint32(0)), f"landlock_add_rule {path}")
+            check(
+                libc.syscall(
+                    _SYS_ADD_RULE,
+                    ctypes.c_int(ruleset),
+                    ctypes.c_int(_RULE_PATH_BENEATH),
+                    ctypes.byref(rule),
+                    ctypes.c_uint32(0),
+                ),
+                f"landlock_add_rule {path}",
+            )
         finally:
             os.close(fd)
 
@@ -98,8 +131,10 @@ def restrict(spec: dict) -> None:
     for path in spec["write"]:
         allow(path, handled)
     check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-    check(libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
-          "landlock_restrict_self")
+    check(
+        libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+        "landlock_restrict_self",
+    )
     os.close(ruleset)
 
 
@@ -114,7 +149,7 @@ def _descendants(pid: int) -> list[int]:
             try:
                 with open(f"/proc/{name}/stat", "rb") as f:
                     data = f.read()
-                parents[int(name)] = int(data[data.rindex(b")") + 2:].split()[1])
+                parents[int(name)] = int(data[data.rindex(b")") + 2 :].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
     found, frontier = [], [pid]
@@ -166,7 +201,7 @@ def _helper(argv: list[str]) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             restrict(spec)
             os.execv(command[0], command)
-        except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+        except BaseException as exc:
             os.write(write_end, f"handoff sandbox: {exc}\n".encode())
         os._exit(126)
     os.close(write_end)

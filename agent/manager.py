@@ -27,8 +27,18 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
-from .session import (ACTIVE, FINAL, Session, SessionError, State, TransitionError, new_id, now_iso,
-                      parse_iso, transition)
+from .session import (
+    ACTIVE,
+    FINAL,
+    Session,
+    SessionError,
+    State,
+    TransitionError,
+    new_id,
+    now_iso,
+    parse_iso,
+    transition,
+)
 from .store import Redactor, Store, unfinished_ids
 
 log = logging.getLogger(__name__)
@@ -88,8 +98,10 @@ def _message(exc: BaseException) -> str:
 
 
 def _worktree_gone(worktree: Path) -> str:
-    return (f"the session's worktree {worktree} was deleted while the agent ran; there is no "
-            "result to collect (discard the session to clean up)")
+    return (
+        f"the session's worktree {worktree} was deleted while the agent ran; there is no "
+        "result to collect (discard the session to clean up)"
+    )
 
 
 def not_ready(s: Session) -> SessionError:
@@ -180,7 +192,12 @@ class SessionManager:
         keep_s = self.config.keepFinishedDays * 86400
         now = time.time()
         for s in self.store.load_all():
-            if keep_s and s.state in FINAL and s.id not in self.sessions and now - _ended(s) > keep_s:
+            if (
+                keep_s
+                and s.state in FINAL
+                and s.id not in self.sessions
+                and now - _ended(s) > keep_s
+            ):
                 self.store.remove(s.id)  # its worktree and branch went when it ended
                 continue
             elsewhere = not sole_owner and s.pid != os.getpid() and pid_alive(s.pid)
@@ -204,8 +221,11 @@ class SessionManager:
                 log.error("session %s crashed", s.id, exc_info=t.exception())
             if t.cancelled() and s.state in ACTIVE:
                 # cancelled before it ever ran (cancel right after delegate): no handler saw it
-                transition(s, State.INTERRUPTED if self._closing else State.CANCELLED,
-                           error="the session daemon stopped before it ran" if self._closing else None)
+                transition(
+                    s,
+                    State.INTERRUPTED if self._closing else State.CANCELLED,
+                    error="the session daemon stopped before it ran" if self._closing else None,
+                )
                 s.pid = None
                 try:
                     self.store.save(s)
@@ -269,7 +289,9 @@ class SessionManager:
         """Snapshot what the developer sees and write the brief (worker thread)."""
         self.store.save(s)
         s.baseCommit = gitops.snapshot(
-            self.repo_root, ref=f"refs/handoff/{s.id}/base", overlays=req.overlays,
+            self.repo_root,
+            ref=f"refs/handoff/{s.id}/base",
+            overlays=req.overlays,
             message=f"handoff {s.id}: snapshot\n\n{s.title}",
         )
         text = None
@@ -317,10 +339,14 @@ class SessionManager:
                     await self._save(s)
             raise
         except (AgentError, gitops.GitError, OSError, Exception) as exc:
-            if not isinstance(exc, (AgentError, gitops.GitError, OSError)):  # a bug: never stuck running
+            if not isinstance(
+                exc, (AgentError, gitops.GitError, OSError)
+            ):  # a bug: never stuck running
                 log.exception("session %s: unexpected error", s.id)
-                exc = AgentError(f"Handoff failed unexpectedly ({type(exc).__name__}: {exc}); "
-                                 "see `handoff daemon logs`")
+                exc = AgentError(
+                    f"Handoff failed unexpectedly ({type(exc).__name__}: {exc}); "
+                    "see `handoff daemon logs`"
+                )
             if s.state in ACTIVE:
                 transition(s, State.FAILED, error=self.store.redactor.text(_message(exc)))
                 if isinstance(exc, AgentError):
@@ -335,9 +361,12 @@ class SessionManager:
     async def _agent_pass(self, s: Session) -> None:
         worktree = Path(s.worktree)
         if not worktree.exists():
+
             def add() -> None:
                 with self._git_lock:
-                    gitops.add_worktree(self.repo_root, worktree, branch=s.branch, commit=s.baseCommit)
+                    gitops.add_worktree(
+                        self.repo_root, worktree, branch=s.branch, commit=s.baseCommit
+                    )
 
             await anyio.to_thread.run_sync(add)
         config = self.config_of(s)
@@ -426,8 +455,9 @@ class SessionManager:
         if not worktree.exists():
             return
         gitops.check_worktree_link(self.repo_root, worktree)  # never run git through a forged link
-        s.resultCommit = gitops.commit_worktree(worktree, f"handoff {s.id}: result",
-                                                exclude=self.config_of(s).exclude_for(s.agent))
+        s.resultCommit = gitops.commit_worktree(
+            worktree, f"handoff {s.id}: result", exclude=self.config_of(s).exclude_for(s.agent)
+        )
         changed = gitops.changes(self.repo_root, s.baseCommit, s.resultCommit)
         s.filesChanged = [(self.repo_root / c.path).as_uri() for c in changed]
 
@@ -459,8 +489,14 @@ class SessionManager:
             self._changed(s)
         return s
 
-    def follow_up(self, session_id: str, instruction: str, *, config: Config | None = None,
-                  env: dict[str, str] | None = None) -> Session:
+    def follow_up(
+        self,
+        session_id: str,
+        instruction: str,
+        *,
+        config: Config | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Session:
         """Run the agent again in the same worktree, with its conversation so far."""
         s = self.get(session_id)
         if s.state in ACTIVE:
@@ -482,7 +518,9 @@ class SessionManager:
         self._changed(s)
         return s
 
-    def reject_changes(self, session_id: str, reverts: list[results.Revert], note: str = "") -> Session:
+    def reject_changes(
+        self, session_id: str, reverts: list[results.Revert], note: str = ""
+    ) -> Session:
         """Take the changes the developer rejected out of a ready session's result: they are
         reverted in its worktree, which becomes the new result commit (blocking)."""
         s = self.get(session_id)
@@ -495,10 +533,18 @@ class SessionManager:
         try:
             results.revert(self.repo_root, worktree, s.baseCommit, s.resultCommit, reverts)
         except (results.RevertError, OSError) as exc:
-            raise SessionError(f"could not reject that change of session {s.id}: {_message(exc)}") from None
+            raise SessionError(
+                f"could not reject that change of session {s.id}: {_message(exc)}"
+            ) from None
         self._collect(s)
-        self.store.append_transcript(s.id, {"type": "reject", "files": [r.path for r in reverts],
-                                            "note": self.store.redactor.text(note)})
+        self.store.append_transcript(
+            s.id,
+            {
+                "type": "reject",
+                "files": [r.path for r in reverts],
+                "note": self.store.redactor.text(note),
+            },
+        )
         s.updatedAt = now_iso()
         self.store.save(s)
         self._changed(s)
@@ -553,8 +599,12 @@ class SessionManager:
         left untouched unless ``conflict_markers`` (blocking)."""
         plans = self.plan(session_id, self.read_disk)
         conflicts = [fm for fm in plans if fm.action == "conflict"]
-        todo = [fm for fm in plans if fm.action not in ("conflict", "unchanged")
-                or (fm.action == "conflict" and conflict_markers and fm.content is not None)]
+        todo = [
+            fm
+            for fm in plans
+            if fm.action not in ("conflict", "unchanged")
+            or (fm.action == "conflict" and conflict_markers and fm.content is not None)
+        ]
         try:
             results.write_all(self.repo_root, todo)
         except OSError as exc:
@@ -583,7 +633,11 @@ class SessionManager:
 
         forget(s.id)  # an ACP agent kept for follow-ups
         worktree = Path(s.worktree) if s.worktree else None
-        if worktree is not None and worktree == self.store.worktree_path(s.id) and worktree.is_dir():
+        if (
+            worktree is not None
+            and worktree == self.store.worktree_path(s.id)
+            and worktree.is_dir()
+        ):
             try:
                 gitops.check_worktree_link(self.repo_root, worktree)
             except gitops.GitError:
@@ -600,13 +654,15 @@ class SessionManager:
 
     def gc(self) -> list[str]:
         """Remove what crashed or finished sessions left in git (blocking)."""
-        live = {s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)}
+        live = {
+            s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)
+        }
         # every worktree of the repository shares its sessions' refs and branches: keep those
         # whose record (in any state folder) says they still hold work
         live |= unfinished_ids(self.store.root.parent.parent)
         for entry in gitops.worktrees(self.repo_root)[1:]:
             branch = entry.get("branch", "")
-            sid = branch[len(f"refs/heads/{gitops.BRANCH_PREFIX}"):]
+            sid = branch[len(f"refs/heads/{gitops.BRANCH_PREFIX}") :]
             if branch.startswith(f"refs/heads/{gitops.BRANCH_PREFIX}") and sid not in live:
                 kill_processes_in(Path(entry["worktree"]))  # an agent a crash left running
         return gitops.gc(self.repo_root, keep=lambda sid: sid in live)

@@ -96,11 +96,15 @@ def merge3(
         return MergeResult(with_markers, [], with_markers)
     # Parse with markers longer than any marker-like line in the inputs, so content that
     # itself looks like a conflict is never mistaken for one.
-    longest = max((len(m.group(0)) for b in (base, ours, theirs) for m in _MARKERS.finditer(b)),
-                  default=0)
+    longest = max(
+        (len(m.group(0)) for b in (base, ours, theirs) for m in _MARKERS.finditer(b)), default=0
+    )
     size = max(7, longest + 1)
-    parsed = with_markers if size == 7 else _merge_file(
-        ours, base, theirs, labels, f"--marker-size={size}")[0]
+    parsed = (
+        with_markers
+        if size == 7
+        else _merge_file(ours, base, theirs, labels, f"--marker-size={size}")[0]
+    )
     regions, merged = _regions(parsed, ours, size)
     if not ours.endswith(b"\n"):
         # git ends a conflict side's last line with a line end before the next marker: only
@@ -164,7 +168,7 @@ def _map_to_ours(
     for start, chunk in spans:
         want = [_norm(x) for x in chunk]
         s = max(point(start), floor)
-        if a[s:s + len(want)] != want:  # the matcher aligned elsewhere: search nearby
+        if a[s : s + len(want)] != want:  # the matcher aligned elsewhere: search nearby
             s = _find(a, want, s, floor)
         regions.append(ConflictRegion(s, s + len(want)))
         floor = s + len(want)
@@ -175,12 +179,15 @@ def _find(a: list[bytes], want: list[bytes], guess: int, floor: int) -> int:
     """The occurrence of ``want`` in ``a`` at or after ``floor`` closest to ``guess``."""
     if not want:
         return guess
-    hits = [i for i in range(floor, len(a) - len(want) + 1) if a[i:i + len(want)] == want]
+    hits = [i for i in range(floor, len(a) - len(want) + 1) if a[i : i + len(want)] == want]
     return min(hits, key=lambda i: abs(i - guess)) if hits else guess
 
 
 def merge_change(
-    change: FileChange, base: bytes | None, ours: bytes | None, theirs: bytes | None,
+    change: FileChange,
+    base: bytes | None,
+    ours: bytes | None,
+    theirs: bytes | None,
     ours_mode: str | None = None,
 ) -> FileMerge:
     """Decide what to do with one file the agent changed, given what it is now (``ours``, of
@@ -209,8 +216,13 @@ def _with_mode(fm: FileMerge, change: FileChange, ours: bytes | None, cur: str |
     return fm
 
 
-def _merge_entry(change: FileChange, base: bytes | None, ours: bytes | None,
-                 theirs: bytes | None, cur: str | None) -> FileMerge:
+def _merge_entry(
+    change: FileChange,
+    base: bytes | None,
+    ours: bytes | None,
+    theirs: bytes | None,
+    cur: str | None,
+) -> FileMerge:
     """A change that makes, changes or removes a symbolic link: no line merge, the agent's
     entry is taken where the file is still what the agent started from."""
     path, old = change.path, change.old_path
@@ -225,8 +237,10 @@ def _merge_entry(change: FileChange, base: bytes | None, ours: bytes | None,
 
     if change.new_mode == files.SYMLINK and files.link_leaves(path, theirs or b""):
         target = (theirs or b"").decode("utf-8", "replace")
-        return conflict(f"The agent made {path} a symbolic link to {target!r}, outside the "
-                        "repository; it was not applied.")
+        return conflict(
+            f"The agent made {path} a symbolic link to {target!r}, outside the "
+            "repository; it was not applied."
+        )
     if change.status != "renamed" and now == new:
         return FileMerge(path, "unchanged", None, [])
     if change.status == "added":
@@ -235,13 +249,16 @@ def _merge_entry(change: FileChange, base: bytes | None, ours: bytes | None,
         return conflict(f"{path} exists already with other content than the agent created.")
     if now != was:
         what = "deleted" if change.status == "deleted" else "changed"
-        return conflict(f"The agent {what} {where}, but it was changed meanwhile"
-                        + (" (a symbolic link is never merged line by line)." if cur else "."))
+        return conflict(
+            f"The agent {what} {where}, but it was changed meanwhile"
+            + (" (a symbolic link is never merged line by line)." if cur else ".")
+        )
     if change.status == "deleted":
         return FileMerge(path, "delete", None, [])
     action = "rename" if change.status == "renamed" else "write"
-    return FileMerge(path, action, theirs, [], old if action == "rename" else None,
-                     mode=change.new_mode)
+    return FileMerge(
+        path, action, theirs, [], old if action == "rename" else None, mode=change.new_mode
+    )
 
 
 def _merge_content(
@@ -251,20 +268,35 @@ def _merge_content(
     path, old = change.path, change.old_path
     whole = [ConflictRegion(0, len(_lines(ours)))] if ours is not None else []
 
-    def conflict(reason: str, content: bytes | None = None,
-                 regions: list[ConflictRegion] | None = None, resolved: bytes | None = None) -> FileMerge:
-        return FileMerge(path, "conflict", content, whole if regions is None else regions,
-                         old, reason, resolved=resolved)
+    def conflict(
+        reason: str,
+        content: bytes | None = None,
+        regions: list[ConflictRegion] | None = None,
+        resolved: bytes | None = None,
+    ) -> FileMerge:
+        return FileMerge(
+            path,
+            "conflict",
+            content,
+            whole if regions is None else regions,
+            old,
+            reason,
+            resolved=resolved,
+        )
 
     if change.status == "added":
         if ours is None:
             return FileMerge(path, "create", theirs, [], None, "")
         if ours == theirs:
             return FileMerge(path, "unchanged", None, [], None, "")
-        content = None if _is_binary(ours, theirs or b"") else merge3(
-            b"", ours, theirs or b"").with_markers
-        return conflict(f"{path} exists already with other content than the agent created.",
-                        content)
+        content = (
+            None
+            if _is_binary(ours, theirs or b"")
+            else merge3(b"", ours, theirs or b"").with_markers
+        )
+        return conflict(
+            f"{path} exists already with other content than the agent created.", content
+        )
     if change.status == "deleted":
         if ours is None:
             return FileMerge(path, "unchanged", None, [], None, "")
@@ -281,7 +313,10 @@ def _merge_content(
         return conflict(
             f"The agent's changes to {where} conflict with edits made meanwhile "
             f"({n} conflicting region{'s' if n != 1 else ''}).",
-            result.with_markers, result.conflicts, result.text)
+            result.with_markers,
+            result.conflicts,
+            result.text,
+        )
     if change.status == "renamed":
         return FileMerge(path, "rename", result.text, [], old, "")
     if result.text == ours:

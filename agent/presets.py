@@ -26,7 +26,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         acp=["claude-code-acp"],
         alternatives=[["claude-agent-acp"]],  # the adapter's new name (@agentclientprotocol/...)
         install="npm install -g @zed-industries/claude-code-acp  "
-                "(or @agentclientprotocol/claude-agent-acp)",
+        "(or @agentclientprotocol/claude-agent-acp)",
         needs=["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"],
         docs="Claude Code through Zed's ACP adapter; permission requests follow `permissions`",
     ),
@@ -51,7 +51,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "goose": dict(
         acp=["goose", "acp"],
         install="see https://block.github.io/goose/docs/getting-started/installation "
-                "(a single binary)",
+        "(a single binary)",
         needs=["GOOSE_PROVIDER", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"],
         docs="goose in ACP mode; provider and model from its own config or GOOSE_PROVIDER/GOOSE_MODEL",
     ),
@@ -63,23 +63,45 @@ _PRESETS: dict[str, dict[str, Any]] = {
     ),
     # -- command agents, given the whole brief ---------------------------------------------
     "aider": dict(
-        command=["aider", "--yes-always", "--no-auto-commits", "--no-gitignore",
-                 "--no-check-update", "--no-show-release-notes", "--no-analytics",
-                 "--no-pretty", "--message-file", "{task_file}"],
+        command=[
+            "aider",
+            "--yes-always",
+            "--no-auto-commits",
+            "--no-gitignore",
+            "--no-check-update",
+            "--no-show-release-notes",
+            "--no-analytics",
+            "--no-pretty",
+            "--message-file",
+            "{task_file}",
+        ],
         install="python -m pip install aider-install && aider-install  (or pipx install aider-chat)",
         needs=["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"],
         docs="aider, one message (the brief); no commits, no .gitignore edits",
     ),
     "claude-cli": dict(
-        command=["claude", "-p", "{brief}", "--permission-mode", "acceptEdits",
-                 "--allowedTools", "Bash"],
+        command=[
+            "claude",
+            "-p",
+            "{brief}",
+            "--permission-mode",
+            "acceptEdits",
+            "--allowedTools",
+            "Bash",
+        ],
         install="npm install -g @anthropic-ai/claude-code",
         needs=["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"],
         docs="`claude -p` with the brief; edits and Bash allowed (its cwd is the worktree)",
     ),
     "codex-cli": dict(
-        command=["codex", "exec", "--sandbox", "workspace-write", "--skip-git-repo-check",
-                 "{brief}"],
+        command=[
+            "codex",
+            "exec",
+            "--sandbox",
+            "workspace-write",
+            "--skip-git-repo-check",
+            "{brief}",
+        ],
         install="npm install -g @openai/codex",
         needs=["OPENAI_API_KEY", "CODEX_API_KEY"],
         docs="`codex exec` with the brief, in codex's workspace-write sandbox",
@@ -109,8 +131,14 @@ def preset(name: str) -> AgentSpec | None:
     p = _PRESETS.get(name)
     if p is None:
         return None
-    spec = AgentSpec(name, preset=True, install=p["install"], needs=list(p["needs"]),
-                     docs=p["docs"], passEnv=list(p["needs"]))
+    spec = AgentSpec(
+        name,
+        preset=True,
+        install=p["install"],
+        needs=list(p["needs"]),
+        docs=p["docs"],
+        passEnv=list(p["needs"]),
+    )
     if "acp" in p:
         spec.acp = _resolve(p["acp"], p.get("alternatives", []))
     else:
@@ -124,7 +152,8 @@ class AgentUnavailable(Exception):
 
 def _which(argv0: str, spec: AgentSpec | None, env: Mapping[str, str] | None = None) -> str | None:
     path = (spec.env.get("PATH") if spec else None) or (os.environ if env is None else env).get(
-        "PATH", os.defpath)
+        "PATH", os.defpath
+    )
     if os.sep in argv0:
         return argv0 if os.access(argv0, os.X_OK) and os.path.isfile(argv0) else None
     return shutil.which(argv0, path=path)
@@ -138,14 +167,16 @@ def check_agent(name: str, config: Config, env: Mapping[str, str] | None = None)
         if not config.model:
             raise AgentUnavailable(
                 "the built-in agent has no model: set `model` (e.g. HANDOFF_MODEL=openai/gpt-4o-mini, "
-                "or `model = \"...\"` in .handoff.toml), or choose an agent such as "
-                f"`agent = \"claude\"` (presets: {', '.join(NAMES)})")
+                'or `model = "..."` in .handoff.toml), or choose an agent such as '
+                f'`agent = "claude"` (presets: {", ".join(NAMES)})'
+            )
         return
     spec = config.agent_spec(name)
     if spec is None:
         raise AgentUnavailable(
             f"no agent called `{name}`: add it under `agents` in .handoff.toml, or use a preset "
-            f"({', '.join(NAMES)})")
+            f"({', '.join(NAMES)})"
+        )
     argv0 = spec.argv[0]
     if _which(argv0, spec, env) is None:
         how = f"; install it: {spec.install}" if spec.install else ""
@@ -171,18 +202,41 @@ class AgentRow:
 def agents_report(config: Config) -> list[AgentRow]:
     """Every agent this configuration can use: the built-in one, the presets and the configured
     agents, with whether each executable is found, how to install it and what it needs."""
-    rows = [AgentRow("builtin", "builtin", "built-in", [], "(in Handoff)" if config.model else None,
-                     "set `model` (any litellm model string)", ["HANDOFF_MODEL"],
-                     ["HANDOFF_MODEL"] if config.model else [], config.agent == "builtin")]
+    rows = [
+        AgentRow(
+            "builtin",
+            "builtin",
+            "built-in",
+            [],
+            "(in Handoff)" if config.model else None,
+            "set `model` (any litellm model string)",
+            ["HANDOFF_MODEL"],
+            ["HANDOFF_MODEL"] if config.model else [],
+            config.agent == "builtin",
+        )
+    ]
     for name in [*NAMES, *sorted(n for n in config.agents if n not in _PRESETS)]:
         spec = config.agent_spec(name)
         assert spec is not None
-        source = ("preset, configured" if name in config.agents else "preset") if name in _PRESETS \
+        source = (
+            ("preset, configured" if name in config.agents else "preset")
+            if name in _PRESETS
             else "configured"
+        )
         argv = spec.argv
-        rows.append(AgentRow(name, spec.kind, source, argv, _which(argv[0], spec), spec.install,
-                             list(spec.needs), [v for v in spec.needs if os.environ.get(v) or v in spec.env],
-                             config.agent == name))
+        rows.append(
+            AgentRow(
+                name,
+                spec.kind,
+                source,
+                argv,
+                _which(argv[0], spec),
+                spec.install,
+                list(spec.needs),
+                [v for v in spec.needs if os.environ.get(v) or v in spec.env],
+                config.agent == name,
+            )
+        )
     return rows
 
 

@@ -24,11 +24,15 @@ anything they should check. If the task cannot be done, call finish and say why.
 TEST_HINT = "- The project's tests run with: `{test_command}`. Run them before you finish."
 NO_TEST_HINT = "- No test command is configured; check your work as well as the project allows."
 
-NUDGE = ("Please continue by calling a tool. If the task is complete, call `finish` with a short "
-         "summary; if you reply with text only again, that text will be taken as your summary.")
+NUDGE = (
+    "Please continue by calling a tool. If the task is complete, call `finish` with a short "
+    "summary; if you reply with text only again, that text will be taken as your summary."
+)
 
-BAD_ARGUMENTS = ("error: the arguments of `{name}` are not a JSON object ({problem}). Call the tool "
-                 "again with valid JSON arguments, as in its schema.")
+BAD_ARGUMENTS = (
+    "error: the arguments of `{name}` are not a JSON object ({problem}). Call the tool "
+    "again with valid JSON arguments, as in its schema."
+)
 
 EMPTY_REPLY = "Your reply was empty. Call a tool, or `finish` with a summary."
 

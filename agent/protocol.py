@@ -56,10 +56,32 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 # The Session wire form and its states are part of the protocol.
-from .session import ACTIVE, FINAL, Session, SessionError, State, TransitionError, actions_of, allows
+from .session import (
+    ACTIVE,
+    FINAL,
+    Session,
+    SessionError,
+    State,
+    TransitionError,
+    actions_of,
+    allows,
+)
 
-__all__ = ["ACTIVE", "FINAL", "PROTOCOL_VERSION", "Planned", "RemoteError", "Session", "SessionError",
-           "State", "TransitionError", "actions_of", "allows", "decode", "encode"]
+__all__ = [
+    "ACTIVE",
+    "FINAL",
+    "PROTOCOL_VERSION",
+    "Planned",
+    "RemoteError",
+    "Session",
+    "SessionError",
+    "State",
+    "TransitionError",
+    "actions_of",
+    "allows",
+    "decode",
+    "encode",
+]
 
 PROTOCOL_VERSION = 1
 LINE_LIMIT = 1 << 30  # one message: a delegation carries the unsaved buffers
@@ -193,12 +215,18 @@ class Planned:
         return "120000" in (self.mode, self.current_mode)
 
     @classmethod
-    def from_wire(cls, d: PlannedFile) -> "Planned":
-        return cls(path=d["path"], action=d["action"], content=unb64(d.get("content")),
-                   conflicts=[Region(c["start"], c["end"]) for c in d.get("conflicts") or []],
-                   old_path=d.get("oldPath"), reason=d.get("reason") or "",
-                   mode=d.get("mode"), current_mode=d.get("currentMode"),
-                   resolved=unb64(d.get("resolved")))
+    def from_wire(cls, d: PlannedFile) -> Planned:
+        return cls(
+            path=d["path"],
+            action=d["action"],
+            content=unb64(d.get("content")),
+            conflicts=[Region(c["start"], c["end"]) for c in d.get("conflicts") or []],
+            old_path=d.get("oldPath"),
+            reason=d.get("reason") or "",
+            mode=d.get("mode"),
+            current_mode=d.get("currentMode"),
+            resolved=unb64(d.get("resolved")),
+        )
 
 
 class RemoteError(Exception):
@@ -240,7 +268,9 @@ def daemon_dir(state_root: Path) -> Path:
 
 
 def _key(state_root: Path) -> str:
-    return hashlib.sha1(str(state_root.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return hashlib.sha1(str(state_root.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[
+        :12
+    ]
 
 
 def socket_path(state_root: Path) -> Path:

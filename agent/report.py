@@ -32,7 +32,7 @@ def _event_line(event: dict[str, Any]) -> str:
     return f"# - {kind}: {body}"
 
 
-def render(mgr: "SessionManager", s: Session) -> str:
+def render(mgr: SessionManager, s: Session) -> str:
     """The report: a header of ``#`` lines (ignored by diff tools), then the diff (blocking)."""
     lines = [
         f"# Handoff session {s.id}: {s.title}",
@@ -54,7 +54,7 @@ def render(mgr: "SessionManager", s: Session) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(mgr: "SessionManager", s: Session) -> Path:
+def write(mgr: SessionManager, s: Session) -> Path:
     """The report written to ``session.diff`` in the session's folder (blocking)."""
     path = mgr.store.session_dir(s.id) / "session.diff"
     atomic_write(path, render(mgr, s).encode("utf-8"))

@@ -14,8 +14,9 @@ from . import gitops
 from .merge import FileMerge, merge_change
 
 
-def plan(repo_root: Path, base: str, result: str,
-         read_current: Callable[[str], bytes | None]) -> list[FileMerge]:
+def plan(
+    repo_root: Path, base: str, result: str, read_current: Callable[[str], bytes | None]
+) -> list[FileMerge]:
     """Merge each changed file three-way: base = snapshot, ours = now, theirs = agent.
 
     Every blob is read by one ``git cat-file --batch`` where no checkout conversion applies."""
@@ -29,13 +30,25 @@ def plan(repo_root: Path, base: str, result: str,
         base_path = change.old_path or change.path
         mode = files.disk_mode(repo_root / base_path)
         # a symbolic link is its target (never what it points to, nor a buffer of that)
-        ours = files.read_link(repo_root / base_path) if mode == files.SYMLINK else read_current(base_path)
+        ours = (
+            files.read_link(repo_root / base_path)
+            if mode == files.SYMLINK
+            else read_current(base_path)
+        )
         fm = merge_change(change, blobs[2 * i], ours, blobs[2 * i + 1], mode)
-        if change.status == "renamed" and fm.action != "conflict" and (
-                read_current(change.path) is not None or os.path.lexists(repo_root / change.path)):
-            fm = FileMerge(path=change.path, action="conflict", content=None, conflicts=fm.conflicts,
-                           old_path=change.old_path,
-                           reason=f"{change.path} exists already; the agent renamed {base_path} to it")
+        if (
+            change.status == "renamed"
+            and fm.action != "conflict"
+            and (read_current(change.path) is not None or os.path.lexists(repo_root / change.path))
+        ):
+            fm = FileMerge(
+                path=change.path,
+                action="conflict",
+                content=None,
+                conflicts=fm.conflicts,
+                old_path=change.old_path,
+                reason=f"{change.path} exists already; the agent renamed {base_path} to it",
+            )
         plans.append(fm)
     return plans
 
@@ -53,8 +66,11 @@ def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
                 continue
             current = fm.path
             target = repo_root / fm.path
-            missing = [d for d in [target.parent, *target.parent.parents]
-                       if not d.exists() and repo_root in d.parents]
+            missing = [
+                d
+                for d in [target.parent, *target.parent.parents]
+                if not d.exists() and repo_root in d.parents
+            ]
             for d in reversed(missing):
                 d.mkdir()
                 made_dirs.append(d)
@@ -67,8 +83,9 @@ def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
         for d in reversed(made_dirs):
             with contextlib.suppress(OSError):
                 d.rmdir()
-        raise OSError(exc.errno, f"writing {current} failed ({exc.strerror or exc}); "
-                                 "nothing was changed") from None
+        raise OSError(
+            exc.errno, f"writing {current} failed ({exc.strerror or exc}); nothing was changed"
+        ) from None
     for tmp, target in staged:
         files.commit(tmp, target)
     for fm in plans:
@@ -107,7 +124,11 @@ def revert(repo_root: Path, worktree: Path, base: str, result: str, reverts: lis
     blobs = gitops.read_blobs(repo_root, items)
     writes: list[tuple[str, bytes | None]] = []
     for i, r in enumerate(reverts):
-        theirs, base_new, base_old = blobs[i], blobs[len(reverts) + 2 * i], blobs[len(reverts) + 2 * i + 1]
+        theirs, base_new, base_old = (
+            blobs[i],
+            blobs[len(reverts) + 2 * i],
+            blobs[len(reverts) + 2 * i + 1],
+        )
         if r.merged is None or r.kept is None:
             writes.append((r.path, base_new))
             if r.old_path:
@@ -117,8 +138,10 @@ def revert(repo_root: Path, worktree: Path, base: str, result: str, reverts: lis
             raise RevertError(f"{r.path} is not in the session's result")
         m = merge3(r.merged, theirs, r.kept, labels=("agent", "proposed", "kept"))
         if not m.clean:
-            raise RevertError(f"the rejected change of {r.path} overlaps other changes of the agent; "
-                              "follow up with what to change instead")
+            raise RevertError(
+                f"the rejected change of {r.path} overlaps other changes of the agent; "
+                "follow up with what to change instead"
+            )
         writes.append((r.path, m.text))
     for path, data in writes:
         write_in_worktree(worktree, path, data)

@@ -25,8 +25,14 @@ class ConnectionLost(RemoteError):
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 dispatch: Dispatch | None = None, *, name: str = "") -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dispatch: Dispatch | None = None,
+        *,
+        name: str = "",
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.dispatch = dispatch
@@ -97,9 +103,13 @@ class Connection:
                 return
             error = message.get("error")
             if error is not None:
-                future.set_exception(RemoteError(str(error.get("message", "error")),
-                                                 int(error.get("code", protocol.INTERNAL_ERROR)),
-                                                 error.get("data")))
+                future.set_exception(
+                    RemoteError(
+                        str(error.get("message", "error")),
+                        int(error.get("code", protocol.INTERNAL_ERROR)),
+                        error.get("data"),
+                    )
+                )
             else:
                 future.set_result(message.get("result"))
             return
@@ -109,7 +119,9 @@ class Connection:
         if not isinstance(method, str) or not isinstance(params, dict):
             self._error(message.get("id"), protocol.INVALID_REQUEST, "bad method or params")
             return
-        task = asyncio.get_running_loop().create_task(self._handle(message.get("id"), method, params))
+        task = asyncio.get_running_loop().create_task(
+            self._handle(message.get("id"), method, params)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -134,7 +146,10 @@ class Connection:
                 self._send({"id": request_id, "result": result if result is not None else {}})
             except (ConnectionLost, OSError):
                 pass
-            except (TypeError, ValueError) as exc:  # a bug: the answer is not JSON; say so, never hang
+            except (
+                TypeError,
+                ValueError,
+            ) as exc:  # a bug: the answer is not JSON; say so, never hang
                 log.error("%s: the answer to %s is not JSON: %s", self.name, method, exc)
                 self._error(request_id, protocol.INTERNAL_ERROR, f"{method} failed: {exc}")
 
@@ -160,7 +175,9 @@ class Connection:
             pass
 
 
-def spawn_serve(conn: Connection, on_closed: Callable[[Connection], None] | None = None) -> asyncio.Task[None]:
+def spawn_serve(
+    conn: Connection, on_closed: Callable[[Connection], None] | None = None
+) -> asyncio.Task[None]:
     """Run ``conn.serve()`` in a task; ``on_closed(conn)`` when it ends."""
     task = asyncio.get_running_loop().create_task(conn.serve(), name=f"rpc {conn.name}")
 
@@ -172,4 +189,3 @@ def spawn_serve(conn: Connection, on_closed: Callable[[Connection], None] | None
 
     task.add_done_callback(done)
     return task
-

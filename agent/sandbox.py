@@ -44,47 +44,70 @@ POLICIES = ("sandbox", "allow", "deny")
 MIN_LANDLOCK_ABI = landlock.MIN_ABI
 
 UNAVAILABLE = (
-    "run_command is not available: commandPolicy is \"sandbox\" but no sandbox can be had on this "
+    'run_command is not available: commandPolicy is "sandbox" but no sandbox can be had on this '
     "machine (bubblewrap is missing or cannot create namespaces, and Landlock ABI 6 is not "
     "available). The developer can install bubblewrap (Debian/Ubuntu: `apt install bubblewrap`, "
     "Fedora: `dnf install bubblewrap`, Arch: `pacman -S bubblewrap`) or set "
-    "commandPolicy = \"allow\" to run commands unconfined. Continue without running commands."
+    'commandPolicy = "allow" to run commands unconfined. Continue without running commands.'
 )
 DENIED = (
-    "run_command is disabled by the project's configuration (commandPolicy = \"deny\"). "
+    'run_command is disabled by the project\'s configuration (commandPolicy = "deny"). '
     "Continue without running commands; say in your summary what should be run to check the work."
 )
 
 # Environment variables that carry credentials (.secrets.is_secret_name: whole name parts) are
 # never passed to an agent process unless the configuration names them in `passEnv`.
 # Variables that would point git (run by an agent in its worktree) at another repository.
-GIT_REDIRECT_VARS = frozenset({
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_CEILING_DIRECTORIES",
-    "GIT_CONFIG", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT", "GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS",
-})
+GIT_REDIRECT_VARS = frozenset(
+    {
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_COMMON_DIR",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_NAMESPACE",
+        "GIT_PREFIX",
+        "GIT_CEILING_DIRECTORIES",
+        "GIT_CONFIG",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_COUNT",
+        "GIT_EXEC_PATH",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_ASKPASS",
+        "SSH_ASKPASS",
+    }
+)
 COMMAND_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
 
 # git config keys a sandboxed git needs to read the repository; everything else is left out
 _GIT_CONFIG_KEEP = re.compile(
     r"^(extensions\.[^.]+|core\.(repositoryformatversion|bare|filemode|symlinks|ignorecase|"
-    r"precomposeunicode|autocrlf|eol|safecrlf|quotepath|checkstat|trustctime))$")
+    r"precomposeunicode|autocrlf|eol|safecrlf|quotepath|checkstat|trustctime))$"
+)
 
 
-def agent_env(base: Mapping[str, str], pass_env: Iterable[str] = (),
-              extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def agent_env(
+    base: Mapping[str, str], pass_env: Iterable[str] = (), extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment of a command agent: ours without credentials and without variables
     that redirect git, plus the names ``pass_env`` lists, plus ``extra``."""
     keep = set(pass_env)
-    env = {k: v for k, v in base.items()
-           if k in keep or not (is_secret_name(k) or k in GIT_REDIRECT_VARS)}
+    env = {
+        k: v
+        for k, v in base.items()
+        if k in keep or not (is_secret_name(k) or k in GIT_REDIRECT_VARS)
+    }
     env.update(extra or {})
     return env
 
 
-def command_env(base: Mapping[str, str], pass_env: Iterable[str], *, home: str,
-                tmp: str) -> dict[str, str]:
+def command_env(
+    base: Mapping[str, str], pass_env: Iterable[str], *, home: str, tmp: str
+) -> dict[str, str]:
     """The environment of ``run_command``: a few harmless variables, the ``pass_env`` names,
     a private HOME and TMPDIR."""
     env = {k: base[k] for k in COMMAND_ENV if k in base and not is_secret_name(k)}
@@ -101,9 +124,28 @@ def command_env(base: Mapping[str, str], pass_env: Iterable[str], *, home: str,
 def _bwrap_works(bwrap: str) -> bool:
     try:
         proc = subprocess.run(
-            [bwrap, *_BWRAP_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-             "--tmpfs", "/tmp", "--", "/bin/sh", "-c", "exit 0"],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=20, check=False)
+            [
+                bwrap,
+                *_BWRAP_BASE,
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--tmpfs",
+                "/tmp",
+                "--",
+                "/bin/sh",
+                "-c",
+                "exit 0",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
@@ -173,10 +215,18 @@ def hidden_paths() -> list[str]:
     outer ones first (a home inside /tmp is listed after /tmp)."""
     from .store import state_root
 
-    found = _real_dirs([
-        os.path.expanduser("~"), os.environ.get("HOME"), "/root", "/home", "/tmp", "/var/tmp",
-        "/run", str(state_root()),
-    ])
+    found = _real_dirs(
+        [
+            os.path.expanduser("~"),
+            os.environ.get("HOME"),
+            "/root",
+            "/home",
+            "/tmp",
+            "/var/tmp",
+            "/run",
+            str(state_root()),
+        ]
+    )
     return sorted(found, key=lambda p: (p.count("/"), p))
 
 
@@ -212,8 +262,14 @@ def _git_dirs(root: Path) -> tuple[str | None, str | None]:
 
 
 @contextlib.contextmanager
-def prepare(command: str, *, root: Path, kind: str, pass_env: Iterable[str] = (),
-            base_env: Mapping[str, str] | None = None) -> Iterator[Launch]:
+def prepare(
+    command: str,
+    *,
+    root: Path,
+    kind: str,
+    pass_env: Iterable[str] = (),
+    base_env: Mapping[str, str] | None = None,
+) -> Iterator[Launch]:
     """A :class:`Launch` for ``sh -c command`` in ``root``; its scratch folder (private HOME
     and TMPDIR, sanitized git config) is removed on exit."""
     root_s = os.path.realpath(root)
@@ -236,8 +292,9 @@ def prepare(command: str, *, root: Path, kind: str, pass_env: Iterable[str] = ()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _bwrap_launch(shell: list[str], root: str, scratch: str, base: Mapping[str, str],
-                  pass_env: Iterable[str]) -> Launch:
+def _bwrap_launch(
+    shell: list[str], root: str, scratch: str, base: Mapping[str, str], pass_env: Iterable[str]
+) -> Launch:
     bwrap = shutil.which("bwrap") or "bwrap"
     home = f"/tmp/handoff-home-{secrets.token_hex(4)}"
     argv = [bwrap, *_BWRAP_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -263,8 +320,9 @@ def _bwrap_launch(shell: list[str], root: str, scratch: str, base: Mapping[str, 
     return Launch("bubblewrap", argv, command_env(base, pass_env, home=home, tmp="/tmp"))
 
 
-def _landlock_launch(shell: list[str], root: str, scratch: str, base: Mapping[str, str],
-                     pass_env: Iterable[str]) -> Launch:
+def _landlock_launch(
+    shell: list[str], root: str, scratch: str, base: Mapping[str, str], pass_env: Iterable[str]
+) -> Launch:
     home, tmp = os.path.join(scratch, "home"), os.path.join(scratch, "tmp")
     os.mkdir(home)
     os.mkdir(tmp)
@@ -280,13 +338,31 @@ def _landlock_launch(shell: list[str], root: str, scratch: str, base: Mapping[st
     spec = {
         "read": readable,
         "write": [root, scratch],
-        "devices": [d for d in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random",
-                                "/dev/urandom", "/dev/tty") if os.path.exists(d)],
+        "devices": [
+            d
+            for d in (
+                "/dev/null",
+                "/dev/zero",
+                "/dev/full",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/tty",
+            )
+            if os.path.exists(d)
+        ],
     }
     spec_file = os.path.join(scratch, "landlock.json")
     Path(spec_file).write_text(json.dumps(spec), encoding="utf-8")
-    argv = [sys.executable, "-I", "-S", os.path.abspath(landlock.__file__), "--landlock", spec_file, "--",
-            *shell]
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        os.path.abspath(landlock.__file__),
+        "--landlock",
+        spec_file,
+        "--",
+        *shell,
+    ]
     return Launch("landlock", argv, command_env(base, pass_env, home=home, tmp=tmp))
 
 

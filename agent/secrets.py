@@ -16,13 +16,31 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 # a part equal to one of these makes the name a secret
-SECRET_PARTS = frozenset({
-    "KEY", "APIKEY", "TOKEN", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASSPHRASE",
-    "CREDENTIAL", "CREDENTIALS",
-})
+SECRET_PARTS = frozenset(
+    {
+        "KEY",
+        "APIKEY",
+        "TOKEN",
+        "SECRET",
+        "SECRETS",
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "CREDENTIAL",
+        "CREDENTIALS",
+    }
+)
 # a part ending with one of these does too (glued names such as PGPASSWORD)
-SECRET_ENDINGS = ("APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIALS",
-                  "CREDENTIAL")
+SECRET_ENDINGS = (
+    "APIKEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "CREDENTIALS",
+    "CREDENTIAL",
+)
 # secrets whatever their names say
 CREDENTIAL_VARS = frozenset({"SSH_AUTH_SOCK", "GPG_AGENT_INFO", "HANDOFF_API_KEY"})
 
@@ -49,8 +67,9 @@ def is_secret_name(name: str) -> bool:
     return any(p in SECRET_PARTS or p.endswith(SECRET_ENDINGS) for p in name_parts(name))
 
 
-def scrub(base: Mapping[str, str], keep: Iterable[str] = (),
-          also: Iterable[str] = ()) -> tuple[dict[str, str], list[str]]:
+def scrub(
+    base: Mapping[str, str], keep: Iterable[str] = (), also: Iterable[str] = ()
+) -> tuple[dict[str, str], list[str]]:
     """``base`` without its secrets (unless named in ``keep``) and without the names in
     ``also``; returns the environment and the sorted names dropped as secrets."""
     keep_s, also_s = set(keep), set(also)

@@ -138,7 +138,7 @@ class Session:
         return self._kept("_json", lambda: json.dumps(self.to_wire()))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Session":
+    def from_dict(cls, data: dict[str, Any]) -> Session:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["state"] = State(kwargs["state"])

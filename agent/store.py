@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .secrets import Redactor  # noqa: F401  (re-exported: it lived here)
+from .secrets import Redactor
 from .session import Session
-
 
 
 def state_root() -> Path:
@@ -40,8 +39,10 @@ class StateDirError(OSError):
 def state_dir_error(exc: OSError, root: Path) -> StateDirError:
     what = exc.strerror or type(exc).__name__
     where = f": {exc.filename}" if exc.filename else ""
-    return StateDirError(f"Handoff's state folder {root} cannot be written ({what}{where}); "
-                         "make it writable or set HANDOFF_STATE_DIR to a writable folder")
+    return StateDirError(
+        f"Handoff's state folder {root} cannot be written ({what}{where}); "
+        "make it writable or set HANDOFF_STATE_DIR to a writable folder"
+    )
 
 
 def repo_key(repo_root: Path) -> str:

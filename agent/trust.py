@@ -19,8 +19,16 @@ from typing import Any
 
 # Keys of a repository file that run programs or widen an agent's reach. ``agent`` only when it
 # names something else than the built-in agent; ``commandPolicy`` only when it widens.
-GUARDED = ("agent", "agents", "commandPolicy", "passEnv", "testCommand", "apiBase",
-           "worktree.setup", "worktree.include")
+GUARDED = (
+    "agent",
+    "agents",
+    "commandPolicy",
+    "passEnv",
+    "testCommand",
+    "apiBase",
+    "worktree.setup",
+    "worktree.include",
+)
 _NARROWING_POLICIES = ("sandbox", "deny")
 KEEP = 20  # trusted contents remembered per file
 
@@ -43,10 +51,12 @@ class TrustState:
         return bool(self.guarded) and not self.trusted
 
     def message(self) -> str:
-        return (f"{self.file.name if self.file else 'the repository'} sets "
-                f"{', '.join(f'`{k}`' for k in self.guarded)}, which run programs or widen what "
-                "agents may do: ignored until you trust this repository's Handoff settings "
-                f"(run `handoff trust` in {self.file.parent if self.file else '.'})")
+        return (
+            f"{self.file.name if self.file else 'the repository'} sets "
+            f"{', '.join(f'`{k}`' for k in self.guarded)}, which run programs or widen what "
+            "agents may do: ignored until you trust this repository's Handoff settings "
+            f"(run `handoff trust` in {self.file.parent if self.file else '.'})"
+        )
 
 
 def _store(root: Path | None = None) -> Path:
@@ -136,16 +146,21 @@ def trust(repo_root: Path, *, root: Path | None = None) -> TrustState:
     messages: list[str] = []
     data, name = read_toml(Path(repo_root), messages)
     if not name:
-        raise ValueError("; ".join(messages) if messages else
-                         f"no .handoff.toml or [tool.handoff] in pyproject.toml at {repo_root}: "
-                         "nothing to trust")
+        raise ValueError(
+            "; ".join(messages)
+            if messages
+            else f"no .handoff.toml or [tool.handoff] in pyproject.toml at {repo_root}: "
+            "nothing to trust"
+        )
     path = Path(repo_root) / name
     records = _records(root)
     entry = records.get(_key(path))
     kept = entry.get("sha256", []) if isinstance(entry, dict) else []
     # Like direnv, each content trusted stays trusted (the last few): going back to one asks not.
-    hashes = [h for h in kept if isinstance(h, str) and h != digest(data)][-(KEEP - 1):]
-    records[_key(path)] = {"sha256": [*hashes, digest(data)],
-                           "trustedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    hashes = [h for h in kept if isinstance(h, str) and h != digest(data)][-(KEEP - 1) :]
+    records[_key(path)] = {
+        "sha256": [*hashes, digest(data)],
+        "trustedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     atomic_write(_store(root), (json.dumps(records, indent=2, sort_keys=True) + "\n").encode())
     return TrustState(path, True, guarded_keys(data))

@@ -78,8 +78,15 @@ def table(results: dict[str, Any]) -> str:
             rows.append((name, "ERROR", res["error"].splitlines()[-1][:80], "", ""))
             continue
         for t in res.get("targets", []):
-            rows.append((name, t["metric"], _fmt(t["value"], t.get("unit")), t["target"],
-                         "yes" if t["met"] else "NO"))
+            rows.append(
+                (
+                    name,
+                    t["metric"],
+                    _fmt(t["value"], t.get("unit")),
+                    t["target"],
+                    "yes" if t["met"] else "NO",
+                )
+            )
         for label, value in res.get("rows", []):
             rows.append((name, label, value, "", ""))
     head = ("benchmark", "measurement", "value", "target", "met")
@@ -94,11 +101,15 @@ def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = []
     if results.get("whatif_patches"):
-        lines.append(f"WHAT-IF RUN: the server ran with proposed changes applied: "
-                     f"{', '.join(results['whatif_patches'])}")
-    lines.append(f"Handoff benchmarks{' (quick: sizes too small for the targets to mean anything)' if results['quick'] else ''}"
-                 f" - {m['date']} - {m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Linux {m['kernel']}, "
-                 f"{m['git']}, Python {m['python']}, {m.get('filesystem', '?')}")
+        lines.append(
+            f"WHAT-IF RUN: the server ran with proposed changes applied: "
+            f"{', '.join(results['whatif_patches'])}"
+        )
+    lines.append(
+        f"Handoff benchmarks{' (quick: sizes too small for the targets to mean anything)' if results['quick'] else ''}"
+        f" - {m['date']} - {m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Linux {m['kernel']}, "
+        f"{m['git']}, Python {m['python']}, {m.get('filesystem', '?')}"
+    )
     return "\n".join(lines)
 
 
@@ -116,14 +127,29 @@ def _stop_daemons() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes; a smoke test that asserts no timing")
-    p.add_argument("--json", type=Path, default=OUT / "results.json", help="where to write the results")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes; a smoke test that asserts no timing"
+    )
+    p.add_argument(
+        "--json", type=Path, default=OUT / "results.json", help="where to write the results"
+    )
     p.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
-    p.add_argument("--tmpfs", nargs="?", const=Path("/dev/shm"), type=Path, metavar="DIR",
-                   help="run the handoff-cost benchmark once more with the repository on a RAM file "
-                        "system (default /dev/shm): git's CPU cost without disk noise")
+    p.add_argument(
+        "--tmpfs",
+        nargs="?",
+        const=Path("/dev/shm"),
+        type=Path,
+        metavar="DIR",
+        help="run the handoff-cost benchmark once more with the repository on a RAM file "
+        "system (default /dev/shm): git's CPU cost without disk noise",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    p.add_argument("--table", type=Path, metavar="JSON", help="print the table of an earlier run's JSON and exit")
+    p.add_argument(
+        "--table",
+        type=Path,
+        metavar="JSON",
+        help="print the table of an earlier run's JSON and exit",
+    )
     args = p.parse_args(argv)
     if args.table:
         earlier = json.loads(args.table.read_text())
@@ -139,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     from .whatif_server import from_env
 
     patches = from_env()
-    results: dict[str, Any] = {"quick": args.quick, "machine": machine(), "sizes": sizes.__dict__,
-                               "whatif_patches": patches, "benchmarks": {}}
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "machine": machine(),
+        "sizes": sizes.__dict__,
+        "whatif_patches": patches,
+        "benchmarks": {},
+    }
     failed = False
     plan = [(n, None) for n in names]
     if args.tmpfs is not None and "handoff" in names:
@@ -172,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     print(header(results))
     print(table(results))
     print(f"\nJSON: {args.json}")
-    missed = [t for r in results["benchmarks"].values() for t in r.get("targets", []) if not t["met"]]
+    missed = [
+        t for r in results["benchmarks"].values() for t in r.get("targets", []) if not t["met"]
+    ]
     if failed:
         return 1
     return 1 if args.strict and missed else 0

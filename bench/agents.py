@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-WRITER = '''
+WRITER = """
 import os, sys, time, pathlib
 stop, log = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 sid = os.environ["HANDOFF_SESSION_ID"]
@@ -31,9 +31,9 @@ while not stop.exists() and time.time() < deadline:
     i += 1
     time.sleep(0.01)
 print("wrote", i, "files")
-'''
+"""
 
-EDITOR = '''
+EDITOR = """
 import json, os, sys, pathlib
 spec = json.loads(pathlib.Path(sys.argv[1]).read_text())
 for rel in spec["modify"]:
@@ -50,7 +50,7 @@ for rel in spec["create"]:
 for rel in spec["delete"]:
     os.remove(rel)
 print("changed", len(spec["modify"]) + len(spec["create"]) + len(spec["delete"]), "files")
-'''
+"""
 
 
 def _script(folder: Path, name: str, body: str) -> Path:
@@ -81,4 +81,4 @@ def quick() -> list[str]:
 
 
 def bump() -> list[str]:
-    return ["/bin/sh", "-c", 'date +%s%N >> handoff-result.txt; echo bumped']
+    return ["/bin/sh", "-c", "date +%s%N >> handoff-result.txt; echo bumped"]

@@ -23,14 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from . import agents, daemons
-from .common import OUT, fresh_dir, generated_repo, median, repo_files, reset_repo, server_env, summary
+from .common import (
+    OUT,
+    fresh_dir,
+    generated_repo,
+    median,
+    repo_files,
+    reset_repo,
+    server_env,
+    summary,
+)
 from .lsp import BenchClient, capabilities, handoff_argv
 
 
 def _choose(n_files: int, count: int) -> tuple[list[str], list[str], list[str], list[str]]:
     files = [f for f in repo_files(n_files)[20:]]  # clear of the dirty ones at the front
     step = max(1, len(files) // count)
-    picked = files[::step][:count - 6]
+    picked = files[::step][: count - 6]
     modify = picked
     create = [f"added/new_module_{i}.py" for i in range(3)]
     delete = files[-3:]
@@ -38,21 +47,36 @@ def _choose(n_files: int, count: int) -> tuple[list[str], list[str], list[str], 
     return modify, create, delete, opened
 
 
-async def _server(sizes, log, repo: Path, base: Path, argv: list[str], opened: list[str]) -> dict[str, Any]:
+async def _server(
+    sizes, log, repo: Path, base: Path, argv: list[str], opened: list[str]
+) -> dict[str, Any]:
     client = BenchClient()
     to_edit, total, sizes_seen = [], [], []
     try:
-        await client.start(handoff_argv(), env=server_env(base / "state"), stderr_path=base / "server.stderr")
+        await client.start(
+            handoff_argv(), env=server_env(base / "state"), stderr_path=base / "server.stderr"
+        )
         await client.initialize(repo, {"agent": "editor", "agents": {"editor": {"command": argv}}})
         await client.list_sessions()
         uris = [client.open(repo / rel) for rel in opened]
         for i in range(sizes.apply_runs + 1):  # the first is a warm-up
-            r = await client.command("handoff.delegate", {
-                "uri": uris[0], "range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
-                "instruction": f"apply benchmark {i}"})
+            r = await client.command(
+                "handoff.delegate",
+                {
+                    "uri": uris[0],
+                    "range": {
+                        "start": {"line": 2, "character": 0},
+                        "end": {"line": 3, "character": 0},
+                    },
+                    "instruction": f"apply benchmark {i}",
+                },
+            )
             sid = r["sessionId"]
-            await client.wait_sessions(lambda ss: any(s["id"] == sid and s["state"] == "ready" for s in ss),
-                                       300, f"session {sid} ready")
+            await client.wait_sessions(
+                lambda ss: any(s["id"] == sid and s["state"] == "ready" for s in ss),
+                300,
+                f"session {sid} ready",
+            )
             before = len(client.apply_edits)
             t0 = time.perf_counter()
             result = await client.command("handoff.apply", {"sessionId": sid})
@@ -71,27 +95,34 @@ async def _server(sizes, log, repo: Path, base: Path, argv: list[str], opened: l
     return {"to_apply_edit_s": to_edit, "round_trip_s": total, "document_changes": sizes_seen[-1]}
 
 
-def _in_process(repo: Path, base: Path, argv: list[str], opened: list[str], runs: int) -> dict[str, Any]:
+def _in_process(
+    repo: Path, base: Path, argv: list[str], opened: list[str], runs: int
+) -> dict[str, Any]:
     import anyio
-
     from handoff.agent.config import load
     from handoff.agent.manager import DelegateRequest, SessionManager
     from handoff.agent.store import Store
     from handoff.server import edits
 
-    cfg, _ = load(repo, overrides=[("bench", {"agent": "editor", "agents": {"editor": {"command": argv}}})])
+    cfg, _ = load(
+        repo, overrides=[("bench", {"agent": "editor", "agents": {"editor": {"command": argv}}})]
+    )
     manager = SessionManager(repo, cfg, store=Store(repo, root=base / "state-inproc"))
     plan_s, build_s = [], []
     each_s, batch_s = [], []
     caps = edits.EditCaps.from_client(capabilities(), "utf-16")
-    docs = {rel: edits.OpenDoc((repo / rel).as_uri(), (repo / rel).read_text(), 1) for rel in opened}
+    docs = {
+        rel: edits.OpenDoc((repo / rel).as_uri(), (repo / rel).read_text(), 1) for rel in opened
+    }
 
     async def main() -> None:
         for _ in range(runs):
             s = manager.delegate(DelegateRequest(instruction="apply benchmark", file=opened[0]))
             await manager.wait(s.id)
             if manager.get(s.id).state.value != "ready":
-                raise RuntimeError(f"in-process session ended {manager.get(s.id).state.value}: {manager.get(s.id).error}")
+                raise RuntimeError(
+                    f"in-process session ended {manager.get(s.id).state.value}: {manager.get(s.id).error}"
+                )
             current: dict[str, bytes | None] = {}
 
             def read(path: str) -> bytes | None:
@@ -103,7 +134,9 @@ def _in_process(repo: Path, base: Path, argv: list[str], opened: list[str], runs
             plans = await anyio.to_thread.run_sync(manager.plan, s.id, read)
             plan_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            built = edits.build(plans, repo, docs, current, caps, label="bench", annotation_id="bench")
+            built = edits.build(
+                plans, repo, docs, current, caps, label="bench", annotation_id="bench"
+            )
             build_s.append(time.perf_counter() - t0)
             if len(built.files) != len(plans):
                 raise RuntimeError(f"built {len(built.files)} files of {len(plans)}")
@@ -113,8 +146,11 @@ def _in_process(repo: Path, base: Path, argv: list[str], opened: list[str], runs
             await anyio.to_thread.run_sync(manager.discard, s.id)
 
     anyio.run(main)
-    return {"plan_s": plan_s, "build_s": build_s, "blob_reads": {
-        "read_blob_each_s": summary(each_s), "read_blobs_s": summary(batch_s)}}
+    return {
+        "plan_s": plan_s,
+        "build_s": build_s,
+        "blob_reads": {"read_blob_each_s": summary(each_s), "read_blobs_s": summary(batch_s)},
+    }
 
 
 def _blob_reads(repo: Path, s) -> tuple[float, float]:
@@ -152,21 +188,39 @@ def run(sizes, log) -> dict[str, Any]:
     to_edit, total = median(server["to_apply_edit_s"]), median(server["round_trip_s"])
     plan, build = median(inproc["plan_s"]), median(inproc["build_s"])
     return {
-        "files": n, "open_in_editor": len(opened), "runs": sizes.apply_runs,
+        "files": n,
+        "open_in_editor": len(opened),
+        "runs": sizes.apply_runs,
         "apply_to_workspace_edit_s": summary(server["to_apply_edit_s"]),
         "apply_round_trip_s": summary(server["round_trip_s"]),
         "document_changes": server["document_changes"],
-        "in_process_plan_s": summary(inproc["plan_s"]), "in_process_build_s": summary(inproc["build_s"]),
+        "in_process_plan_s": summary(inproc["plan_s"]),
+        "in_process_build_s": summary(inproc["build_s"]),
         "blob_reads": inproc["blob_reads"],
-        "targets": [{"metric": f"apply {n} files: handoff.apply sent -> workspace/applyEdit received",
-                     "value": to_edit, "unit": "s", "target": "< 0.5 s", "met": to_edit < 0.5}],
+        "targets": [
+            {
+                "metric": f"apply {n} files: handoff.apply sent -> workspace/applyEdit received",
+                "value": to_edit,
+                "unit": "s",
+                "target": "< 0.5 s",
+                "met": to_edit < 0.5,
+            }
+        ],
         "rows": [
             (f"apply {n} files: request -> applyEdit received, median", f"{to_edit * 1000:.0f} ms"),
-            (f"apply {n} files: whole round trip (incl. worktree removal), median", f"{total * 1000:.0f} ms"),
+            (
+                f"apply {n} files: whole round trip (incl. worktree removal), median",
+                f"{total * 1000:.0f} ms",
+            ),
             ("  of which merge plan (in-process, git reads)", f"{plan * 1000:.0f} ms"),
             ("  of which server/edits.build (in-process)", f"{build * 1000:.1f} ms"),
-            (f"plan's {2 * n} blob reads (in-process): read_blob each / read_blobs (used), median",
-             " / ".join(f"{inproc['blob_reads'][k]['p50'] * 1000:.0f}" for k in
-                        ("read_blob_each_s", "read_blobs_s")) + " ms"),
+            (
+                f"plan's {2 * n} blob reads (in-process): read_blob each / read_blobs (used), median",
+                " / ".join(
+                    f"{inproc['blob_reads'][k]['p50'] * 1000:.0f}"
+                    for k in ("read_blob_each_s", "read_blobs_s")
+                )
+                + " ms",
+            ),
         ],
     }

@@ -31,7 +31,7 @@ from . import daemons
 from .common import OUT, fresh_dir, git, median, pct, server_env, summary
 from .lsp import BenchClient, handoff_argv
 
-AGENT = '''
+AGENT = """
 import json, pathlib, sys
 spec = json.loads(pathlib.Path(sys.argv[1]).read_text())
 p = pathlib.Path("big.py")
@@ -41,22 +41,24 @@ for at, text in spec["replace"]:
 lines[spec["insert"]:spec["insert"]] = spec["block"]
 p.write_text("".join(lines))
 print("changed big.py in", len(spec["replace"]), "places")
-'''
+"""
 
 
 def source(size: int) -> str:
     """Generated Python of about ``size`` bytes, many of its lines repeated."""
     parts, n, total = [], 0, 0
     while total < size:
-        block = (f"def handler_{n}(request, context=None):\n"
-                 "    if request is None:\n"
-                 "        return None\n"
-                 f"    value = request.get('field_{n % 97}')\n"
-                 "    if value:\n"
-                 "        return value\n"
-                 "    pass\n"
-                 "    return None\n"
-                 "\n\n")
+        block = (
+            f"def handler_{n}(request, context=None):\n"
+            "    if request is None:\n"
+            "        return None\n"
+            f"    value = request.get('field_{n % 97}')\n"
+            "    if value:\n"
+            "        return value\n"
+            "    pass\n"
+            "    return None\n"
+            "\n\n"
+        )
         parts.append(block)
         total += len(block)
         n += 1
@@ -73,10 +75,14 @@ def _at(lines: list[str], frac: float, prefix: str = "    value = ") -> int:
 def scenario(text: str) -> tuple[dict[str, Any], str, str]:
     """(the agent's spec, the developer's text for the clean case, and for the conflict case)."""
     lines = text.splitlines(keepends=True)
-    agent = {"replace": [[_at(lines, f), f"    value = agent_{k}(request)\n"]
-                         for k, f in enumerate((0.01, 0.5, 0.99))],
-             "insert": _at(lines, 0.75, "def "),
-             "block": ["def added_by_agent():\n", "    return None\n", "\n\n"]}
+    agent = {
+        "replace": [
+            [_at(lines, f), f"    value = agent_{k}(request)\n"]
+            for k, f in enumerate((0.01, 0.5, 0.99))
+        ],
+        "insert": _at(lines, 0.75, "def "),
+        "block": ["def added_by_agent():\n", "    return None\n", "\n\n"],
+    }
     mine = list(lines)
     for f in (0.3, 0.6):
         mine[_at(lines, f)] = "    value = developer(request)\n"
@@ -104,7 +110,6 @@ def _agent(base: Path, spec: dict[str, Any]) -> list[str]:
 
 def _in_process(base: Path, size: int, runs: int) -> dict[str, Any]:
     import anyio
-
     from handoff.agent.config import load
     from handoff.agent.manager import DelegateRequest, SessionManager
     from handoff.agent.store import Store
@@ -116,7 +121,9 @@ def _in_process(base: Path, size: int, runs: int) -> dict[str, Any]:
     spec, clean, conflict = scenario(text)
     repo = _repo(base, text)
     argv = _agent(base, spec)
-    cfg, _ = load(repo, overrides=[("bench", {"agent": "big", "agents": {"big": {"command": argv}}})])
+    cfg, _ = load(
+        repo, overrides=[("bench", {"agent": "big", "agents": {"big": {"command": argv}}})]
+    )
     manager = SessionManager(repo, cfg, store=Store(repo, root=base / "state"))
     caps = edits.EditCaps.from_client(capabilities(), "utf-16")
     out: dict[str, list[float]] = {"clean_s": [], "conflict_s": [], "apply_to_disk_s": []}
@@ -135,7 +142,10 @@ def _in_process(base: Path, size: int, runs: int) -> dict[str, Any]:
         conflicts = sum(len(p.conflicts) for p in plans if p.action == "conflict")
         if not conflicts:
             built = edits.build(plans, repo, docs, current, caps)
-            if edits.apply_text_edits(mine, built.edit.document_changes[0].edits) != plans[0].content.decode():
+            if (
+                edits.apply_text_edits(mine, built.edit.document_changes[0].edits)
+                != plans[0].content.decode()
+            ):
                 raise RuntimeError("the edits do not give the merge")
         return time.perf_counter() - t0, conflicts
 
@@ -173,20 +183,36 @@ async def _server(base: Path, size: int, log) -> dict[str, Any]:
     client = BenchClient()
     latencies: list[float] = []
     try:
-        await client.start(handoff_argv(), env=server_env(base / "state"), stderr_path=base / "server.stderr")
+        await client.start(
+            handoff_argv(), env=server_env(base / "state"), stderr_path=base / "server.stderr"
+        )
         await client.initialize(repo, {"agent": "big", "agents": {"big": {"command": argv}}})
         await client.list_sessions()
         small = client.open(repo / "small.py")
         big = client.open(repo / "big.py")
-        rng = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=5))
-        r = await client.command("handoff.delegate", {"uri": big, "instruction": "big", "range": {
-            "start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}})
+        rng = types.Range(
+            start=types.Position(line=0, character=0), end=types.Position(line=0, character=5)
+        )
+        r = await client.command(
+            "handoff.delegate",
+            {
+                "uri": big,
+                "instruction": "big",
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}},
+            },
+        )
         sid = r["sessionId"]
-        await client.wait_sessions(lambda ss: any(s["id"] == sid and s["state"] == "ready" for s in ss),
-                                   300, "the big session ready")
-        client.text_document_did_change(types.DidChangeTextDocumentParams(  # typed meanwhile, unsaved
-            text_document=types.VersionedTextDocumentIdentifier(uri=big, version=2),
-            content_changes=[types.TextDocumentContentChangeWholeDocument(text=clean)]))
+        await client.wait_sessions(
+            lambda ss: any(s["id"] == sid and s["state"] == "ready" for s in ss),
+            300,
+            "the big session ready",
+        )
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(  # typed meanwhile, unsaved
+                text_document=types.VersionedTextDocumentIdentifier(uri=big, version=2),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=clean)],
+            )
+        )
         for _ in range(20):  # warm
             await client.code_action(small, rng)
         before = len(client.apply_edits)
@@ -220,24 +246,53 @@ def run(sizes, log) -> dict[str, Any]:
     label = f"{big / 1e6:.0f} MB"
     targets = []
     for name, res, limit in ((label, res_big, 2.0), ("449 KiB", res_mid, 0.1)):
-        for key, what in (("clean_s", "apply (merge + edits)"), ("conflict_s", "one conflict (merge + mapping)")):
+        for key, what in (
+            ("clean_s", "apply (merge + edits)"),
+            ("conflict_s", "one conflict (merge + mapping)"),
+        ):
             value = median(res[key])
-            targets.append({"metric": f"{name} file: {what}", "value": value, "unit": "s",
-                            "target": f"< {limit:g} s", "met": value < limit})
+            targets.append(
+                {
+                    "metric": f"{name} file: {what}",
+                    "value": value,
+                    "unit": "s",
+                    "target": f"< {limit:g} s",
+                    "met": value < limit,
+                }
+            )
     p99 = pct(lat, 99)
-    targets.append({"metric": f"codeAction p99 while a {label} apply runs", "value": p99, "unit": "ms",
-                    "target": "< 100 ms", "met": p99 < 100})
+    targets.append(
+        {
+            "metric": f"codeAction p99 while a {label} apply runs",
+            "value": p99,
+            "unit": "ms",
+            "target": "< 100 ms",
+            "met": p99 < 100,
+        }
+    )
     return {
-        "sizes_bytes": [big, mid], "runs": runs,
+        "sizes_bytes": [big, mid],
+        "runs": runs,
         "big": {k: summary(v) for k, v in res_big.items()},
         "mid": {k: summary(v) for k, v in res_mid.items()},
-        "server": {"code_action_ms": summary(lat) if lat else None,
-                   "to_apply_edit_s": server["to_apply_edit_s"], "round_trip_s": server["round_trip_s"]},
+        "server": {
+            "code_action_ms": summary(lat) if lat else None,
+            "to_apply_edit_s": server["to_apply_edit_s"],
+            "round_trip_s": server["round_trip_s"],
+        },
         "targets": targets,
         "rows": [
-            (f"{label}: handoff apply (apply_to_disk), median", f"{median(res_big['apply_to_disk_s']):.2f} s"),
-            (f"{label} over LSP: handoff.apply -> workspace/applyEdit", f"{server['to_apply_edit_s']:.2f} s"),
-            ("codeActions answered during that apply (p50 / max)",
-             f"{len(lat)} ({pct(lat, 50):.1f} / {max(lat):.1f} ms)" if lat else "0"),
+            (
+                f"{label}: handoff apply (apply_to_disk), median",
+                f"{median(res_big['apply_to_disk_s']):.2f} s",
+            ),
+            (
+                f"{label} over LSP: handoff.apply -> workspace/applyEdit",
+                f"{server['to_apply_edit_s']:.2f} s",
+            ),
+            (
+                "codeActions answered during that apply (p50 / max)",
+                f"{len(lat)} ({pct(lat, 50):.1f} / {max(lat):.1f} ms)" if lat else "0",
+            ),
         ],
     }

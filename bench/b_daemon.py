@@ -40,7 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from . import agents, daemons
-from .common import OUT, VENV_BIN, fresh_dir, generated_repo, pct, reset_repo, rss_mb, server_env, summary
+from .common import (
+    OUT,
+    VENV_BIN,
+    fresh_dir,
+    generated_repo,
+    pct,
+    reset_repo,
+    rss_mb,
+    server_env,
+    summary,
+)
 from .lsp import BenchClient, count_states, handoff_argv
 
 QUIET_S = 0.25  # no handoff/sessions list for this long: the server's coalescing interval is 0.1 s
@@ -66,8 +76,15 @@ def _first(items: list[tuple[float, Any]], pred) -> float | None:
     return next((t for t, item in items if pred(item)), None)
 
 
-async def _events(sizes, log, client: BenchClient, state: Path, repo: Path, ids: list[str],
-                  request: dict[str, Any]) -> dict[str, Any]:
+async def _events(
+    sizes,
+    log,
+    client: BenchClient,
+    state: Path,
+    repo: Path,
+    ids: list[str],
+    request: dict[str, Any],
+) -> dict[str, Any]:
     from handoff.agent import protocol
     from handoff.agent.client import DaemonClient
 
@@ -105,35 +122,59 @@ async def _events(sizes, log, client: BenchClient, state: Path, repo: Path, ids:
             runs = before["runs"]
             n0, l0 = len(notes), len(client.list_log)
             t_sent = time.perf_counter()
-            await dc.call(protocol.FOLLOW_UP, {"sessionId": sid, "instruction": f"follow-up {i}", **request})
+            await dc.call(
+                protocol.FOLLOW_UP, {"sessionId": sid, "instruction": f"follow-up {i}", **request}
+            )
 
             def done(s: dict[str, Any] | None) -> bool:
-                return s is not None and s["runs"] == runs + 1 and s["state"] not in ("queued", "running")
+                return (
+                    s is not None
+                    and s["runs"] == runs + 1
+                    and s["state"] not in ("queued", "running")
+                )
 
             deadline = time.monotonic() + EVENT_TIMEOUT_S
-            while not (any(done(_find(ss, sid)) for _, ss in client.list_log[l0:])
-                       and any(w["id"] == sid and done(w) for _, w in notes[n0:])):
+            while not (
+                any(done(_find(ss, sid)) for _, ss in client.list_log[l0:])
+                and any(w["id"] == sid and done(w) for _, w in notes[n0:])
+            ):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"follow-up {i} of {sid}: not finished in the editor's list after "
-                                       f"{EVENT_TIMEOUT_S:g} s")
+                    raise TimeoutError(
+                        f"follow-up {i} of {sid}: not finished in the editor's list after "
+                        f"{EVENT_TIMEOUT_S:g} s"
+                    )
                 waiter = client.changed
                 try:
-                    await asyncio.wait_for(waiter.wait(), 0.05)  # lists wake us; notifications are polled
+                    await asyncio.wait_for(
+                        waiter.wait(), 0.05
+                    )  # lists wake us; notifications are polled
                 except asyncio.TimeoutError:
                     pass
             mine = [(t, w) for t, w in notes[n0:] if w["id"] == sid]
             lists = client.list_log[l0:]
             final = next(w for _, w in mine if done(w))
             if final["state"] != "ready":
-                raise RuntimeError(f"follow-up {i} of {sid} ended {final['state']}: {final.get('error')}")
+                raise RuntimeError(
+                    f"follow-up {i} of {sid} ended {final['state']}: {final.get('error')}"
+                )
             # The first change: the first notification after the request; the first list in which
             # the session is no longer (ready, runs).
             t0_first = mine[0][0]
-            t1_first = _first(lists, lambda ss: (s := _find(ss, sid)) is not None
-                              and (s["state"], s["runs"]) != ("ready", runs))
+            t1_first = _first(
+                lists,
+                lambda ss: (
+                    (s := _find(ss, sid)) is not None and (s["state"], s["runs"]) != ("ready", runs)
+                ),
+            )
             t0_ready = _first(mine, lambda w: w["state"] == "ready" and w["runs"] == runs + 1)
-            t1_ready = _first(lists, lambda ss: (s := _find(ss, sid)) is not None
-                              and s["state"] == "ready" and s["runs"] == runs + 1)
+            t1_ready = _first(
+                lists,
+                lambda ss: (
+                    (s := _find(ss, sid)) is not None
+                    and s["state"] == "ready"
+                    and s["runs"] == runs + 1
+                ),
+            )
             if None in (t1_first, t0_ready, t1_ready):
                 raise RuntimeError(f"follow-up {i} of {sid}: an event did not reach the editor")
             if i >= warm:
@@ -141,8 +182,10 @@ async def _events(sizes, log, client: BenchClient, state: Path, repo: Path, ids:
                 first_ms.append((t1_first - t0_first) * 1000)
                 ready_ms.append((t1_ready - t0_ready) * 1000)
                 round_ms.append((t1_ready - t_sent) * 1000)
-        log(f"  {sizes.daemon_events} follow-ups: first change p50 {pct(first_ms, 50):.1f} ms, "
-            f"ready p50 {pct(ready_ms, 50):.1f} ms")
+        log(
+            f"  {sizes.daemon_events} follow-ups: first change p50 {pct(first_ms, 50):.1f} ms, "
+            f"ready p50 {pct(ready_ms, 50):.1f} ms"
+        )
     finally:
         client.list_log = None
         await dc.close()
@@ -155,7 +198,9 @@ def _time(argv: list[str], *, cwd: Path, env: dict[str, str], expect: list[str])
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0 or any(e not in proc.stdout for e in expect):
-        raise RuntimeError(f"{' '.join(argv[-2:])} exited {proc.returncode}: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+        raise RuntimeError(
+            f"{' '.join(argv[-2:])} exited {proc.returncode}: {proc.stdout[-500:]} {proc.stderr[-500:]}"
+        )
     return elapsed
 
 
@@ -175,12 +220,23 @@ async def _run(sizes, log, work: Path) -> dict[str, Any]:
         uri = client.open(repo / "pkg00/mod0/file00000.py")
         ids = []
         for i in range(k):
-            r = await client.command("handoff.delegate", {
-                "uri": uri, "range": {"start": {"line": i % 40, "character": 0}, "end": {"line": i % 40, "character": 3}},
-                "instruction": f"daemon benchmark session {i}"})
+            r = await client.command(
+                "handoff.delegate",
+                {
+                    "uri": uri,
+                    "range": {
+                        "start": {"line": i % 40, "character": 0},
+                        "end": {"line": i % 40, "character": 3},
+                    },
+                    "instruction": f"daemon benchmark session {i}",
+                },
+            )
             ids.append(r["sessionId"])
-        await client.wait_sessions(lambda ss: sum(1 for s in ss if s["id"] in ids and s["state"] == "ready") == k,
-                                   60 + 5 * k, f"{k} sessions ready")
+        await client.wait_sessions(
+            lambda ss: sum(1 for s in ss if s["id"] in ids and s["state"] == "ready") == k,
+            60 + 5 * k,
+            f"{k} sessions ready",
+        )
         log(f"  {k} sessions ready; timing daemon events to the editor...")
         ev = await _events(sizes, log, client, state, repo, ids, request)
         states = count_states([s for s in await client.list_sessions() if s["id"] in ids])
@@ -212,30 +268,54 @@ async def _run(sizes, log, work: Path) -> dict[str, Any]:
     n = sizes.daemon_events
     f, r = ev["first_ms"], ev["ready_ms"]
     return {
-        "sessions": k, "events": n, "states": states,
-        "event_first_change_ms": summary(f), "event_ready_ms": summary(r),
+        "sessions": k,
+        "events": n,
+        "states": states,
+        "event_first_change_ms": summary(f),
+        "event_ready_ms": summary(r),
         "follow_up_round_trip_ms": summary(ev["round_ms"]),
-        "daemon_rss_mb": daemon_rss, "server_rss_mb": server_rss,
-        "ls_warm_s": summary(warm), "ls_cold_s": summary(cold), "version_s": summary(version),
+        "daemon_rss_mb": daemon_rss,
+        "server_rss_mb": server_rss,
+        "ls_warm_s": summary(warm),
+        "ls_cold_s": summary(cold),
+        "version_s": summary(version),
         "targets": [
-            {"metric": f"every daemon event reached the editor's handoff/sessions ({n} follow-ups)",
-             "value": f"{ev['reached']}/{n}", "target": f"{n}/{n}", "met": ev["reached"] == n},
+            {
+                "metric": f"every daemon event reached the editor's handoff/sessions ({n} follow-ups)",
+                "value": f"{ev['reached']}/{n}",
+                "target": f"{n}/{n}",
+                "met": ev["reached"] == n,
+            },
         ],
         "rows": [
-            (f"daemon event -> handoff/sessions at the editor, first change (queued), p50 / p99 ({n})",
-             f"{pct(f, 50):.1f} / {pct(f, 99):.1f} ms"),
-            ("daemon event -> handoff/sessions at the editor, ready (after running: coalesced), p50 / p99",
-             f"{pct(r, 50):.1f} / {pct(r, 99):.1f} ms"),
-            ("followUp sent -> editor lists it ready (quick command agent), p50 / p99",
-             f"{pct(ev['round_ms'], 50):.0f} / {pct(ev['round_ms'], 99):.0f} ms"),
-            (f"`handoff ls` warm (daemon running, {k} sessions), median / p90 ({len(warm)} runs)",
-             f"{pct(warm, 50) * 1000:.0f} / {pct(warm, 90) * 1000:.0f} ms"),
-            (f"`handoff ls` cold (starts the daemon), median / p90 ({len(cold)} runs)",
-             f"{pct(cold, 50) * 1000:.0f} / {pct(cold, 90) * 1000:.0f} ms"),
-            ("`handoff --version` (interpreter + CLI imports, no daemon), median",
-             f"{pct(version, 50) * 1000:.0f} ms"),
-            (f"daemon / server RSS with {k} ready sessions",
-             f"{daemon_rss['rss_mb']:.0f} / {server_rss['rss_mb']:.0f} MB"),
+            (
+                f"daemon event -> handoff/sessions at the editor, first change (queued), p50 / p99 ({n})",
+                f"{pct(f, 50):.1f} / {pct(f, 99):.1f} ms",
+            ),
+            (
+                "daemon event -> handoff/sessions at the editor, ready (after running: coalesced), p50 / p99",
+                f"{pct(r, 50):.1f} / {pct(r, 99):.1f} ms",
+            ),
+            (
+                "followUp sent -> editor lists it ready (quick command agent), p50 / p99",
+                f"{pct(ev['round_ms'], 50):.0f} / {pct(ev['round_ms'], 99):.0f} ms",
+            ),
+            (
+                f"`handoff ls` warm (daemon running, {k} sessions), median / p90 ({len(warm)} runs)",
+                f"{pct(warm, 50) * 1000:.0f} / {pct(warm, 90) * 1000:.0f} ms",
+            ),
+            (
+                f"`handoff ls` cold (starts the daemon), median / p90 ({len(cold)} runs)",
+                f"{pct(cold, 50) * 1000:.0f} / {pct(cold, 90) * 1000:.0f} ms",
+            ),
+            (
+                "`handoff --version` (interpreter + CLI imports, no daemon), median",
+                f"{pct(version, 50) * 1000:.0f} ms",
+            ),
+            (
+                f"daemon / server RSS with {k} ready sessions",
+                f"{daemon_rss['rss_mb']:.0f} / {server_rss['rss_mb']:.0f} MB",
+            ),
         ],
     }
 

@@ -30,8 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from . import agents, daemons
-from .common import (GIT_ENV, OUT, du_mb, fresh_dir, generated_repo, git, median, reset_repo, server_env,
-                     summary, tracked_size_mb)
+from .common import (
+    GIT_ENV,
+    OUT,
+    du_mb,
+    fresh_dir,
+    generated_repo,
+    git,
+    median,
+    reset_repo,
+    server_env,
+    summary,
+    tracked_size_mb,
+)
 from .lsp import BenchClient, handoff_argv
 
 
@@ -42,8 +53,12 @@ def _sync() -> None:
 
 def _bare_add(repo: Path, path: Path, branch: str, commit: str, *extra: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run(["git", *extra, "worktree", "add", "--quiet", "-b", branch, str(path), commit],
-                   cwd=repo, check=True, env={**os.environ, **GIT_ENV})
+    subprocess.run(
+        ["git", *extra, "worktree", "add", "--quiet", "-b", branch, str(path), commit],
+        cwd=repo,
+        check=True,
+        env={**os.environ, **GIT_ENV},
+    )
     return time.perf_counter() - t0
 
 
@@ -69,7 +84,11 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
     state = base / "state"
     head = git(repo, "rev-parse", "HEAD").strip()
     stamps = base / "stamps"
-    init = {"agent": "marker", "agents": {"marker": {"command": agents.marker(stamps)}}, "maxParallel": 4}
+    init = {
+        "agent": "marker",
+        "agents": {"marker": {"command": agents.marker(stamps)}},
+        "maxParallel": 4,
+    }
     client = BenchClient()
     workers = os.cpu_count() or 1  # what gitops.add_worktree passes as checkout.workers
     bare: list[float] = []
@@ -78,7 +97,9 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
     answered: list[float] = []
     discard: list[float] = []
     try:
-        await client.start(handoff_argv(), env=server_env(state), stderr_path=base / "server.stderr")
+        await client.start(
+            handoff_argv(), env=server_env(state), stderr_path=base / "server.stderr"
+        )
         await client.initialize(repo, init)
         await client.list_sessions()
         origin = repo / "pkg00/mod0/file00000.py"
@@ -86,9 +107,17 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
 
         async def delegate(i: int) -> tuple[float, float]:
             t0 = time.time_ns()
-            r = await client.command("handoff.delegate", {
-                "uri": uri, "range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
-                "instruction": f"handoff cost run {i}"})
+            r = await client.command(
+                "handoff.delegate",
+                {
+                    "uri": uri,
+                    "range": {
+                        "start": {"line": 2, "character": 0},
+                        "end": {"line": 3, "character": 0},
+                    },
+                    "instruction": f"handoff cost run {i}",
+                },
+            )
             t_answer = time.time_ns()
             sid = r["sessionId"]
             stamp = stamps / f"{sid}.start"
@@ -98,8 +127,13 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
                     raise TimeoutError(f"the agent of session {sid} never started")
                 await asyncio.sleep(0.002)
             started = int(stamp.read_text().strip())
-            await client.wait_sessions(lambda ss: any(s["id"] == sid and s["state"] not in ("queued", "running")
-                                                      for s in ss), 600, f"session {sid} to finish")
+            await client.wait_sessions(
+                lambda ss: any(
+                    s["id"] == sid and s["state"] not in ("queued", "running") for s in ss
+                ),
+                600,
+                f"session {sid} to finish",
+            )
             state = next(s["state"] for s in client.sessions if s["id"] == sid)
             if state != "ready":
                 raise RuntimeError(f"session {sid} ended {state}")
@@ -116,8 +150,10 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
             finally:
                 _remove(repo, path, f"bench/{kind}-{i}")
 
-        log(f"  repository: {sizes.big_files} files, {tracked_size_mb(repo):.0f} MB tracked"
-            f"{f', on {scratch}' if scratch else ''}")
+        log(
+            f"  repository: {sizes.big_files} files, {tracked_size_mb(repo):.0f} MB tracked"
+            f"{f', on {scratch}' if scratch else ''}"
+        )
         if sizes.warmup:
             _sync()
             await delegate(-1)
@@ -126,7 +162,7 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
         runs = sizes.handoff_runs * (3 if scratch is not None else 1)  # cheap on tmpfs, and noisier
         kinds = ("bare", "handoff", "parallel")
         for i in range(runs):
-            for which in kinds[i % 3:] + kinds[:i % 3]:
+            for which in kinds[i % 3 :] + kinds[: i % 3]:
                 _sync()
                 if which == "bare":
                     bare.append(baseline(i))
@@ -136,8 +172,10 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
                     total, answer = await delegate(i)
                     handoff.append(total)
                     answered.append(answer)
-            log(f"  run {i + 1}/{runs}: bare {bare[-1]:.2f} s, bare with checkout.workers={workers} "
-                f"{parallel[-1]:.2f} s, handoff {handoff[-1]:.2f} s")
+            log(
+                f"  run {i + 1}/{runs}: bare {bare[-1]:.2f} s, bare with checkout.workers={workers} "
+                f"{parallel[-1]:.2f} s, handoff {handoff[-1]:.2f} s"
+            )
     finally:
         await client.close()
         await asyncio.to_thread(daemons.stop, state)  # before its state folder or worktrees go
@@ -149,8 +187,11 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
     for i in range(max(1, sizes.handoff_runs)):
         _sync()
         t0 = time.perf_counter()
-        commit = gitops.snapshot(repo, ref=f"refs/handoff/bench{i}/base",
-                                 overlays={"pkg00/mod0/file00000.py": b"unsaved\n"})
+        commit = gitops.snapshot(
+            repo,
+            ref=f"refs/handoff/bench{i}/base",
+            overlays={"pkg00/mod0/file00000.py": b"unsaved\n"},
+        )
         snap.append(time.perf_counter() - t0)
         wt = base / "parts" / f"wt{i}"
         _sync()
@@ -167,27 +208,49 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
     ratio = h / b
     label = f" ({scratch})" if scratch else ""
     res = {
-        "files": sizes.big_files, "tracked_mb": tracked_size_mb(source), "disk_mb": du_mb(source),
-        "scratch": str(scratch) if scratch else None, "runs": len(bare),
+        "files": sizes.big_files,
+        "tracked_mb": tracked_size_mb(source),
+        "disk_mb": du_mb(source),
+        "scratch": str(scratch) if scratch else None,
+        "runs": len(bare),
         "checkout_workers": workers,
-        "bare_worktree_add_s": summary(bare), "bare_parallel_checkout_s": summary(parallel),
+        "bare_worktree_add_s": summary(bare),
+        "bare_parallel_checkout_s": summary(parallel),
         "handoff_to_agent_start_s": summary(handoff),
-        "delegate_answer_s": summary(answered), "discard_s": summary(discard),
-        "ratio": ratio, "ratios_per_run": [x / y for x, y in zip(handoff, bare)],
+        "delegate_answer_s": summary(answered),
+        "discard_s": summary(discard),
+        "ratio": ratio,
+        "ratios_per_run": [x / y for x, y in zip(handoff, bare)],
         "ratio_vs_parallel_checkout": h / p,
         "ratios_vs_parallel_checkout_per_run": [x / y for x, y in zip(handoff, parallel)],
-        "in_process_snapshot_s": summary(snap), "in_process_add_worktree_s": summary(add),
-        "targets": [{"metric": f"handoff cost / bare git worktree add{label}", "value": ratio,
-                     "target": "<= 1.2", "met": ratio <= 1.2}],
+        "in_process_snapshot_s": summary(snap),
+        "in_process_add_worktree_s": summary(add),
+        "targets": [
+            {
+                "metric": f"handoff cost / bare git worktree add{label}",
+                "value": ratio,
+                "target": "<= 1.2",
+                "met": ratio <= 1.2,
+            }
+        ],
         "rows": [
             (f"bare `git worktree add`, {sizes.big_files} files{label}, median", f"{b:.2f} s"),
-            (f"bare git with parallel checkout (checkout.workers={workers}){label}, median", f"{p:.2f} s"),
+            (
+                f"bare git with parallel checkout (checkout.workers={workers}){label}, median",
+                f"{p:.2f} s",
+            ),
             (f"delegate to agent start{label}, median", f"{h:.2f} s"),
             (f"  of which snapshot (in-process, median){label}", f"{median(snap):.2f} s"),
             (f"  of which gitops.add_worktree (in-process, median){label}", f"{median(add):.2f} s"),
-            (f"handoff cost / bare git with parallel checkout{label} (informational)", f"{h / p:.2f}"),
+            (
+                f"handoff cost / bare git with parallel checkout{label} (informational)",
+                f"{h / p:.2f}",
+            ),
             (f"handoff.delegate answer{label}, median", f"{median(answered) * 1000:.0f} ms"),
-            (f"handoff.discard of a {sizes.big_files}-file session{label}, median", f"{median(discard):.2f} s"),
+            (
+                f"handoff.discard of a {sizes.big_files}-file session{label}, median",
+                f"{median(discard):.2f} s",
+            ),
         ],
     }
     return res

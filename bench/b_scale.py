@@ -44,9 +44,17 @@ async def _run(sizes, log, base: Path) -> dict[str, Any]:
 
         async def one(i: int) -> tuple[str, float]:
             t0 = time.perf_counter()
-            r = await client.command("handoff.delegate", {
-                "uri": uri, "range": {"start": {"line": i % 40, "character": 0}, "end": {"line": i % 40, "character": 3}},
-                "instruction": f"scale session {i}"})
+            r = await client.command(
+                "handoff.delegate",
+                {
+                    "uri": uri,
+                    "range": {
+                        "start": {"line": i % 40, "character": 0},
+                        "end": {"line": i % 40, "character": 3},
+                    },
+                    "instruction": f"scale session {i}",
+                },
+            )
             return r["sessionId"], time.perf_counter() - t0
 
         log(f"  {n} sessions, maxParallel = {par}...")
@@ -66,7 +74,9 @@ async def _run(sizes, log, base: Path) -> dict[str, Any]:
         try:
             await client.wait_sessions(
                 lambda ss: sum(1 for s in ss if s["id"] in ids and s["state"] in done_states) >= n,
-                60 + 10 * n, f"all {n} sessions finished")
+                60 + 10 * n,
+                f"all {n} sessions finished",
+            )
         finally:
             sampler.cancel()
         elapsed = time.perf_counter() - t0
@@ -105,33 +115,67 @@ async def _run(sizes, log, base: Path) -> dict[str, Any]:
     throughput = n / elapsed
     lost = n - len(ok)
     return {
-        "sessions": n, "max_parallel": par, "repo_files": sizes.medium_files,
-        "elapsed_s": elapsed, "throughput_sessions_per_s": throughput,
-        "delegate_answer_s": summary(delegate_s), "states": states, "ready_with_result": len(ok),
-        "reloaded_ready": reloaded_ready, "rss_before_mb": rss_before, "rss_all_ready_mb": rss_idle,
-        "peak_rss_mb": peak, "rss_after_restart_mb": rss_reloaded,
-        "daemon_rss_before_mb": daemon_before, "daemon_rss_all_ready_mb": daemon_idle,
-        "daemon_peak_rss_mb": daemon_peak, "daemon_rss_after_restart_mb": daemon_reloaded,
+        "sessions": n,
+        "max_parallel": par,
+        "repo_files": sizes.medium_files,
+        "elapsed_s": elapsed,
+        "throughput_sessions_per_s": throughput,
+        "delegate_answer_s": summary(delegate_s),
+        "states": states,
+        "ready_with_result": len(ok),
+        "reloaded_ready": reloaded_ready,
+        "rss_before_mb": rss_before,
+        "rss_all_ready_mb": rss_idle,
+        "peak_rss_mb": peak,
+        "rss_after_restart_mb": rss_reloaded,
+        "daemon_rss_before_mb": daemon_before,
+        "daemon_rss_all_ready_mb": daemon_idle,
+        "daemon_peak_rss_mb": daemon_peak,
+        "daemon_rss_after_restart_mb": daemon_reloaded,
         "daemon_pids": [first_daemon, second_daemon],
         "targets": [
-            {"metric": f"none lost: {n} queued sessions reach ready (and reload after restart)",
-             "value": f"{len(ok)}/{n} ready, {reloaded_ready}/{n} after restart (new daemon)", "target": f"{n}/{n}",
-             "met": lost == 0 and reloaded_ready == n},
-            {"metric": f"server RSS with {n} idle ready sessions (command agents)", "value": rss_idle["rss_mb"],
-             "unit": "MB", "target": "< 300 MB", "met": rss_idle["rss_mb"] < 300},
-            {"metric": f"daemon RSS with {n} idle ready sessions (command agents)", "value": daemon_idle["rss_mb"],
-             "unit": "MB", "target": "< 300 MB", "met": daemon_idle["rss_mb"] < 300},
+            {
+                "metric": f"none lost: {n} queued sessions reach ready (and reload after restart)",
+                "value": f"{len(ok)}/{n} ready, {reloaded_ready}/{n} after restart (new daemon)",
+                "target": f"{n}/{n}",
+                "met": lost == 0 and reloaded_ready == n,
+            },
+            {
+                "metric": f"server RSS with {n} idle ready sessions (command agents)",
+                "value": rss_idle["rss_mb"],
+                "unit": "MB",
+                "target": "< 300 MB",
+                "met": rss_idle["rss_mb"] < 300,
+            },
+            {
+                "metric": f"daemon RSS with {n} idle ready sessions (command agents)",
+                "value": daemon_idle["rss_mb"],
+                "unit": "MB",
+                "target": "< 300 MB",
+                "met": daemon_idle["rss_mb"] < 300,
+            },
         ],
         "rows": [
-            (f"{n} sessions, maxParallel {par}, {sizes.medium_files}-file repo: throughput",
-             f"{throughput:.2f} sessions/s ({elapsed:.1f} s)"),
-            (f"handoff.delegate answer with {n} sent at once, p50 / p99",
-             f"{pct(delegate_s, 50) * 1000:.0f} / {pct(delegate_s, 99) * 1000:.0f} ms"),
-            ("server RSS before / peak / all ready", f"{rss_before['rss_mb']:.0f} / {peak:.0f} / {rss_idle['rss_mb']:.0f} MB"),
-            ("daemon RSS before / peak / all ready",
-             f"{daemon_before['rss_mb']:.0f} / {daemon_peak:.0f} / {daemon_idle['rss_mb']:.0f} MB"),
-            (f"after the restart (new server, new daemon, {n} sessions reloaded): server / daemon RSS",
-             f"{rss_reloaded['rss_mb']:.0f} / {daemon_reloaded['rss_mb']:.0f} MB"),
+            (
+                f"{n} sessions, maxParallel {par}, {sizes.medium_files}-file repo: throughput",
+                f"{throughput:.2f} sessions/s ({elapsed:.1f} s)",
+            ),
+            (
+                f"handoff.delegate answer with {n} sent at once, p50 / p99",
+                f"{pct(delegate_s, 50) * 1000:.0f} / {pct(delegate_s, 99) * 1000:.0f} ms",
+            ),
+            (
+                "server RSS before / peak / all ready",
+                f"{rss_before['rss_mb']:.0f} / {peak:.0f} / {rss_idle['rss_mb']:.0f} MB",
+            ),
+            (
+                "daemon RSS before / peak / all ready",
+                f"{daemon_before['rss_mb']:.0f} / {daemon_peak:.0f} / {daemon_idle['rss_mb']:.0f} MB",
+            ),
+            (
+                f"after the restart (new server, new daemon, {n} sessions reloaded): server / daemon RSS",
+                f"{rss_reloaded['rss_mb']:.0f} / {daemon_reloaded['rss_mb']:.0f} MB",
+            ),
         ],
     }
 

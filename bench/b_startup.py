@@ -28,7 +28,9 @@ _IMPORT = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 def _imports(text: str) -> list[tuple[str, int, int]]:
     """(module, nesting level, cumulative µs) of each import line."""
-    return [(m.group(4), (len(m.group(3)) - 1) // 2, int(m.group(2))) for m in _IMPORT.finditer(text)]
+    return [
+        (m.group(4), (len(m.group(3)) - 1) // 2, int(m.group(2))) for m in _IMPORT.finditer(text)
+    ]
 
 
 def run(sizes, log) -> dict[str, Any]:
@@ -41,7 +43,9 @@ def _run(sizes, log, work) -> dict[str, Any]:
     jedi = VENV_BIN / "jedi-language-server"
     handoff = VENV_BIN / "handoff-lsp"
     if not jedi.exists() and not shutil.which("jedi-language-server"):
-        raise RuntimeError("jedi-language-server is not installed: .venv/bin/pip install jedi-language-server")
+        raise RuntimeError(
+            "jedi-language-server is not installed: .venv/bin/pip install jedi-language-server"
+        )
     jedi_argv = [str(jedi) if jedi.exists() else shutil.which("jedi-language-server")]
     root = generated_repo(sizes.medium_files, log=log)
     env = server_env(work / "state")
@@ -53,23 +57,31 @@ def _run(sizes, log, work) -> dict[str, Any]:
     for i in range(sizes.startup_runs):
         order = list(servers.items()) if i % 2 == 0 else list(reversed(servers.items()))
         for name, argv in order:
-            times[name].append(raw_initialize(argv, env=env, params=params,
-                                              stderr_path=work / f"{name}.stderr"))
+            times[name].append(
+                raw_initialize(argv, env=env, params=params, stderr_path=work / f"{name}.stderr")
+            )
     h, j = median(times["handoff-lsp"]), median(times["jedi-language-server"])
     log(f"  start-up median: handoff-lsp {h * 1000:.0f} ms, jedi-language-server {j * 1000:.0f} ms")
 
     # litellm must not be imported on the way to `initialize`, nor by an idle server.
     err = work / "handoff-lsp.importtime.stderr"
     seen: dict[str, str] = {}
-    raw_initialize([str(handoff)], env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, params=params,
-                   stderr_path=err, linger_s=sizes.linger_s,
-                   on_answer=lambda: seen.__setitem__("at_answer", err.read_text(errors="replace")))
+    raw_initialize(
+        [str(handoff)],
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+        params=params,
+        stderr_path=err,
+        linger_s=sizes.linger_s,
+        on_answer=lambda: seen.__setitem__("at_answer", err.read_text(errors="replace")),
+    )
     at_answer = _imports(seen["at_answer"])
     after_idle = _imports(err.read_text(errors="replace"))
     litellm_before = [m for m, _, _ in at_answer if m == "litellm" or m.startswith("litellm.")]
     litellm_idle = [m for m, _, _ in after_idle if m == "litellm" or m.startswith("litellm.")]
     if not at_answer:
-        raise RuntimeError("no import-time report in the server's stderr: the litellm check cannot be made")
+        raise RuntimeError(
+            "no import-time report in the server's stderr: the litellm check cannot be made"
+        )
     top_level = sorted(((m, c) for m, level, c in at_answer if level == 0), key=lambda x: -x[1])[:8]
     return {
         "runs": sizes.startup_runs,
@@ -81,14 +93,25 @@ def _run(sizes, log, work) -> dict[str, Any]:
         "modules_imported_before_initialize": len(at_answer),
         "top_imports_before_initialize_ms": {m: round(c / 1000, 1) for m, c in top_level},
         "targets": [
-            {"metric": "start-up ratio handoff/jedi", "value": h / j, "target": "<= 1.0", "met": h / j <= 1.0},
-            {"metric": "litellm not imported before initialize answer (-X importtime)",
-             "value": "not imported" if not litellm_before else "IMPORTED", "target": "not imported",
-             "met": not litellm_before},
+            {
+                "metric": "start-up ratio handoff/jedi",
+                "value": h / j,
+                "target": "<= 1.0",
+                "met": h / j <= 1.0,
+            },
+            {
+                "metric": "litellm not imported before initialize answer (-X importtime)",
+                "value": "not imported" if not litellm_before else "IMPORTED",
+                "target": "not imported",
+                "met": not litellm_before,
+            },
         ],
         "rows": [
             ("start-up: handoff-lsp to initialize answer, median", f"{h * 1000:.0f} ms"),
             ("start-up: jedi-language-server to initialize answer, median", f"{j * 1000:.0f} ms"),
-            (f"litellm imported when idle (initialized + {sizes.linger_s:g} s)", "yes" if litellm_idle else "no"),
+            (
+                f"litellm imported when idle (initialized + {sizes.linger_s:g} s)",
+                "yes" if litellm_idle else "no",
+            ),
         ],
     }

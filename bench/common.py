@@ -58,17 +58,44 @@ class Sizes:
     ls_cold_runs: int = 5  # `handoff ls` starting the daemon
 
     @classmethod
-    def full(cls) -> "Sizes":
-        return cls(False, startup_runs=10, latency_samples=1000, latency_sessions=16, model_delay_s=0.5,
-                   big_files=20_000, handoff_runs=5, medium_files=1_000, apply_files=50, apply_runs=5,
-                   scale_sessions=64, scale_parallel=8)
+    def full(cls) -> Sizes:
+        return cls(
+            False,
+            startup_runs=10,
+            latency_samples=1000,
+            latency_sessions=16,
+            model_delay_s=0.5,
+            big_files=20_000,
+            handoff_runs=5,
+            medium_files=1_000,
+            apply_files=50,
+            apply_runs=5,
+            scale_sessions=64,
+            scale_parallel=8,
+        )
 
     @classmethod
-    def small(cls) -> "Sizes":
-        return cls(True, startup_runs=1, latency_samples=20, latency_sessions=4, model_delay_s=0.1,
-                   big_files=500, handoff_runs=1, medium_files=200, apply_files=50, apply_runs=1,
-                   scale_sessions=8, scale_parallel=4, warmup=False, linger_s=1.0,
-                   daemon_sessions=3, daemon_events=4, ls_warm_runs=2, ls_cold_runs=1)
+    def small(cls) -> Sizes:
+        return cls(
+            True,
+            startup_runs=1,
+            latency_samples=20,
+            latency_sessions=4,
+            model_delay_s=0.1,
+            big_files=500,
+            handoff_runs=1,
+            medium_files=200,
+            apply_files=50,
+            apply_runs=1,
+            scale_sessions=8,
+            scale_parallel=4,
+            warmup=False,
+            linger_s=1.0,
+            daemon_sessions=3,
+            daemon_events=4,
+            ls_warm_runs=2,
+            ls_cold_runs=1,
+        )
 
 
 # -- environment ------------------------------------------------------------------------------
@@ -76,8 +103,11 @@ class Sizes:
 
 def server_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment a server runs in: a private state dir, a git identity, no model settings."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HANDOFF_") and k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HANDOFF_") and k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
+    }
     env.update(GIT_ENV)
     env["HANDOFF_STATE_DIR"] = str(state_dir)
     env["PYTHONUNBUFFERED"] = "1"
@@ -85,12 +115,25 @@ def server_env(state_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def git(cwd: Path, *args: str, env: dict[str, str] | None = None, input: bytes | None = None,
-        check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV, **(env or {})},
-                          input=input, capture_output=True, check=False)
+def git(
+    cwd: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+) -> str:
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV, **(env or {})},
+        input=input,
+        capture_output=True,
+        check=False,
+    )
     if check and proc.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.decode(errors='replace')}")
+        raise RuntimeError(
+            f"git {' '.join(args)} failed in {cwd}: {proc.stderr.decode(errors='replace')}"
+        )
     return proc.stdout.decode(errors="replace")
 
 
@@ -108,8 +151,15 @@ def pct(values: list[float], p: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "min": min(values), "p50": pct(values, 50), "p90": pct(values, 90),
-            "p99": pct(values, 99), "max": max(values), "mean": statistics.fmean(values)}
+    return {
+        "n": len(values),
+        "min": min(values),
+        "p50": pct(values, 50),
+        "p90": pct(values, 90),
+        "p99": pct(values, 99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
 
 
 def median(values: list[float]) -> float:
@@ -156,7 +206,7 @@ class CpuMeter:
         idle = fields[3] + fields[4]  # idle + iowait
         return sum(fields), idle
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self._t0 = self._read()
         return self
 
@@ -173,7 +223,9 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-async def wait_quiet(pid: int, *, share: float = 0.05, window: float = 0.5, timeout: float = 120.0) -> float:
+async def wait_quiet(
+    pid: int, *, share: float = 0.05, window: float = 0.5, timeout: float = 120.0
+) -> float:
     """Until the process uses less than ``share`` of a CPU over ``window`` s; returns how long it took."""
     import asyncio
 
@@ -201,8 +253,10 @@ async def wait_until(predicate, timeout: float, what: str, interval: float = 0.0
 
 # -- generated repositories -------------------------------------------------------------------
 
-_WORDS = ("alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega value index count "
-          "total result buffer stream token parser config session worker queue state record").split()
+_WORDS = (
+    "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega value index count "
+    "total result buffer stream token parser config session worker queue state record"
+).split()
 
 
 def _file_text(rng: random.Random, n: int, size: int) -> str:
@@ -211,8 +265,10 @@ def _file_text(rng: random.Random, n: int, size: int) -> str:
     total, i = 60, 0
     while total < size:
         a, b = rng.choice(_WORDS), rng.choice(_WORDS)
-        line = (f"def {a}_{b}_{n}_{i}(x, y={rng.randint(0, 999)}):\n"
-                f"    return x * {rng.randint(1, 99)} + y  # {a} {b} {rng.random():.6f}\n\n")
+        line = (
+            f"def {a}_{b}_{n}_{i}(x, y={rng.randint(0, 999)}):\n"
+            f"    return x * {rng.randint(1, 99)} + y  # {a} {b} {rng.random():.6f}\n\n"
+        )
         lines.append(line)
         total += len(line)
         i += 1
@@ -255,7 +311,7 @@ def generated_repo(n_files: int, *, file_size: int = 4000, log=print) -> Path:
     git(root, "gc", "-q")  # packed, as a real clone is
     files = repo_files(n_files)
     # What the developer has not committed: the snapshot must carry all of it.
-    for rel in files[1:n_files:max(1, n_files // 20)][:20]:  # 20 modified tracked files
+    for rel in files[1 : n_files : max(1, n_files // 20)][:20]:  # 20 modified tracked files
         p = root / rel
         p.write_text(p.read_text() + "\n# unsaved work of the developer\n")
     staged = root / files[2]
@@ -275,12 +331,18 @@ def reset_repo(root: Path) -> None:
     git(root, "worktree", "prune")
     for line in git(root, "worktree", "list", "--porcelain").split("\n\n")[1:]:
         if line.startswith("worktree "):
-            path = line.splitlines()[0][len("worktree "):]
+            path = line.splitlines()[0][len("worktree ") :]
             git(root, "worktree", "remove", "--force", "--force", path, check=False)
             shutil.rmtree(path, ignore_errors=True)
     git(root, "worktree", "prune")
-    refs = git(root, "for-each-ref", "--format=%(refname)", "refs/handoff", "refs/heads/handoff",
-               "refs/heads/bench").split()
+    refs = git(
+        root,
+        "for-each-ref",
+        "--format=%(refname)",
+        "refs/handoff",
+        "refs/heads/handoff",
+        "refs/heads/bench",
+    ).split()
     if refs:
         git(root, "update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs).encode())
 
@@ -318,11 +380,24 @@ def machine() -> dict[str, Any]:
                 mem_kb = int(line.split()[1])
     except OSError:
         pass
-    git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    git_version = subprocess.run(
+        ["git", "--version"], capture_output=True, text=True
+    ).stdout.strip()
     try:
-        fs = subprocess.run(["df", "-T", str(OUT)], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
+        fs = (
+            subprocess.run(["df", "-T", str(OUT)], capture_output=True, text=True)
+            .stdout.splitlines()[-1]
+            .split()[1]
+        )
     except (IndexError, OSError):
         fs = "?"
-    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 1024 / 1024, 1),
-            "kernel": os.uname().release, "git": git_version, "python": sys.version.split()[0],
-            "filesystem": fs, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": os.uname().release,
+        "git": git_version,
+        "python": sys.version.split()[0],
+        "filesystem": fs,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }

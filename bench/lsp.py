@@ -45,18 +45,28 @@ class _Protocol(LanguageServerProtocol):
 
     def structure_message(self, data: dict[str, Any]):
         if "id" not in data and data.get("method") in _RAW_NOTIFICATIONS:
-            return JsonRPCNotification(method=data["method"], jsonrpc=data["jsonrpc"],
-                                       params=data.get("params"))
-        if "id" in data and "method" not in data and "error" not in data and "jsonrpc" in data \
-                and self._result_types.get(data["id"]) in (None, types.ExecuteCommandResponse):
+            return JsonRPCNotification(
+                method=data["method"], jsonrpc=data["jsonrpc"], params=data.get("params")
+            )
+        if (
+            "id" in data
+            and "method" not in data
+            and "error" not in data
+            and "jsonrpc" in data
+            and self._result_types.get(data["id"]) in (None, types.ExecuteCommandResponse)
+        ):
             self._result_types.pop(data["id"], None)
-            return JsonRPCResponseMessage(id=data["id"], jsonrpc=data["jsonrpc"], result=data.get("result"))
+            return JsonRPCResponseMessage(
+                id=data["id"], jsonrpc=data["jsonrpc"], result=data.get("result")
+            )
         return super().structure_message(data)
 
 
 class BenchClient(LanguageClient):
     def __init__(self) -> None:
-        super().__init__("handoff-bench", "1", protocol_cls=_Protocol, converter_factory=default_converter)
+        super().__init__(
+            "handoff-bench", "1", protocol_cls=_Protocol, converter_factory=default_converter
+        )
         self.sessions: list[dict[str, Any]] = []
         self.session_lists = 0
         self.notifications: dict[str, int] = {}
@@ -70,32 +80,66 @@ class BenchClient(LanguageClient):
         self._register()
 
     # -- process ---------------------------------------------------------------------------
-    async def start(self, argv: list[str], *, env: dict[str, str], stderr_path: Path, cwd: Path | None = None) -> None:
+    async def start(
+        self, argv: list[str], *, env: dict[str, str], stderr_path: Path, cwd: Path | None = None
+    ) -> None:
         stderr_path.parent.mkdir(parents=True, exist_ok=True)
         self._stderr = open(stderr_path, "ab")
         server = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._stderr,
-            env=env, cwd=cwd)
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=cwd,
+        )
         self.protocol.set_writer(server.stdin)
-        connection = asyncio.create_task(run_async(
-            stop_event=self._stop_event, reader=server.stdout, protocol=self.protocol,
-            error_handler=self.report_server_error))
+        connection = asyncio.create_task(
+            run_async(
+                stop_event=self._stop_event,
+                reader=server.stdout,
+                protocol=self.protocol,
+                error_handler=self.report_server_error,
+            )
+        )
         self._server = self.proc = server
         self._async_tasks.extend([connection, asyncio.create_task(self._server_exit())])
         self._spy = None
-        if os.environ.get("BENCH_PROFILE") == "all":  # diagnosis: py-spy over the server's whole life
+        if (
+            os.environ.get("BENCH_PROFILE") == "all"
+        ):  # diagnosis: py-spy over the server's whole life
             spy = Path(sys.executable).parent / "py-spy"
             self._spy = subprocess.Popen(
-                [str(spy), "record", "--pid", str(server.pid), "--format", "raw", "--idle", "--threads",
-                 "--nonblocking", "--rate", "200", "-o", str(stderr_path.with_suffix(".folded"))],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--format",
+                    "raw",
+                    "--idle",
+                    "--threads",
+                    "--nonblocking",
+                    "--rate",
+                    "200",
+                    "-o",
+                    str(stderr_path.with_suffix(".folded")),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
     async def initialize(self, root: Path, init_options: Any = None) -> types.InitializeResult:
-        result = await self.initialize_async(types.InitializeParams(
-            capabilities=capabilities(), process_id=os.getpid(), root_uri=root.as_uri(),
-            workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
-            initialization_options=init_options,
-            client_info=types.ClientInfo(name="handoff-bench")))
+        result = await self.initialize_async(
+            types.InitializeParams(
+                capabilities=capabilities(),
+                process_id=os.getpid(),
+                root_uri=root.as_uri(),
+                workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
+                initialization_options=init_options,
+                client_info=types.ClientInfo(name="handoff-bench"),
+            )
+        )
         self.initialized(types.InitializedParams())
         return result
 
@@ -157,7 +201,11 @@ class BenchClient(LanguageClient):
             client._count(types.WINDOW_SHOW_MESSAGE)
             client.messages.append(params.message)
 
-        for method in (types.PROGRESS, types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, types.WINDOW_LOG_MESSAGE):
+        for method in (
+            types.PROGRESS,
+            types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS,
+            types.WINDOW_LOG_MESSAGE,
+        ):
             self.feature(method)(lambda ls, params, m=method: client._count(m))
 
         @self.feature("handoff/sessions")
@@ -172,22 +220,36 @@ class BenchClient(LanguageClient):
     # -- requests ----------------------------------------------------------------------------
     async def command(self, name: str, arg: dict[str, Any] | None = None) -> Any:
         result = await self.workspace_execute_command_async(
-            types.ExecuteCommandParams(command=name, arguments=[arg or {}]))
+            types.ExecuteCommandParams(command=name, arguments=[arg or {}])
+        )
         return result  # kept as parsed by _Protocol: plain JSON already
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         return (await self.command("handoff.listSessions"))["sessions"]
 
     async def code_action(self, uri: str, rng: types.Range) -> Any:
-        return await self.text_document_code_action_async(types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), range=rng,
-            context=types.CodeActionContext(diagnostics=[],
-                                            trigger_kind=types.CodeActionTriggerKind.Invoked)))
+        return await self.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=rng,
+                context=types.CodeActionContext(
+                    diagnostics=[], trigger_kind=types.CodeActionTriggerKind.Invoked
+                ),
+            )
+        )
 
     def open(self, path: Path, text: str | None = None) -> str:
         uri = path.as_uri()
-        self.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-            uri=uri, language_id="python", version=1, text=path.read_text() if text is None else text)))
+        self.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri,
+                    language_id="python",
+                    version=1,
+                    text=path.read_text() if text is None else text,
+                )
+            )
+        )
         return uri
 
     async def wait_sessions(self, predicate, timeout: float, what: str) -> list[dict[str, Any]]:
@@ -199,7 +261,9 @@ class BenchClient(LanguageClient):
                 states = {}
                 for s in self.sessions:
                     states[s["state"]] = states.get(s["state"], 0) + 1
-                raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}; states: {states}")
+                raise TimeoutError(
+                    f"timed out after {timeout:g} s waiting for {what}; states: {states}"
+                )
             try:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
             except asyncio.TimeoutError:
@@ -260,22 +324,36 @@ class _Reader:
 
 def initialize_params(root: Path) -> dict[str, Any]:
     params = types.InitializeParams(
-        capabilities=capabilities(), process_id=os.getpid(), root_uri=root.as_uri(),
+        capabilities=capabilities(),
+        process_id=os.getpid(),
+        root_uri=root.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
-        client_info=types.ClientInfo(name="handoff-bench"))
+        client_info=types.ClientInfo(name="handoff-bench"),
+    )
     return default_converter().unstructure(params)
 
 
-def raw_initialize(argv: list[str], *, env: dict[str, str], params: dict[str, Any], stderr_path: Path,
-                   linger_s: float = 0.0, on_answer=None) -> float:
+def raw_initialize(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    params: dict[str, Any],
+    stderr_path: Path,
+    linger_s: float = 0.0,
+    on_answer=None,
+) -> float:
     """Seconds from process start to the ``initialize`` answer. ``on_answer()`` runs right after the
     answer arrives; with ``linger_s`` the client then sends ``initialized`` and answers the server's
     requests for that long before shutting it down."""
     with open(stderr_path, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env
+        )
         try:
-            proc.stdin.write(_frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}))
+            proc.stdin.write(
+                _frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})
+            )
             proc.stdin.flush()
             reader = _Reader(proc.stdout.fileno())
             while True:

@@ -52,9 +52,8 @@ def _trace_latency() -> None:
     import logging
     import time
 
-    from pygls.protocol import JsonRPCProtocol
-
     from handoff.server import cli
+    from pygls.protocol import JsonRPCProtocol
 
     log = logging.getLogger("handoff.bench.trace")
     readline = cli._PipeReader.readline
@@ -75,7 +74,10 @@ def _trace_latency() -> None:
             return f.read().split()
 
     def handle_message(self, message):
-        if getattr(message, "method", None) in ("workspace/executeCommand", "textDocument/codeAction"):
+        if getattr(message, "method", None) in (
+            "workspace/executeCommand",
+            "textDocument/codeAction",
+        ):
             seen[message.id] = (last[0], time.perf_counter_ns(), schedstat())
         return handle(self, message)
 
@@ -85,8 +87,15 @@ def _trace_latency() -> None:
         if mid in seen:
             t_hdr, t_handle, s0 = seen.pop(mid)
             s1 = schedstat()
-            log.warning("tl %d %d %d %d %d %d", t_hdr, t_handle, time.perf_counter_ns(),
-                        int(s1[0]) - int(s0[0]), int(s1[1]) - int(s0[1]), int(s1[2]) - int(s0[2]))
+            log.warning(
+                "tl %d %d %d %d %d %d",
+                t_hdr,
+                t_handle,
+                time.perf_counter_ns(),
+                int(s1[0]) - int(s0[0]),
+                int(s1[1]) - int(s0[1]),
+                int(s1[2]) - int(s0[2]),
+            )
         return result
 
     JsonRPCProtocol.handle_message = handle_message

@@ -53,7 +53,9 @@ def _lis(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return chain
 
 
-def _anchors(a: list[int], b: list[int], alo: int, ahi: int, blo: int, bhi: int) -> list[tuple[int, int]]:
+def _anchors(
+    a: list[int], b: list[int], alo: int, ahi: int, blo: int, bhi: int
+) -> list[tuple[int, int]]:
     """Matching line pairs to split ``a[alo:ahi]`` / ``b[blo:bhi]`` at, in order."""
     count_a = Counter(a[alo:ahi])
     count_b = Counter(b[blo:bhi])

@@ -51,15 +51,23 @@ def tool_call(name: str, args: dict[str, Any] | str) -> dict[str, Any]:
     return {"tool_calls": [{"name": name, "arguments": args}]}
 
 
-def tool_calls(calls: Iterable[tuple[str, dict[str, Any] | str] | dict[str, Any]]) -> dict[str, Any]:
-    return {"tool_calls": [c if isinstance(c, dict) else {"name": c[0], "arguments": c[1]} for c in calls]}
+def tool_calls(
+    calls: Iterable[tuple[str, dict[str, Any] | str] | dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "tool_calls": [
+            c if isinstance(c, dict) else {"name": c[0], "arguments": c[1]} for c in calls
+        ]
+    }
 
 
 def text(content: str) -> dict[str, Any]:
     return {"content": content}
 
 
-def status(code: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def status(
+    code: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {"status": code, "body": body, "headers": headers or {}}
 
 
@@ -93,14 +101,17 @@ class ScriptedModel:
     def tool_call(self, name: str, args: dict[str, Any] | str) -> ScriptedModel:
         return self.add(tool_call(name, args))
 
-    def tool_calls(self, calls: Iterable[tuple[str, dict[str, Any] | str] | dict[str, Any]]) -> ScriptedModel:
+    def tool_calls(
+        self, calls: Iterable[tuple[str, dict[str, Any] | str] | dict[str, Any]]
+    ) -> ScriptedModel:
         return self.add(tool_calls(calls))
 
     def text(self, content: str) -> ScriptedModel:
         return self.add(text(content))
 
-    def status(self, code: int, body: dict[str, Any] | None = None,
-               headers: dict[str, str] | None = None) -> ScriptedModel:
+    def status(
+        self, code: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> ScriptedModel:
         return self.add(status(code, body, headers))
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -117,7 +128,9 @@ class ScriptedModel:
         handler = type("Handler", (_Handler,), {"model": self})
         self._server = _Server((HOST, self._port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         return self
 
@@ -153,26 +166,45 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.split("?")[0] not in PATHS:
-            return self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return self._json(
+                404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
+            )
         try:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
-            return self._json(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+            return self._json(
+                400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}}
+            )
         n, item = self.model.next_item(body)
         if "status" in item:
-            err = item.get("body") or {"error": {"message": f"scripted error {item['status']}",
-                                                  "type": "server_error", "code": item["status"]}}
+            err = item.get("body") or {
+                "error": {
+                    "message": f"scripted error {item['status']}",
+                    "type": "server_error",
+                    "code": item["status"],
+                }
+            }
             return self._json(int(item["status"]), err, item.get("headers") or {})
         model = body.get("model", "scripted-model")
         message, finish = _message(n, item)
         usage = {"prompt_tokens": 10 * n, "completion_tokens": 5, "total_tokens": 10 * n + 5}
         if body.get("stream"):
             return self._stream(n, model, message, finish, usage)
-        self._json(200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
-                         "model": model, "usage": usage,
-                         "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
+        self._json(
+            200,
+            {
+                "id": f"chatcmpl-{n}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "usage": usage,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            },
+        )
 
-    def _json(self, code: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _json(
+        self, code: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -182,24 +214,54 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, n: int, model: str, message: dict[str, Any], finish: str, usage: dict[str, Any]) -> None:
+    def _stream(
+        self, n: int, model: str, message: dict[str, Any], finish: str, usage: dict[str, Any]
+    ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        base = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": model}
+        base = {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         if message.get("content"):
             deltas.append({"content": message["content"]})
         for i, call in enumerate(message.get("tool_calls") or []):
-            deltas.append({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
-                                           "function": {"name": call["function"]["name"], "arguments": ""}}]})
-            deltas.append({"tool_calls": [{"index": i, "function": {"arguments": call["function"]["arguments"]}}]})
-        chunks = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
-        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage})
+            deltas.append(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+            deltas.append(
+                {
+                    "tool_calls": [
+                        {"index": i, "function": {"arguments": call["function"]["arguments"]}}
+                    ]
+                }
+            )
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
+        ]
+        chunks.append(
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
         for chunk in chunks:
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
@@ -208,9 +270,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _message(n: int, item: dict[str, Any]) -> tuple[dict[str, Any], str]:
     calls = [
-        {"id": f"call_{n}_{i}", "type": "function",
-         "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str)
-                      else json.dumps(c["arguments"])}}
+        {
+            "id": f"call_{n}_{i}",
+            "type": "function",
+            "function": {
+                "name": c["name"],
+                "arguments": c["arguments"]
+                if isinstance(c["arguments"], str)
+                else json.dumps(c["arguments"]),
+            },
+        }
         for i, c in enumerate(item.get("tool_calls") or [])
     ]
     message: dict[str, Any] = {"role": "assistant", "content": item.get("content")}
@@ -224,14 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", type=Path, help="a JSON list of script items")
     parser.add_argument("--port-file", type=Path, required=True, help="where to write the port")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--requests-file", type=Path, help="append each request body here (JSON Lines)")
+    parser.add_argument(
+        "--requests-file", type=Path, help="append each request body here (JSON Lines)"
+    )
     args = parser.parse_args(argv)
     script = json.loads(args.script.read_text()) if args.script else []
     server = ScriptedModel(script, port=args.port)
     if args.requests_file:
+
         def log(body: dict[str, Any]) -> None:
             with args.requests_file.open("a") as f:
                 f.write(json.dumps(body) + "\n")
+
         server.on_request = log
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

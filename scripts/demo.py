@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Union
 
+from handoff.offline_model import ScriptedModel
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
-
-from handoff.offline_model import ScriptedModel
 
 QUIET_S = 2.0  # longest the demo stays silent while it waits
 
@@ -63,12 +62,19 @@ OFFLINE_SUMMARY = (
 def offline_script() -> list[dict[str, Any]]:
     return [
         {"tool_calls": [{"name": "read_file", "arguments": {"path": "shop/cart.py"}}]},
-        {"tool_calls": [{"name": "edit_file", "arguments": {
-            "path": "shop/cart.py",
-            "oldText": "    # TODO: return 0.0 for an empty cart instead of failing\n"
-                       "    return sum(prices) / len(prices) * len(prices)\n",
-            "newText": "    if not prices:\n        return 0.0\n    return sum(prices)\n",
-        }}]},
+        {
+            "tool_calls": [
+                {
+                    "name": "edit_file",
+                    "arguments": {
+                        "path": "shop/cart.py",
+                        "oldText": "    # TODO: return 0.0 for an empty cart instead of failing\n"
+                        "    return sum(prices) / len(prices) * len(prices)\n",
+                        "newText": "    if not prices:\n        return 0.0\n    return sum(prices)\n",
+                    },
+                }
+            ]
+        },
         {"tool_calls": [{"name": "finish", "arguments": {"summary": OFFLINE_SUMMARY}}]},
     ]
 
@@ -95,8 +101,17 @@ def make_repo(root: Path) -> Path:
     (repo / "README.md").write_text("# sample shop\n")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
-    git(repo, "-c", "user.name=Dev", "-c", "user.email=dev@example.invalid",
-        "commit", "-q", "-m", "initial")
+    git(
+        repo,
+        "-c",
+        "user.name=Dev",
+        "-c",
+        "user.email=dev@example.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "initial",
+    )
     # uncommitted work on disk, which the agent's snapshot includes
     (repo / "README.md").write_text("# sample shop\n\nWork in progress: pricing rules.\n")
     return repo
@@ -108,8 +123,9 @@ def apply_text_edits(text: str, edits: list[types.TextEdit]) -> str:
     def offset(pos: types.Position) -> int:
         return sum(len(line) for line in lines[: pos.line]) + pos.character
 
-    for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character),
-                       reverse=True):
+    for edit in sorted(
+        edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True
+    ):
         start, end = offset(edit.range.start), offset(edit.range.end)
         text = text[:start] + edit.new_text + text[end:]
         lines = text.splitlines(keepends=True)
@@ -169,8 +185,14 @@ class Waiting:
 
 
 def handoff_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "handoff.agent.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def stop_daemon(env: dict[str, str]) -> None:
@@ -187,8 +209,10 @@ def surviving(final: str, offline: bool) -> list[tuple[str, str]]:
     """What the buffer should hold after the apply: (who, line) for each edit that must survive
     (the agent's own line only when it is the offline script's, which is known)."""
     found = []
-    expected = [("unsaved", '    """How many items are in the cart."""'),
-                ("typed", '"""A tiny shopping cart, in euros."""')]
+    expected = [
+        ("unsaved", '    """How many items are in the cart."""'),
+        ("typed", '"""A tiny shopping cart, in euros."""'),
+    ]
     if offline:
         expected.append(("agent", "        return 0.0"))
     for who, line in expected:
@@ -227,8 +251,11 @@ async def demo(tmp: Path, env: dict[str, str]) -> int:
     repo = make_repo(tmp)
     if not model:
         scripted = ScriptedModel(offline_script()).start()
-        env.update(HANDOFF_MODEL="openai/offline-scripted-model",
-                   HANDOFF_API_BASE=scripted.url, HANDOFF_API_KEY="offline")
+        env.update(
+            HANDOFF_MODEL="openai/offline-scripted-model",
+            HANDOFF_API_BASE=scripted.url,
+            HANDOFF_API_KEY="offline",
+        )
         say("demo", f"no HANDOFF_MODEL set: using the offline scripted model at {scripted.url}")
     else:
         say("demo", f"model: {model}")
@@ -277,8 +304,9 @@ async def demo(tmp: Path, env: dict[str, str]) -> int:
         for change in params.edit.document_changes or []:
             if isinstance(change, types.TextDocumentEdit) and change.text_document.uri == uri:
                 if change.text_document.version not in (None, ls.version):
-                    return types.ApplyWorkspaceEditResult(applied=False,
-                                                          failure_reason="buffer moved")
+                    return types.ApplyWorkspaceEditResult(
+                        applied=False, failure_reason="buffer moved"
+                    )
                 edits.extend(e for e in change.edits if isinstance(e, types.TextEdit))
         for u, file_edits in (params.edit.changes or {}).items():
             if u == uri:
@@ -293,58 +321,84 @@ async def demo(tmp: Path, env: dict[str, str]) -> int:
     ticker = asyncio.create_task(waiting.run())
     await editor.start_io(*server, env=env, cwd=repo)
     try:
-        await editor.initialize_async(types.InitializeParams(
-            process_id=os.getpid(),
-            root_uri=repo.as_uri(),
-            workspace_folders=[types.WorkspaceFolder(uri=repo.as_uri(), name="sample")],
-            capabilities=types.ClientCapabilities(
-                window=types.WindowClientCapabilities(work_done_progress=True),
-                workspace=types.WorkspaceClientCapabilities(
-                    apply_edit=True,
-                    workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True),
+        await editor.initialize_async(
+            types.InitializeParams(
+                process_id=os.getpid(),
+                root_uri=repo.as_uri(),
+                workspace_folders=[types.WorkspaceFolder(uri=repo.as_uri(), name="sample")],
+                capabilities=types.ClientCapabilities(
+                    window=types.WindowClientCapabilities(work_done_progress=True),
+                    workspace=types.WorkspaceClientCapabilities(
+                        apply_edit=True,
+                        workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True),
+                    ),
+                    text_document=types.TextDocumentClientCapabilities(
+                        code_action=types.CodeActionClientCapabilities(
+                            code_action_literal_support=types.ClientCodeActionLiteralOptions(
+                                code_action_kind=types.ClientCodeActionKindOptions(
+                                    value_set=[
+                                        types.CodeActionKind.QuickFix,
+                                        types.CodeActionKind.RefactorRewrite,
+                                        "source",
+                                    ]
+                                )
+                            )
+                        ),
+                        publish_diagnostics=types.PublishDiagnosticsClientCapabilities(),
+                    ),
                 ),
-                text_document=types.TextDocumentClientCapabilities(
-                    code_action=types.CodeActionClientCapabilities(
-                        code_action_literal_support=types.ClientCodeActionLiteralOptions(
-                            code_action_kind=types.ClientCodeActionKindOptions(
-                                value_set=[types.CodeActionKind.QuickFix,
-                                           types.CodeActionKind.RefactorRewrite, "source"]))),
-                    publish_diagnostics=types.PublishDiagnosticsClientCapabilities(),
-                ),
-            ),
-        ))
+            )
+        )
         editor.initialized(types.InitializedParams())
         editor.text = CART_UNSAVED
-        editor.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1,
-                                                 text=editor.text)))
+        editor.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id="python", version=1, text=editor.text
+                )
+            )
+        )
         say("editor", "opened shop/cart.py with an unsaved docstring on count()")
         todo_line = editor.text.splitlines().index(
-            "    # TODO: return 0.0 for an empty cart instead of failing")
+            "    # TODO: return 0.0 for an empty cart instead of failing"
+        )
         pos = types.Position(line=todo_line, character=6)
-        actions = await editor.text_document_code_action_async(types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            range=types.Range(start=pos, end=pos),
-            context=types.CodeActionContext(diagnostics=[])))
+        actions = await editor.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=types.Range(start=pos, end=pos),
+                context=types.CodeActionContext(diagnostics=[]),
+            )
+        )
         titles = [a.title for a in actions or []]
         say("code action", " | ".join(titles) or "(none)")
         action = next(a for a in actions or [] if "TODO" in a.title)
         command = action.command if isinstance(action, types.CodeAction) else action
         say("editor", f"picked: {action.title}")
-        result = await editor.workspace_execute_command_async(types.ExecuteCommandParams(
-            command=command.command, arguments=command.arguments))
+        result = await editor.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=command.command, arguments=command.arguments)
+        )
         sid = plain(result)["sessionId"]
         say("editor", f"session {sid} started; the developer keeps typing")
-        waiting.set("the agent", "its first run starts the agent host, which loads litellm "
-                                 "(seconds), then the model's replies come as progress")
+        waiting.set(
+            "the agent",
+            "its first run starts the agent host, which loads litellm "
+            "(seconds), then the model's replies come as progress",
+        )
 
         # The developer edits the same file while the agent works (line 1, far from the TODO).
         editor.version += 1
-        editor.text = editor.text.replace('"""A tiny shopping cart."""',
-                                          '"""A tiny shopping cart, in euros."""')
-        editor.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=editor.version),
-            content_changes=[types.TextDocumentContentChangeWholeDocument(text=editor.text)]))
+        editor.text = editor.text.replace(
+            '"""A tiny shopping cart."""', '"""A tiny shopping cart, in euros."""'
+        )
+        editor.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(
+                    uri=uri, version=editor.version
+                ),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=editor.text)],
+            )
+        )
         say("editor", 'typed on line 1 meanwhile: """A tiny shopping cart, in euros."""')
 
         async def wait_state(states: set[str], timeout: float = 300) -> dict[str, Any]:
@@ -355,43 +409,68 @@ async def demo(tmp: Path, env: dict[str, str]) -> int:
                             return s
                     editor.changed.clear()
                     await editor.changed.wait()
+
             return await asyncio.wait_for(until(), timeout)
 
         session = await wait_state({"running", "ready", "failed"})
         worktree = Path(session.get("worktree") or "(not in the session list)")
         branch = session.get("branch") or f"handoff/{sid}"
-        say("worktree", f"the agent works in {worktree} (branch {branch}), a git worktree of "
-                        "the snapshot, outside the sample repository")
+        say(
+            "worktree",
+            f"the agent works in {worktree} (branch {branch}), a git worktree of "
+            "the snapshot, outside the sample repository",
+        )
         session = await wait_state({"ready", "failed"})
         if session["state"] == "failed":
             say("demo", f"the session failed: {session.get('error')}")
             return 1
         say("session", f"ready: {session['summary']}")
         disk = (repo / "shop" / "cart.py").read_text()
-        say("worktree", f"the result is committed on {branch}; shop/cart.py on disk is "
-                        + ("untouched until the apply" if disk == CART_COMMITTED else "CHANGED"))
+        say(
+            "worktree",
+            f"the result is committed on {branch}; shop/cart.py on disk is "
+            + ("untouched until the apply" if disk == CART_COMMITTED else "CHANGED"),
+        )
         waiting.set("the three-way merge and the edit")
-        res = await editor.workspace_execute_command_async(types.ExecuteCommandParams(
-            command="handoff.apply", arguments=[{"sessionId": sid}]))
+        res = await editor.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="handoff.apply", arguments=[{"sessionId": sid}])
+        )
         applied = plain(res)["applied"]
         session = await wait_state({"applied", "ready"})
         say("session", f"apply -> applied={applied}, state {session['state']}")
-        say("worktree", f"{worktree} " + ("is still there" if worktree.exists() else
-                                          "was removed with its branch, now that it is applied"))
+        say(
+            "worktree",
+            f"{worktree} "
+            + (
+                "is still there"
+                if worktree.exists()
+                else "was removed with its branch, now that it is applied"
+            ),
+        )
         print()
         print("The buffer after the apply, against the committed file: the agent's change, the")
         print("developer's unsaved docstring and the edit typed while the agent ran, all three:")
         print()
-        sys.stdout.writelines(difflib.unified_diff(
-            CART_COMMITTED.splitlines(keepends=True), editor.text.splitlines(keepends=True),
-            "shop/cart.py (committed)", "shop/cart.py (the buffer after apply)"))
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                CART_COMMITTED.splitlines(keepends=True),
+                editor.text.splitlines(keepends=True),
+                "shop/cart.py (committed)",
+                "shop/cart.py (the buffer after apply)",
+            )
+        )
         print()
         kept = surviving(editor.text, offline=scripted is not None)
-        labels = {"unsaved": "the unsaved docstring", "typed": "the edit typed meanwhile",
-                  "agent": "the agent's change"}
+        labels = {
+            "unsaved": "the unsaved docstring",
+            "typed": "the edit typed meanwhile",
+            "agent": "the agent's change",
+        }
         for who, line in kept:
-            say("kept" if not who.startswith("LOST") else "lost",
-                f"{labels.get(who.removeprefix('LOST: '))}: {line}")
+            say(
+                "kept" if not who.startswith("LOST") else "lost",
+                f"{labels.get(who.removeprefix('LOST: '))}: {line}",
+            )
         ok = bool(applied) and not any(who.startswith("LOST") for who, _ in kept)
         say("demo", "done: the result came back as an edit" if ok else "the result did not apply")
         return 0 if ok else 1

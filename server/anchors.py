@@ -30,7 +30,7 @@ class Anchor:
     key: str = ""  # a hunk's id
 
     @classmethod
-    def from_range(cls, uri: str, session_id: str, rng: dict[str, Any] | None, **kw) -> "Anchor":
+    def from_range(cls, uri: str, session_id: str, rng: dict[str, Any] | None, **kw) -> Anchor:
         rng = rng or {}
         s, e = rng.get("start") or {}, rng.get("end") or rng.get("start") or {}
         start = (int(s.get("line", 0)), int(s.get("character", 0)))
@@ -38,12 +38,21 @@ class Anchor:
         return cls(uri, session_id, start, max(start, end), **kw)
 
     def as_range(self) -> dict[str, Any]:
-        return {"start": {"line": self.start[0], "character": self.start[1]},
-                "end": {"line": self.end[0], "character": self.end[1]}}
+        return {
+            "start": {"line": self.start[0], "character": self.start[1]},
+            "end": {"line": self.end[0], "character": self.end[1]},
+        }
 
 
-def _after(pos: tuple[int, int], start: tuple[int, int], end: tuple[int, int], text: str,
-           encoding: str, *, is_end: bool) -> tuple[int, int]:
+def _after(
+    pos: tuple[int, int],
+    start: tuple[int, int],
+    end: tuple[int, int],
+    text: str,
+    encoding: str,
+    *,
+    is_end: bool,
+) -> tuple[int, int]:
     """Where ``pos`` is after ``start..end`` was replaced with ``text``.
 
     Text inserted exactly at ``pos`` goes before it (lines typed above an origin push it down);
@@ -52,8 +61,10 @@ def _after(pos: tuple[int, int], start: tuple[int, int], end: tuple[int, int], t
     if pos < start or (pos == start and start != end):
         return pos
     pieces = _EOL.split(text)
-    new_end = (start[0] + len(pieces) - 1,
-               (start[1] if len(pieces) == 1 else 0) + units(pieces[-1], encoding))
+    new_end = (
+        start[0] + len(pieces) - 1,
+        (start[1] if len(pieces) == 1 else 0) + units(pieces[-1], encoding),
+    )
     if pos < end:
         return new_end if is_end else start
     if pos[0] == end[0]:
@@ -61,8 +72,13 @@ def _after(pos: tuple[int, int], start: tuple[int, int], end: tuple[int, int], t
     return (pos[0] + new_end[0] - end[0], pos[1])
 
 
-def shift(anchor: Anchor, start: tuple[int, int], end: tuple[int, int], text: str,
-          encoding: str = "utf-16") -> bool:
+def shift(
+    anchor: Anchor,
+    start: tuple[int, int],
+    end: tuple[int, int],
+    text: str,
+    encoding: str = "utf-16",
+) -> bool:
     """Move ``anchor`` for one incremental change; True when it moved."""
     before = (anchor.start, anchor.end)
     a_start = _after(anchor.start, start, end, text, encoding, is_end=False)

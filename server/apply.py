@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from lsprotocol import types
-from pygls.exceptions import JsonRpcException
-
 from handoff import files
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Planned, SessionError, State, b64, unb64
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
 from . import edits
 from . import hunks as hunks_mod
@@ -36,17 +35,19 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 2
 
 
-async def plan(ls: "HandoffServer", repo: Repo, session_id: str, *, claim: bool = False,
-               record: bool = False) -> tuple[list[Planned], dict[str, edits.OpenDoc],
-                                               dict[str, bytes | None], str | None]:
+async def plan(
+    ls: HandoffServer, repo: Repo, session_id: str, *, claim: bool = False, record: bool = False
+) -> tuple[list[Planned], dict[str, edits.OpenDoc], dict[str, bytes | None], str | None]:
     """Merge the session's result into the files as they are now (in the daemon): the plans, the
     open documents they were merged against, the content of every file merged against, and the
     apply's claim when ``claim``."""
     docs = ls.repos.open_docs(repo)  # the buffers as they are at this moment
     current: dict[str, bytes | None] = {rel: d.text.encode("utf-8") for rel, d in docs.items()}
     wire = await anyio.to_thread.run_sync(lambda: {k: b64(v) for k, v in current.items()})
-    result = await ls.repos.call(protocol.PLAN, {"sessionId": session_id, "current": wire,
-                                                 "claim": claim, "recordConflicts": record})
+    result = await ls.repos.call(
+        protocol.PLAN,
+        {"sessionId": session_id, "current": wire, "claim": claim, "recordConflicts": record},
+    )
 
     def decode() -> list[Planned]:
         for path, data in (result.get("disk") or {}).items():
@@ -61,8 +62,13 @@ def _conflict_count(plans: list[Planned]) -> int:
     return sum(max(1, len(p.conflicts)) for p in plans if p.action == "conflict")
 
 
-async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_markers: bool = False,
-                        hunks: list[str] | None = None) -> dict[str, Any]:
+async def apply_session(
+    ls: HandoffServer,
+    session_id: str,
+    *,
+    conflict_markers: bool = False,
+    hunks: list[str] | None = None,
+) -> dict[str, Any]:
     """Apply the session (``hunks``: only those of its changes; see hunks.py)."""
     repo, s = ls.repos.find(session_id)
     lock = ls.apply_locks.setdefault(session_id, asyncio.Lock())
@@ -77,7 +83,8 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                 left = False
                 if hunks is not None:  # only those changes (hunks.py)
                     plans, left = await anyio.to_thread.run_sync(
-                        hunks_mod.select, s, repo, plans, docs, current, hunks, ls.encoding)
+                        hunks_mod.select, s, repo, plans, docs, current, hunks, ls.encoding
+                    )
                 conflicts = [p for p in plans if p.action == "conflict"]
                 count = _conflict_count(plans)
                 unmarkable = [p for p in conflicts if p.content is None]
@@ -87,19 +94,36 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                     return {"applied": False, "conflicts": count}
                 caps = edits.EditCaps.from_client(ls.client_capabilities, ls.encoding)
                 try:
-                    built = await anyio.to_thread.run_sync(functools.partial(  # big diffs: off the loop
-                        edits.build, plans, repo.root, docs, current, caps, label=f"Handoff: {s.title}",
-                        annotation_id=f"handoff-{s.id}", conflict_markers=conflict_markers))
+                    built = await anyio.to_thread.run_sync(
+                        functools.partial(  # big diffs: off the loop
+                            edits.build,
+                            plans,
+                            repo.root,
+                            docs,
+                            current,
+                            caps,
+                            label=f"Handoff: {s.title}",
+                            annotation_id=f"handoff-{s.id}",
+                            conflict_markers=conflict_markers,
+                        )
+                    )
                 except ValueError as exc:
-                    raise SessionError(f"session {s.id} cannot be applied from the editor: {exc}") from None
+                    raise SessionError(
+                        f"session {s.id} cannot be applied from the editor: {exc}"
+                    ) from None
                 edit = built.edit
                 if edit.document_changes or edit.changes:
                     try:
                         result = await ls.workspace_apply_edit_async(
-                            types.ApplyWorkspaceEditParams(edit=edit, label=f"Handoff: {s.title}"))
-                    except JsonRpcException as exc:  # the editor failed the request: nothing applied
-                        raise SessionError(f"session {s.id} was not applied: the editor answered "
-                                           f"workspace/applyEdit with an error: {exc}") from None
+                            types.ApplyWorkspaceEditParams(edit=edit, label=f"Handoff: {s.title}")
+                        )
+                    except (
+                        JsonRpcException
+                    ) as exc:  # the editor failed the request: nothing applied
+                        raise SessionError(
+                            f"session {s.id} was not applied: the editor answered "
+                            f"workspace/applyEdit with an error: {exc}"
+                        ) from None
                     if not result.applied:
                         reason = result.failure_reason or "the editor refused the edit"
                         log.info("apply %s refused (%s); merging again", s.id, reason)
@@ -108,18 +132,31 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                     try:
                         await anyio.to_thread.run_sync(write_disk, built.disk)
                     except OSError as exc:  # never reported as applied when it was not all done
-                        raise SessionError(f"session {s.id} was not fully applied: "
-                                           f"{exc.strerror or exc}: {exc.filename or ''} (the "
-                                           "session stays ready; `handoff apply` can finish it)") from None
-                if left:  # the session stays ready with the rest of its changes; the claim goes back
+                        raise SessionError(
+                            f"session {s.id} was not fully applied: "
+                            f"{exc.strerror or exc}: {exc.filename or ''} (the "
+                            "session stays ready; `handoff apply` can finish it)"
+                        ) from None
+                if (
+                    left
+                ):  # the session stays ready with the rest of its changes; the claim goes back
                     hunks_mod.after_apply(ls, session_id)
                     return {"applied": True, "conflicts": 0}
                 done = True
-                ls.repos.adopt((await ls.repos.call(protocol.FINISH_APPLY, {
-                    "sessionId": session_id, "claim": claim, "applied": True}))["session"])
+                ls.repos.adopt(
+                    (
+                        await ls.repos.call(
+                            protocol.FINISH_APPLY,
+                            {"sessionId": session_id, "claim": claim, "applied": True},
+                        )
+                    )["session"]
+                )
                 claim = None
                 return {"applied": True, "conflicts": count if conflict_markers else 0}
-            ls.show(f"Handoff: “{s.title}” was not applied: {reason}. Try again.", types.MessageType.Warning)
+            ls.show(
+                f"Handoff: “{s.title}” was not applied: {reason}. Try again.",
+                types.MessageType.Warning,
+            )
             return {"applied": False, "conflicts": 0}
         finally:
             if claim is not None and not done:  # give the claim back (and say what conflicts)
@@ -132,7 +169,7 @@ async def apply_session(ls: "HandoffServer", session_id: str, *, conflict_marker
                     log.info("releasing the apply of %s: %s", session_id, exc)
 
 
-async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
+async def check_conflicts(ls: HandoffServer, session_id: str) -> int:
     """Show where a ready session conflicts with the developer's edits (when it becomes ready,
     and again after they edit one of its files); conflicts that went away stop showing."""
     try:
@@ -143,9 +180,14 @@ async def check_conflicts(ls: "HandoffServer", session_id: str) -> int:
             plans, docs, current, _ = await plan(ls, repo, session_id, record=True)
             await hunks_mod.publish(ls, repo, s, plans, docs, current)
             conflicts = [p for p in plans if p.action == "conflict"]
-            if conflicts or s.conflicts or session_id in ls.status.conflicts:  # none: the old ones go
+            if (
+                conflicts or s.conflicts or session_id in ls.status.conflicts
+            ):  # none: the old ones go
                 _report_conflicts(ls, repo, s, conflicts, docs)
-    except (SessionError, RemoteError) as exc:  # it moved on meanwhile, or git failed: apply will tell
+    except (
+        SessionError,
+        RemoteError,
+    ) as exc:  # it moved on meanwhile, or git failed: apply will tell
         log.info("conflict check of %s skipped: %s", session_id, exc)
         return 0
     return len(conflicts)

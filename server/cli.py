@@ -20,8 +20,10 @@ from handoff import __version__
 
 log = logging.getLogger("handoff.server")
 
-DESCRIPTION = ("The Handoff language server, on stdio (or TCP): hand work from the editor to "
-               "background coding agents and take the result back as edits.")
+DESCRIPTION = (
+    "The Handoff language server, on stdio (or TCP): hand work from the editor to "
+    "background coding agents and take the result back as edits."
+)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -30,8 +32,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     p.add_argument("--stdio", action="store_true", help="use stdio (the default)")
     p.add_argument("--log-file", metavar="PATH", help="write the log there instead of stderr")
-    p.add_argument("--log-level", default=os.environ.get("HANDOFF_LOG_LEVEL", "INFO"),
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("HANDOFF_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+    )
     args, unknown = p.parse_known_args(argv)
     args.unknown = unknown  # editors add their own flags (e.g. --clientProcessId); never fatal
     return args
@@ -147,8 +153,11 @@ class _PipeWriter:
 
     async def flush(self) -> None:
         deadline = self.loop.time() + self.FLUSH_S
-        while self.transport.get_write_buffer_size() and not self.transport.is_closing() \
-                and self.loop.time() < deadline:
+        while (
+            self.transport.get_write_buffer_size()
+            and not self.transport.is_closing()
+            and self.loop.time() < deadline
+        ):
             await asyncio.sleep(0.005)
 
     async def close(self) -> None:
@@ -168,7 +177,9 @@ async def _stdout_writer(stdout):
     """A writer on the event loop when stdout is a pipe or socket; else pygls' blocking one."""
     try:
         if _is_pipe(stdout):
-            transport, _ = await asyncio.get_running_loop().connect_write_pipe(asyncio.Protocol, stdout)
+            transport, _ = await asyncio.get_running_loop().connect_write_pipe(
+                asyncio.Protocol, stdout
+            )
             return _PipeWriter(transport)
     except (ValueError, OSError) as exc:
         log.debug("writing stdout with blocking writes: %s", exc)
@@ -184,7 +195,8 @@ async def _stdin_reader(ls, stdin):
         if _is_pipe(stdin):
             stream = asyncio.StreamReader(limit=_PipeReader.LIMIT)
             transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(stream), stdin)
+                lambda: asyncio.StreamReaderProtocol(stream), stdin
+            )
             return _PipeReader(stream), transport
     except (ValueError, OSError) as exc:  # not something the event loop can watch
         log.debug("reading stdin in threads: %s", exc)
@@ -204,8 +216,13 @@ async def _serve_stdio(ls, stdin, stdout) -> None:
     ls.protocol.set_writer(writer)
     reader, transport = await _stdin_reader(ls, stdin)
     try:
-        await run_async(stop_event=ls._stop_event, reader=reader,
-                        protocol=ls.protocol, logger=log, error_handler=ls.report_server_error)
+        await run_async(
+            stop_event=ls._stop_event,
+            reader=reader,
+            protocol=ls.protocol,
+            logger=log,
+            error_handler=ls.report_server_error,
+        )
     finally:
         if transport is not None:
             transport.close()
@@ -213,7 +230,9 @@ async def _serve_stdio(ls, stdin, stdout) -> None:
         await ls.close()
         # Requests still being handled (a shutdown waits for the close): each one's answer is
         # written by a callback of its task, which runs before asyncio.wait's own.
-        handling = [f for f in ls.protocol._request_futures.values() if isinstance(f, asyncio.Future)]
+        handling = [
+            f for f in ls.protocol._request_futures.values() if isinstance(f, asyncio.Future)
+        ]
         if handling:
             await asyncio.wait(handling, timeout=HANDLING_WAIT_S)
         if isinstance(writer, _PipeWriter):

@@ -10,10 +10,9 @@ import functools
 import logging
 from typing import Any
 
+from handoff.agent.protocol import SessionError, State, actions_of
 from lsprotocol import types
 from pygls.capabilities import get_capability
-
-from handoff.agent.protocol import SessionError, State, actions_of
 
 from . import commands, delegation, todos
 from .edits import units
@@ -26,19 +25,74 @@ SESSION_KIND = "quickfix.handoff"
 KINDS = [DELEGATE_KIND, SESSION_KIND]
 TODO_MARK = "TODO(agent): "
 # Line comments by language id (then by file extension); a language missing here gets `#`.
-_SLASHES = ("c", "cpp", "cs", "csharp", "d", "dart", "go", "groovy", "java", "javascript",
-            "javascriptreact", "jsonc", "kotlin", "objective-c", "php", "proto", "rust", "scala",
-            "scss", "swift", "typescript", "typescriptreact", "vue", "zig")
+_SLASHES = (
+    "c",
+    "cpp",
+    "cs",
+    "csharp",
+    "d",
+    "dart",
+    "go",
+    "groovy",
+    "java",
+    "javascript",
+    "javascriptreact",
+    "jsonc",
+    "kotlin",
+    "objective-c",
+    "php",
+    "proto",
+    "rust",
+    "scala",
+    "scss",
+    "swift",
+    "typescript",
+    "typescriptreact",
+    "vue",
+    "zig",
+)
 _DASHES = ("lua", "sql", "haskell", "elm", "ada", "vhdl")
 _SEMI = ("lisp", "clojure", "scheme", "racket", "elisp", "emacs-lisp", "fennel", "asm", "ini")
-_EXT = {"js": "javascript", "jsx": "javascript", "ts": "typescript", "tsx": "typescript", "rs": "rust",
-        "c": "c", "h": "c", "cc": "cpp", "cpp": "cpp", "hpp": "cpp", "go": "go", "java": "java",
-        "kt": "kotlin", "swift": "swift", "cs": "cs", "scala": "scala", "zig": "zig", "dart": "dart",
-        "php": "php", "lua": "lua", "sql": "sql", "hs": "haskell", "el": "elisp", "clj": "clojure",
-        "scm": "scheme", "lisp": "lisp", "css": "css", "html": "html", "md": "markdown", "xml": "xml",
-        "vue": "vue", "scss": "scss"}
-_BLOCK = {"css": ("/* ", " */"), "html": ("<!-- ", " -->"), "markdown": ("<!-- ", " -->"),
-          "xml": ("<!-- ", " -->")}
+_EXT = {
+    "js": "javascript",
+    "jsx": "javascript",
+    "ts": "typescript",
+    "tsx": "typescript",
+    "rs": "rust",
+    "c": "c",
+    "h": "c",
+    "cc": "cpp",
+    "cpp": "cpp",
+    "hpp": "cpp",
+    "go": "go",
+    "java": "java",
+    "kt": "kotlin",
+    "swift": "swift",
+    "cs": "cs",
+    "scala": "scala",
+    "zig": "zig",
+    "dart": "dart",
+    "php": "php",
+    "lua": "lua",
+    "sql": "sql",
+    "hs": "haskell",
+    "el": "elisp",
+    "clj": "clojure",
+    "scm": "scheme",
+    "lisp": "lisp",
+    "css": "css",
+    "html": "html",
+    "md": "markdown",
+    "xml": "xml",
+    "vue": "vue",
+    "scss": "scss",
+}
+_BLOCK = {
+    "css": ("/* ", " */"),
+    "html": ("<!-- ", " -->"),
+    "markdown": ("<!-- ", " -->"),
+    "xml": ("<!-- ", " -->"),
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -54,11 +108,21 @@ def _allowed(kind: str, only: list[str] | None) -> bool:
     return any(not o or kind == o or kind.startswith(f"{o}.") for o in wanted)
 
 
-def _action(title: str, kind: str, command: str, arg: dict[str, Any],
-            diagnostics: list[types.Diagnostic] | None = None, preferred: bool = False) -> types.CodeAction:
+def _action(
+    title: str,
+    kind: str,
+    command: str,
+    arg: dict[str, Any],
+    diagnostics: list[types.Diagnostic] | None = None,
+    preferred: bool = False,
+) -> types.CodeAction:
     return types.CodeAction(
-        title=title, kind=kind, diagnostics=diagnostics or None, is_preferred=preferred or None,
-        command=types.Command(title=title, command=command, arguments=[arg]))
+        title=title,
+        kind=kind,
+        diagnostics=diagnostics or None,
+        is_preferred=preferred or None,
+        command=types.Command(title=title, command=command, arguments=[arg]),
+    )
 
 
 def _session_of(d: types.Diagnostic) -> str | None:
@@ -135,23 +199,48 @@ def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
     edit = types.TextEdit(range=types.Range(start=at, end=at), new_text=inserted + eol)
     caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
     if getattr(caps, "document_changes", False):
-        workspace_edit = types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
-            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=doc.version),
-            edits=[edit])])
+        workspace_edit = types.WorkspaceEdit(
+            document_changes=[
+                types.TextDocumentEdit(
+                    text_document=types.OptionalVersionedTextDocumentIdentifier(
+                        uri=uri, version=doc.version
+                    ),
+                    edits=[edit],
+                )
+            ]
+        )
     else:
         workspace_edit = types.WorkspaceEdit(changes={uri: [edit]})
     title = "Delegate to background agent"  # the same action; the task is typed after the marker
     action = types.CodeAction(title=title, kind=DELEGATE_KIND, edit=workspace_edit)
     if get_capability(ls.client_capabilities, "window.show_document.support", False):
-        cursor = types.Position(line=line, character=units(inserted[: len(inserted) - len(tail)], ls.encoding))
-        action.command = types.Command(title=title, command=commands.REVEAL, arguments=[
-            {"uri": uri, "range": commands.converter().unstructure(types.Range(start=cursor, end=cursor))}])
+        cursor = types.Position(
+            line=line, character=units(inserted[: len(inserted) - len(tail)], ls.encoding)
+        )
+        action.command = types.Command(
+            title=title,
+            command=commands.REVEAL,
+            arguments=[
+                {
+                    "uri": uri,
+                    "range": commands.converter().unstructure(
+                        types.Range(start=cursor, end=cursor)
+                    ),
+                }
+            ],
+        )
     return action
 
 
-def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> list[types.CodeAction]:
+def delegate_actions(
+    ls, params: types.CodeActionParams, text: str | None
+) -> list[types.CodeAction]:
     uri, rng = params.text_document.uri, params.range
-    theirs = [commands.converter().unstructure(d) for d in params.context.diagnostics if d.source != SOURCE]
+    theirs = [
+        commands.converter().unstructure(d)
+        for d in params.context.diagnostics
+        if d.source != SOURCE
+    ]
     actions = []
     if rng.start != rng.end:
         arg = {"uri": uri, "range": commands.converter().unstructure(rng)}
@@ -159,10 +248,18 @@ def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> li
             arg["diagnostics"] = theirs
         doc = ls.document(uri)
         if text is None or doc is None or not _bare(text, rng):
-            actions.append(_action("Delegate to background agent", DELEGATE_KIND, commands.DELEGATE, arg))
+            actions.append(
+                _action("Delegate to background agent", DELEGATE_KIND, commands.DELEGATE, arg)
+            )
         elif can_prompt(ls):  # the client asks for the instruction, then sends handoff.delegate
-            actions.append(_action("Delegate to background agent", DELEGATE_KIND,
-                                   commands.CLIENT_DELEGATE_PROMPT, arg))
+            actions.append(
+                _action(
+                    "Delegate to background agent",
+                    DELEGATE_KIND,
+                    commands.CLIENT_DELEGATE_PROMPT,
+                    arg,
+                )
+            )
         else:
             actions.append(todo_action(ls, uri, rng, doc))
     if text is None:
@@ -172,22 +269,47 @@ def delegate_actions(ls, params: types.CodeActionParams, text: str | None) -> li
     for t in here[:3]:
         arg = {"uri": uri, "range": delegation.todo_range(text, t, ls.encoding)}
         label = t.text if len(t.text) <= 50 else t.text[:49] + "…"
-        actions.append(_action(f"Delegate {t.tag} to background agent: {label}", DELEGATE_KIND,
-                               commands.DELEGATE, arg, preferred=True))
+        actions.append(
+            _action(
+                f"Delegate {t.tag} to background agent: {label}",
+                DELEGATE_KIND,
+                commands.DELEGATE,
+                arg,
+                preferred=True,
+            )
+        )
     if len(found) > 1:
-        actions.append(_action(f"Delegate all {len(found)} TODOs in this file", DELEGATE_KIND,
-                               commands.DELEGATE_TODOS, {"uri": uri}))
+        actions.append(
+            _action(
+                f"Delegate all {len(found)} TODOs in this file",
+                DELEGATE_KIND,
+                commands.DELEGATE_TODOS,
+                {"uri": uri},
+            )
+        )
     return actions
 
 
-_LABELS = {"apply": "Apply", "show": "Show", "followUp": "Follow up on", "resume": "Resume",
-           "cancel": "Cancel", "discard": "Discard"}
-_COMMANDS = {"apply": commands.APPLY, "show": commands.SHOW, "followUp": commands.FOLLOW_UP,
-             "resume": commands.FOLLOW_UP, "cancel": commands.CANCEL, "discard": commands.DISCARD}
+_LABELS = {
+    "apply": "Apply",
+    "show": "Show",
+    "followUp": "Follow up on",
+    "resume": "Resume",
+    "cancel": "Cancel",
+    "discard": "Discard",
+}
+_COMMANDS = {
+    "apply": commands.APPLY,
+    "show": commands.SHOW,
+    "followUp": commands.FOLLOW_UP,
+    "resume": commands.FOLLOW_UP,
+    "cancel": commands.CANCEL,
+    "discard": commands.DISCARD,
+}
 
 
 def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
-    """"Accept this change" / "Reject this change" for each hunk diagnostic here."""
+    """ "Accept this change" / "Reject this change" for each hunk diagnostic here."""
     uri, rng = params.text_document.uri, params.range
     found: dict[tuple[str, str], list[types.Diagnostic]] = {}
     for d in params.context.diagnostics:
@@ -204,9 +326,19 @@ def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
             a = next((a for a in ls.status.hunks.get(sid, []) if a.key == hid), None)
             where = f" at line {a.start[0] + 1}" if a is not None else ""
         arg = {"sessionId": sid, "hunks": [hid]}
-        actions.append(_action(f"Accept this change{where}", SESSION_KIND, commands.APPLY, arg, diags,
-                               preferred=len(found) == 1))
-        actions.append(_action(f"Reject this change{where}", SESSION_KIND, commands.REJECT, arg, diags))
+        actions.append(
+            _action(
+                f"Accept this change{where}",
+                SESSION_KIND,
+                commands.APPLY,
+                arg,
+                diags,
+                preferred=len(found) == 1,
+            )
+        )
+        actions.append(
+            _action(f"Reject this change{where}", SESSION_KIND, commands.REJECT, arg, diags)
+        )
     return actions
 
 
@@ -231,28 +363,52 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
         arg = {"sessionId": sid}
         name = s.title if len(s.title) <= 40 else s.title[:39] + "…"
         conflicted = any(isinstance(d.data, dict) and d.data.get("conflict") for d in diags) or (
-            s.state is State.READY and sid in ls.status.conflicts)
+            s.state is State.READY and sid in ls.status.conflicts
+        )
 
-        def add(title: str, command: str, extra: dict[str, Any] | None = None, preferred=False,
-                note: str = ""):
-            actions.append(_action(f"Handoff: {title} “{name}”{note}", SESSION_KIND, command,
-                                   {**arg, **(extra or {})}, diags, preferred))
+        def add(
+            title: str,
+            command: str,
+            extra: dict[str, Any] | None = None,
+            preferred=False,
+            note: str = "",
+        ):
+            actions.append(
+                _action(
+                    f"Handoff: {title} “{name}”{note}",
+                    SESSION_KIND,
+                    command,
+                    {**arg, **(extra or {})},
+                    diags,
+                    preferred,
+                )
+            )
 
         hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
         for option in (s.question or {}).get("options") or []:  # an agent waits for an answer
             if isinstance(option, dict) and option.get("optionId"):
-                add(f"{option.get('name') or option['optionId']} (the agent asks) in",
-                    commands.ANSWER, {"optionId": option["optionId"]}, preferred=True)
+                add(
+                    f"{option.get('name') or option['optionId']} (the agent asks) in",
+                    commands.ANSWER,
+                    {"optionId": option["optionId"]},
+                    preferred=True,
+                )
         for action in actions_of(s):
             if action not in _LABELS:
                 continue  # applyHunks / reject: per hunk, above
             if action == "apply":
                 title = "Apply all of" if s.hunks > 1 else "Apply"
-                add(title, commands.APPLY, preferred=not conflicted and not hunk_here)  # merged anew
+                add(
+                    title, commands.APPLY, preferred=not conflicted and not hunk_here
+                )  # merged anew
                 if conflicted:
                     add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
             elif action == "followUp":
-                add("Follow up on", commands.FOLLOW_UP, note=" (a comment at the origin says what next)")
+                add(
+                    "Follow up on",
+                    commands.FOLLOW_UP,
+                    note=" (a comment at the origin says what next)",
+                )
             elif action == "resume":
                 add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
             else:
@@ -261,8 +417,10 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
 
 
 def register(ls) -> None:
-    @ls.feature(types.TEXT_DOCUMENT_CODE_ACTION,
-                types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=False))
+    @ls.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=False),
+    )
     def code_action(ls, params: types.CodeActionParams) -> list[types.CodeAction] | None:
         only = params.context.only
         rng = params.range

@@ -17,14 +17,13 @@ from typing import Any
 
 import attrs
 import cattrs
+from handoff.agent import protocol
+from handoff.agent.client import RemoteError
+from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError, allows
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 from pygls.protocol import default_converter
-
-from handoff.agent import protocol
-from handoff.agent.client import RemoteError
-from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError, allows
 
 from . import delegation, hunks, show, todos
 from .apply import apply_session
@@ -48,7 +47,22 @@ AGENTS = "handoff.agents"  # {uri?}: the agents one can delegate to, and whether
 ANSWER = "handoff.answer"  # {sessionId, optionId}: the answer to an agent's permission question
 REJECT = "handoff.reject"
 REVEAL = "handoff.reveal"  # put the cursor somewhere (the TODO line a code action inserted)
-ALL = (DELEGATE, DELEGATE_TODOS, LIST, APPLY, FOLLOW_UP, CANCEL, DISCARD, SHOW, PREVIEW, REJECT, REVEAL, TRUST, ANSWER, AGENTS)
+ALL = (
+    DELEGATE,
+    DELEGATE_TODOS,
+    LIST,
+    APPLY,
+    FOLLOW_UP,
+    CANCEL,
+    DISCARD,
+    SHOW,
+    PREVIEW,
+    REJECT,
+    REVEAL,
+    TRUST,
+    ANSWER,
+    AGENTS,
+)
 CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: ask, then delegate
 
 
@@ -56,7 +70,6 @@ CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: a
 def converter():
     """pygls' converter (camelCase wire names), built once (it takes a while); the server's own."""
     return default_converter()
-
 
 
 class RequestFailed(JsonRpcException):
@@ -69,8 +82,14 @@ class CommandError(Exception):
 
 # What a request can run into that is the developer's situation, not a bug: a message, no traceback.
 
-EXPECTED = (CommandError, SessionError, TransitionError, NotInRepository, delegation.NoTask,
-            RemoteError)  # RemoteError: what the session daemon refused, or that it is unreachable
+EXPECTED = (
+    CommandError,
+    SessionError,
+    TransitionError,
+    NotInRepository,
+    delegation.NoTask,
+    RemoteError,
+)  # RemoteError: what the session daemon refused, or that it is unreachable
 
 
 @attrs.define
@@ -157,7 +176,9 @@ def _wrong_types(cls, arg: dict[str, Any]) -> list[str]:
         plain = [typing.get_origin(o) or o for o in options if o is not type(None)]
         if not all(p in _JSON_TYPES for p in plain):
             continue  # a structured type (Range...): cattrs checks it
-        if not any(isinstance(value, p) and not (p is int and isinstance(value, bool)) for p in plain):
+        if not any(
+            isinstance(value, p) and not (p is int and isinstance(value, bool)) for p in plain
+        ):
             wanted = " or ".join(_JSON_TYPES[p] for p in plain)
             null = " (or null)" if type(None) in options else ""
             wrong.append(f"`{name}` must be {wanted}{null}")
@@ -168,12 +189,19 @@ def parse(cls, args: tuple[Any, ...], command: str):
     """The command's one object argument as ``cls``, or a readable error (wire names)."""
     arg = args[0] if args else {}
     if not isinstance(arg, dict) or len(args) > 1:
-        raise CommandError(f"{command} takes one JSON object argument, got {clip(_json(list(args)))}")
-    missing = [_camel(f.name) for f in attrs.fields(cls)
-               if f.default is attrs.NOTHING and _camel(f.name) not in arg]
+        raise CommandError(
+            f"{command} takes one JSON object argument, got {clip(_json(list(args)))}"
+        )
+    missing = [
+        _camel(f.name)
+        for f in attrs.fields(cls)
+        if f.default is attrs.NOTHING and _camel(f.name) not in arg
+    ]
     if missing:
         names = ", ".join(f"`{m}`" for m in missing)
-        raise CommandError(f"{command}: bad arguments: {names} missing (got {clip(_json(sorted(arg)))})")
+        raise CommandError(
+            f"{command}: bad arguments: {names} missing (got {clip(_json(sorted(arg)))})"
+        )
     wrong = _wrong_types(cls, arg)
     if wrong:
         raise CommandError(f"{command}: bad arguments: {'; '.join(wrong)}")
@@ -226,8 +254,14 @@ def register(ls) -> None:
     @command(DELEGATE)
     async def delegate(ls, *args: Any) -> dict[str, Any]:
         a = parse(DelegateArgs, args, DELEGATE)
-        s = await delegation.delegate(ls, a.uri, _range_dict(a.range), instruction=a.instruction,
-                                      agent=a.agent, diagnostics=a.diagnostics)
+        s = await delegation.delegate(
+            ls,
+            a.uri,
+            _range_dict(a.range),
+            instruction=a.instruction,
+            agent=a.agent,
+            diagnostics=a.diagnostics,
+        )
         return {"sessionId": s.id}
 
     @command(DELEGATE_TODOS)
@@ -241,8 +275,12 @@ def register(ls) -> None:
         ids = []
         for t in found:
             s = await delegation.delegate(
-                ls, a.uri, delegation.todo_range(text, t, ls.encoding),
-                instruction=delegation.todo_instruction(t, file), title=t.text)
+                ls,
+                a.uri,
+                delegation.todo_range(text, t, ls.encoding),
+                instruction=delegation.todo_instruction(t, file),
+                title=t.text,
+            )
             ids.append(s.id)
         return {"sessionIds": ids}
 
@@ -262,7 +300,9 @@ def register(ls) -> None:
     @command(APPLY)
     async def apply(ls, *args: Any) -> dict[str, Any]:
         a = parse(ApplyArgs, args, APPLY)
-        return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers, hunks=a.hunks)
+        return await apply_session(
+            ls, a.session_id, conflict_markers=a.conflict_markers, hunks=a.hunks
+        )
 
     @command(REJECT)
     async def reject(ls, *args: Any) -> dict[str, Any]:
@@ -273,8 +313,9 @@ def register(ls) -> None:
     async def reveal(ls, *args: Any) -> dict[str, Any]:
         a = parse(RevealArgs, args, REVEAL)
         if get_capability(ls.client_capabilities, "window.show_document.support", False):
-            await ls.window_show_document_async(types.ShowDocumentParams(
-                uri=a.uri, take_focus=True, selection=a.range))
+            await ls.window_show_document_async(
+                types.ShowDocumentParams(uri=a.uri, take_focus=True, selection=a.range)
+            )
         return {}
 
     @command(FOLLOW_UP)
@@ -282,9 +323,14 @@ def register(ls) -> None:
         a = parse(FollowUpArgs, args, FOLLOW_UP)
         repo, s = ls.repos.find(a.session_id)
         if not allows(s, "followUp"):
-            hint = ("it is still running: wait for it, or cancel it" if s.state in ACTIVE
-                    else "start a new session")
-            raise SessionError(f"session {s.id} is {s.state.value}: it cannot be followed up ({hint})")
+            hint = (
+                "it is still running: wait for it, or cancel it"
+                if s.state in ACTIVE
+                else "start a new session"
+            )
+            raise SessionError(
+                f"session {s.id} is {s.state.value}: it cannot be followed up ({hint})"
+            )
         instruction = (a.instruction or "").strip()
         if not instruction and s.uri:
             # From a code action: the comment at the origin, as it is now, is the instruction.
@@ -298,9 +344,16 @@ def register(ls) -> None:
         if not instruction:
             raise CommandError(
                 f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
-                "what to do next)")
-        result = await ls.repos.call(protocol.FOLLOW_UP, {
-            "sessionId": s.id, "instruction": instruction, **ls.settings.request_params(repo.root)})
+                "what to do next)"
+            )
+        result = await ls.repos.call(
+            protocol.FOLLOW_UP,
+            {
+                "sessionId": s.id,
+                "instruction": instruction,
+                **ls.settings.request_params(repo.root),
+            },
+        )
         return {"sessionId": ls.repos.adopt(result["session"]).id}
 
     @command(CANCEL)
@@ -328,7 +381,9 @@ def register(ls) -> None:
         a = parse(SessionArgs, args, PREVIEW)
         repo, s = ls.repos.find(a.session_id)
         if s.state is not State.READY:
-            raise SessionError(f"session {s.id} is {s.state.value}: only a ready session has a result to preview")
+            raise SessionError(
+                f"session {s.id} is {s.state.value}: only a ready session has a result to preview"
+            )
         return {"files": await show.preview(ls, repo, s)}
 
     @command(AGENTS, reads_only=True)
@@ -339,15 +394,19 @@ def register(ls) -> None:
             root = (await ls.repos.for_uri(a.uri))[0].root
         elif len(ls.repos.roots()) == 1:
             root = ls.repos.roots()[0]
-        result = await ls.repos.call(protocol.AGENTS, {"root": str(root) if root else None,
-                                                       **ls.settings.request_params(root)})
+        result = await ls.repos.call(
+            protocol.AGENTS,
+            {"root": str(root) if root else None, **ls.settings.request_params(root)},
+        )
         return {"agents": result["agents"]}
 
     @command(ANSWER)
     async def answer(ls, *args: Any) -> dict[str, Any]:
         a = parse(AnswerArgs, args, ANSWER)
         ls.repos.find(a.session_id)
-        result = await ls.repos.call(protocol.ANSWER, {"sessionId": a.session_id, "optionId": a.option_id})
+        result = await ls.repos.call(
+            protocol.ANSWER, {"sessionId": a.session_id, "optionId": a.option_id}
+        )
         ls.repos.adopt(result["session"])
         return {}
 
@@ -361,8 +420,10 @@ def register(ls) -> None:
             await ls.until_discovered()
             roots = ls.repos.roots()
             if len(roots) != 1:
-                raise CommandError(f"{TRUST} needs a `uri` of a file in the repository to trust "
-                                   f"({len(roots)} repositories are open)")
+                raise CommandError(
+                    f"{TRUST} needs a `uri` of a file in the repository to trust "
+                    f"({len(roots)} repositories are open)"
+                )
             root = roots[0]
         from .settings import trust as trust_root
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
-
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Session, b64
@@ -35,8 +34,10 @@ class NoTask(Exception):
 
 
 def todo_instruction(todo: todos.Todo, file: str) -> str:
-    return (f"{todo.text}\n\n(This task comes from the {todo.tag} comment at line {todo.line + 1} "
-            f"of `{file}`. Remove that comment when the task is done.)")
+    return (
+        f"{todo.text}\n\n(This task comes from the {todo.tag} comment at line {todo.line + 1} "
+        f"of `{file}`. Remove that comment when the task is done.)"
+    )
 
 
 def line_span(rng: Mapping[str, Any] | None) -> tuple[int, int]:
@@ -59,22 +60,29 @@ def task_of(text: str, rng: Mapping[str, Any] | None, file: str) -> tuple[str, s
         return todo_instruction(markers[0], file), markers[0].text
     if markers:
         lines = "\n".join(f"- {t.text} (the {t.tag} comment at line {t.line + 1})" for t in markers)
-        return (f"Do these tasks from `{file}`, and remove each comment when it is done:\n{lines}",
-                markers[0].text)
+        return (
+            f"Do these tasks from `{file}`, and remove each comment when it is done:\n{lines}",
+            markers[0].text,
+        )
     task = todos.task_from_comments(text, start, end)
     if not task:
         raise NoTask(
             f"No instruction given and no TODO or comment in or above lines {start + 1}-{end + 1} "
-            f"of {file}: give an instruction, or write the task as a comment there.")
+            f"of {file}: give an instruction, or write the task as a comment there."
+        )
     return task, task.splitlines()[0]
 
 
 def todo_range(text: str, todo: todos.Todo, encoding: str) -> dict[str, Any]:
     """A TODO's range in the client's position encoding."""
     lines = todos.split_lines(text)
-    return {"start": {"line": todo.line, "character": units(lines[todo.line][: todo.column], encoding)},
-            "end": {"line": todo.end_line,
-                    "character": units(lines[todo.end_line][: todo.end_column], encoding)}}
+    return {
+        "start": {"line": todo.line, "character": units(lines[todo.line][: todo.column], encoding)},
+        "end": {
+            "line": todo.end_line,
+            "character": units(lines[todo.end_line][: todo.end_column], encoding),
+        },
+    }
 
 
 def _get(obj: Any, *keys: str) -> Any:
@@ -136,12 +144,15 @@ def clamp(rng: dict[str, Any] | None, text: str, encoding: str) -> dict[str, Any
     def inside(pos: Mapping[str, Any]) -> dict[str, int]:
         if pos["line"] >= len(lines):
             return {"line": len(lines) - 1, "character": units(lines[-1], encoding)}
-        return {"line": pos["line"], "character": min(pos["character"], units(lines[pos["line"]], encoding))}
+        return {
+            "line": pos["line"],
+            "character": min(pos["character"], units(lines[pos["line"]], encoding)),
+        }
 
     return {"start": inside(rng["start"]), "end": inside(rng["end"])}
 
 
-async def text_if_any(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> str | None:
+async def text_if_any(ls: HandoffServer, repo: Repo, uri: str, file: str) -> str | None:
     """The file as the developer sees it: the open buffer, else the disk; None when neither."""
     doc = ls.document(uri)
     if doc is not None:
@@ -150,7 +161,7 @@ async def text_if_any(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> s
     return data.decode("utf-8", "replace") if data is not None else None
 
 
-async def current_text(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> str:
+async def current_text(ls: HandoffServer, repo: Repo, uri: str, file: str) -> str:
     """:func:`text_if_any`, or :class:`NoTask` when the file is nowhere."""
     text = await text_if_any(ls, repo, uri, file)
     if text is None:
@@ -159,7 +170,7 @@ async def current_text(ls: "HandoffServer", repo: Repo, uri: str, file: str) -> 
 
 
 async def delegate(
-    ls: "HandoffServer",
+    ls: HandoffServer,
     uri: str,
     rng: Mapping[str, Any] | None,
     *,
@@ -182,10 +193,17 @@ async def delegate(
         title = title or derived
     overlays = await ls.repos.overlays(repo)
     params = {
-        "root": str(repo.root), "instruction": instruction, "file": file, "uri": uri,
-        "range": dict(rng) if rng else None, "overlays": {k: b64(v) for k, v in overlays.items()},
-        "agent": agent or None, "diagnostics": format_diagnostics(diagnostics, rng),
-        "title": title_of(title) if title else None, **ls.settings.request_params(repo.root)}
+        "root": str(repo.root),
+        "instruction": instruction,
+        "file": file,
+        "uri": uri,
+        "range": dict(rng) if rng else None,
+        "overlays": {k: b64(v) for k, v in overlays.items()},
+        "agent": agent or None,
+        "diagnostics": format_diagnostics(diagnostics, rng),
+        "title": title_of(title) if title else None,
+        **ls.settings.request_params(repo.root),
+    }
     try:
         result = await ls.repos.call(protocol.DELEGATE, params)
     except RemoteError as exc:

@@ -15,10 +15,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from lsprotocol import types
-
 from handoff import files, linediff
 from handoff.agent.protocol import Planned as FileMerge  # one file of the daemon's merge plan
+from lsprotocol import types
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
@@ -33,15 +32,21 @@ class EditCaps:
     encoding: str = "utf-16"  # the negotiated position encoding
 
     @classmethod
-    def from_client(cls, caps: types.ClientCapabilities | None, encoding: str) -> "EditCaps":
+    def from_client(cls, caps: types.ClientCapabilities | None, encoding: str) -> EditCaps:
         ws = getattr(getattr(caps, "workspace", None), "workspace_edit", None)
-        ops = frozenset(str(getattr(o, "value", o)) for o in (getattr(ws, "resource_operations", None) or []))
+        ops = frozenset(
+            str(getattr(o, "value", o)) for o in (getattr(ws, "resource_operations", None) or [])
+        )
         # Resource operations exist only inside documentChanges: a client that lists them takes
         # documentChanges (Neovim does, without saying documentChanges = true).
         doc_changes = bool(getattr(ws, "document_changes", False)) or bool(ops)
         annotations = getattr(ws, "change_annotation_support", None) is not None
-        return cls(doc_changes, ops if doc_changes else frozenset(), annotations and doc_changes,
-                   str(getattr(encoding, "value", encoding)))
+        return cls(
+            doc_changes,
+            ops if doc_changes else frozenset(),
+            annotations and doc_changes,
+            str(getattr(encoding, "value", encoding)),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +118,12 @@ def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextE
     for tag, i1, i2, j1, j2 in linediff.opcodes(a, b):  # not quadratic in repeated lines
         if tag == "equal":
             continue
-        edits.append(types.TextEdit(
-            range=types.Range(start=_position(a, i1, encoding), end=_position(a, i2, encoding)),
-            new_text="".join(b[j1:j2]),
-        ))
+        edits.append(
+            types.TextEdit(
+                range=types.Range(start=_position(a, i1, encoding), end=_position(a, i2, encoding)),
+                new_text="".join(b[j1:j2]),
+            )
+        )
     return edits
 
 
@@ -137,8 +144,10 @@ def apply_text_edits(text: str, edits: list[types.TextEdit], encoding: str = "ut
             col += 1
         return starts[pos.line] + col
 
-    spans = sorted(((offset(e.range.start), offset(e.range.end), e.new_text) for e in edits),
-                   key=lambda s: (s[0], s[1]))
+    spans = sorted(
+        ((offset(e.range.start), offset(e.range.end), e.new_text) for e in edits),
+        key=lambda s: (s[0], s[1]),
+    )
     out, at = [], 0
     for start, end, new_text in spans:
         if start < at:
@@ -191,13 +200,20 @@ def build(
             return
         files_changed.append(uri)
         if ann:
-            edits = [types.AnnotatedTextEdit(annotation_id=ann, range=e.range, new_text=e.new_text)
-                     for e in edits]
+            edits = [
+                types.AnnotatedTextEdit(annotation_id=ann, range=e.range, new_text=e.new_text)
+                for e in edits
+            ]
         if caps.document_changes:
             version = docs[path].version if path in docs else None
-            changes.append(types.TextDocumentEdit(
-                text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-                edits=edits))
+            changes.append(
+                types.TextDocumentEdit(
+                    text_document=types.OptionalVersionedTextDocumentIdentifier(
+                        uri=uri, version=version
+                    ),
+                    edits=edits,
+                )
+            )
         else:
             flat.setdefault(uri, []).extend(edits)
 
@@ -221,12 +237,20 @@ def build(
             # it as such; an editor would write a link's target as text, and make files 0644
             for p in {fm.path, fm.old_path or fm.path}:
                 if p in docs and fm.link:
-                    raise ValueError(f"{p} is open in the editor and the agent made it (or "
-                                     "replaced) a symbolic link; close it or apply from the "
-                                     "terminal (`handoff apply`)")
+                    raise ValueError(
+                        f"{p} is open in the editor and the agent made it (or "
+                        "replaced) a symbolic link; close it or apply from the "
+                        "terminal (`handoff apply`)"
+                    )
             old_path = repo_root / fm.old_path if action == "rename" and fm.old_path else None
-            disk.append(DiskWrite(repo_root / fm.path, None if action == "delete" else fm.content,
-                                  old_path, fm.mode))
+            disk.append(
+                DiskWrite(
+                    repo_root / fm.path,
+                    None if action == "delete" else fm.content,
+                    old_path,
+                    fm.mode,
+                )
+            )
             files_changed.append(uri)
             continue
         chmod = fm.mode is not None and fm.mode != fm.current_mode and action in ("write", "rename")
@@ -234,7 +258,9 @@ def build(
             old = old_text(fm.path)
             if new is None or old is None:  # binary: the server writes it
                 if fm.path in docs:
-                    raise ValueError(f"{fm.path} is open in the editor and its new content is not text")
+                    raise ValueError(
+                        f"{fm.path} is open in the editor and its new content is not text"
+                    )
                 disk.append(DiskWrite(repo_root / fm.path, fm.content, mode=fm.mode))
                 files_changed.append(uri)
             else:
@@ -244,14 +270,23 @@ def build(
                     files_changed.append(uri)
         elif action == "create":
             if "create" in caps.resource_operations and new is not None:
-                changes.append(types.CreateFile(
-                    uri=uri, options=types.CreateFileOptions(overwrite=False, ignore_if_exists=False),
-                    annotation_id=ann))
+                changes.append(
+                    types.CreateFile(
+                        uri=uri,
+                        options=types.CreateFileOptions(overwrite=False, ignore_if_exists=False),
+                        annotation_id=ann,
+                    )
+                )
                 files_changed.append(uri)
                 if new:
-                    changes.append(types.TextDocumentEdit(
-                        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
-                        edits=[_insert_all(new, ann)]))
+                    changes.append(
+                        types.TextDocumentEdit(
+                            text_document=types.OptionalVersionedTextDocumentIdentifier(
+                                uri=uri, version=None
+                            ),
+                            edits=[_insert_all(new, ann)],
+                        )
+                    )
             else:
                 disk.append(DiskWrite(repo_root / fm.path, fm.content, mode=fm.mode))
                 files_changed.append(uri)
@@ -269,33 +304,47 @@ def build(
                 # Edit the file where it is now, then move it: the versioned identifier names an
                 # open buffer the client knows.
                 add_text(old_path, old, new)
-                changes.append(types.RenameFile(
-                    old_uri=old_uri, new_uri=uri,
-                    options=types.RenameFileOptions(overwrite=False, ignore_if_exists=False),
-                    annotation_id=ann))
+                changes.append(
+                    types.RenameFile(
+                        old_uri=old_uri,
+                        new_uri=uri,
+                        options=types.RenameFileOptions(overwrite=False, ignore_if_exists=False),
+                        annotation_id=ann,
+                    )
+                )
                 files_changed.append(uri)
                 if chmod:
                     disk.append(DiskWrite(repo_root / fm.path, None, mode=fm.mode, only_mode=True))
             else:
                 if old_path in docs:
-                    raise ValueError(f"the client cannot rename {old_path} while it is open; "
-                                     "close it or apply from the terminal (`handoff apply`)")
-                disk.append(DiskWrite(repo_root / fm.path, fm.content, repo_root / old_path, fm.mode))
+                    raise ValueError(
+                        f"the client cannot rename {old_path} while it is open; "
+                        "close it or apply from the terminal (`handoff apply`)"
+                    )
+                disk.append(
+                    DiskWrite(repo_root / fm.path, fm.content, repo_root / old_path, fm.mode)
+                )
                 files_changed.append(uri)
     edit = types.WorkspaceEdit()
     if caps.document_changes:
         edit.document_changes = changes
         if ann:
-            edit.change_annotations = {ann: types.ChangeAnnotation(
-                label=label, needs_confirmation=True,
-                description="Changes made by a background agent (Handoff)")}
+            edit.change_annotations = {
+                ann: types.ChangeAnnotation(
+                    label=label,
+                    needs_confirmation=True,
+                    description="Changes made by a background agent (Handoff)",
+                )
+            }
     else:
         edit.changes = flat
     return BuiltEdit(edit, disk, list(dict.fromkeys(files_changed)))
 
 
 def _insert_all(text: str, ann: str | None) -> types.TextEdit:
-    rng = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
+    rng = types.Range(
+        start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)
+    )
     if ann:
         return types.AnnotatedTextEdit(annotation_id=ann, range=rng, new_text=text)
     return types.TextEdit(range=rng, new_text=text)

@@ -29,10 +29,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from lsprotocol import types
-
 from handoff.agent import protocol
 from handoff.agent.protocol import Planned, Session, SessionError, allows, b64
+from lsprotocol import types
 
 from . import edits
 from .repos import Repo
@@ -58,9 +57,13 @@ class Hunk:
         r = self.range
         out: dict[str, Any] = {
             "id": self.id,
-            "range": {"start": {"line": r.start.line, "character": r.start.character},
-                      "end": {"line": r.end.line, "character": r.end.character}},
-            "newText": self.new_text, "oldText": self.old_text}
+            "range": {
+                "start": {"line": r.start.line, "character": r.start.character},
+                "end": {"line": r.end.line, "character": r.end.character},
+            },
+            "newText": self.new_text,
+            "oldText": self.old_text,
+        }
         if self.whole:
             out["file"] = True
         return out
@@ -99,23 +102,43 @@ def file_hunks(fm: Planned, uri: str, current: str | None, encoding: str) -> lis
         seen: collections.Counter[tuple[str, str]] = collections.Counter()
         found = []
         for e in edits.text_edits(current, new, encoding):  # the one diff of the file
-            old = "".join(lines[_line_index(e.range.start):_line_index(e.range.end)])
+            old = "".join(lines[_line_index(e.range.start) : _line_index(e.range.end)])
             n = seen[(old, e.new_text)]
             seen[(old, e.new_text)] += 1
-            found.append(Hunk(_id(fm.path, old, e.new_text, n), fm.path, uri, e.range, old, e.new_text))
+            found.append(
+                Hunk(_id(fm.path, old, e.new_text, n), fm.path, uri, e.range, old, e.new_text)
+            )
         return found
     if fm.action == "conflict":
         return []
     old = current or ""
-    end = _end_of(edits.split_keepends(old), encoding) if fm.action != "create" else types.Position(line=0, character=0)
+    end = (
+        _end_of(edits.split_keepends(old), encoding)
+        if fm.action != "create"
+        else types.Position(line=0, character=0)
+    )
     rng = types.Range(start=types.Position(line=0, character=0), end=end)
     text = "" if fm.action == "delete" else (new or "")
-    return [Hunk(_id(f"{fm.action}:{fm.old_path or ''}:{fm.path}", old, text, 0), fm.path, uri, rng,
-                 old, text, whole=True)]
+    return [
+        Hunk(
+            _id(f"{fm.action}:{fm.old_path or ''}:{fm.path}", old, text, 0),
+            fm.path,
+            uri,
+            rng,
+            old,
+            text,
+            whole=True,
+        )
+    ]
 
 
-def hunks_of(repo: Repo, plans: list[Planned], docs: Mapping[str, edits.OpenDoc],
-             current: Mapping[str, bytes | None], encoding: str) -> list[Hunk]:
+def hunks_of(
+    repo: Repo,
+    plans: list[Planned],
+    docs: Mapping[str, edits.OpenDoc],
+    current: Mapping[str, bytes | None],
+    encoding: str,
+) -> list[Hunk]:
     """Every hunk of a merge plan, file by file in the plan's order."""
     found: list[Hunk] = []
     for fm in plans:
@@ -126,7 +149,9 @@ def hunks_of(repo: Repo, plans: list[Planned], docs: Mapping[str, edits.OpenDoc]
     return found
 
 
-def _text_of(path: str, docs: Mapping[str, edits.OpenDoc], current: Mapping[str, bytes | None]) -> str:
+def _text_of(
+    path: str, docs: Mapping[str, edits.OpenDoc], current: Mapping[str, bytes | None]
+) -> str:
     if path in docs:
         return docs[path].text
     text = edits._decode(current.get(path))
@@ -136,7 +161,8 @@ def _text_of(path: str, docs: Mapping[str, edits.OpenDoc], current: Mapping[str,
 
 def _apply(text: str, hunks: Iterable[Hunk], encoding: str) -> str:
     return edits.apply_text_edits(
-        text, [types.TextEdit(range=h.range, new_text=h.new_text) for h in hunks], encoding)
+        text, [types.TextEdit(range=h.range, new_text=h.new_text) for h in hunks], encoding
+    )
 
 
 def _check(session: Session, found: list[Hunk], ids: list[str]) -> set[str]:
@@ -147,12 +173,20 @@ def _check(session: Session, found: list[Hunk], ids: list[str]) -> set[str]:
     if unknown:
         raise SessionError(
             f"session {session.id} has no change {', '.join(sorted(unknown))} (any more): the file "
-            "changed since it was shown, or it was taken already; look at its changes again")
+            "changed since it was shown, or it was taken already; look at its changes again"
+        )
     return wanted
 
 
-def select(session: Session, repo: Repo, plans: list[Planned], docs: Mapping[str, edits.OpenDoc],
-           current: Mapping[str, bytes | None], ids: list[str], encoding: str) -> tuple[list[Planned], bool]:
+def select(
+    session: Session,
+    repo: Repo,
+    plans: list[Planned],
+    docs: Mapping[str, edits.OpenDoc],
+    current: Mapping[str, bytes | None],
+    ids: list[str],
+    encoding: str,
+) -> tuple[list[Planned], bool]:
     """The plan narrowed to the hunks ``ids``, and whether anything is left after them."""
     found = hunks_of(repo, plans, docs, current, encoding)
     wanted = _check(session, found, ids)
@@ -169,8 +203,16 @@ def select(session: Session, repo: Repo, plans: list[Planned], docs: Mapping[str
             chosen.append(fm)
             continue
         content = _apply(_text_of(fm.path, docs, current), hs, encoding)
-        chosen.append(Planned(fm.path, "write", content.encode("utf-8"), [],  # the agent's mode too
-                              mode=fm.mode, current_mode=fm.current_mode))
+        chosen.append(
+            Planned(
+                fm.path,
+                "write",
+                content.encode("utf-8"),
+                [],  # the agent's mode too
+                mode=fm.mode,
+                current_mode=fm.current_mode,
+            )
+        )
     left = any(h.id not in wanted for h in found) or any(fm.action == "conflict" for fm in plans)
     return chosen, left
 
@@ -202,8 +244,14 @@ def message(h: Hunk, s: Session) -> str:
     return f"Handoff “{s.title}” {verb} {n} line{'s' if n != 1 else ''} here:\n" + "\n".join(lines)
 
 
-async def publish(ls: "HandoffServer", repo: Repo, s: Session, plans: list[Planned],
-                  docs: Mapping[str, edits.OpenDoc], current: Mapping[str, bytes | None]) -> list[Hunk]:
+async def publish(
+    ls: HandoffServer,
+    repo: Repo,
+    s: Session,
+    plans: list[Planned],
+    docs: Mapping[str, edits.OpenDoc],
+    current: Mapping[str, bytes | None],
+) -> list[Hunk]:
     """Show the hunks of a fresh merge plan as the session's Hint diagnostics, and count them
     (the diff runs in a worker thread: a big file must not hold up the editor)."""
     found = await anyio.to_thread.run_sync(hunks_of, repo, plans, docs, current, ls.encoding)
@@ -218,31 +266,54 @@ async def publish(ls: "HandoffServer", repo: Repo, s: Session, plans: list[Plann
     return found
 
 
-async def reject(ls: "HandoffServer", session_id: str, ids: list[str], reason: str | None) -> dict[str, Any]:
+async def reject(
+    ls: HandoffServer, session_id: str, ids: list[str], reason: str | None
+) -> dict[str, Any]:
     """``handoff.reject``: take the hunks out of the result; follow up with the reason if any."""
     from .apply import check_conflicts, plan
 
     repo, s = ls.repos.find(session_id)
     async with ls.apply_locks.setdefault(session_id, asyncio.Lock()):
         if not allows(s, "reject"):
-            raise SessionError(f"session {s.id} is {s.state.value}: only the changes of a ready "
-                               "session can be rejected")
+            raise SessionError(
+                f"session {s.id} is {s.state.value}: only the changes of a ready "
+                "session can be rejected"
+            )
         plans, docs, current, _ = await plan(ls, repo, session_id)
         found = await anyio.to_thread.run_sync(hunks_of, repo, plans, docs, current, ls.encoding)
         wanted = _check(s, found, ids)
         rejected = [h for h in found if h.id in wanted]
-        reverts = await anyio.to_thread.run_sync(_reverts, plans, found, wanted, docs, current, ls.encoding)
+        reverts = await anyio.to_thread.run_sync(
+            _reverts, plans, found, wanted, docs, current, ls.encoding
+        )
         shown = describe(rejected)
         reason = (reason or "").strip()
-        left = any(h.id not in wanted for h in found) or any(fm.action == "conflict" for fm in plans)
-        result = await ls.repos.call(protocol.REJECT_CHANGES, {
-            "sessionId": session_id, "reverts": reverts, "note": f"{shown}\n{reason}".strip(),
-            "finish": not left and not reason})  # nothing left: the session ends
+        left = any(h.id not in wanted for h in found) or any(
+            fm.action == "conflict" for fm in plans
+        )
+        result = await ls.repos.call(
+            protocol.REJECT_CHANGES,
+            {
+                "sessionId": session_id,
+                "reverts": reverts,
+                "note": f"{shown}\n{reason}".strip(),
+                "finish": not left and not reason,
+            },
+        )  # nothing left: the session ends
         ls.repos.adopt(result["session"])
         if reason:
-            ls.repos.adopt((await ls.repos.call(protocol.FOLLOW_UP, {
-                "sessionId": session_id, "instruction": follow_up_text(rejected, shown, reason),
-                **ls.settings.request_params(repo.root)}))["session"])
+            ls.repos.adopt(
+                (
+                    await ls.repos.call(
+                        protocol.FOLLOW_UP,
+                        {
+                            "sessionId": session_id,
+                            "instruction": follow_up_text(rejected, shown, reason),
+                            **ls.settings.request_params(repo.root),
+                        },
+                    )
+                )["session"]
+            )
             return {}
         if not left:
             return {}
@@ -250,8 +321,14 @@ async def reject(ls: "HandoffServer", session_id: str, ids: list[str], reason: s
     return {}
 
 
-def _reverts(plans: list[Planned], found: list[Hunk], wanted: set[str], docs: Mapping[str, edits.OpenDoc],
-             current: Mapping[str, bytes | None], encoding: str) -> list[dict[str, Any]]:
+def _reverts(
+    plans: list[Planned],
+    found: list[Hunk],
+    wanted: set[str],
+    docs: Mapping[str, edits.OpenDoc],
+    current: Mapping[str, bytes | None],
+    encoding: str,
+) -> list[dict[str, Any]]:
     """What to take out of the result for the hunks ``wanted``, file by file (the daemon's
     ``rejectChanges`` reverts: ``merged -> kept``, or the whole file back to the snapshot)."""
     reverts: list[dict[str, Any]] = []
@@ -271,12 +348,14 @@ def _reverts(plans: list[Planned], found: list[Hunk], wanted: set[str], docs: Ma
 
 def follow_up_text(rejected: list[Hunk], shown: str, reason: str) -> str:
     these = "this change" if len(rejected) == 1 else "these changes"
-    return (f"The developer rejected {these}:\n{shown}\nReason: {reason}\n\n"
-            f"{'It was' if len(rejected) == 1 else 'They were'} taken out of your work in this "
-            "worktree. Do what the reason asks instead; leave the rest of your work as it is.")
+    return (
+        f"The developer rejected {these}:\n{shown}\nReason: {reason}\n\n"
+        f"{'It was' if len(rejected) == 1 else 'They were'} taken out of your work in this "
+        "worktree. Do what the reason asks instead; leave the rest of your work as it is."
+    )
 
 
-def after_apply(ls: "HandoffServer", session_id: str) -> None:
+def after_apply(ls: HandoffServer, session_id: str) -> None:
     """Some hunks were applied and others are left: show those again (merged anew)."""
     from .apply import check_conflicts
 

@@ -46,8 +46,11 @@ def clip(value: object, limit: int = 80) -> str:
 
 def camel_path(text: str) -> str:
     """``params.text_document`` -> ``params.textDocument`` in a cattrs error path."""
-    return re.sub(r"(?<=\.)[a-z]+(?:_[a-z0-9]+)+",
-                  lambda m: re.sub(r"_([a-z0-9])", lambda c: c.group(1).upper(), m.group(0)), text)
+    return re.sub(
+        r"(?<=\.)[a-z]+(?:_[a-z0-9]+)+",
+        lambda m: re.sub(r"_([a-z0-9])", lambda c: c.group(1).upper(), m.group(0)),
+        text,
+    )
 
 
 def problems(exc: BaseException, path: str) -> str:
@@ -116,13 +119,20 @@ class HandoffProtocol(LanguageServerProtocol):
         message is put together around that text."""
         name = None
         if getattr(data, "error", None) is None:
-            name = next((n for n in ("result", "params") if isinstance(getattr(data, n, None), RawJSON)), None)
+            name = next(
+                (n for n in ("result", "params") if isinstance(getattr(data, n, None), RawJSON)),
+                None,
+            )
         if name is None or self.writer is None:
             return super()._send_data(data)
-        body = f'{json.dumps(_envelope(data))[:-1]}, "{name}": {getattr(data, name)}}}'.encode(self.CHARSET)
+        body = f'{json.dumps(_envelope(data))[:-1]}, "{name}": {getattr(data, name)}}}'.encode(
+            self.CHARSET
+        )
         if self._include_headers:
-            body = (f"Content-Length: {len(body)}\r\n"
-                    f"Content-Type: {self.CONTENT_TYPE}; charset={self.CHARSET}\r\n\r\n").encode() + body
+            body = (
+                f"Content-Length: {len(body)}\r\n"
+                f"Content-Type: {self.CONTENT_TYPE}; charset={self.CHARSET}\r\n\r\n"
+            ).encode() + body
         written = self.writer.write(body)
         if inspect.isawaitable(written):
             asyncio.ensure_future(written)
@@ -138,14 +148,20 @@ class HandoffProtocol(LanguageServerProtocol):
             if "method" not in data and "id" in data:  # the client's answer to one of our requests
                 future = self._request_futures.pop(data["id"], None)
                 if future is not None and not future.done():
-                    future.set_exception(JsonRpcInvalidParams(f"the editor's answer could not be read: {problem}"))
+                    future.set_exception(
+                        JsonRpcInvalidParams(f"the editor's answer could not be read: {problem}")
+                    )
                 return _Unreadable(None, "a response", problem)
             if not isinstance(data.get("method"), str):
                 raise
             return _Unreadable(data.get("id"), data["method"], problem)
 
     def handle_message(self, message) -> None:
-        if self._shutdown and isinstance(message, (RPCRequest, _Unreadable)) and message.id is not None:
+        if (
+            self._shutdown
+            and isinstance(message, (RPCRequest, _Unreadable))
+            and message.id is not None
+        ):
             # pygls ignores it, and the client would wait for ever
             error = JsonRpcInvalidRequest(f"{message.method}: the server is shutting down")
             self._send_response(message.id, None, error.to_response_error())
@@ -163,8 +179,12 @@ class HandoffProtocol(LanguageServerProtocol):
     def _skip(self, text: str) -> None:
         log.warning("ignored %s", text)
         if self.writer is not None:
-            self.notify(types.WINDOW_LOG_MESSAGE,
-                        types.LogMessageParams(type=types.MessageType.Warning, message=f"Handoff: ignored {text}"))
+            self.notify(
+                types.WINDOW_LOG_MESSAGE,
+                types.LogMessageParams(
+                    type=types.MessageType.Warning, message=f"Handoff: ignored {text}"
+                ),
+            )
 
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
     def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams):

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from lsprotocol import types
-from pygls.uris import to_fs_path
-
 from handoff.agent import protocol
 from handoff.agent.client import DaemonClient, RemoteError
 from handoff.agent.protocol import Session, SessionError
+from lsprotocol import types
+from pygls.uris import to_fs_path
 
 from .edits import OpenDoc
 from .protocol import clip
@@ -91,14 +90,15 @@ PATH_LIMIT = 200  # characters of a path or uri in a message
 
 
 class Repos:
-    def __init__(self, ls: "HandoffServer") -> None:
+    def __init__(self, ls: HandoffServer) -> None:
         self.ls = ls
         self._repos: dict[Path, Repo] = {}
         self._root_of_dir: dict[Path, Path] = {}
         self._finding: dict[Path, asyncio.Task[Path]] = {}  # root lookups under way, by folder
         self.discovered = asyncio.Event()
-        self.daemon = DaemonClient(name="handoff-lsp", on_session=self._on_session,
-                                   on_progress=self._on_progress)
+        self.daemon = DaemonClient(
+            name="handoff-lsp", on_session=self._on_session, on_progress=self._on_progress
+        )
         self._connecting: asyncio.Task[None] | None = None
         self._closing = False
         self._watch: asyncio.Task[None] | None = None
@@ -124,8 +124,11 @@ class Repos:
 
     async def _connect(self) -> None:
         await self.daemon.connect()
-        log.info("session daemon pid %s (%s)", (self.daemon.info or {}).get("pid"),
-                 "started" if self.daemon.started else "running")
+        log.info(
+            "session daemon pid %s (%s)",
+            (self.daemon.info or {}).get("pid"),
+            "started" if self.daemon.started else "running",
+        )
         if self._watch is None or self._watch.done():
             self._watch = asyncio.get_running_loop().create_task(self._watch_daemon())
 
@@ -137,8 +140,11 @@ class Repos:
             if self._closing or self.ls.is_closing:
                 return
             log.warning("the session daemon went away")
-            self.ls.show("Handoff: the session daemon stopped; starting a new one (sessions that were "
-                         "running are interrupted and can be resumed).", types.MessageType.Warning)
+            self.ls.show(
+                "Handoff: the session daemon stopped; starting a new one (sessions that were "
+                "running are interrupted and can be resumed).",
+                types.MessageType.Warning,
+            )
             for attempt in range(RECONNECT_TRIES):
                 try:
                     await self.daemon.close()
@@ -147,11 +153,15 @@ class Repos:
                         await self._open(root)
                     break
                 except (RemoteError, OSError) as exc:
-                    log.warning("reconnecting to the session daemon failed (%d): %s", attempt + 1, exc)
+                    log.warning(
+                        "reconnecting to the session daemon failed (%d): %s", attempt + 1, exc
+                    )
                     await asyncio.sleep(0.5 * (attempt + 1))
             else:
-                self.ls.show("Handoff: no session daemon could be started; see `handoff daemon logs`.",
-                             types.MessageType.Error)
+                self.ls.show(
+                    "Handoff: no session daemon could be started; see `handoff daemon logs`.",
+                    types.MessageType.Error,
+                )
                 return
 
     def _on_session(self, wire: dict[str, Any]) -> None:
@@ -196,7 +206,9 @@ class Repos:
         new = Session.from_dict(wire)
         repo = self._repos.get(Path(new.repoRoot))
         if repo is None:
-            raise SessionError(f"session {new.id} belongs to {new.repoRoot}, which is not open here")
+            raise SessionError(
+                f"session {new.id} belongs to {new.repoRoot}, which is not open here"
+            )
         return self._merge(repo, new)
 
     # -- finding ---------------------------------------------------------------------------
@@ -259,15 +271,20 @@ class Repos:
         if path is None:
             raise NotInRepository(
                 f"{clip(uri, PATH_LIMIT)} is not a file on disk; save it inside a git repository to "
-                "delegate from it.")
+                "delegate from it."
+            )
         try:
             is_dir = await anyio.to_thread.run_sync(path.is_dir)
         except OSError as exc:
             raise NotInRepository(f"{clip(path, PATH_LIMIT)}: {exc.strerror or exc}") from None
         if is_dir:
-            raise NotInRepository(f"{clip(path, PATH_LIMIT)} is a folder: delegate from a file in it")
+            raise NotInRepository(
+                f"{clip(path, PATH_LIMIT)} is a folder: delegate from a file in it"
+            )
         if ".git" in path.parts:
-            raise NotInRepository(f"{clip(path, PATH_LIMIT)} is inside git's own folder, not a working tree")
+            raise NotInRepository(
+                f"{clip(path, PATH_LIMIT)} is inside git's own folder, not a working tree"
+            )
         repo = await self.for_path(path)
         rel = repo.relative(path)
         if rel is None:
@@ -275,8 +292,10 @@ class Repos:
         folders = [f for f in map(path_of, self.ls.folder_uris()) if f is not None]
         if folders and not await anyio.to_thread.run_sync(_inside_any, path, folders):
             names = ", ".join(clip(f, 80) for f in folders[:3])
-            raise NotInRepository(f"{clip(path, PATH_LIMIT)} is outside the workspace folders ({names}): open "
-                                  "its folder in the editor to delegate from it")
+            raise NotInRepository(
+                f"{clip(path, PATH_LIMIT)} is outside the workspace folders ({names}): open "
+                "its folder in the editor to delegate from it"
+            )
         return repo, rel
 
     async def discover(self, folder_uris: list[str]) -> None:

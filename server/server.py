@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from lsprotocol import types
-from pygls.exceptions import JsonRpcException
-from pygls.lsp.server import LanguageServer
-from pygls.workspace import TextDocument
-
 from handoff import __version__
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Session, SessionError, State
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
 
 from . import code_actions, commands
 from .apply import apply_session, check_conflicts
@@ -35,15 +34,20 @@ from .triggers import Triggers
 
 log = logging.getLogger(__name__)
 DISCOVERY_WAIT_S = 30.0
-RECHECK_S = 1.0  # a ready session's conflicts are merged again this long after the last edit of its files
+RECHECK_S = (
+    1.0  # a ready session's conflicts are merged again this long after the last edit of its files
+)
 
 
 class HandoffServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("handoff-lsp", __version__,
-                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
-                         protocol_cls=HandoffProtocol,
-                         converter_factory=commands.converter)  # one converter: it takes a while to build
+        super().__init__(
+            "handoff-lsp",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=HandoffProtocol,
+            converter_factory=commands.converter,
+        )  # one converter: it takes a while to build
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
         self.repos = Repos(self)
@@ -127,12 +131,17 @@ class HandoffServer(LanguageServer):
         try:
             result = await apply_session(self, s.id)
         except (*commands.EXPECTED, JsonRpcException, OSError) as exc:
-            self.show(f"Handoff: “{s.title}” could not be applied automatically: {exc}",
-                      types.MessageType.Warning)
+            self.show(
+                f"Handoff: “{s.title}” could not be applied automatically: {exc}",
+                types.MessageType.Warning,
+            )
             return
         if not result["applied"] and result["conflicts"]:
-            self.show(f"Handoff: “{s.title}” conflicts with your edits in {result['conflicts']} "
-                      "place(s); see the diagnostics.", types.MessageType.Warning)
+            self.show(
+                f"Handoff: “{s.title}” conflicts with your edits in {result['conflicts']} "
+                "place(s); see the diagnostics.",
+                types.MessageType.Warning,
+            )
 
     async def until_discovered(self) -> None:
         try:
@@ -211,11 +220,15 @@ def _register_lifecycle(ls: HandoffServer) -> None:
         ls.edited(uri)
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
-    def did_change_configuration(ls: HandoffServer, params: types.DidChangeConfigurationParams) -> None:
+    def did_change_configuration(
+        ls: HandoffServer, params: types.DidChangeConfigurationParams
+    ) -> None:
         ls.spawn(ls.settings.refresh(params.settings), "configuration")
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
-    def did_change_folders(ls: HandoffServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    def did_change_folders(
+        ls: HandoffServer, params: types.DidChangeWorkspaceFoldersParams
+    ) -> None:
         ls.spawn(ls.repos.discover([f.uri for f in params.event.added]), "folders")
 
     @ls.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)

@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from handoff.agent import protocol
+from handoff.agent.client import client_env
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
-
-from handoff.agent import protocol
-from handoff.agent.client import client_env
 
 if TYPE_CHECKING:
     from .server import HandoffServer
@@ -42,7 +41,7 @@ def unwrap(options: Any) -> Any:
 
 
 class Settings:
-    def __init__(self, ls: "HandoffServer") -> None:
+    def __init__(self, ls: HandoffServer) -> None:
         self.ls = ls
         self.init_options: Any = None
         self.pulled: dict[str, Any] = {}  # scope ("" = global, else a repo root uri) -> section
@@ -58,12 +57,17 @@ class Settings:
 
     def request_params(self, root: Path | None) -> dict[str, Any]:
         """What a request to the daemon carries so it uses this editor's configuration."""
-        return {"env": client_env(), "overrides": [[src, data] for src, data in self.overrides(root)]}
+        return {
+            "env": client_env(),
+            "overrides": [[src, data] for src, data in self.overrides(root)],
+        }
 
     async def config_for(self, root: Path | None) -> dict[str, Any]:
         """The effective configuration of ``root`` (the daemon's wire form: camelCase keys)."""
-        result = await self.ls.repos.call(protocol.CONFIG, {
-            "root": str(root) if root is not None else None, **self.request_params(root)})
+        result = await self.ls.repos.call(
+            protocol.CONFIG,
+            {"root": str(root) if root is not None else None, **self.request_params(root)},
+        )
         self.report(result.get("messages") or [])
         return result["config"]
 
@@ -77,11 +81,16 @@ class Settings:
 
     async def _ask_trust(self, root: Path) -> None:
         try:
-            choice = await self.ls.window_show_message_request_async(types.ShowMessageRequestParams(
-                type=types.MessageType.Warning,
-                message=(f"Handoff: {root}'s own settings (.handoff.toml or [tool.handoff]) choose what "
-                         "runs, and are ignored until you trust them as they are now."),
-                actions=[types.MessageActionItem(title=TRUST_ACTION)]))
+            choice = await self.ls.window_show_message_request_async(
+                types.ShowMessageRequestParams(
+                    type=types.MessageType.Warning,
+                    message=(
+                        f"Handoff: {root}'s own settings (.handoff.toml or [tool.handoff]) choose what "
+                        "runs, and are ignored until you trust them as they are now."
+                    ),
+                    actions=[types.MessageActionItem(title=TRUST_ACTION)],
+                )
+            )
         except JsonRpcException as exc:
             log.info("window/showMessageRequest failed: %s", exc)
             return
@@ -100,7 +109,9 @@ class Settings:
         scopes = ([""] if with_global else []) + [r.as_uri() for r in roots]
         items = [types.ConfigurationItem(section=SECTION, scope_uri=s or None) for s in scopes]
         try:
-            values = await self.ls.workspace_configuration_async(types.ConfigurationParams(items=items))
+            values = await self.ls.workspace_configuration_async(
+                types.ConfigurationParams(items=items)
+            )
         except JsonRpcException as exc:  # the client failed the request: keep what we had
             log.warning("workspace/configuration failed: %s", exc)
             return
@@ -125,14 +136,21 @@ class Settings:
 
     async def register_for_changes(self) -> None:
         """Ask for ``workspace/didChangeConfiguration`` when the client wants it registered."""
-        if not get_capability(self.ls.client_capabilities,
-                              "workspace.did_change_configuration.dynamic_registration", False):
+        if not get_capability(
+            self.ls.client_capabilities,
+            "workspace.did_change_configuration.dynamic_registration",
+            False,
+        ):
             return
         reg = types.Registration(
-            id="handoff-configuration", method=types.WORKSPACE_DID_CHANGE_CONFIGURATION,
-            register_options=types.DidChangeConfigurationRegistrationOptions(section=SECTION))
+            id="handoff-configuration",
+            method=types.WORKSPACE_DID_CHANGE_CONFIGURATION,
+            register_options=types.DidChangeConfigurationRegistrationOptions(section=SECTION),
+        )
         try:
-            await self.ls.client_register_capability_async(types.RegistrationParams(registrations=[reg]))
+            await self.ls.client_register_capability_async(
+                types.RegistrationParams(registrations=[reg])
+            )
         except JsonRpcException as exc:
             log.info("client did not register didChangeConfiguration: %s", exc)
 
@@ -156,10 +174,12 @@ class Settings:
         self._shown.update(new)
         text = "Handoff configuration: " + "; ".join(new)
         log.warning("%s", text)
-        self.ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=text))
+        self.ls.window_show_message(
+            types.ShowMessageParams(type=types.MessageType.Warning, message=text)
+        )
 
 
-async def trust(ls: "HandoffServer", root: Path) -> dict[str, Any]:
+async def trust(ls: HandoffServer, root: Path) -> dict[str, Any]:
     """Trust ``root``'s Handoff settings as they are now (in the daemon, which keeps the record)."""
     result = await ls.repos.call(protocol.TRUST, {"root": str(root)})
     keys = ", ".join(result.get("guarded") or []) or "nothing that needs trust"

@@ -12,12 +12,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from handoff.agent import protocol
+from handoff.agent.protocol import Session
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
-
-from handoff.agent import protocol
-from handoff.agent.protocol import Session
 
 from . import hunks
 from .apply import plan
@@ -29,13 +28,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def show(ls: "HandoffServer", repo: Repo, s: Session) -> Path:
+async def show(ls: HandoffServer, repo: Repo, s: Session) -> Path:
     """The daemon writes the report (it holds the transcript and the result); the editor opens it."""
     path = Path((await ls.repos.call(protocol.REPORT, {"sessionId": s.id}))["path"])
     if get_capability(ls.client_capabilities, "window.show_document.support", False):
         try:
             result = await ls.window_show_document_async(
-                types.ShowDocumentParams(uri=path.as_uri(), take_focus=True))
+                types.ShowDocumentParams(uri=path.as_uri(), take_focus=True)
+            )
         except JsonRpcException as exc:  # the editor failed the request: say where the report is
             log.info("window/showDocument failed: %s", exc)
             result = None
@@ -45,7 +45,7 @@ async def show(ls: "HandoffServer", repo: Repo, s: Session) -> Path:
     return path
 
 
-async def preview(ls: "HandoffServer", repo: Repo, s: Session) -> list[dict[str, Any]]:
+async def preview(ls: HandoffServer, repo: Repo, s: Session) -> list[dict[str, Any]]:
     """``[{uri, content, action, hunks}]``: each changed file as it would be after applying (null:
     deleted), and its changes one by one (hunks.py; their ranges are in the file as it is now)."""
     plans, docs, current, _ = await plan(ls, repo, s.id)
@@ -57,7 +57,11 @@ async def preview(ls: "HandoffServer", repo: Repo, s: Session) -> list[dict[str,
         if p.action == "unchanged":
             continue
         uri = docs[p.path].uri if p.path in docs else (repo.root / p.path).as_uri()
-        content = None if p.action == "delete" or p.content is None else p.content.decode("utf-8", "replace")
+        content = (
+            None
+            if p.action == "delete" or p.content is None
+            else p.content.decode("utf-8", "replace")
+        )
         entry: dict[str, Any] = {"uri": uri, "content": content, "action": p.action}
         if p.old_path:
             entry["oldUri"] = (repo.root / p.old_path).as_uri()

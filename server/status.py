@@ -20,14 +20,13 @@ import logging
 import threading
 import time
 import uuid
-from urllib.parse import unquote
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
+from handoff.agent.protocol import FINAL, Session, SessionError, State
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
-
-from handoff.agent.protocol import FINAL, Session, SessionError, State
 
 from .anchors import Anchor, remap_all, shift
 from .edits import units
@@ -56,7 +55,7 @@ class _Progress:
 
 
 class Status:
-    def __init__(self, ls: "HandoffServer") -> None:
+    def __init__(self, ls: HandoffServer) -> None:
         self.ls = ls
         self.origins: dict[str, Anchor] = {}
         self.conflicts: dict[str, list[Anchor]] = {}
@@ -111,8 +110,10 @@ class Status:
             uris += self.clear_conflicts(s.id)
             uris += [a.uri for a in self.hunks.pop(s.id, [])]
         if s.state is State.FAILED and prev is not State.FAILED:
-            self.ls.show(f"Handoff: “{s.title}” failed: {s.error or 'unknown error'}",
-                         types.MessageType.Warning)
+            self.ls.show(
+                f"Handoff: “{s.title}” failed: {s.error or 'unknown error'}",
+                types.MessageType.Warning,
+            )
         if s.state is State.READY and prev is not State.READY:
             self.ls.ready(s)
         self._schedule(*uris)
@@ -140,9 +141,17 @@ class Status:
         old = [a.uri for a in self.hunks.pop(session_id, [])]
         if hunks:
             self.hunks[session_id] = [
-                Anchor(uri, session_id, (r.start.line, r.start.character), (r.end.line, r.end.character),
-                       kind="hunk", message=msg, key=hid)
-                for uri, r, hid, msg in hunks]
+                Anchor(
+                    uri,
+                    session_id,
+                    (r.start.line, r.start.character),
+                    (r.end.line, r.end.character),
+                    kind="hunk",
+                    message=msg,
+                    key=hid,
+                )
+                for uri, r, hid, msg in hunks
+            ]
         self._schedule(*old, *(h[0] for h in hunks))
 
     def hunks_at(self, uri: str, first: int, last: int) -> list[Anchor]:
@@ -185,8 +194,13 @@ class Status:
                     moved |= remap_all(anchors, old, new)
                 continue
             for a in anchors:
-                moved |= shift(a, (rng.start.line, rng.start.character),
-                               (rng.end.line, rng.end.character), change.text, encoding)
+                moved |= shift(
+                    a,
+                    (rng.start.line, rng.start.character),
+                    (rng.end.line, rng.end.character),
+                    change.text,
+                    encoding,
+                )
         if not moved:
             return
         for a in anchors:
@@ -214,8 +228,12 @@ class Status:
         if p.done:
             self._forget(s.id, p)
             return
-        self.ls.work_done_progress.begin(p.token, types.WorkDoneProgressBegin(
-            title=f"Handoff: {s.title}", cancellable=True, message=f"{s.agent} agent working"))
+        self.ls.work_done_progress.begin(
+            p.token,
+            types.WorkDoneProgressBegin(
+                title=f"Handoff: {s.title}", cancellable=True, message=f"{s.agent} agent working"
+            ),
+        )
         p.begun = True
 
     def _report(self, s: Session, message: str) -> None:
@@ -299,7 +317,8 @@ class Status:
             diags = self.diagnostics(uri, sessions)
             if diags or uri in self._published:
                 self.ls.text_document_publish_diagnostics(
-                    types.PublishDiagnosticsParams(uri=uri, diagnostics=diags))
+                    types.PublishDiagnosticsParams(uri=uri, diagnostics=diags)
+                )
             if diags:
                 self._published.add(uri)
             else:
@@ -314,8 +333,15 @@ class Status:
         for s in sessions:
             for a in self._anchors(s, uri):
                 if a.kind == "conflict":
-                    out.append(self._diagnostic(a, s, types.DiagnosticSeverity.Warning,
-                                                f"Handoff conflict: {a.message}", conflict=True))
+                    out.append(
+                        self._diagnostic(
+                            a,
+                            s,
+                            types.DiagnosticSeverity.Warning,
+                            f"Handoff conflict: {a.message}",
+                            conflict=True,
+                        )
+                    )
                 elif a.kind == "hunk":
                     out.append(self._diagnostic(a, s, types.DiagnosticSeverity.Hint, a.message))
                 else:
@@ -337,7 +363,9 @@ class Status:
         a = self.origins.get(s.id)
         found = [a] if a is not None and a.uri == uri and s.state in _SHOWN else []
         found += [c for c in self.conflicts.get(s.id, []) if c.uri == uri]
-        return found + [h for h in self.hunks.get(s.id, []) if h.uri == uri and s.state is State.READY]
+        return found + [
+            h for h in self.hunks.get(s.id, []) if h.uri == uri and s.state is State.READY
+        ]
 
     def _range(self, a: Anchor) -> types.Range:
         if a.kind == "hunk":  # the lines it replaces (an insertion: the point where it goes)
@@ -345,19 +373,27 @@ class Status:
             lines = self._lines(a.uri)
             if end[1] == 0 and end[0] > a.start[0]:
                 above = end[0] - 1
-                text = lines[above].rstrip("\r\n") if lines is not None and above < len(lines) else ""
+                text = (
+                    lines[above].rstrip("\r\n") if lines is not None and above < len(lines) else ""
+                )
                 end = (above, units(text, self.ls.encoding))
-            return types.Range(start=types.Position(line=a.start[0], character=a.start[1]),
-                               end=types.Position(line=end[0], character=end[1]))
+            return types.Range(
+                start=types.Position(line=a.start[0], character=a.start[1]),
+                end=types.Position(line=end[0], character=end[1]),
+            )
         if a.kind == "conflict":
-            return types.Range(start=types.Position(line=a.start[0], character=0),
-                               end=types.Position(line=a.end[0], character=0))
+            return types.Range(
+                start=types.Position(line=a.start[0], character=0),
+                end=types.Position(line=a.end[0], character=0),
+            )
         # the origin's first line, to its end when the document is open
         line = a.start[0]
         end = types.Position(line=line + 1, character=0)
         lines = self._lines(a.uri)
         if lines is not None and line < len(lines):
-            end = types.Position(line=line, character=units(lines[line].rstrip("\r\n"), self.ls.encoding))
+            end = types.Position(
+                line=line, character=units(lines[line].rstrip("\r\n"), self.ls.encoding)
+            )
         return types.Range(start=types.Position(line=line, character=0), end=end)
 
     def _lines(self, uri: str) -> list[str] | None:
@@ -371,15 +407,23 @@ class Status:
             kept = self._split[uri] = (source, source.splitlines(True))
         return kept[1]
 
-    def _diagnostic(self, a: Anchor, s: Session, severity, message, conflict=False) -> types.Diagnostic:
+    def _diagnostic(
+        self, a: Anchor, s: Session, severity, message, conflict=False
+    ) -> types.Diagnostic:
         data = {"sessionId": s.id, "state": s.state.value}
         if conflict:
             data["conflict"] = True
         code = "conflict" if conflict else s.state.value
         if a.kind == "hunk":
             data["hunkId"], code = a.key, "hunk"
-        return types.Diagnostic(range=self._range(a), message=message, severity=severity, source=SOURCE,
-                                code=code, data=data)
+        return types.Diagnostic(
+            range=self._range(a),
+            message=message,
+            severity=severity,
+            source=SOURCE,
+            code=code,
+            data=data,
+        )
 
 
 def describe(s: Session, conflicts: int = 0) -> tuple[types.DiagnosticSeverity, str]:
@@ -390,24 +434,31 @@ def describe(s: Session, conflicts: int = 0) -> tuple[types.DiagnosticSeverity, 
     if s.state is State.RUNNING and s.question:
         call = s.question.get("toolCall") if isinstance(s.question, dict) else None
         what = (call or {}).get("title") if isinstance(call, dict) else None
-        return warn, (f"Handoff: the {s.agent} agent asks permission: {what or 'a tool call'} "
-                      f"({s.title}); answer with this diagnostic's code actions")
+        return warn, (
+            f"Handoff: the {s.agent} agent asks permission: {what or 'a tool call'} "
+            f"({s.title}); answer with this diagnostic's code actions"
+        )
     if s.state is State.RUNNING:
         return info, f"Handoff: running: {s.title} ({s.agent} agent)"
     if s.state is State.READY:
         files = ", ".join(_short(u, s.repoRoot) for u in s.filesChanged) or "no files"
         summary = f" {s.summary.strip()}" if s.summary.strip() else ""
         if conflicts:
-            return warn, (f"Handoff: ready with {conflicts} conflict(s) against your edits: "
-                          f"{s.title}. Changes {files}.{summary}")
+            return warn, (
+                f"Handoff: ready with {conflicts} conflict(s) against your edits: "
+                f"{s.title}. Changes {files}.{summary}"
+            )
         return info, f"Handoff: ready to apply: {s.title}. Changes {files}.{summary}"
     if s.state is State.FAILED:
         return warn, f"Handoff: failed: {s.title}: {s.error or 'unknown error'}"
-    return warn, f"Handoff: {s.state.value}: {s.title}. {s.error or ''} Follow up to resume, or discard."
+    return (
+        warn,
+        f"Handoff: {s.state.value}: {s.title}. {s.error or ''} Follow up to resume, or discard.",
+    )
 
 
 def _short(uri: str, root: str) -> str:
     """A changed file's uri as a repository-relative path, for messages."""
     prefix = root.rstrip("/") + "/"
-    path = unquote(uri[len("file://"):]) if uri.startswith("file://") else uri
-    return path[len(prefix):] if path.startswith(prefix) else path
+    path = unquote(uri[len("file://") :]) if uri.startswith("file://") else uri
+    return path[len(prefix) :] if path.startswith(prefix) else path

@@ -25,8 +25,12 @@ AGENT_OWNER = "agent"
 
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 # What may stand between the start of a comment and its first word.
-_LINE_OPENERS = [("//", re.compile(r"//+[!/]?")), ("#", re.compile(r"#+!?")),
-                 ("--", re.compile(r"--+")), (";", re.compile(r";+"))]
+_LINE_OPENERS = [
+    ("//", re.compile(r"//+[!/]?")),
+    ("#", re.compile(r"#+!?")),
+    ("--", re.compile(r"--+")),
+    (";", re.compile(r";+")),
+]
 _MARKER = re.compile(
     r"(?P<tag>TODO|FIXME|XXX)\b(?:\((?P<owner>[^)\n]*)\))?\s*[:\-]?\s*(?P<text>.*)$"
 )
@@ -128,7 +132,7 @@ def comments(text: str) -> list[Comment]:
                     break
                 col, block = close + len(_BLOCK_END[kind]), None
                 continue
-            body = line[start + len(opener):]
+            body = line[start + len(opener) :]
             lead = len(body) - len(body.lstrip())
             found.append(Comment(no, start, start + len(opener) + lead, body.strip(), kind, opener))
             break
@@ -160,8 +164,13 @@ def _plausible(line: str, i: int, kind: str) -> bool:
     """Rule out openers that are code: ``i--``, ``a;b``, ``x#y``, ``<!--`` handled apart."""
     before = line[:i]
     if kind == "--":  # "i--", "--x" as code; a comment's "--" is followed by a space or end
-        after = line[i + 2:i + 3]
-        return (not before.rstrip() or before.endswith((" ", "\t"))) and after in ("", " ", "\t", "-")
+        after = line[i + 2 : i + 3]
+        return (not before.rstrip() or before.endswith((" ", "\t"))) and after in (
+            "",
+            " ",
+            "\t",
+            "-",
+        )
     if kind == ";":  # statement ends are code; a comment is at line start or after whitespace
         return not before.strip() or before.endswith((" ", "\t"))
     if kind == "#":  # "#" inside a word ("C#", a URL fragment) or a C directive is no comment
@@ -192,11 +201,17 @@ def find_todos(text: str) -> list[Todo]:
             parts.append(_clean(cs[j].text, cs[j].kind))
             end_line, end_col = cs[j].line, cs[j].text_start + len(cs[j].text)
             j += 1
-        todos.append(Todo(
-            line=c.line, column=c.text_start, end_line=end_line, end_column=end_col,
-            tag=m.group("tag"), owner=owner.strip() if owner is not None else None,
-            text=" ".join(p for p in parts if p).strip(),
-        ))
+        todos.append(
+            Todo(
+                line=c.line,
+                column=c.text_start,
+                end_line=end_line,
+                end_column=end_col,
+                tag=m.group("tag"),
+                owner=owner.strip() if owner is not None else None,
+                text=" ".join(p for p in parts if p).strip(),
+            )
+        )
         i = j
     return todos
 

@@ -28,7 +28,7 @@ def _key(file: str | None, text: str) -> tuple[str | None, str]:
 
 
 class Triggers:
-    def __init__(self, ls: "HandoffServer") -> None:
+    def __init__(self, ls: HandoffServer) -> None:
         self.ls = ls
         self._seen_at_open: dict[str, set[str]] = {}  # uri -> marker texts present at didOpen
         self._started: set[tuple[str | None, str]] = set()
@@ -36,8 +36,9 @@ class Triggers:
 
     def opened(self, uri: str, text: str) -> None:
         if uri not in self._seen_at_open:
-            self._seen_at_open[uri] = {" ".join(t.text.split()) for t in todos.find_todos(text)
-                                       if t.for_agent}
+            self._seen_at_open[uri] = {
+                " ".join(t.text.split()) for t in todos.find_todos(text) if t.for_agent
+            }
 
     async def saved(self, uri: str, text: str | None) -> None:
         async with self._lock:
@@ -55,7 +56,9 @@ class Triggers:
             repo, file = await self.ls.repos.for_uri(uri)
         except NotInRepository as exc:
             self.ls.show(f"Handoff: TODO(agent) not started: {exc}", types.MessageType.Warning)
-            self._seen_at_open.setdefault(uri, set()).update(" ".join(t.text.split()) for t in markers)
+            self._seen_at_open.setdefault(uri, set()).update(
+                " ".join(t.text.split()) for t in markers
+            )
             return
         cfg = await self.ls.settings.config_for(repo.root)
         if not cfg["todo"]["autoTrigger"]:
@@ -68,11 +71,17 @@ class Triggers:
             self._started.add(key)
             try:
                 s = await delegation.delegate(
-                    self.ls, uri, delegation.todo_range(text, t, self.ls.encoding),
-                    instruction=delegation.todo_instruction(t, file), title=" ".join(t.text.split()))
+                    self.ls,
+                    uri,
+                    delegation.todo_range(text, t, self.ls.encoding),
+                    instruction=delegation.todo_instruction(t, file),
+                    title=" ".join(t.text.split()),
+                )
             except (*EXPECTED, OSError) as exc:  # shown, never raised into the notification task
                 log.warning("TODO(agent) at %s:%d not started: %s", file, t.line + 1, exc)
-                self.ls.show(f"Handoff: TODO(agent) at {file}:{t.line + 1} not started: {exc}",
-                             types.MessageType.Warning)
+                self.ls.show(
+                    f"Handoff: TODO(agent) at {file}:{t.line + 1} not started: {exc}",
+                    types.MessageType.Warning,
+                )
                 continue
             log.info("TODO(agent) at %s:%d started session %s", file, t.line + 1, s.id)

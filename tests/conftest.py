@@ -32,8 +32,11 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
 
 def git_leftovers(repo: Path) -> tuple[list[str], list[str], list[str]]:
     """(extra worktrees, handoff/* branches, refs under refs/handoff) of ``repo``."""
-    trees = [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-             if line.startswith("worktree ")][1:]
+    trees = [
+        line
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ][1:]
     branches = git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/handoff/").split()
     refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/handoff/").split()
     return trees, branches, refs

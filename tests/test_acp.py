@@ -9,11 +9,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.processes import pid_alive
 from handoff.agent.session import State
+
 from tests.conftest import git, git_leftovers
 from tests.support.agents import trust_repo
 
@@ -21,10 +21,14 @@ AGENT = Path(__file__).parent / "support" / "acp_agent.py"
 APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
 
 
-def acp_manager(repo: Path, tmp_path: Path, mode: str, extra: str = "") -> tuple[SessionManager, Path]:
+def acp_manager(
+    repo: Path, tmp_path: Path, mode: str, extra: str = ""
+) -> tuple[SessionManager, Path]:
     log = tmp_path / f"{mode}.log"
     argv = ", ".join(json.dumps(a) for a in [sys.executable, str(AGENT), mode, str(log)])
-    (repo / ".handoff.toml").write_text(f'agent = "scripted"\n{extra}\n[agents.scripted]\nacp = [{argv}]\n')
+    (repo / ".handoff.toml").write_text(
+        f'agent = "scripted"\n{extra}\n[agents.scripted]\nacp = [{argv}]\n'
+    )
     trust_repo(repo)
     cfg, messages = config_mod.load(repo)
     assert messages == []
@@ -85,7 +89,10 @@ async def test_edit_through_fs_with_plan_permission_and_usage(repo: Path, tmp_pa
         assert progress[-1] == ("Edit app.py (plan 2/2 done)", 2, 0.0123)
         (perm,) = transcript(mgr, s.id, "acp_permission")
         assert perm["answer"] == "allow_once" and perm["policy"] == "worktree"
-        assert [e["title"] for e in transcript(mgr, s.id, "acp_tool_call")] == ["Read app.py", "Edit app.py"]
+        assert [e["title"] for e in transcript(mgr, s.id, "acp_tool_call")] == [
+            "Read app.py",
+            "Edit app.py",
+        ]
 
         # a follow-up continues the same ACP session in the same process
         assert pid_alive(new["pid"])
@@ -101,7 +108,8 @@ async def test_edit_through_fs_with_plan_permission_and_usage(repo: Path, tmp_pa
         report = mgr.apply_to_disk(s.id)
         assert report.written == ["app.py"] and not report.conflicts
         assert (repo / "app.py").read_text() == APP.replace(
-            "return a + b", "return a + b  # via acp") + "# follow-up 2\n"
+            "return a + b", "return a + b  # via acp"
+        ) + "# follow-up 2\n"
         # applied: the kept agent process is ended
         with anyio.fail_after(5):
             while pid_alive(new["pid"]) and not _zombie(new["pid"]):
@@ -118,7 +126,8 @@ def _zombie(pid: int) -> bool:
 
 
 async def test_follow_up_after_the_process_ended_starts_a_new_session_with_the_summary(
-        repo: Path, tmp_path: Path):
+    repo: Path, tmp_path: Path
+):
     mgr, log = acp_manager(repo, tmp_path, "edit")
     try:
         s = await mgr.wait(mgr.delegate(DelegateRequest("mark add as checked")).id)
@@ -140,7 +149,8 @@ async def test_follow_up_after_the_process_ended_starts_a_new_session_with_the_s
 
 
 async def test_follow_up_after_the_process_ended_loads_the_session_where_offered(
-        repo: Path, tmp_path: Path):
+    repo: Path, tmp_path: Path
+):
     mgr, log = acp_manager(repo, tmp_path, "loadable")
     try:
         s = await mgr.wait(mgr.delegate(DelegateRequest("mark add as checked")).id)
@@ -169,8 +179,10 @@ async def test_a_reported_cost_past_max_cost_stops_the_agent(repo: Path, tmp_pat
     try:  # it reports 0.0123 USD while its question waits: no one needs to answer
         s = await mgr.wait(mgr.delegate(DelegateRequest("mark add as checked")).id)
         assert s.state is State.FAILED
-        assert s.error == ("cost limit reached (maxCostUsd = 0.01; the agent reported 0.0123 USD); "
-                           "agent `scripted` stopped")
+        assert s.error == (
+            "cost limit reached (maxCostUsd = 0.01; the agent reported 0.0123 USD); "
+            "agent `scripted` stopped"
+        )
         assert s.costUsd == 0.0123 and s.steps == 2 and s.question is None
         (new,) = events(log, "new_session")
         assert not group_alive(new["pgid"])
@@ -224,7 +236,9 @@ async def test_ask_puts_the_question_on_the_session_until_answered(repo: Path, t
 
 
 @pytest.mark.parametrize("mode", ["hang", "deaf"])
-async def test_cancel_ends_cancelled_with_the_process_group_gone(repo: Path, tmp_path: Path, mode: str):
+async def test_cancel_ends_cancelled_with_the_process_group_gone(
+    repo: Path, tmp_path: Path, mode: str
+):
     mgr, log = acp_manager(repo, tmp_path, mode)
     thinking = anyio.Event()
     mgr.subscribe(lambda s: None, lambda s, message: message.startswith("Think") and thinking.set())
@@ -248,7 +262,9 @@ async def test_cancel_ends_cancelled_with_the_process_group_gone(repo: Path, tmp
         await mgr.close()
 
 
-async def test_an_agent_writing_straight_to_disk_is_diffed_from_the_worktree(repo: Path, tmp_path: Path):
+async def test_an_agent_writing_straight_to_disk_is_diffed_from_the_worktree(
+    repo: Path, tmp_path: Path
+):
     mgr, log = acp_manager(repo, tmp_path, "disk")
     try:
         s = await mgr.wait(mgr.delegate(DelegateRequest("take notes")).id)
@@ -261,8 +277,9 @@ async def test_an_agent_writing_straight_to_disk_is_diffed_from_the_worktree(rep
         await mgr.close()
 
 
-async def test_an_escape_through_fs_write_is_refused(repo: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch):
+async def test_an_escape_through_fs_write_is_refused(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     outside = tmp_path / "outside" / "escaped.txt"
     outside.parent.mkdir()
     monkeypatch.setenv("ACP_TEST_ESCAPE", str(outside))
@@ -272,7 +289,10 @@ async def test_an_escape_through_fs_write_is_refused(repo: Path, tmp_path: Path,
         assert s.state is State.READY, s.error
         assert not outside.exists()
         (esc,) = events(log, "escape")
-        assert esc["outcome"].startswith("refused") and "outside the session's worktree" in esc["outcome"]
+        assert (
+            esc["outcome"].startswith("refused")
+            and "outside the session's worktree" in esc["outcome"]
+        )
         assert esc["git"].startswith("refused") and "`.git` is off limits" in esc["git"]
         assert s.filesChanged == []
         refused = transcript(mgr, s.id, "acp_refused")
@@ -281,7 +301,9 @@ async def test_an_escape_through_fs_write_is_refused(repo: Path, tmp_path: Path,
         await mgr.close()
 
 
-async def test_terminal_runs_in_the_sandbox(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+async def test_terminal_runs_in_the_sandbox(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from handoff.agent import sandbox
 
     outside = tmp_path / "outside.txt"
@@ -296,7 +318,9 @@ async def test_terminal_runs_in_the_sandbox(repo: Path, tmp_path: Path, monkeypa
         assert s.summary == "command exited 0"
         (term,) = events(log, "terminal")
         assert term["exit"] == 0 and term["output"].splitlines()[-1] == "out"
-        assert not outside.exists()  # refused (Landlock), or written in the sandbox's own /tmp (bwrap)
+        assert (
+            not outside.exists()
+        )  # refused (Landlock), or written in the sandbox's own /tmp (bwrap)
         (started,) = transcript(mgr, s.id, "acp_terminal")
         assert started["sandbox"] == kind
         assert s.filesChanged == [(repo / "made.txt").as_uri()]
@@ -310,18 +334,28 @@ async def test_an_agent_error_shows_its_stderr(repo: Path, tmp_path: Path, mode:
     try:
         s = await mgr.wait(mgr.delegate(DelegateRequest("anything")).id)
         assert s.state is State.FAILED
-        assert s.error == f"agent `scripted` exited with code {code}:\nError: Not logged in. Run /login"
+        assert (
+            s.error
+            == f"agent `scripted` exited with code {code}:\nError: Not logged in. Run /login"
+        )
     finally:
         await mgr.close()
 
 
-@pytest.mark.parametrize("toml, message", [
-    ('agent = "nosuch"\n', "no agent called `nosuch`"),
-    ('[agents.gone]\nacp = ["handoff-no-such-agent-binary"]\n', "`handoff-no-such-agent-binary` was not found"),
-    ("", "the built-in agent has no model"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('agent = "nosuch"\n', "no agent called `nosuch`"),
+        (
+            '[agents.gone]\nacp = ["handoff-no-such-agent-binary"]\n',
+            "`handoff-no-such-agent-binary` was not found",
+        ),
+        ("", "the built-in agent has no model"),
+    ],
+)
 async def test_an_agent_that_cannot_run_is_refused_before_anything_is_made(
-        repo: Path, toml: str, message: str):
+    repo: Path, toml: str, message: str
+):
     (repo / ".handoff.toml").write_text(toml)
     trust_repo(repo)
     cfg, _ = config_mod.load(repo, env={})
@@ -344,16 +378,22 @@ async def test_ask_reaches_the_editor_through_the_daemon(repo: Path, tmp_path: P
 
     log = tmp_path / "ask.log"
     argv = ", ".join(json.dumps(a) for a in [sys.executable, str(AGENT), "ask", str(log)])
-    (repo / ".handoff.toml").write_text(f'agent = "scripted"\npermissions = "ask"\n'
-                                        f'[agents.scripted]\nacp = [{argv}]\n')
+    (repo / ".handoff.toml").write_text(
+        f'agent = "scripted"\npermissions = "ask"\n[agents.scripted]\nacp = [{argv}]\n'
+    )
     trust_repo(repo)
     editor = await Editor.start("visual_studio_code", repo)
     try:
         uri = editor.open(repo / "app.py")
         rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
-        sid = (await editor.command("handoff.delegate", {"uri": uri, "range": rng,
-                                                         "instruction": "mark add as checked"}))["sessionId"]
-        diag = await editor.wait_diagnostic(uri, lambda d: "asks permission" in d.message, "the question")
+        sid = (
+            await editor.command(
+                "handoff.delegate", {"uri": uri, "range": rng, "instruction": "mark add as checked"}
+            )
+        )["sessionId"]
+        diag = await editor.wait_diagnostic(
+            uri, lambda d: "asks permission" in d.message, "the question"
+        )
         assert "Edit app.py" in diag.message and diag.severity == types.DiagnosticSeverity.Warning
         actions = await editor.code_actions(uri, diag.range, [diag])
         allow = [a for a in actions if a.command and a.command.command == "handoff.answer"]

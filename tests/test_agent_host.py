@@ -13,7 +13,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from handoff.agent.config import Config
 from handoff.agent.host import AgentHost
 from handoff.agent.manager import DelegateRequest, SessionManager
@@ -75,11 +74,15 @@ async def test_builtin_session_runs_in_the_host(repo: Path, model: ScriptedModel
     assert not (repo / "notes.txt").exists()  # the developer's tree is untouched until apply
 
 
-async def test_the_host_hides_what_the_sessions_store_hides(repo: Path, model: ScriptedModel, host: AgentHost):
+async def test_the_host_hides_what_the_sessions_store_hides(
+    repo: Path, model: ScriptedModel, host: AgentHost
+):
     """A store with its own secrets to hide: the transcript the host writes hides them too."""
     from handoff.agent.store import Redactor, Store
 
-    model.tool_call("write_file", {"path": "notes.txt", "content": "token tok-of-this-store, key sk-test\n"})
+    model.tool_call(
+        "write_file", {"path": "notes.txt", "content": "token tok-of-this-store, key sk-test\n"}
+    )
     model.tool_call("finish", {"summary": "done"})
     config = Config(model="openai/scripted-model", apiBase=model.url, apiKey="sk-test")
     store = Store(repo, redactor=Redactor(["sk-test", "tok-of-this-store"]))
@@ -92,7 +95,9 @@ async def test_the_host_hides_what_the_sessions_store_hides(repo: Path, model: S
     assert "tok-of-this-store" not in transcript and "sk-test" not in transcript
 
 
-async def test_one_host_serves_concurrent_sessions(repo: Path, model: ScriptedModel, host: AgentHost):
+async def test_one_host_serves_concurrent_sessions(
+    repo: Path, model: ScriptedModel, host: AgentHost
+):
     mgr = manager(repo, model, host, maxParallel=4)
     ids = [mgr.delegate(DelegateRequest(f"task {i}")).id for i in range(4)]
     pids = set()
@@ -104,7 +109,9 @@ async def test_one_host_serves_concurrent_sessions(repo: Path, model: ScriptedMo
     assert len(pids) == 1 and None not in pids
 
 
-async def test_cancel_stops_the_run_and_the_host_stays(repo: Path, model: ScriptedModel, host: AgentHost):
+async def test_cancel_stops_the_run_and_the_host_stays(
+    repo: Path, model: ScriptedModel, host: AgentHost
+):
     gate = threading.Event()
     model.on_request = lambda body: gate.wait(30)  # the model hangs until released
     mgr = manager(repo, model, host)
@@ -124,7 +131,9 @@ async def test_cancel_stops_the_run_and_the_host_stays(repo: Path, model: Script
 
 
 async def test_a_dead_host_fails_its_sessions_clearly_and_is_restarted(
-    repo: Path, model: ScriptedModel, host: AgentHost,
+    repo: Path,
+    model: ScriptedModel,
+    host: AgentHost,
 ):
     gate = threading.Event()
     model.on_request = lambda body: gate.wait(30)
@@ -164,7 +173,10 @@ def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+            if (
+                entry.name.isdigit()
+                and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+            ):
                 found.append(int(entry.name))
         except (OSError, ValueError, IndexError):
             continue
@@ -177,25 +189,44 @@ def maps_litellm(pid: int) -> bool:
 
 
 async def test_the_language_server_never_loads_litellm_and_the_host_dies_with_the_daemon(
-        repo: Path, model: ScriptedModel, state_dir: Path):
+    repo: Path, model: ScriptedModel, state_dir: Path
+):
     from tests.support.lsp_client import Editor
 
     gate = threading.Event()
     model.on_request = lambda body: gate.wait(60)
-    editor = await Editor.start("neovim", repo, env={
-        "HANDOFF_MODEL": "openai/scripted-model", "HANDOFF_API_BASE": model.url, "HANDOFF_API_KEY": "sk-test"})
+    editor = await Editor.start(
+        "neovim",
+        repo,
+        env={
+            "HANDOFF_MODEL": "openai/scripted-model",
+            "HANDOFF_API_BASE": model.url,
+            "HANDOFF_API_KEY": "sk-test",
+        },
+    )
     server = editor.client._server
     try:
         uri = editor.open(repo / "app.py")
-        await editor.command("handoff.delegate", {"uri": uri, "instruction": "x", "range": {
-            "start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}})
+        await editor.command(
+            "handoff.delegate",
+            {
+                "uri": uri,
+                "instruction": "x",
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}},
+            },
+        )
         await until(lambda: len(model.requests) == 1)  # the agent is mid-request, in the host
         daemon = int((state_dir / "daemon" / "daemon.pid").read_text())
-        hosts = [p for p in children(daemon)
-                 if b"handoff.agent.host" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        hosts = [
+            p
+            for p in children(daemon)
+            if b"handoff.agent.host" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
         assert len(hosts) == 1  # the session daemon's child, not the editor's server's
         assert maps_litellm(hosts[0]) and not maps_litellm(server.pid) and not maps_litellm(daemon)
-        os.kill(daemon, signal.SIGKILL)  # the daemon dies without a word: its host must not outlive it
+        os.kill(
+            daemon, signal.SIGKILL
+        )  # the daemon dies without a word: its host must not outlive it
         await until(lambda: not alive(hosts[0]), timeout=30)
     finally:
         gate.set()
@@ -206,7 +237,9 @@ def nice_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
-OWN_GROUP = Path("/proc/self/autogroup")  # Linux's per-session scheduling group, when the kernel has it
+OWN_GROUP = Path(
+    "/proc/self/autogroup"
+)  # Linux's per-session scheduling group, when the kernel has it
 
 
 def group_nice(text: str) -> int:
@@ -218,8 +251,10 @@ def groups_in(diff: str) -> list[str]:
     return [line[1:] for line in diff.splitlines() if line.startswith("+/autogroup-")]
 
 
-GROUP_CMD = ("if [ -r /proc/self/autogroup ]; then cat /proc/self/autogroup > group.txt; fi; "
-             "grep '^se.slice' /proc/self/sched > slice.txt || true")
+GROUP_CMD = (
+    "if [ -r /proc/self/autogroup ]; then cat /proc/self/autogroup > group.txt; fi; "
+    "grep '^se.slice' /proc/self/sched > slice.txt || true"
+)
 
 
 def custom_slices() -> bool:
@@ -233,13 +268,15 @@ def slices_in(diff: str) -> list[int]:
 
 
 @pytest.mark.parametrize("policy", ["allow", "sandbox"])
-async def test_agents_run_at_background_priority(repo: Path, model: ScriptedModel, host: AgentHost, tmp_path: Path,
-                                                 policy: str):
+async def test_agents_run_at_background_priority(
+    repo: Path, model: ScriptedModel, host: AgentHost, tmp_path: Path, policy: str
+):
     """The editor's server keeps the CPU it needs: the host, its commands (sandboxed or not) and
     command agents run at nice 19 (the test process's own priority is the baseline), and so do
     their sessions' scheduling groups (autogroups), while the editor's own group is untouched."""
     from handoff.agent import sandbox
     from handoff.agent.processes import AGENT_NICE, AGENT_SLICE_NS
+
     from tests.support.agents import command_manager, write_agent
 
     if policy == "sandbox" and sandbox.available() is None:
@@ -267,12 +304,16 @@ async def test_agents_run_at_background_priority(repo: Path, model: ScriptedMode
         sched = Path(f"/proc/{host.pid}/sched").read_text().splitlines(keepends=True)
         assert f"{AGENT_SLICE_NS}\n" in next(line for line in sched if line.startswith("se.slice"))
 
-    argv = write_agent(tmp_path / "bin", "nice_agent", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "nice_agent",
+        f"""
         pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
         time.sleep(0.5)
         pathlib.Path("nice.txt").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
         os.system({GROUP_CMD!r})
-    """)
+    """,
+    )
     cmd = command_manager(repo, {"nice": argv}, "nice")
     s = await cmd.wait(cmd.delegate(DelegateRequest("nice")).id)
     assert s.state is State.READY, s.error

@@ -38,17 +38,28 @@ def rss(d: dict[str, Any], what: str) -> None:
 def test_bench_quick_produces_sane_numbers(tmp_path: Path):
     out = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "ERROR" not in proc.stdout, proc.stdout
     data = json.loads(out.read_text())
     b = data["benchmarks"]
-    assert {"apply", "bigfile", "daemon", "handoff", "latency", "scale", "startup"} <= set(b), sorted(b)
+    assert {"apply", "bigfile", "daemon", "handoff", "latency", "scale", "startup"} <= set(b), (
+        sorted(b)
+    )
     for name, result in b.items():
         assert "error" not in result, (name, result.get("error"))
         for row in result["rows"]:  # the printed table: every measurement has a value
-            assert row[1] and not any(bad in str(row[1]).lower() for bad in ("nan", "inf")), (name, row)
+            assert row[1] and not any(bad in str(row[1]).lower() for bad in ("nan", "inf")), (
+                name,
+                row,
+            )
         for target in result.get("targets", []):
             assert target["value"] is not None and isinstance(target["met"], bool), (name, target)
 
@@ -68,8 +79,12 @@ def test_bench_quick_produces_sane_numbers(tmp_path: Path):
     assert lat["final_states"] == {"ready": lat["sessions"]}, lat["final_states"]
 
     h = b["handoff"]
-    for key in ("bare_worktree_add_s", "handoff_to_agent_start_s", "in_process_snapshot_s",
-                "in_process_add_worktree_s"):
+    for key in (
+        "bare_worktree_add_s",
+        "handoff_to_agent_start_s",
+        "in_process_snapshot_s",
+        "in_process_add_worktree_s",
+    ):
         stats(h[key], 0.0001, 600, f"handoff {key}")
     stats(h["delegate_answer_s"], 0.0001, 60, "handoff delegate answer (s)")
     number(h["ratio"], 0, 1000, "handoff cost ratio")

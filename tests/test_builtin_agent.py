@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from handoff.agent.backends import model as model_mod
 from handoff.agent.backends.base import AgentContext, AgentError, LimitReached
 from handoff.agent.backends.builtin import BuiltinBackend
@@ -47,12 +46,23 @@ class Events:
         self.progress: list[tuple[str, int, float]] = []
 
 
-def make_ctx(repo: Path, events: Events, server: ScriptedModel | None = None, **cfg: Any) -> AgentContext:
-    config = Config(model="openai/scripted-model", apiBase=server.url if server else None,
-                    apiKey="sk-test", **cfg)
+def make_ctx(
+    repo: Path, events: Events, server: ScriptedModel | None = None, **cfg: Any
+) -> AgentContext:
+    config = Config(
+        model="openai/scripted-model",
+        apiBase=server.url if server else None,
+        apiKey="sk-test",
+        **cfg,
+    )
     return AgentContext(
-        session_id="s1", worktree=repo, instruction="make sub safer", brief="# Task\nmake sub safer\n",
-        brief_path=repo.parent / "task.md", config=config, record=events.records.append,
+        session_id="s1",
+        worktree=repo,
+        instruction="make sub safer",
+        brief="# Task\nmake sub safer\n",
+        brief_path=repo.parent / "task.md",
+        config=config,
+        record=events.records.append,
         progress=lambda m, s, c: events.progress.append((m, s, c)),
     )
 
@@ -64,9 +74,15 @@ def tool_results(request: dict[str, Any]) -> list[str]:
 async def test_tool_calls_edit_the_worktree(repo: Path, server: ScriptedModel) -> None:
     events = Events()
     server.tool_call("write_file", {"path": "notes/new.txt", "content": "line 1\nline 2\n"})
-    server.tool_calls([("read_file", {"path": "app.py"}),
-                       ("edit_file", {"path": "app.py", "oldText": "return a - b",
-                                      "newText": "return int(a) - int(b)"})])
+    server.tool_calls(
+        [
+            ("read_file", {"path": "app.py"}),
+            (
+                "edit_file",
+                {"path": "app.py", "oldText": "return a - b", "newText": "return int(a) - int(b)"},
+            ),
+        ]
+    )
     server.tool_call("finish", {"summary": "made sub safer"})
     outcome = await BuiltinBackend().run(make_ctx(repo, events, server))
 
@@ -74,7 +90,8 @@ async def test_tool_calls_edit_the_worktree(repo: Path, server: ScriptedModel) -
     assert outcome.steps == 3 and outcome.cost_usd == 0.0
     assert (repo / "notes/new.txt").read_text() == "line 1\nline 2\n"
     assert (repo / "app.py").read_text() == (
-        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return int(a) - int(b)\n")
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return int(a) - int(b)\n"
+    )
     assert len(server.requests) == 3
     first = server.requests[0]
     assert first["model"] == "scripted-model"
@@ -111,7 +128,9 @@ async def test_step_limit(repo: Path, server: ScriptedModel) -> None:
     assert (repo / "f1.txt").exists() and not (repo / "f2.txt").exists()
 
 
-async def test_server_error_is_retried(repo: Path, server: ScriptedModel, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_server_error_is_retried(
+    repo: Path, server: ScriptedModel, capfd: pytest.CaptureFixture[str]
+) -> None:
     server.status(500).tool_call("finish", {"summary": "ok after retry"})
     outcome = await BuiltinBackend().run(make_ctx(repo, Events(), server))
     assert outcome.summary == "ok after retry"
@@ -131,8 +150,16 @@ async def test_persistent_server_errors_give_up(repo: Path, server: ScriptedMode
 async def test_authentication_error_fails_at_once(
     repo: Path, server: ScriptedModel, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    server.status(401, {"error": {"message": "Incorrect API key provided: sk-test",
-                                  "type": "invalid_request_error", "code": "invalid_api_key"}})
+    server.status(
+        401,
+        {
+            "error": {
+                "message": "Incorrect API key provided: sk-test",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        },
+    )
     with pytest.raises(AgentError) as info:
         await BuiltinBackend().run(make_ctx(repo, Events(), server))
     assert "authentication" in str(info.value) and "HANDOFF_API_KEY" in str(info.value)
@@ -161,7 +188,9 @@ async def test_keyless_server_that_wants_a_key_fails_at_once(
     repo: Path, server: ScriptedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server.status(401, {"error": {"message": "this server wants a key", "type": "invalid_request_error"}})
+    server.status(
+        401, {"error": {"message": "this server wants a key", "type": "invalid_request_error"}}
+    )
     model = LiteLLMModel("openai/local-model", server.url, None)
     with pytest.raises(AgentError) as info:
         await BuiltinBackend(model).run(make_ctx(repo, Events(), server))
@@ -182,14 +211,23 @@ async def test_missing_key_is_not_retried(
     model = LiteLLMModel("azure/some-deployment", server.url, None)
     with pytest.raises(AgentError) as info:
         await BuiltinBackend(model).run(make_ctx(repo, Events(), server))
-    assert str(info.value) == ("the model 'azure/some-deployment' needs an API key: "
-                               "set HANDOFF_API_KEY (or apiKey)")
+    assert str(info.value) == (
+        "the model 'azure/some-deployment' needs an API key: set HANDOFF_API_KEY (or apiKey)"
+    )
     assert waits == [] and server.requests == []
 
 
 async def test_unknown_model_fails_at_once(repo: Path, server: ScriptedModel) -> None:
-    server.status(404, {"error": {"message": "The model `x` does not exist", "type": "invalid_request_error",
-                                  "code": "model_not_found"}})
+    server.status(
+        404,
+        {
+            "error": {
+                "message": "The model `x` does not exist",
+                "type": "invalid_request_error",
+                "code": "model_not_found",
+            }
+        },
+    )
     with pytest.raises(AgentError, match="model not found"):
         await BuiltinBackend().run(make_ctx(repo, Events(), server))
     assert len(server.requests) == 1
@@ -197,9 +235,13 @@ async def test_unknown_model_fails_at_once(repo: Path, server: ScriptedModel) ->
 
 async def test_escapes_are_refused(repo: Path, server: ScriptedModel) -> None:
     target = Path("/tmp") / f"handoff-escape-{os.getpid()}.txt"
-    server.tool_calls([("write_file", {"path": "../outside.txt", "content": "x"}),
-                       ("write_file", {"path": str(target), "content": "x"}),
-                       ("edit_file", {"path": ".git/HEAD", "oldText": "ref", "newText": "x"})])
+    server.tool_calls(
+        [
+            ("write_file", {"path": "../outside.txt", "content": "x"}),
+            ("write_file", {"path": str(target), "content": "x"}),
+            ("edit_file", {"path": ".git/HEAD", "oldText": "ref", "newText": "x"}),
+        ]
+    )
     server.tool_call("finish", {"summary": "tried"})
     outcome = await BuiltinBackend().run(make_ctx(repo, Events(), server))
     assert outcome.summary == "tried"
@@ -225,7 +267,9 @@ async def test_three_garbage_replies_give_up(repo: Path, server: ScriptedModel) 
     assert len(server.requests) == 3
 
 
-async def test_text_reply_is_nudged_then_taken_as_summary(repo: Path, server: ScriptedModel) -> None:
+async def test_text_reply_is_nudged_then_taken_as_summary(
+    repo: Path, server: ScriptedModel
+) -> None:
     server.text("I think it is done.").text("All done: nothing to change.")
     outcome = await BuiltinBackend().run(make_ctx(repo, Events(), server))
     assert outcome.summary == "All done: nothing to change."
@@ -245,10 +289,17 @@ class FakeModel:
     def __init__(self, *replies: tuple[dict[str, Any], float]) -> None:
         self.replies = list(replies)
 
-    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
-        (name, args), cost = self.replies.pop(0) if self.replies else (("finish", {"summary": "end"}), 0.0)
-        call = {"id": f"c{len(self.replies)}", "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)}}
+    async def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
+        (name, args), cost = (
+            self.replies.pop(0) if self.replies else (("finish", {"summary": "end"}), 0.0)
+        )
+        call = {
+            "id": f"c{len(self.replies)}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)},
+        }
         return ModelReply({"role": "assistant", "content": None, "tool_calls": [call]}, cost)
 
 
@@ -271,8 +322,11 @@ async def test_time_limit_kills_the_running_command(repo: Path) -> None:
     def running() -> bool:
         for entry in Path("/proc").iterdir():
             try:
-                if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes() \
-                        and ") Z" not in (entry / "stat").read_text():
+                if (
+                    entry.name.isdigit()
+                    and mark.encode() in (entry / "cmdline").read_bytes()
+                    and ") Z" not in (entry / "stat").read_text()
+                ):
                     return True
             except OSError:
                 continue
@@ -287,8 +341,13 @@ async def test_time_limit_kills_the_running_command(repo: Path) -> None:
 async def test_scripted_model_streams(server: ScriptedModel) -> None:
     litellm = await model_mod.load_litellm()
     server.add(tool_call("edit_file", {"path": "a", "oldText": "b", "newText": "c"}))
-    stream = await litellm.acompletion(model="openai/scripted-model", api_base=server.url, api_key="sk-test",
-                                       messages=[{"role": "user", "content": "hi"}], stream=True)
+    stream = await litellm.acompletion(
+        model="openai/scripted-model",
+        api_base=server.url,
+        api_key="sk-test",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+    )
     chunks = [chunk async for chunk in stream]
     call = litellm.stream_chunk_builder(chunks).choices[0].message.tool_calls[0]
     assert call.function.name == "edit_file"
@@ -297,10 +356,26 @@ async def test_scripted_model_streams(server: ScriptedModel) -> None:
 
 
 def test_scripted_model_runs_as_a_process(tmp_path: Path) -> None:
-    script, port_file, log = tmp_path / "script.json", tmp_path / "port", tmp_path / "requests.jsonl"
+    script, port_file, log = (
+        tmp_path / "script.json",
+        tmp_path / "port",
+        tmp_path / "requests.jsonl",
+    )
     script.write_text(json.dumps([{"content": "hello"}, {"status": 500}]))
-    proc = subprocess.Popen([sys.executable, "-m", "handoff.offline_model", "--script", str(script),
-                             "--port-file", str(port_file), "--requests-file", str(log)], cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "handoff.offline_model",
+            "--script",
+            str(script),
+            "--port-file",
+            str(port_file),
+            "--requests-file",
+            str(log),
+        ],
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 10
         while not port_file.exists():
@@ -309,8 +384,11 @@ def test_scripted_model_runs_as_a_process(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port_file.read_text()}/v1/chat/completions"
 
         def post() -> tuple[int, dict[str, Any]]:
-            req = urllib.request.Request(url, data=b'{"model": "m", "messages": []}',
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url,
+                data=b'{"model": "m", "messages": []}',
+                headers={"Content-Type": "application/json"},
+            )
             try:
                 with urllib.request.urlopen(req, timeout=5) as r:
                     return r.status, json.load(r)

@@ -8,21 +8,31 @@ import sys
 from pathlib import Path
 
 from handoff.offline_model import ScriptedModel
+
 from tests.support.agents import toml_agents, trust_repo, write_agent
 
 
 def handoff(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "handoff.agent.cli", *args], cwd=repo,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_run_ls_show_apply_with_conflict(repo: Path, tmp_path: Path):
-    argv = write_agent(tmp_path / "bin", "edit", """
+    argv = write_agent(
+        tmp_path / "bin",
+        "edit",
+        """
         p = pathlib.Path("app.py")
         p.write_text(p.read_text().replace("return a - b", "return a - b  # agent"))
         pathlib.Path("new file.txt").write_text("created by the agent\\n")
         print("edited sub and added a file")
-    """)
+    """,
+    )
     (repo / ".handoff.toml").write_text(toml_agents({"edit": argv}, "edit"))
     trust_repo(repo)
     run = handoff(repo, "run", "mark sub", "--file", "app.py", "--lines", "5-6")
@@ -37,7 +47,9 @@ def test_run_ls_show_apply_with_conflict(repo: Path, tmp_path: Path):
     assert "+    return a - b  # agent" in show.stdout and "new file.txt" in show.stdout
 
     # the developer changed the same line meanwhile: that file is left untouched
-    (repo / "app.py").write_text((repo / "app.py").read_text().replace("return a - b", "return b - a"))
+    (repo / "app.py").write_text(
+        (repo / "app.py").read_text().replace("return a - b", "return b - a")
+    )
     before = (repo / "app.py").read_bytes()
     apply = handoff(repo, "apply", sid)
     assert apply.returncode == 1
@@ -70,13 +82,17 @@ def test_discard_and_gc(repo: Path, tmp_path: Path):
 
 
 def test_killed_run_goes_on_a_killed_daemon_interrupts_then_resumed_and_followed_up(
-        repo: Path, tmp_path: Path, state_dir: Path):
+    repo: Path, tmp_path: Path, state_dir: Path
+):
     import os
     import signal
     import time
 
     started = tmp_path / "started"
-    argv = write_agent(tmp_path / "bin", "resumable", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "resumable",
+        f"""
         notes = pathlib.Path("notes.txt")
         if not notes.exists():  # first run: leave partial work, then hang until killed
             notes.write_text("partial\\n")
@@ -84,11 +100,16 @@ def test_killed_run_goes_on_a_killed_daemon_interrupts_then_resumed_and_followed
             time.sleep(300)
         notes.write_text(notes.read_text() + os.environ["HANDOFF_TASK"] + "\\n")
         print("continued")
-    """)
+    """,
+    )
     (repo / ".handoff.toml").write_text(toml_agents({"r": argv}, "r"))
     trust_repo(repo)
-    proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "first"], cwd=repo,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handoff.agent.cli", "run", "first"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not started.exists():
         assert proc.poll() is None and time.monotonic() < deadline
@@ -119,13 +140,30 @@ def test_local_model_recipe_from_the_readme(repo: Path, tmp_path: Path):
     """`HANDOFF_MODEL=openai/<name>` + `HANDOFF_API_BASE`, no key set anywhere, as a user types it."""
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     with ScriptedModel() as model:
-        model.tool_call("edit_file", {"path": "app.py", "oldText": "return a - b",
-                                      "newText": "return a - b  # local model"})
+        model.tool_call(
+            "edit_file",
+            {"path": "app.py", "oldText": "return a - b", "newText": "return a - b  # local model"},
+        )
         model.tool_call("finish", {"summary": "edited by a local model"})
         env.update(HANDOFF_MODEL="openai/qwen2.5-coder", HANDOFF_API_BASE=model.url)
-        run = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "run", "mark sub",
-                              "--file", "app.py", "--lines", "5-6"],
-                             cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "handoff.agent.cli",
+                "run",
+                "mark sub",
+                "--file",
+                "app.py",
+                "--lines",
+                "5-6",
+            ],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ready" in run.stdout and "edited by a local model" in run.stdout
     assert "Missing credentials" not in run.stderr and "OPENAI_API_KEY" not in run.stderr

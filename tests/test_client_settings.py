@@ -47,7 +47,14 @@ def settings() -> dict[str, dict]:
 def test_every_server_key_is_a_vscode_setting_and_forwarded():
     declared, forwarded = settings(), (EXT / "src" / "settings.ts").read_text()
     keys = server_keys()
-    assert {"model", "agents", "commandPolicy", "passEnv", "keepFinishedDays", "todo.autoTrigger"} <= set(keys)
+    assert {
+        "model",
+        "agents",
+        "commandPolicy",
+        "passEnv",
+        "keepFinishedDays",
+        "todo.autoTrigger",
+    } <= set(keys)
     assert "untrusted" not in keys
     for key in keys:
         assert f"handoff.{key}" in declared, f"no VS Code setting handoff.{key}"

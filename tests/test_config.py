@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from handoff.agent.config import Config, load
+
 from tests.support.agents import trust_repo
 
 
@@ -21,9 +22,14 @@ def test_sources_in_order(tmp_path: Path):
         '[tool.handoff.agents.aider]\ncommand = ["aider", "--message-file", "{task_file}"]\n'
     )
     trust_repo(tmp_path)
-    cfg, messages = load(tmp_path, env={"HANDOFF_MODEL": "from-env", "HANDOFF_API_KEY": "sk-x"},
-                         overrides=[("initializationOptions", {"maxSteps": 5, "agent": "aider"}),
-                                    ("workspace/configuration", {"maxSteps": 7})])
+    cfg, messages = load(
+        tmp_path,
+        env={"HANDOFF_MODEL": "from-env", "HANDOFF_API_KEY": "sk-x"},
+        overrides=[
+            ("initializationOptions", {"maxSteps": 5, "agent": "aider"}),
+            ("workspace/configuration", {"maxSteps": 7}),
+        ],
+    )
     assert messages == []
     assert cfg.maxParallel == 2
     assert cfg.model == "from-env"
@@ -52,7 +58,15 @@ def test_bad_values_fall_back_with_one_message_each(tmp_path: Path):
     assert cfg.agent == "builtin" and cfg.keepFinishedDays == 7.0
     assert len(messages) == 7, messages
     joined = "\n".join(messages)
-    for needle in ("maxParallel", "maxCostUsd", "autoApply", "colour", "ghost", "broken", "keepFinishedDays"):
+    for needle in (
+        "maxParallel",
+        "maxCostUsd",
+        "autoApply",
+        "colour",
+        "ghost",
+        "broken",
+        "keepFinishedDays",
+    ):
         assert needle in joined
 
 
@@ -72,7 +86,9 @@ def test_python_310_gets_tomli():
         import tomli as tomllib
     from packaging.requirements import Requirement
 
-    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())[
+        "project"
+    ]
     reqs = [Requirement(r) for r in project["dependencies"]]
     tomli = [r for r in reqs if r.name == "tomli"]
     assert len(tomli) == 1 and tomli[0].marker is not None

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from lsprotocol import types
-
 from handoff.agent import protocol
 from handoff.agent.client import DaemonClient, DaemonUnavailable, status, stop_daemon
+from lsprotocol import types
+
 from tests.support.lsp_agents import Agent
 from tests.support.lsp_client import Editor
 from tests.support.lsp_fixtures import agent, caps, rng  # noqa: F401
@@ -29,8 +29,14 @@ DOC = '    """a minus b"""\n    return a - b'
 
 
 def handoff(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "handoff.agent.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def daemon_pid(state_dir: Path) -> int:
@@ -45,14 +51,21 @@ def wait_gone(pid: int, timeout: float = 30) -> None:
 
 
 async def delegate_sub(editor: Editor, uri: str) -> str:
-    result = await editor.command("handoff.delegate", {
-        "uri": uri, "range": {"start": {"line": 5, "character": 0}, "end": {"line": 5, "character": 16}},
-        "instruction": "Document what sub returns."})
+    result = await editor.command(
+        "handoff.delegate",
+        {
+            "uri": uri,
+            "range": {"start": {"line": 5, "character": 0}, "end": {"line": 5, "character": 16}},
+            "instruction": "Document what sub returns.",
+        },
+    )
     return result["sessionId"]
 
 
 async def test_sessions_outlive_the_editor(caps, agent: Agent, repo: Path, state_dir: Path):
-    agent.configure(runs=[[["replace", "app.py", "    return a - b", DOC]]], wait=True, summary="documented")
+    agent.configure(
+        runs=[[["replace", "app.py", "    return a - b", DOC]]], wait=True, summary="documented"
+    )
     a = await Editor.start(caps, repo)
     uri = a.open(repo / "app.py")
     sid = await delegate_sub(a, uri)
@@ -70,10 +83,18 @@ async def test_sessions_outlive_the_editor(caps, agent: Agent, repo: Path, state
     try:
         uri = b.open(repo / "app.py")
         ready = await b.wait_state(sid, "ready")
-        assert ready["summary"] == "documented" and agent.runs(sid)[0]["task"] == "Document what sub returns."
-        diag = await b.wait_diagnostic(uri, lambda d: d.data["state"] == "ready", "the ready diagnostic")
+        assert (
+            ready["summary"] == "documented"
+            and agent.runs(sid)[0]["task"] == "Document what sub returns."
+        )
+        diag = await b.wait_diagnostic(
+            uri, lambda d: d.data["state"] == "ready", "the ready diagnostic"
+        )
         assert diag.range.start.line == 5 and "documented" in diag.message
-        assert await b.command("handoff.apply", {"sessionId": sid}) == {"applied": True, "conflicts": 0}
+        assert await b.command("handoff.apply", {"sessionId": sid}) == {
+            "applied": True,
+            "conflicts": 0,
+        }
         assert b.text(uri) == APP.replace("    return a - b", DOC)
         await b.wait_state(sid, "applied")
     finally:
@@ -93,7 +114,10 @@ async def test_two_editors_see_one_session_and_only_one_applies(caps, agent: Age
         assert b.states(sid)[-1] == "ready" and len(b.lists) >= 2
         await b.wait_diagnostic(b_uri, lambda d: d.data["state"] == "ready", "B's ready diagnostic")
 
-        assert await a.command("handoff.apply", {"sessionId": sid}) == {"applied": True, "conflicts": 0}
+        assert await a.command("handoff.apply", {"sessionId": sid}) == {
+            "applied": True,
+            "conflicts": 0,
+        }
         await b.wait_state(sid, "applied")
         with pytest.raises(Exception) as refused:
             await b.command("handoff.apply", {"sessionId": sid})
@@ -108,7 +132,9 @@ async def test_two_editors_see_one_session_and_only_one_applies(caps, agent: Age
 
 
 async def test_terminal_sessions_show_live_in_the_editor(caps, agent: Agent, repo: Path):
-    agent.configure(runs=[[["replace", "app.py", "    return a - b", DOC]]], summary="from the terminal")
+    agent.configure(
+        runs=[[["replace", "app.py", "    return a - b", DOC]]], summary="from the terminal"
+    )
     editor = await Editor.start(caps, repo)
     try:
         uri = editor.open(repo / "app.py")
@@ -117,7 +143,9 @@ async def test_terminal_sessions_show_live_in_the_editor(caps, agent: Agent, rep
         sid = run.stdout.split()[0]
         ready = await editor.wait_state(sid, "ready")
         assert ready["summary"] == "from the terminal"
-        await editor.wait_diagnostic(uri, lambda d: d.data["sessionId"] == sid, "the ready diagnostic")
+        await editor.wait_diagnostic(
+            uri, lambda d: d.data["sessionId"] == sid, "the ready diagnostic"
+        )
 
         applied = handoff(repo, "apply", sid)
         assert applied.returncode == 0 and "applied  app.py" in applied.stdout, applied
@@ -125,13 +153,16 @@ async def test_terminal_sessions_show_live_in_the_editor(caps, agent: Agent, rep
         await editor.wait_state(sid, "applied")
         await editor.wait_for(lambda: not editor.handoff_diagnostics(uri), "the diagnostic to go")
         listed = handoff(repo, "ls")
-        assert f"{sid}  applied" in " ".join(listed.stdout.split("  ")) or "applied" in listed.stdout
+        assert (
+            f"{sid}  applied" in " ".join(listed.stdout.split("  ")) or "applied" in listed.stdout
+        )
     finally:
         await editor.stop()
 
 
-async def test_a_killed_daemon_interrupts_and_the_session_resumes(caps, agent: Agent, repo: Path,
-                                                                  state_dir: Path):
+async def test_a_killed_daemon_interrupts_and_the_session_resumes(
+    caps, agent: Agent, repo: Path, state_dir: Path
+):
     agent.configure(runs=[[["replace", "app.py", "    return a - b", DOC]]], wait=True)
     editor = await Editor.start(caps, repo)
     try:
@@ -154,7 +185,10 @@ async def test_a_killed_daemon_interrupts_and_the_session_resumes(caps, agent: A
         resumed = handoff(repo, "resume", sid)
         assert resumed.returncode == 0 and "ready" in resumed.stdout, resumed
         await editor.wait_state(sid, "ready")
-        assert await editor.command("handoff.apply", {"sessionId": sid}) == {"applied": True, "conflicts": 0}
+        assert await editor.command("handoff.apply", {"sessionId": sid}) == {
+            "applied": True,
+            "conflicts": 0,
+        }
         assert editor.text(uri) == APP.replace("    return a - b", DOC)
     finally:
         await editor.stop()
@@ -170,8 +204,20 @@ def test_the_socket_is_private_and_other_users_are_refused(repo: Path, state_dir
         pytest.skip("needs root and setpriv to act as another user")
     probe = textwrap_probe(sock)
     # As another user the folder cannot even be entered...
-    denied = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    denied = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            probe,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "PermissionError" in denied.stdout + denied.stderr, denied
     # ...and with the folder and socket opened up, the daemon itself refuses the peer.
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in sock.parents if p != Path("/")}
@@ -179,8 +225,20 @@ def test_the_socket_is_private_and_other_users_are_refused(repo: Path, state_dir
         for p, mode in modes.items():
             os.chmod(p, mode | 0o005)
         os.chmod(sock, 0o666)
-        refused = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                  sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+        refused = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                probe,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         for p, mode in modes.items():
             os.chmod(p, mode)
@@ -193,7 +251,8 @@ def textwrap_probe(sock: Path) -> str:
         "import json, socket\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         f"s.connect({str(sock)!r})\n"
-        "print(s.makefile('rb').readline().decode())\n")  # a refused peer is told at once
+        "print(s.makefile('rb').readline().decode())\n"
+    )  # a refused peer is told at once
 
 
 def test_daemon_status_stop_and_logs(repo: Path, state_dir: Path):
@@ -218,16 +277,24 @@ def test_the_daemon_is_detached_and_exits_when_idle(repo: Path, state_dir: Path)
     pid = daemon_pid(state_dir)
     assert os.getsid(pid) == pid  # a session of its own: no terminal, not the caller's group
     assert Path(f"/proc/{pid}/fd/0").resolve() == Path(os.devnull)
-    assert handoff(repo, "gc").returncode == 0  # a request that loads the repository's configuration
+    assert (
+        handoff(repo, "gc").returncode == 0
+    )  # a request that loads the repository's configuration
     wait_gone(pid, timeout=30)  # 1.2 s idle with no client and no session: gone
     assert not protocol.socket_path(state_dir).exists()
 
 
 def _fake_version_daemon(state_dir: Path) -> subprocess.Popen[bytes]:
-    code = ("import sys; from handoff.agent import protocol; protocol.PROTOCOL_VERSION = 99\n"
-            "from handoff.agent.daemon import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--state-dir", str(state_dir)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "import sys; from handoff.agent import protocol; protocol.PROTOCOL_VERSION = 99\n"
+        "from handoff.agent.daemon import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--state-dir", str(state_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while status(state_dir) is None:
         assert proc.poll() is None and time.monotonic() < deadline
@@ -236,7 +303,8 @@ def _fake_version_daemon(state_dir: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_a_daemon_of_another_version_is_replaced_when_idle_and_named_when_busy(
-        agent: Agent, repo: Path, state_dir: Path):
+    agent: Agent, repo: Path, state_dir: Path
+):
     old = _fake_version_daemon(state_dir)
     client = DaemonClient(state_dir)
     info = await client.connect()  # idle: replaced by one of ours
@@ -253,7 +321,9 @@ async def test_a_daemon_of_another_version_is_replaced_when_idle_and_named_when_
     from handoff.agent.rpc import spawn_serve
 
     spawn_serve(raw_conn)
-    await raw_conn.request("initialize", {"protocolVersion": 99, "client": {"name": "old", "pid": 1}})
+    await raw_conn.request(
+        "initialize", {"protocolVersion": 99, "client": {"name": "old", "pid": 1}}
+    )
     root = (await raw_conn.request("openRepo", {"path": str(repo)}))["root"]
     await raw_conn.request("delegate", {"root": root, "instruction": "wait"})
     with pytest.raises(DaemonUnavailable) as refused:
@@ -265,15 +335,19 @@ async def test_a_daemon_of_another_version_is_replaced_when_idle_and_named_when_
     busy.wait(30)
 
 
-async def test_the_session_keeps_the_configuration_it_was_delegated_with(agent: Agent, repo: Path,
-                                                                         tmp_path: Path):
+async def test_the_session_keeps_the_configuration_it_was_delegated_with(
+    agent: Agent, repo: Path, tmp_path: Path
+):
     # The editor's own settings (not the repository's) choose the agent; they travel with the request.
     agent.configure(runs=[[["write", "note.txt", "from the editor's agent\n"]]])
     toml = (repo / ".handoff.toml").read_text()
     (repo / ".handoff.toml").write_text("")  # the repository names no agent at all
     spec = toml.split("[agents.edit]\ncommand = ", 1)[1].strip()
-    editor = await Editor.start("neovim", repo, init_options={
-        "agent": "mine", "agents": {"mine": {"command": json.loads(spec)}}})
+    editor = await Editor.start(
+        "neovim",
+        repo,
+        init_options={"agent": "mine", "agents": {"mine": {"command": json.loads(spec)}}},
+    )
     try:
         uri = editor.open(repo / "app.py")
         sid = await delegate_sub(editor, uri)
@@ -283,7 +357,9 @@ async def test_the_session_keeps_the_configuration_it_was_delegated_with(agent: 
         await editor.stop()
 
 
-async def test_a_front_end_that_dies_changes_nothing_in_the_daemon(agent: Agent, repo: Path, state_dir: Path):
+async def test_a_front_end_that_dies_changes_nothing_in_the_daemon(
+    agent: Agent, repo: Path, state_dir: Path
+):
     agent.configure(runs=[[["replace", "app.py", "    return a - b", DOC]]], wait=True)
     editor = await Editor.start("visual_studio_code", repo)
     uri = editor.open(repo / "app.py")
@@ -302,9 +378,12 @@ async def test_a_front_end_that_dies_changes_nothing_in_the_daemon(agent: Agent,
     assert (repo / "app.py").read_text() == APP.replace("    return a - b", DOC)
 
 
-def test_notify_shows_a_desktop_notification_when_a_session_finishes(agent: Agent, repo: Path,
-                                                                     tmp_path: Path):
-    agent.configure(runs=[[["write", "note.txt", "hi\n"]]], summary="wrote a note", extra_toml="notify = true")
+def test_notify_shows_a_desktop_notification_when_a_session_finishes(
+    agent: Agent, repo: Path, tmp_path: Path
+):
+    agent.configure(
+        runs=[[["write", "note.txt", "hi\n"]]], summary="wrote a note", extra_toml="notify = true"
+    )
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir()
     record = tmp_path / "notified.txt"
@@ -312,8 +391,14 @@ def test_notify_shows_a_desktop_notification_when_a_session_finishes(agent: Agen
     fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> {record}\n")
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    run = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "run", "write a note"], cwd=repo,
-                         env=env, text=True, capture_output=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", "run", "write a note"],
+        cwd=repo,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run
     deadline = time.monotonic() + 30
     while not record.exists() or "wrote a note" not in record.read_text():

@@ -20,8 +20,16 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     env["TMPDIR"] = str(tmpdir)  # where the demo makes its folders
     lines: list[tuple[float, str]] = []
     log = tmp_path / "stderr.txt"  # a file, not a pipe: the server's log must never block the demo
-    with log.open("w") as err, subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo.py")],
-                                                env=env, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+    with (
+        log.open("w") as err,
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "demo.py")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:  # as they come, to time the silences
             lines.append((time.monotonic(), line))
@@ -29,10 +37,16 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     assert proc.wait(timeout=300) == 0, "".join(line for _, line in lines) + stderr[-3000:]
     out = "".join(line for _, line in lines)
     assert "offline scripted model" in out  # it says plainly what it is
-    for shown in ("Handoff: 1 running", "Handoff: 1 ready", "Handoff: 1 applied",
-                  "Delegate TODO to background agent", "workspace/applyEdit",
-                  "progress | begin: builtin agent working", "progress | end: ready",
-                  "done: the result came back as an edit"):
+    for shown in (
+        "Handoff: 1 running",
+        "Handoff: 1 ready",
+        "Handoff: 1 applied",
+        "Delegate TODO to background agent",
+        "workspace/applyEdit",
+        "progress | begin: builtin agent working",
+        "progress | end: ready",
+        "done: the result came back as an edit",
+    ):
         assert shown in out, shown
 
     # the worktree is named, outside the sample repository, and gone after the apply
@@ -45,13 +59,18 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     assert "shop/cart.py on disk is untouched until the apply" in out
 
     # the final buffer against the committed file: the agent's change and both edits that survived
-    diff = out[out.index("--- shop/cart.py (committed)"):]
-    for added in ('+"""A tiny shopping cart, in euros."""',  # typed while the agent ran
-                  '+    """How many items are in the cart."""',  # unsaved when delegated
-                  "+        return 0.0"):  # the agent's
+    diff = out[out.index("--- shop/cart.py (committed)") :]
+    for added in (
+        '+"""A tiny shopping cart, in euros."""',  # typed while the agent ran
+        '+    """How many items are in the cart."""',  # unsaved when delegated
+        "+        return 0.0",
+    ):  # the agent's
         assert added in diff, added
-    for kept in ("kept | the unsaved docstring", "kept | the edit typed meanwhile",
-                 "kept | the agent's change"):
+    for kept in (
+        "kept | the unsaved docstring",
+        "kept | the edit typed meanwhile",
+        "kept | the agent's change",
+    ):
         assert kept in out, kept
     assert "LOST" not in out
 

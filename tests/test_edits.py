@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from handoff.agent.merge import ConflictRegion, FileMerge
+from handoff.server.edits import EditCaps, OpenDoc, apply_text_edits, build, text_edits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lsprotocol import types
-
-from handoff.agent.merge import ConflictRegion, FileMerge
-from handoff.server.edits import EditCaps, OpenDoc, apply_text_edits, build, text_edits
 
 ROOT = Path("/work/repo")
 VSCODE = EditCaps(True, frozenset({"create", "rename", "delete"}), True, "utf-16")
@@ -105,7 +104,9 @@ def test_full_plan_with_resource_operations_and_versions():
     edit = built.edit
     assert edit.changes is None
     [first, *_] = edit.document_changes
-    assert first.text_document == types.OptionalVersionedTextDocumentIdentifier(uri=uri("a.py"), version=7)
+    assert first.text_document == types.OptionalVersionedTextDocumentIdentifier(
+        uri=uri("a.py"), version=7
+    )
     assert all(isinstance(e, types.AnnotatedTextEdit) for e in first.edits)
     assert edit.change_annotations["s1"].needs_confirmation is True
     assert built.disk == []
@@ -130,20 +131,30 @@ def test_closed_file_has_null_version_and_plain_edits_without_annotations():
 
 def test_client_without_document_changes_gets_changes_and_disk_writes():
     current = {"a.py": b"1\n"}
-    plans = [FileMerge("a.py", "write", b"2\n", []), FileMerge("n.txt", "create", b"new\n", []),
-             FileMerge("a.bin", "write", b"\xff\x00", [])]
+    plans = [
+        FileMerge("a.py", "write", b"2\n", []),
+        FileMerge("n.txt", "create", b"new\n", []),
+        FileMerge("a.bin", "write", b"\xff\x00", []),
+    ]
     built = build(plans, ROOT, {}, {**current, "a.bin": b"\x00"}, PLAIN)
     assert built.edit.document_changes is None
     files = {uri("a.py"): "1\n"}
     apply_workspace_edit(built.edit, files, "utf-16")
     assert files == {uri("a.py"): "2\n"}
-    assert [(d.path.name, d.content) for d in built.disk] == [("n.txt", b"new\n"), ("a.bin", b"\xff\x00")]
+    assert [(d.path.name, d.content) for d in built.disk] == [
+        ("n.txt", b"new\n"),
+        ("a.bin", b"\xff\x00"),
+    ]
 
 
 def test_conflict_markers_only_when_asked():
     current = {"a.py": b"mine\n"}
-    plan = FileMerge("a.py", "conflict", b"<<<<<<< current\nmine\n=======\ntheirs\n>>>>>>> agent\n",
-                     [ConflictRegion(0, 1)])
+    plan = FileMerge(
+        "a.py",
+        "conflict",
+        b"<<<<<<< current\nmine\n=======\ntheirs\n>>>>>>> agent\n",
+        [ConflictRegion(0, 1)],
+    )
     assert build([plan], ROOT, {}, current, NVIM).empty
     built = build([plan], ROOT, {}, current, NVIM, conflict_markers=True)
     files = {uri("a.py"): "mine\n"}
@@ -153,8 +164,13 @@ def test_conflict_markers_only_when_asked():
 
 def test_edits_are_against_the_open_buffer_not_the_disk():
     docs = {"a.py": OpenDoc(uri("a.py"), "buffer\nline\n", 3)}
-    built = build([FileMerge("a.py", "write", b"buffer\nLINE\n", [])], ROOT, docs,
-                  {"a.py": b"buffer\nline\n"}, VSCODE)
+    built = build(
+        [FileMerge("a.py", "write", b"buffer\nLINE\n", [])],
+        ROOT,
+        docs,
+        {"a.py": b"buffer\nline\n"},
+        VSCODE,
+    )
     files = {uri("a.py"): "buffer\nline\n"}
     apply_workspace_edit(built.edit, files, "utf-16")
     assert files[uri("a.py")] == "buffer\nLINE\n"

@@ -22,20 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from handoff.agent import sandbox
 from handoff.agent.backends import model as model_mod
 from handoff.agent.config import Config
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
-from tests.conftest import git
 from handoff.offline_model import ScriptedModel
+
+from tests.conftest import git
 from tests.test_faults import assert_untouched, dev_state, no_session_leftovers
 
 API_KEY = "sk-escape-" + "7" * 24
-OTHER_SECRETS = {"OPENAI_API_KEY": "sk-openai-escape-secret", "GITHUB_TOKEN": "ghp_escapeSecretToken",
-                 "AWS_SECRET_ACCESS_KEY": "aws-escape-secret-value"}
-GIT_TOKEN = "Z2l0LWNyZWRlbnRpYWwtdG9rZW4"  # in the developer's .git/config, as CI checkouts leave it
+OTHER_SECRETS = {
+    "OPENAI_API_KEY": "sk-openai-escape-secret",
+    "GITHUB_TOKEN": "ghp_escapeSecretToken",
+    "AWS_SECRET_ACCESS_KEY": "aws-escape-secret-value",
+}
+GIT_TOKEN = (
+    "Z2l0LWNyZWRlbnRpYWwtdG9rZW4"  # in the developer's .git/config, as CI checkouts leave it
+)
 PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY----- escape-test"
 SENTINEL_SECRET = "sentinel secret content"
 
@@ -55,8 +60,11 @@ def refused(result: str) -> bool:
 
 
 def failed(result: str) -> bool:
-    return result.startswith("exit code: ") and not result.startswith("exit code: 0\n") \
+    return (
+        result.startswith("exit code: ")
+        and not result.startswith("exit code: 0\n")
         and result != "exit code: 0"
+    )
 
 
 def contained(result: str) -> bool:
@@ -114,7 +122,9 @@ def snapshot(folder: Path, skip: Callable[[str], bool] = lambda rel: False) -> d
                 out[rel] = ("file", st.st_mode, st.st_nlink, Path(path).read_bytes())
             else:
                 out[rel] = ("dir", st.st_mode)
-        dirnames[:] = [d for d in dirnames if not skip(os.path.relpath(os.path.join(dirpath, d), folder))]
+        dirnames[:] = [
+            d for d in dirnames if not skip(os.path.relpath(os.path.join(dirpath, d), folder))
+        ]
     return out
 
 
@@ -122,15 +132,23 @@ def handoff_owned(rel: str) -> bool:
     """Paths under the developer's .git that Handoff itself writes (its session's objects,
     refs, branch and worktree admin folder)."""
     parts = rel.split(os.sep)
-    return parts[0] == ".git" and len(parts) > 1 and (
-        parts[1] in ("objects", "worktrees", "logs")
-        or rel.startswith(os.path.join(".git", "refs", "handoff"))
-        or rel.startswith(os.path.join(".git", "refs", "heads", "handoff")))
+    return (
+        parts[0] == ".git"
+        and len(parts) > 1
+        and (
+            parts[1] in ("objects", "worktrees", "logs")
+            or rel.startswith(os.path.join(".git", "refs", "handoff"))
+            or rel.startswith(os.path.join(".git", "refs", "heads", "handoff"))
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", kinds() or ["no sandbox here"])
 async def test_escape_attempts_are_refused(
-    kind: str, tmp_path: Path, visible_dir: Path, litellm_ready: None,
+    kind: str,
+    tmp_path: Path,
+    visible_dir: Path,
+    litellm_ready: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if kind == "no sandbox here":
@@ -151,7 +169,12 @@ async def test_escape_attempts_are_refused(
     sentinel.mkdir()
     (sentinel / "secret.txt").write_text(SENTINEL_SECRET + "\n")
     (visible_dir / "secret.txt").write_text(SENTINEL_SECRET + "\n")
-    git(repo, "config", "http.https://example.invalid/.extraheader", f"AUTHORIZATION: basic {GIT_TOKEN}")
+    git(
+        repo,
+        "config",
+        "http.https://example.invalid/.extraheader",
+        f"AUTHORIZATION: basic {GIT_TOKEN}",
+    )
     (repo / "links").mkdir()
     (repo / "links" / "sentinel").symlink_to(sentinel)
     (repo / "links" / "secret.txt").symlink_to(sentinel / "secret.txt")
@@ -207,12 +230,14 @@ async def test_escape_attempts_are_refused(
         "mount -o remount,rw /",
     ]
     shell = [(c, failed) for c in commands] + [
-        ("env; echo \"[$HANDOFF_API_KEY][$OPENAI_API_KEY][$GITHUB_TOKEN]\"",
-         lambda r: "[][][]" in r),
+        ('env; echo "[$HANDOFF_API_KEY][$OPENAI_API_KEY][$GITHUB_TOKEN]"', lambda r: "[][][]" in r),
         (f"cat {gitdir}/../../config", lambda r: "extraheader" not in r.lower()),
         (f"echo persist > /tmp/{tag}", contained),
-        (f"ln -s {sentinel} escape_link; ln -s /dev/zero zero; mkfifo fifo; ln -s ../.. up; "
-         "ln -s / rootlink; echo made", lambda r: r.endswith("made")),
+        (
+            f"ln -s {sentinel} escape_link; ln -s /dev/zero zero; mkfifo fifo; ln -s ../.. up; "
+            "ln -s / rootlink; echo made",
+            lambda r: r.endswith("made"),
+        ),
         (f"echo 'gitdir: {repo / '.git'}' > .git", failed_or_put_back),
         ("rm -f .git", failed_or_put_back),
         ("kill -9 -1", contained),  # everything the sandbox can signal: only itself
@@ -224,8 +249,11 @@ async def test_escape_attempts_are_refused(
         ("read_file", {"path": "up/README.md"}, refused),
         ("read_file", {"path": "rootlink/etc/hostname"}, refused),
         ("run_command", {"command": f"cat /tmp/{tag}"}, failed),
-        ("run_command", {"command": "git status --short >/dev/null; echo still here"},
-         lambda r: r.endswith("still here")),
+        (
+            "run_command",
+            {"command": "git status --short >/dev/null; echo still here"},
+            lambda r: r.endswith("still here"),
+        ),
     ]
     batches = [files, [("run_command", {"command": c}, check) for c, check in shell], after]
     attempts = [a for batch in batches for a in batch]
@@ -233,7 +261,9 @@ async def test_escape_attempts_are_refused(
 
     before = dev_state(repo)
     outside_before = {
-        "repo": snapshot(repo, handoff_owned), "home": snapshot(home, lambda rel: rel.startswith(".local")), "sentinel": snapshot(sentinel),
+        "repo": snapshot(repo, handoff_owned),
+        "home": snapshot(home, lambda rel: rel.startswith(".local")),
+        "sentinel": snapshot(sentinel),
         "visible": snapshot(visible_dir, lambda rel: rel.startswith("project")),
     }
     try:
@@ -241,8 +271,16 @@ async def test_escape_attempts_are_refused(
             for batch in batches:
                 model.tool_calls([(name, args) for name, args, _ in batch])
             model.tool_call("finish", {"summary": "tried everything"})
-            mgr = SessionManager(repo, Config(model="openai/scripted-model", apiBase=model.url,
-                                              apiKey=API_KEY, maxSteps=20, timeoutS=120))
+            mgr = SessionManager(
+                repo,
+                Config(
+                    model="openai/scripted-model",
+                    apiBase=model.url,
+                    apiKey=API_KEY,
+                    maxSteps=20,
+                    timeoutS=120,
+                ),
+            )
             mgr.load()
             s = await mgr.wait(mgr.delegate(DelegateRequest("get out", file="app.py")).id)
             assert s.state is State.READY, s.error
@@ -250,8 +288,11 @@ async def test_escape_attempts_are_refused(
             seen = model.requests[-1]["messages"]  # what the model got back, unredacted
         results = [m["content"] for m in seen if m["role"] == "tool"]
         assert len(results) == len(attempts) + 0
-        wrong = [(name, args, result) for (name, args, check), result in zip(attempts, results)
-                 if not check(result)]
+        wrong = [
+            (name, args, result)
+            for (name, args, check), result in zip(attempts, results)
+            if not check(result)
+        ]
         assert wrong == []
         if os.environ.get("ESCAPE_DEBUG"):
             for (name, args, _), result in zip(attempts, results):
@@ -264,7 +305,10 @@ async def test_escape_attempts_are_refused(
         # nothing changed outside the worktree
         assert snapshot(repo, handoff_owned) == outside_before["repo"]
         assert snapshot(sentinel) == outside_before["sentinel"]
-        assert snapshot(visible_dir, lambda rel: rel.startswith("project")) == outside_before["visible"]
+        assert (
+            snapshot(visible_dir, lambda rel: rel.startswith("project"))
+            == outside_before["visible"]
+        )
         assert not (Path("/tmp") / tag).exists()
         assert not (state_dir / "pwned").exists()
         assert snapshot(home, lambda rel: rel.startswith(".local")) == outside_before["home"]

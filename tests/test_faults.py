@@ -23,15 +23,15 @@ from typing import Any
 
 import anyio
 import pytest
-
 from handoff.agent.backends import builtin as builtin_mod
 from handoff.agent.backends import model as model_mod
 from handoff.agent.config import Config
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.session import State
+from handoff.offline_model import ScriptedModel, _Handler
+
 from tests.conftest import git
 from tests.support.agents import command_manager, processes_with, write_agent
-from handoff.offline_model import ScriptedModel, _Handler
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-fault-matrix-0123456789"
@@ -46,26 +46,44 @@ def dev_state(repo: Path) -> dict[str, Any]:
     head = git(repo, "rev-parse", "-q", "--verify", "HEAD", check=False).strip()
     return {
         "index": (dot / "index").read_bytes() if (dot / "index").exists() else None,
-        "status": git(repo, "--no-optional-locks", "-c", "core.fsmonitor=false", "status",
-                      "--porcelain=v2", "--branch", "--untracked-files=all"),
+        "status": git(
+            repo,
+            "--no-optional-locks",
+            "-c",
+            "core.fsmonitor=false",
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=all",
+        ),
         "stash": git(repo, "stash", "list"),
-        "heads": [line for line in git(repo, "for-each-ref", "refs/heads", "refs/tags").splitlines()
-                  if "refs/heads/handoff/" not in line],
+        "heads": [
+            line
+            for line in git(repo, "for-each-ref", "refs/heads", "refs/tags").splitlines()
+            if "refs/heads/handoff/" not in line
+        ],
         "head": (head, (dot / "HEAD").read_bytes()),
         "config": (dot / "config").read_bytes(),
         "hooks": sorted((p.name, p.read_bytes()) for p in (dot / "hooks").iterdir())
-        if (dot / "hooks").is_dir() else [],
+        if (dot / "hooks").is_dir()
+        else [],
         "files": files_of(repo),
     }
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): (os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
-            for p in sorted(folder.rglob("*"))
-            if (p.is_file() or p.is_symlink()) and ".git" not in p.relative_to(folder).parts}
+    return {
+        p.relative_to(folder).as_posix(): (
+            os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+        )
+        for p in sorted(folder.rglob("*"))
+        if (p.is_file() or p.is_symlink()) and ".git" not in p.relative_to(folder).parts
+    }
 
 
-def assert_untouched(repo: Path, before: dict[str, Any], applied: dict[str, bytes | None] | None = None) -> None:
+def assert_untouched(
+    repo: Path, before: dict[str, Any], applied: dict[str, bytes | None] | None = None
+) -> None:
     """The developer's state equals ``before``, except the files of ``applied`` (None: deleted)."""
     after = dev_state(repo)
     files = dict(before["files"])
@@ -104,7 +122,9 @@ class FaultyModel(ScriptedModel):
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         return self
 
@@ -171,40 +191,102 @@ def finish(summary: str) -> dict[str, Any]:
 
 # -- model faults -------------------------------------------------------------------------
 
-CONTEXT_EXCEEDED = {"error": {
-    "message": "This model's maximum context length is 128000 tokens. However, your messages "
-               "resulted in 412345 tokens. Please reduce the length of the messages.",
-    "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+CONTEXT_EXCEEDED = {
+    "error": {
+        "message": "This model's maximum context length is 128000 tokens. However, your messages "
+        "resulted in 412345 tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
 
 MODEL_FAULTS = {
     # name: (script, config, end state, message part, requests made)
-    "429 retried": ([{"status": 429, "headers": {"Retry-After": "0"}}, finish("ok after 429")],
-                    {}, State.READY, "ok after 429", 2),
+    "429 retried": (
+        [{"status": 429, "headers": {"Retry-After": "0"}}, finish("ok after 429")],
+        {},
+        State.READY,
+        "ok after 429",
+        2,
+    ),
     "500 retried": ([{"status": 500}, finish("ok after 500")], {}, State.READY, "ok after 500", 2),
-    "500 for good": ([{"status": 500}] * 4, {}, State.FAILED,
-                     "the model is unavailable after 4 attempts", 4),
-    "request timeout retried": ([{"hang": 5}, finish("ok after a timeout")], {}, State.READY,
-                                "ok after a timeout", 2),
-    "model hangs for good": ([{"hang": 30}] * 6, {"timeoutS": 2.5}, State.FAILED,
-                             "time limit reached (timeoutS = 2.5)", None),
-    "endless stream": ([{"endless": True}], {"timeoutS": 2.0}, State.FAILED,
-                       "time limit reached (timeoutS = 2)", 1),
-    "context exceeded": ([{"status": 400, "body": CONTEXT_EXCEEDED}], {}, State.FAILED,
-                         "no longer fits the model's context window", 1),
-    "malformed arguments": ([{"tool_calls": [{"name": "write_file", "arguments": '{"path": "a.txt", '}]},
-                             {"tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "ok\n"}}]},
-                             finish("recovered")], {}, State.READY, "recovered", 3),
-    "unknown tool": ([{"tool_calls": [{"name": "rm_rf", "arguments": {"path": "/"}}]}, finish("recovered")],
-                     {}, State.READY, "recovered", 2),
+    "500 for good": (
+        [{"status": 500}] * 4,
+        {},
+        State.FAILED,
+        "the model is unavailable after 4 attempts",
+        4,
+    ),
+    "request timeout retried": (
+        [{"hang": 5}, finish("ok after a timeout")],
+        {},
+        State.READY,
+        "ok after a timeout",
+        2,
+    ),
+    "model hangs for good": (
+        [{"hang": 30}] * 6,
+        {"timeoutS": 2.5},
+        State.FAILED,
+        "time limit reached (timeoutS = 2.5)",
+        None,
+    ),
+    "endless stream": (
+        [{"endless": True}],
+        {"timeoutS": 2.0},
+        State.FAILED,
+        "time limit reached (timeoutS = 2)",
+        1,
+    ),
+    "context exceeded": (
+        [{"status": 400, "body": CONTEXT_EXCEEDED}],
+        {},
+        State.FAILED,
+        "no longer fits the model's context window",
+        1,
+    ),
+    "malformed arguments": (
+        [
+            {"tool_calls": [{"name": "write_file", "arguments": '{"path": "a.txt", '}]},
+            {
+                "tool_calls": [
+                    {"name": "write_file", "arguments": {"path": "a.txt", "content": "ok\n"}}
+                ]
+            },
+            finish("recovered"),
+        ],
+        {},
+        State.READY,
+        "recovered",
+        3,
+    ),
+    "unknown tool": (
+        [{"tool_calls": [{"name": "rm_rf", "arguments": {"path": "/"}}]}, finish("recovered")],
+        {},
+        State.READY,
+        "recovered",
+        2,
+    ),
     "empty replies": ([{"content": ""}] * 3, {}, State.FAILED, "unusable output", 3),
-    "garbage for good": ([{"tool_calls": [{"name": "write_file", "arguments": "{{{"}]},
-                          {"tool_calls": [{"name": "nope", "arguments": {}}]}, {"content": None}],
-                         {}, State.FAILED, "unusable output", 3),
+    "garbage for good": (
+        [
+            {"tool_calls": [{"name": "write_file", "arguments": "{{{"}]},
+            {"tool_calls": [{"name": "nope", "arguments": {}}]},
+            {"content": None},
+        ],
+        {},
+        State.FAILED,
+        "unusable output",
+        3,
+    ),
 }
 
 
 @pytest.mark.parametrize("fault", list(MODEL_FAULTS))
-async def test_model_fault(fault: str, repo: Path, model: FaultyModel, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_model_fault(
+    fault: str, repo: Path, model: FaultyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     script, cfg, state, message, requests = MODEL_FAULTS[fault]
     monkeypatch.setattr(builtin_mod, "REQUEST_TIMEOUT_S", 1.0)  # our constant, not litellm's
     for item in script:
@@ -233,7 +315,9 @@ async def test_model_fault(fault: str, repo: Path, model: FaultyModel, monkeypat
     assert_untouched(repo, before)
 
 
-async def test_model_connection_refused(repo: Path, litellm_ready: None, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_model_connection_refused(
+    repo: Path, litellm_ready: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(model_mod, "BACKOFF_BASE_S", 0.01)
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -251,12 +335,16 @@ async def test_model_connection_refused(repo: Path, litellm_ready: None, monkeyp
 
 
 async def test_command_agent_killed_by_a_signal(repo: Path, tmp_path: Path) -> None:
-    argv = write_agent(tmp_path / "bin", "crash", """
+    argv = write_agent(
+        tmp_path / "bin",
+        "crash",
+        """
         pathlib.Path("half.txt").write_text("half")
         print("about to crash", file=sys.stderr, flush=True)
         import signal
         os.kill(os.getpid(), signal.SIGSEGV)
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"crash": argv}, "crash")
     before = dev_state(repo)
     s = await run(mgr)
@@ -271,11 +359,15 @@ async def test_command_agent_killed_by_a_signal(repo: Path, tmp_path: Path) -> N
 
 async def test_command_agent_hang_hits_the_time_limit(repo: Path, tmp_path: Path) -> None:
     mark = f"300.{os.getpid()}"
-    argv = write_agent(tmp_path / "bin", "hang", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "hang",
+        f"""
         import subprocess
         subprocess.Popen(["sleep", "{mark}"])
         time.sleep(300)
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"hang": argv}, "hang", timeoutS=1.5)
     before = dev_state(repo)
     started = time.monotonic()
@@ -290,14 +382,18 @@ async def test_command_agent_hang_hits_the_time_limit(repo: Path, tmp_path: Path
 
 
 async def test_command_agent_huge_output_is_capped(repo: Path, tmp_path: Path) -> None:
-    argv = write_agent(tmp_path / "bin", "loud", """
+    argv = write_agent(
+        tmp_path / "bin",
+        "loud",
+        """
         chunk = b"x" * (1 << 20)
         for _ in range(50):  # 50 MB on stdout, in one endless line
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.write(b"\\nwrote a lot\\n")
         sys.stderr.buffer.write(b"e" * (5 << 20))
         pathlib.Path("out.txt").write_text("done\\n")
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"loud": argv}, "loud")
     s = await run(mgr)
     assert s.state is State.READY, s.error
@@ -320,8 +416,12 @@ def small_disk(tmp_path: Path) -> Iterator[Any]:
     def make(name: str, size: str) -> Path:
         point = tmp_path / name
         point.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                               str(point)], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
         mounts.append(point)
@@ -344,7 +444,9 @@ def fill(folder: Path, leave: int) -> Path:
 
 def make_repo(root: Path) -> Path:
     git(root, "init", "-q", "-b", "main")
-    (root / "app.py").write_text("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n")
+    (root / "app.py").write_text(
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+    )
     (root / ".gitignore").write_text("filler.bin\n")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "initial")
@@ -353,8 +455,15 @@ def make_repo(root: Path) -> Path:
 
 def handoff_cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "handoff.agent.cli", *args], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 QUICK_AGENT = """
@@ -382,8 +491,9 @@ async def test_disk_full_during_snapshot(small_disk: Any, tmp_path: Path) -> Non
     assert_untouched(repo, before)
 
 
-async def test_disk_full_during_worktree_creation(small_disk: Any, repo: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_disk_full_during_worktree_creation(
+    small_disk: Any, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HANDOFF_STATE_DIR", str(small_disk("state", "256k")))
     (repo / "big.bin").write_bytes(os.urandom(400_000))
     git(repo, "add", "big.bin")
@@ -406,9 +516,14 @@ async def test_disk_full_during_worktree_creation(small_disk: Any, repo: Path, t
 
 async def test_disk_full_during_apply_changes_nothing(small_disk: Any, tmp_path: Path) -> None:
     repo = make_repo(small_disk("repo", "4m"))
-    argv = write_agent(tmp_path / "bin", "two", QUICK_AGENT + """
+    argv = write_agent(
+        tmp_path / "bin",
+        "two",
+        QUICK_AGENT
+        + """
     pathlib.Path("data.bin").write_bytes(os.urandom(400_000))
-""")
+""",
+    )
     mgr = command_manager(repo, {"two": argv}, "two")
     s = await run(mgr)
     assert s.state is State.READY, s.error
@@ -416,8 +531,10 @@ async def test_disk_full_during_apply_changes_nothing(small_disk: Any, tmp_path:
     before = dev_state(repo)
     with pytest.raises(SessionError) as info:
         mgr.apply_to_disk(s.id)
-    assert str(info.value) == (f"could not apply session {s.id}: writing data.bin failed "
-                               "(No space left on device); nothing was changed")
+    assert str(info.value) == (
+        f"could not apply session {s.id}: writing data.bin failed "
+        "(No space left on device); nothing was changed"
+    )
     assert_untouched(repo, before)  # app.py came first and is not half-applied either
     assert not list(repo.glob(".*.handoff-tmp"))
     assert mgr.get(s.id).state is State.READY  # still there to apply when the disk has room
@@ -509,7 +626,9 @@ async def wait_started(go: Path) -> None:
             await anyio.sleep(0.02)
 
 
-async def test_developer_commits_and_switches_branch_mid_session(repo: Path, tmp_path: Path) -> None:
+async def test_developer_commits_and_switches_branch_mid_session(
+    repo: Path, tmp_path: Path
+) -> None:
     go = tmp_path / "go"
     argv = write_agent(tmp_path / "bin", "waiting", WAITING_AGENT) + [str(go)]
     mgr = command_manager(repo, {"waiting": argv}, "waiting")
@@ -519,7 +638,9 @@ async def test_developer_commits_and_switches_branch_mid_session(repo: Path, tmp
     (repo / "README.md").write_text("# sample\n\nmore\n")
     git(repo, "commit", "-q", "-am", "docs")
     git(repo, "checkout", "-q", "-b", "feature")
-    (repo / "app.py").write_text((repo / "app.py").read_text().replace("def add(a, b):", "def add(a: int, b: int):"))
+    (repo / "app.py").write_text(
+        (repo / "app.py").read_text().replace("def add(a, b):", "def add(a: int, b: int):")
+    )
     git(repo, "commit", "-q", "-am", "typed add")
     (repo / "app.py").write_text("# uncommitted on feature\n" + (repo / "app.py").read_text())
     go.write_text("go")
@@ -527,10 +648,16 @@ async def test_developer_commits_and_switches_branch_mid_session(repo: Path, tmp
     assert s.state is State.READY, s.error
     before = dev_state(repo)
     report = mgr.apply_to_disk(s.id)
-    assert report.written == ["app.py"] and not report.conflicts, (report, s.filesChanged, mgr.diff(s.id))
+    assert report.written == ["app.py"] and not report.conflicts, (
+        report,
+        s.filesChanged,
+        mgr.diff(s.id),
+    )
     merged = (repo / "app.py").read_bytes()
-    assert merged == (b"# uncommitted on feature\ndef add(a: int, b: int):\n    return a + b\n\n\n"
-                      b"def sub(a, b):\n    return a - b  # agent\n")
+    assert merged == (
+        b"# uncommitted on feature\ndef add(a: int, b: int):\n    return a + b\n\n\n"
+        b"def sub(a, b):\n    return a - b  # agent\n"
+    )
     assert_untouched(repo, before, {"app.py": merged})
     assert git(repo, "symbolic-ref", "--short", "HEAD").strip() == "feature"
     no_session_leftovers(repo)
@@ -547,8 +674,10 @@ async def test_worktree_deleted_while_the_agent_runs(repo: Path, tmp_path: Path)
     go.write_text("go")
     s = await mgr.wait(s.id)
     assert s.state is State.FAILED
-    assert s.error == (f"the session's worktree {s.worktree} was deleted while the agent ran; there "
-                       "is no result to collect (discard the session to clean up)")
+    assert s.error == (
+        f"the session's worktree {s.worktree} was deleted while the agent ran; there "
+        "is no result to collect (discard the session to clean up)"
+    )
     with pytest.raises(SessionError, match="its worktree is gone, start a new session"):
         mgr.follow_up(s.id, "again")
     mgr.discard(s.id)
@@ -573,7 +702,9 @@ async def test_worktree_deleted_after_the_result(repo: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("how", ["deleted", "renamed"])
-async def test_target_file_deleted_or_renamed_before_apply(repo: Path, tmp_path: Path, how: str) -> None:
+async def test_target_file_deleted_or_renamed_before_apply(
+    repo: Path, tmp_path: Path, how: str
+) -> None:
     argv = write_agent(tmp_path / "bin", "quick", QUICK_AGENT)
     mgr = command_manager(repo, {"quick": argv}, "quick")
     s = await run(mgr)
@@ -598,30 +729,50 @@ async def test_target_file_deleted_or_renamed_before_apply(repo: Path, tmp_path:
     no_session_leftovers(repo)
 
 
-async def test_two_sessions_on_one_file_applied_one_after_the_other(repo: Path, tmp_path: Path) -> None:
-    add = write_agent(tmp_path / "bin", "add", """
+async def test_two_sessions_on_one_file_applied_one_after_the_other(
+    repo: Path, tmp_path: Path
+) -> None:
+    add = write_agent(
+        tmp_path / "bin",
+        "add",
+        """
         p = pathlib.Path("app.py")
         p.write_text(p.read_text().replace("return a + b", "return a + b  # first"))
         print("first")
-    """)
-    sub = write_agent(tmp_path / "bin", "sub", """
+    """,
+    )
+    sub = write_agent(
+        tmp_path / "bin",
+        "sub",
+        """
         p = pathlib.Path("app.py")
         p.write_text(p.read_text().replace("return a - b", "return a - b  # second"))
         print("second")
-    """)
-    same = write_agent(tmp_path / "bin", "same", """
+    """,
+    )
+    same = write_agent(
+        tmp_path / "bin",
+        "same",
+        """
         p = pathlib.Path("app.py")
         p.write_text(p.read_text().replace("return a + b", "return b + a"))
         print("third")
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"add": add, "sub": sub, "same": same}, "add")
-    one, two, three = await run(mgr, agent="add"), await run(mgr, agent="sub"), await run(mgr, agent="same")
+    one, two, three = (
+        await run(mgr, agent="add"),
+        await run(mgr, agent="sub"),
+        await run(mgr, agent="same"),
+    )
     before = dev_state(repo)
     assert not mgr.apply_to_disk(one.id).conflicts
     assert not mgr.apply_to_disk(two.id).conflicts
     text = (repo / "app.py").read_bytes()
-    assert text == (b"def add(a, b):\n    return a + b  # first\n\n\n"
-                    b"def sub(a, b):\n    return a - b  # second\n")
+    assert text == (
+        b"def add(a, b):\n    return a + b  # first\n\n\n"
+        b"def sub(a, b):\n    return a - b  # second\n"
+    )
     report = mgr.apply_to_disk(three.id)  # the same line as the first: a conflict, nothing written
     assert [fm.path for fm in report.conflicts] == ["app.py"]
     assert (repo / "app.py").read_bytes() == text
@@ -633,11 +784,15 @@ async def test_two_sessions_on_one_file_applied_one_after_the_other(repo: Path, 
 async def test_agent_replacing_the_worktree_link_is_caught(repo: Path, tmp_path: Path) -> None:
     """A command agent (unconfined by design) points the worktree's .git at the developer's
     repository: git must never run through it, or `add -A` would rewrite their index."""
-    argv = write_agent(tmp_path / "bin", "forger", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "forger",
+        f"""
         pathlib.Path("app.py").write_text("forged\\n")
-        pathlib.Path(".git").write_text("gitdir: {repo / '.git'}\\n")
+        pathlib.Path(".git").write_text("gitdir: {repo / ".git"}\\n")
         print("forged")
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"forger": argv}, "forger")
     before = dev_state(repo)
     s = await run(mgr)

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from handoff.agent import gitops
 from handoff.agent.gitops import FileChange
+
 from tests.conftest import git
 
 LONG = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(30))
@@ -17,8 +17,9 @@ PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(200))
 
 def worktree_paths(root: Path) -> list[Path]:
     out = git(root, "worktree", "list", "--porcelain")
-    return [Path(line[len("worktree "):]) for line in out.splitlines()
-            if line.startswith("worktree ")]
+    return [
+        Path(line[len("worktree ") :]) for line in out.splitlines() if line.startswith("worktree ")
+    ]
 
 
 def refs(root: Path, prefix: str = "") -> list[str]:
@@ -50,12 +51,16 @@ def test_head_on_a_branch(repo: Path) -> None:
 
 def test_agent_changes_are_found(richer: Path, tmp_path: Path) -> None:
     root = richer
-    (root / "app.py").write_text("# uncommitted work of the developer\n" + (root / "app.py").read_text())
+    (root / "app.py").write_text(
+        "# uncommitted work of the developer\n" + (root / "app.py").read_text()
+    )
     wt, base = start_session(root, tmp_path, "s1")
     assert (wt / "app.py").read_text().startswith("# uncommitted work")  # the snapshot, checked out
     assert gitops.head(root)[1] == "main"
 
-    (wt / "app.py").write_text((wt / "app.py").read_text() + "\n\ndef mul(a, b):\n    return a * b\n")
+    (wt / "app.py").write_text(
+        (wt / "app.py").read_text() + "\n\ndef mul(a, b):\n    return a * b\n"
+    )
     (wt / "README.md").unlink()
     (wt / "pkg").mkdir()
     (wt / "long_module.py").rename(wt / "pkg" / "renamed module.py")
@@ -66,15 +71,18 @@ def test_agent_changes_are_found(richer: Path, tmp_path: Path) -> None:
     assert git(wt, "rev-parse", "HEAD").strip() == result
     assert git(wt, "status", "--porcelain") == ""
     found = sorted(gitops.changes(root, base, result), key=lambda c: c.path)
-    assert found == sorted([
-        FileChange("app.py", "modified"),
-        FileChange("README.md", "deleted"),
-        FileChange("pkg/renamed module.py", "renamed", old_path="long_module.py"),
-        FileChange("logo.png", "modified", binary=True),
-        FileChange("ünïcødé new.txt", "added"),
-    ], key=lambda c: c.path)
+    assert found == sorted(
+        [
+            FileChange("app.py", "modified"),
+            FileChange("README.md", "deleted"),
+            FileChange("pkg/renamed module.py", "renamed", old_path="long_module.py"),
+            FileChange("logo.png", "modified", binary=True),
+            FileChange("ünïcødé new.txt", "added"),
+        ],
+        key=lambda c: c.path,
+    )
 
-    assert gitops.read_blob(root, result, "ünïcødé new.txt") == "added by the agent\n".encode()
+    assert gitops.read_blob(root, result, "ünïcødé new.txt") == b"added by the agent\n"
     assert gitops.read_blob(root, base, "logo.png") == PNG
     assert gitops.read_blob(root, result, "README.md") is None
     assert gitops.read_blob(root, base, "README.md") == b"# sample\n"
@@ -179,7 +187,10 @@ def test_gc_removes_leftovers_and_keeps_live_sessions(repo: Path, tmp_path: Path
     assert not dead_wt.exists()
     assert [p.resolve() for p in worktree_paths(repo)] == [repo.resolve(), keep_wt.resolve()]
     assert refs(repo, "refs/heads") == [
-        "refs/heads/feature", "refs/heads/handoff/live", "refs/heads/main"]
+        "refs/heads/feature",
+        "refs/heads/handoff/live",
+        "refs/heads/main",
+    ]
     assert refs(repo, "refs/handoff") == ["refs/handoff/live/base"]
     assert gitops.gc(repo, keep=lambda sid: sid == "live") == []
 
@@ -227,8 +238,13 @@ def test_read_blobs_matches_read_blob(repo: Path):
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "more")
     head = git(repo, "rev-parse", "HEAD").strip()
-    items = [(head, "app.py"), (head, "sp ace é.txt"), (head, "bin.dat"), (head, "nope.txt"),
-             (head + "~1", "bin.dat")]
+    items = [
+        (head, "app.py"),
+        (head, "sp ace é.txt"),
+        (head, "bin.dat"),
+        (head, "nope.txt"),
+        (head + "~1", "bin.dat"),
+    ]
     expected = [g.read_blob(repo, c, p) for c, p in items]
     assert expected[3] is None and expected[4] is None
     assert g.read_blobs(repo, items) == expected

@@ -13,8 +13,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from handoff.agent import config as config_mod
 from handoff.agent.backends import model as model_mod
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
-from tests.conftest import git
 from handoff.offline_model import ScriptedModel
+
+from tests.conftest import git
 from tests.support.agents import toml_agents, trust_repo
 from tests.test_faults import assert_untouched, dev_state
 
@@ -49,7 +49,7 @@ def leftover_processes(state_dir: Path) -> list[str]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
             cwd = os.readlink(entry / "cwd")
         except (OSError, ValueError):
             continue
@@ -59,8 +59,12 @@ def leftover_processes(state_dir: Path) -> list[str]:
 
 
 async def test_fifty_cycles_leave_nothing(repo: Path, state_dir: Path) -> None:
-    agent = ["sh", "-c", 'case "$HANDOFF_TASK" in slow*) sleep 60;; esac; '
-                         'echo "$HANDOFF_SESSION_ID" >> notes.txt; echo "noted $HANDOFF_TASK"']
+    agent = [
+        "sh",
+        "-c",
+        'case "$HANDOFF_TASK" in slow*) sleep 60;; esac; '
+        'echo "$HANDOFF_SESSION_ID" >> notes.txt; echo "noted $HANDOFF_TASK"',
+    ]
     (repo / ".handoff.toml").write_text(toml_agents({"note": agent}, "note", maxParallel=2))
     trust_repo(repo)
     git(repo, "add", ".handoff.toml")
@@ -76,7 +80,9 @@ async def test_fifty_cycles_leave_nothing(repo: Path, state_dir: Path) -> None:
             gc.collect()
             baseline = rss()
         kind = ("apply", "discard", "cancel-queued", "cancel-running")[i % 4]
-        s = mgr.delegate(DelegateRequest(("slow " if kind == "cancel-running" else "") + f"task {i}"))
+        s = mgr.delegate(
+            DelegateRequest(("slow " if kind == "cancel-running" else "") + f"task {i}")
+        )
         if kind == "cancel-queued":
             mgr.cancel(s.id)
         elif kind == "cancel-running":
@@ -107,7 +113,9 @@ async def test_fifty_cycles_leave_nothing(repo: Path, state_dir: Path) -> None:
         while leftover_processes(state_dir):
             await anyio.sleep(0.05)
     assert mgr.gc() == []  # nothing for gc to find either
-    assert growth < RSS_GROWTH_LIMIT, f"RSS grew by {growth / 2**20:.1f} MiB over {CYCLES - 10} cycles"
+    assert growth < RSS_GROWTH_LIMIT, (
+        f"RSS grew by {growth / 2**20:.1f} MiB over {CYCLES - 10} cycles"
+    )
 
 
 def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Path) -> None:
@@ -118,8 +126,13 @@ def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Pat
     (repo / ".handoff.toml").write_text(toml_agents({"hang": agent}, "hang"))
     trust_repo(repo)
     before = dev_state(repo)
-    proc = subprocess.Popen([sys.executable, "-m", "handoff.agent.cli", "run", "hang"], cwd=repo,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handoff.agent.cli", "run", "hang"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         for _ in range(600):
             if started.exists():
@@ -136,8 +149,13 @@ def test_gc_removes_what_a_crash_left(repo: Path, tmp_path: Path, state_dir: Pat
     assert leftover_processes(state_dir) != []  # the orphaned agent, still in its worktree
     for folder in state_dir.rglob("sessions"):
         shutil.rmtree(folder)
-    out = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "gc"], cwd=repo,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", "gc"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.startswith("removed 1 leftover session(s)")
     assert git(repo, "branch", "--list", "handoff/*") == ""
     assert git(repo, "for-each-ref", "refs/handoff/") == ""
@@ -172,23 +190,40 @@ def litellm_ready() -> None:
 
 
 async def test_the_api_key_is_never_written_down(
-    repo: Path, state_dir: Path, litellm_ready: None, monkeypatch: pytest.MonkeyPatch,
+    repo: Path,
+    state_dir: Path,
+    litellm_ready: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("HANDOFF_API_KEY", KEY)
     caplog.set_level(logging.DEBUG)
     with ScriptedModel() as model:
-        (repo / ".handoff.toml").write_text(f'model = "openai/scripted-model"\napiBase = "{model.url}"\n')
+        (repo / ".handoff.toml").write_text(
+            f'model = "openai/scripted-model"\napiBase = "{model.url}"\n'
+        )
         trust_repo(repo)
         cfg, _ = config_mod.load(repo)
         assert cfg.apiKey == KEY
         # a model that knows the key (it was sent to it) and repeats it everywhere it can
-        model.tool_call("run_command", {"command": f"echo {KEY}; echo \"env: [$HANDOFF_API_KEY]\""})
+        model.tool_call("run_command", {"command": f'echo {KEY}; echo "env: [$HANDOFF_API_KEY]"'})
         model.tool_call("write_file", {"path": "notes.md", "content": "no secret here\n"})
-        model.add({"content": f"thinking about {KEY}",
-                   "tool_calls": [{"name": "finish", "arguments": {"summary": f"done, key {KEY}"}}]})
-        model.status(401, {"error": {"message": f"Incorrect API key provided: {KEY}",
-                                     "type": "invalid_request_error", "code": "invalid_api_key"}})
+        model.add(
+            {
+                "content": f"thinking about {KEY}",
+                "tool_calls": [{"name": "finish", "arguments": {"summary": f"done, key {KEY}"}}],
+            }
+        )
+        model.status(
+            401,
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {KEY}",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+        )
         mgr = SessionManager(repo, cfg)
         mgr.load()
         s = await mgr.wait(mgr.delegate(DelegateRequest(f"use the key {KEY} wisely")).id)
@@ -210,16 +245,29 @@ async def test_the_api_key_is_never_written_down(
 def test_a_command_agent_echoing_the_key(repo: Path, state_dir: Path, tmp_path: Path) -> None:
     """The key passed on purpose (passEnv) and printed everywhere: the terminal, the records,
     the transcript and the log (-v) still never show it."""
-    agent = [sys.executable, "-c", (
-        "import os, sys; k = os.environ['HANDOFF_API_KEY']; print('key:', k); "
-        "print('stderr key:', k, file=sys.stderr); open('leak.txt', 'w').write('ok'); "
-        "print('summary with', k); sys.exit(3)")]
+    agent = [
+        sys.executable,
+        "-c",
+        (
+            "import os, sys; k = os.environ['HANDOFF_API_KEY']; print('key:', k); "
+            "print('stderr key:', k, file=sys.stderr); open('leak.txt', 'w').write('ok'); "
+            "print('summary with', k); sys.exit(3)"
+        ),
+    ]
     (repo / ".handoff.toml").write_text(
-        toml_agents({"echo": agent}, "echo") + 'passEnv = ["HANDOFF_API_KEY"]\n')
+        toml_agents({"echo": agent}, "echo") + 'passEnv = ["HANDOFF_API_KEY"]\n'
+    )
     trust_repo(repo)
     env = {**os.environ, "HANDOFF_API_KEY": KEY}
-    proc = subprocess.run([sys.executable, "-m", "handoff.agent.cli", "-v", "run", "print the key"],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", "-v", "run", "print the key"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "exited with code 3" in proc.stdout and "stderr key: ***" in proc.stdout
     assert KEY not in proc.stdout + proc.stderr

@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from handoff.agent import protocol
 from handoff.agent.client import DaemonClient, RemoteError, client_env
 from handoff.server.repos import NotInRepository, Repo, Repos
@@ -19,7 +18,9 @@ class FakeServer:
     pass
 
 
-def counting_lookups(monkeypatch, repos: Repos, *, fail: bool = False) -> tuple[list[Path], threading.Event]:
+def counting_lookups(
+    monkeypatch, repos: Repos, *, fail: bool = False
+) -> tuple[list[Path], threading.Event]:
     """The daemon's ``openRepo`` as this front asks for it, recorded, answered when released."""
     calls: list[Path] = []
     release = threading.Event()
@@ -60,7 +61,9 @@ async def test_concurrent_lookups_of_one_folder_share_one(repo: Path, monkeypatc
     assert len(calls) == 1
     assert (await repos.for_path(repo / "app.py")).root == repo and len(calls) == 1  # known now
     (repo / "pkg").mkdir()
-    assert (await repos.for_path(repo / "pkg", folder=True)).root == repo and len(calls) == 2  # another key
+    assert (await repos.for_path(repo / "pkg", folder=True)).root == repo and len(
+        calls
+    ) == 2  # another key
 
 
 async def test_a_failed_lookup_reaches_every_caller_and_is_not_kept(tmp_path: Path, monkeypatch):
@@ -70,8 +73,9 @@ async def test_a_failed_lookup_reaches_every_caller_and_is_not_kept(tmp_path: Pa
     await until(lambda: calls, "the lookup to start")
     release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    assert all(isinstance(r, NotInRepository) and "not inside a git repository" in str(r)
-               for r in results), results
+    assert all(
+        isinstance(r, NotInRepository) and "not inside a git repository" in str(r) for r in results
+    ), results
     assert len(calls) == 1
     with pytest.raises(NotInRepository):
         await repos.for_path(tmp_path / "again.py")
@@ -96,9 +100,11 @@ async def test_an_edit_is_seen_at_once_even_with_the_same_size_and_time(repo: Pa
     client = DaemonClient()
     await client.connect()
     try:
+
         async def max_steps() -> int:
-            result = await client.call(protocol.CONFIG, {"root": str(repo), "env": client_env(),
-                                                          "overrides": []})
+            result = await client.call(
+                protocol.CONFIG, {"root": str(repo), "env": client_env(), "overrides": []}
+            )
             return result["config"]["maxSteps"]
 
         toml = repo / ".handoff.toml"
@@ -108,8 +114,10 @@ async def test_an_edit_is_seen_at_once_even_with_the_same_size_and_time(repo: Pa
         toml.write_text("maxSteps = 4\n")  # same size; within the timestamps' granularity
         os.utime(toml, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
         assert await max_steps() == 4
-        result = await client.call(protocol.CONFIG, {"root": str(repo), "env": client_env(),
-                                                      "overrides": [["editor", {"maxSteps": 11}]]})
+        result = await client.call(
+            protocol.CONFIG,
+            {"root": str(repo), "env": client_env(), "overrides": [["editor", {"maxSteps": 11}]]},
+        )
         assert result["config"]["maxSteps"] == 11  # the editor's settings win
     finally:
         await client.close()

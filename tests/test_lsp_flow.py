@@ -17,11 +17,18 @@ async def test_selection_to_applied_edit(editor, agent, repo: Path):
     buffer = APP.replace("def sub", "# Document what sub returns.\ndef sub")
     agent.configure(
         runs=[[["replace", "app.py", "    return a - b", '    """a minus b"""\n    return a - b']]],
-        read=["app.py"], wait=True, summary="documented sub")
+        read=["app.py"],
+        wait=True,
+        summary="documented sub",
+    )
     uri = editor.open(repo / "app.py", buffer)
 
-    lint = types.Diagnostic(range=rng(6, 4, 6, 16), message="'b' is possibly unbound",
-                            severity=types.DiagnosticSeverity.Error, source="pyright")
+    lint = types.Diagnostic(
+        range=rng(6, 4, 6, 16),
+        message="'b' is possibly unbound",
+        severity=types.DiagnosticSeverity.Error,
+        source="pyright",
+    )
     actions = await editor.code_actions(uri, rng(5, 0, 7, 0), [lint])
     action = titled(actions, "Delegate to background agent")
     assert action.command.command == "handoff.delegate"
@@ -29,20 +36,26 @@ async def test_selection_to_applied_edit(editor, agent, repo: Path):
 
     running = await editor.wait_state(sid, "running")
     assert running["uri"] == uri and running["title"] == "Document what sub returns."
-    diag = await editor.wait_diagnostic(uri, lambda d: d.data["state"] == "running", "running diagnostic")
+    diag = await editor.wait_diagnostic(
+        uri, lambda d: d.data["state"] == "running", "running diagnostic"
+    )
     assert diag.severity == types.DiagnosticSeverity.Information and diag.range.start.line == 5
     await editor.wait_for(lambda: agent.started(sid), "the agent to start")
     [run] = agent.runs(sid)
     assert run["seen"]["app.py"] == buffer  # the unsaved buffer, not the disk
     assert run["task"] == "Document what sub returns."
-    assert "line 7: error: [pyright] 'b' is possibly unbound" in run["brief"]  # what the editor showed
+    assert (
+        "line 7: error: [pyright] 'b' is possibly unbound" in run["brief"]
+    )  # what the editor showed
 
     agent.release(sid)
     ready = await editor.wait_state(sid, "ready")
     assert ready["summary"] == "documented sub"
     assert ready["filesChanged"] == [(Path(ready["repoRoot"]) / "app.py").as_uri()]
-    assert "queued" not in editor.states(sid)[editor.states(sid).index("running"):]
-    diag = await editor.wait_diagnostic(uri, lambda d: d.data["state"] == "ready", "ready diagnostic")
+    assert "queued" not in editor.states(sid)[editor.states(sid).index("running") :]
+    diag = await editor.wait_diagnostic(
+        uri, lambda d: d.data["state"] == "ready", "ready diagnostic"
+    )
     assert diag.severity == types.DiagnosticSeverity.Information
     assert "app.py" in diag.message and "documented sub" in diag.message
 
@@ -52,7 +65,9 @@ async def test_selection_to_applied_edit(editor, agent, repo: Path):
         assert any(t.startswith(f"Handoff: {label}") for t in titles), titles
     result = await editor.run(titled(actions, "Handoff: Apply"))
     assert result == {"applied": True, "conflicts": 0}
-    assert editor.text(uri) == buffer.replace("    return a - b", '    """a minus b"""\n    return a - b')
+    assert editor.text(uri) == buffer.replace(
+        "    return a - b", '    """a minus b"""\n    return a - b'
+    )
     assert (repo / "app.py").read_text() == APP  # the client applied it to the buffer, unsaved
 
     applied = await editor.wait_state(sid, "applied")
@@ -63,7 +78,9 @@ async def test_selection_to_applied_edit(editor, agent, repo: Path):
     edit = editor.edits[-1]
     change = edit.document_changes[0]
     assert change.text_document.version == 1  # versioned against the open buffer
-    assert len(change.edits) == 1 and change.edits[0].range.start.line == 6  # minimal, not whole-file
+    assert (
+        len(change.edits) == 1 and change.edits[0].range.start.line == 6
+    )  # minimal, not whole-file
     if editor.caps == "visual_studio_code":
         assert all(isinstance(e, types.AnnotatedTextEdit) for e in change.edits)
         assert edit.change_annotations[change.edits[0].annotation_id].needs_confirmation
@@ -73,13 +90,16 @@ async def test_selection_to_applied_edit(editor, agent, repo: Path):
 async def test_todo_code_actions(editor, agent, repo: Path):
     agent.configure(runs=[[["replace", "app.py", "return a - b", "return abs(a - b)"]]])
     text = APP.replace("def sub", "# TODO: return the absolute difference\ndef sub").replace(
-        "def add", "// not python, still a comment\n# FIXME(bob): overflow?\ndef add")
+        "def add", "// not python, still a comment\n# FIXME(bob): overflow?\ndef add"
+    )
     (repo / "app.py").write_text(text)
     uri = editor.open(repo / "app.py")
     lines = text.splitlines()
     todo_line = lines.index("# TODO: return the absolute difference")
 
-    actions = await editor.code_actions(uri, rng(todo_line, 3, todo_line, 3))  # a cursor, no selection
+    actions = await editor.code_actions(
+        uri, rng(todo_line, 3, todo_line, 3)
+    )  # a cursor, no selection
     assert not any(a.title == "Delegate to background agent" for a in actions)
     action = titled(actions, "Delegate TODO to background agent: return the absolute difference")
     sid = (await editor.run(action))["sessionId"]
@@ -123,9 +143,16 @@ async def test_todo_agent_on_save_starts_one_session(editor, agent, repo: Path):
 async def test_refused_edit_is_merged_again_against_the_new_text(editor, agent, repo: Path):
     agent.configure(runs=[[["replace", "app.py", "return a - b", "return a - b  # agent"]]])
     uri = editor.open(repo / "app.py")
-    sid = (await editor.command("handoff.delegate", {
-        "uri": uri, "range": {"start": {"line": 4, "character": 0}, "end": {"line": 6, "character": 0}},
-        "instruction": "mark the subtraction"}))["sessionId"]
+    sid = (
+        await editor.command(
+            "handoff.delegate",
+            {
+                "uri": uri,
+                "range": {"start": {"line": 4, "character": 0}, "end": {"line": 6, "character": 0}},
+                "instruction": "mark the subtraction",
+            },
+        )
+    )["sessionId"]
     await editor.wait_state(sid, "ready")
     typed = APP.replace("def add", "import math\n\n\ndef add")
 
@@ -143,12 +170,26 @@ async def test_refused_edit_is_merged_again_against_the_new_text(editor, agent, 
 
 async def test_created_deleted_and_renamed_files(editor, agent, repo: Path):
     (repo / "notes.txt").write_text("keep\nthese\nnotes\n")
-    agent.configure(runs=[[["write", "pkg/mul.py", "def mul(a, b):\n    return a * b\n"],
-                           ["delete", "README.md"], ["rename", "notes.txt", "docs/notes.txt"]]])
+    agent.configure(
+        runs=[
+            [
+                ["write", "pkg/mul.py", "def mul(a, b):\n    return a * b\n"],
+                ["delete", "README.md"],
+                ["rename", "notes.txt", "docs/notes.txt"],
+            ]
+        ]
+    )
     uri = editor.open(repo / "app.py")
-    sid = (await editor.command("handoff.delegate", {
-        "uri": uri, "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}},
-        "instruction": "add mul, drop the readme, move the notes"}))["sessionId"]
+    sid = (
+        await editor.command(
+            "handoff.delegate",
+            {
+                "uri": uri,
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}},
+                "instruction": "add mul, drop the readme, move the notes",
+            },
+        )
+    )["sessionId"]
     ready = await editor.wait_state(sid, "ready")
     assert len(ready["filesChanged"]) == 3
 
@@ -159,7 +200,7 @@ async def test_created_deleted_and_renamed_files(editor, agent, repo: Path):
 
     assert (await editor.command("handoff.show", {"sessionId": sid})) == {}
     shown = editor.client.shown_documents[-1]
-    report = Path(shown.uri[len("file://"):]).read_text()
+    report = Path(shown.uri[len("file://") :]).read_text()
     assert "pkg/mul.py" in report and "add mul, drop the readme" in report
 
     assert (await editor.command("handoff.apply", {"sessionId": sid}))["applied"] is True

@@ -19,9 +19,11 @@ HELIX_LIKE = types.ClientCapabilities(
         apply_edit=True,
         workspace_edit=types.WorkspaceEditClientCapabilities(
             document_changes=True,
-            resource_operations=[types.ResourceOperationKind.Create,
-                                 types.ResourceOperationKind.Rename,
-                                 types.ResourceOperationKind.Delete],
+            resource_operations=[
+                types.ResourceOperationKind.Create,
+                types.ResourceOperationKind.Rename,
+                types.ResourceOperationKind.Delete,
+            ],
         ),
         workspace_folders=True,
         configuration=False,
@@ -29,22 +31,37 @@ HELIX_LIKE = types.ClientCapabilities(
     text_document=types.TextDocumentClientCapabilities(
         code_action=types.CodeActionClientCapabilities(
             code_action_literal_support=types.ClientCodeActionLiteralOptions(
-                code_action_kind=types.ClientCodeActionKindOptions(value_set=[
-                    "", "quickfix", "refactor", "refactor.extract", "refactor.inline",
-                    "refactor.rewrite", "source", "source.organizeImports"])),
+                code_action_kind=types.ClientCodeActionKindOptions(
+                    value_set=[
+                        "",
+                        "quickfix",
+                        "refactor",
+                        "refactor.extract",
+                        "refactor.inline",
+                        "refactor.rewrite",
+                        "source",
+                        "source.organizeImports",
+                    ]
+                )
+            ),
             data_support=True,
         ),
         publish_diagnostics=types.PublishDiagnosticsClientCapabilities(
-            related_information=True, data_support=True),
+            related_information=True, data_support=True
+        ),
     ),
     window=types.WindowClientCapabilities(work_done_progress=False),
 )
 
 
-async def test_helix_like_client_reaches_applied_result_through_code_actions(repo: Path, tmp_path: Path):
+async def test_helix_like_client_reaches_applied_result_through_code_actions(
+    repo: Path, tmp_path: Path
+):
     agent = Agent(repo, tmp_path / "agent")
-    agent.configure(runs=[[["replace", "app.py", "    return a - b", "    return a - b  # checked"]]],
-                    summary="checked sub")
+    agent.configure(
+        runs=[[["replace", "app.py", "    return a - b", "    return a - b  # checked"]]],
+        summary="checked sub",
+    )
     editor = await Editor.start(HELIX_LIKE, repo)
     try:
         # Helix has no input prompt for commands: the comment is the task
@@ -53,7 +70,9 @@ async def test_helix_like_client_reaches_applied_result_through_code_actions(rep
         actions = await editor.code_actions(uri, rng(5, 0, 7, 0))
         await editor.run(titled(actions, "Delegate to background agent"))
 
-        ready = await editor.wait_diagnostic(uri, lambda d: d.data["state"] == "ready", "ready diagnostic")
+        ready = await editor.wait_diagnostic(
+            uri, lambda d: d.data["state"] == "ready", "ready diagnostic"
+        )
         assert "checked sub" in ready.message and "app.py" in ready.message
         assert editor.lists == []  # no custom notification was handled
         assert editor.client.progress_reports == {}  # no work-done progress either

@@ -42,10 +42,17 @@ async def test_fifty_cycles_leave_nothing_behind(agent, repo: Path):
         applied = 0
         for cycle in range(CYCLES):
             if cycle == WARMUP:
-                await editor.wait_for(lambda: not descendants(pid), "the warm-up's processes to end")
+                await editor.wait_for(
+                    lambda: not descendants(pid), "the warm-up's processes to end"
+                )
                 rss_before, fds_before = rss_kib(pid), open_fds(pid)
-            sid = (await command(editor, "handoff.delegate", {
-                "uri": uri, "range": WHOLE, "instruction": f"cycle {cycle}"}))["sessionId"]
+            sid = (
+                await command(
+                    editor,
+                    "handoff.delegate",
+                    {"uri": uri, "range": WHOLE, "instruction": f"cycle {cycle}"},
+                )
+            )["sessionId"]
             kind = ("apply", "discard", "cancel")[cycle % 3]
             if kind == "cancel":
                 await editor.wait_for(lambda: agent.started(sid), "the agent to start")
@@ -57,7 +64,9 @@ async def test_fifty_cycles_leave_nothing_behind(agent, repo: Path):
                 await editor.wait_state(sid, "ready")
                 if kind == "apply":
                     assert await command(editor, "handoff.apply", {"sessionId": sid}) == {
-                        "applied": True, "conflicts": 0}
+                        "applied": True,
+                        "conflicts": 0,
+                    }
                     applied += 1
                 else:
                     assert await command(editor, "handoff.discard", {"sessionId": sid}) == {}
@@ -72,9 +81,13 @@ async def test_fifty_cycles_leave_nothing_behind(agent, repo: Path):
         assert git_leftovers(repo) == ([], [], [])
         assert not any(w.exists() for w in worktrees)
         assert not any(next(iter(worktrees)).parent.iterdir()), "a worktree folder is left"
-        await editor.wait_for(lambda: not descendants(pid), "the server's child processes to end", timeout=10)
+        await editor.wait_for(
+            lambda: not descendants(pid), "the server's child processes to end", timeout=10
+        )
         grown = rss_kib(pid) - rss_before
-        assert grown < RSS_GROWTH_KIB, f"the server grew by {grown} KiB over {CYCLES - WARMUP} cycles"
+        assert grown < RSS_GROWTH_KIB, (
+            f"the server grew by {grown} KiB over {CYCLES - WARMUP} cycles"
+        )
         assert open_fds(pid) - fds_before <= FD_GROWTH, (fds_before, os.listdir(f"/proc/{pid}/fd"))
         assert elapsed < 120, f"{CYCLES} cycles took {elapsed:.0f} s"
     finally:

@@ -23,8 +23,11 @@ def alive(pid: int) -> bool:
 
 
 async def delegate(editor: Editor, uri: str, instruction: str) -> str:
-    return (await editor.command("handoff.delegate",
-                                 {"uri": uri, "range": WHOLE, "instruction": instruction}))["sessionId"]
+    return (
+        await editor.command(
+            "handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": instruction}
+        )
+    )["sessionId"]
 
 
 async def test_cancel_through_the_command(editor, agent, repo: Path):
@@ -55,8 +58,12 @@ async def test_cancel_through_the_progress(editor, agent, repo: Path):
 
     def token():
         for tok, reports in progress.items():
-            if any(isinstance(r, types.WorkDoneProgressBegin) and r.title == "Handoff: wait for me"
-                   and r.cancellable for r in reports):
+            if any(
+                isinstance(r, types.WorkDoneProgressBegin)
+                and r.title == "Handoff: wait for me"
+                and r.cancellable
+                for r in reports
+            ):
                 return tok
         return None
 
@@ -64,21 +71,28 @@ async def test_cancel_through_the_progress(editor, agent, repo: Path):
     pid = agent.runs(sid)[0]["pid"]
     editor.client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=tok))
     await editor.wait_state(sid, "cancelled")
-    await editor.wait_for(lambda: any(isinstance(r, types.WorkDoneProgressEnd) for r in progress[tok]),
-                          "the progress to end")
+    await editor.wait_for(
+        lambda: any(isinstance(r, types.WorkDoneProgressEnd) for r in progress[tok]),
+        "the progress to end",
+    )
     assert not alive(pid)
 
 
 async def test_follow_up_continues_in_the_same_worktree(editor, agent, repo: Path):
-    agent.configure(read=["app.py"], runs=[
-        [["replace", "app.py", "return a + b", "return a + b  # first"]],
-        [["replace", "app.py", "return a - b", "return a - b  # second"]],
-        [],
-    ])
+    agent.configure(
+        read=["app.py"],
+        runs=[
+            [["replace", "app.py", "return a + b", "return a + b  # first"]],
+            [["replace", "app.py", "return a - b", "return a - b  # second"]],
+            [],
+        ],
+    )
     uri = editor.open(repo / "app.py")
     sid = await delegate(editor, uri, "first change")
     first = await editor.wait_state(sid, "ready")
-    result = await editor.command("handoff.followUp", {"sessionId": sid, "instruction": "also the other one"})
+    result = await editor.command(
+        "handoff.followUp", {"sessionId": sid, "instruction": "also the other one"}
+    )
     assert result == {"sessionId": sid}
     await editor.wait_for(lambda: editor.states(sid)[-1] != "ready", "the follow-up to start")
     second = await editor.wait_state(sid, "ready")
@@ -90,8 +104,11 @@ async def test_follow_up_continues_in_the_same_worktree(editor, agent, repo: Pat
 
     # From the code action, with no instruction: a comment at the origin says what next.
     editor.type(uri, "# Also check the types.\n" + APP)
-    diag = await editor.wait_diagnostic(uri, lambda d: d.data["state"] == "ready" and d.range.start.line == 1,
-                                        "the ready diagnostic, moved down")
+    diag = await editor.wait_diagnostic(
+        uri,
+        lambda d: d.data["state"] == "ready" and d.range.start.line == 1,
+        "the ready diagnostic, moved down",
+    )
     actions = await editor.code_actions(uri, diag.range, [diag])
     assert (await editor.run(titled(actions, "Handoff: Follow up on"))) == {"sessionId": sid}
     await editor.wait_for(lambda: len(agent.runs(sid)) == 3, "the third run")
@@ -100,12 +117,15 @@ async def test_follow_up_continues_in_the_same_worktree(editor, agent, repo: Pat
 
     assert (await editor.command("handoff.apply", {"sessionId": sid}))["applied"]
     assert editor.text(uri) == "# Also check the types.\n" + APP.replace(
-        "a + b", "a + b  # first").replace("a - b", "a - b  # second")
+        "a + b", "a + b  # first"
+    ).replace("a - b", "a - b  # second")
 
 
 async def test_auto_apply(caps, agent, repo: Path):
-    agent.configure(runs=[[["replace", "app.py", "return a - b", "return a - b  # auto"]]],
-                    extra_toml="autoApply = true")
+    agent.configure(
+        runs=[[["replace", "app.py", "return a - b", "return a - b  # auto"]]],
+        extra_toml="autoApply = true",
+    )
     editor = await Editor.start(caps, repo)
     try:
         uri = editor.open(repo / "app.py")
@@ -139,8 +159,12 @@ async def test_restart_lists_the_sessions_again(caps, agent, repo: Path):
         states = {s["id"]: s["state"] for s in sessions}
         assert states == {ready: "ready", applied: "applied", running: "running"}
         uri = (repo / "app.py").as_uri()
-        await editor.wait_for(lambda: {d.data["sessionId"] for d in editor.handoff_diagnostics(uri)}
-                              == {ready, running}, "the diagnostics of the sessions")
+        await editor.wait_for(
+            lambda: (
+                {d.data["sessionId"] for d in editor.handoff_diagnostics(uri)} == {ready, running}
+            ),
+            "the diagnostics of the sessions",
+        )
         agent.release(running)  # the one still running finishes under the new editor
         await editor.wait_state(running, "ready")
         assert len(agent.runs(running)) == 1

@@ -8,10 +8,11 @@ import os
 import threading
 from pathlib import Path
 
+from handoff.offline_model import ScriptedModel
+
 from tests.support.agents import trust_repo
 from tests.support.lsp_client import Editor
 from tests.support.lsp_fixtures import agent, caps, editor  # noqa: F401
-from handoff.offline_model import ScriptedModel
 
 WHOLE = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
 
@@ -22,17 +23,35 @@ async def test_the_list_shows_the_steps_of_a_running_session(caps, repo: Path):
         model.tool_call("read_file", {"path": "app.py"}).tool_call("finish", {"summary": "read it"})
         # The second request (after step 1) waits until the test has seen the list.
         model.on_request = lambda body: len(model.requests) == 2 and gate.wait(60)
-        editor = await Editor.start(caps, repo, env={
-            "HANDOFF_MODEL": "openai/scripted-model", "HANDOFF_API_BASE": model.url,
-            "HANDOFF_API_KEY": "sk-test-not-a-secret"})
+        editor = await Editor.start(
+            caps,
+            repo,
+            env={
+                "HANDOFF_MODEL": "openai/scripted-model",
+                "HANDOFF_API_BASE": model.url,
+                "HANDOFF_API_KEY": "sk-test-not-a-secret",
+            },
+        )
         try:
             uri = editor.open(repo / "app.py")
-            sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
-                                                             "instruction": "read app.py"}))["sessionId"]
+            sid = (
+                await editor.command(
+                    "handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "read app.py"}
+                )
+            )["sessionId"]
             running = await editor.wait_for(
-                lambda: next((s for items in editor.lists for s in items if s["id"] == sid
-                              and s["state"] == "running" and s["steps"] >= 1), None),
-                "the list to show step 1 of the running session", timeout=120)
+                lambda: next(
+                    (
+                        s
+                        for items in editor.lists
+                        for s in items
+                        if s["id"] == sid and s["state"] == "running" and s["steps"] >= 1
+                    ),
+                    None,
+                ),
+                "the list to show step 1 of the running session",
+                timeout=120,
+            )
             assert running["agent"] == "builtin"
             gate.set()
             ready = await editor.wait_state(sid, "ready", "failed", timeout=120)
@@ -48,14 +67,20 @@ async def test_a_configuration_edit_counts_for_the_next_delegation(editor, agent
     argv = json.dumps(agent.argv())
     agent.configure()
     text = f'agent = "aaaa"\n[agents.aaaa]\ncommand = {argv}\n[agents.bbbb]\ncommand = {argv}\n'
-    for trusted in (text.replace('agent = "aaaa"', 'agent = "bbbb"'), text):  # both, as a developer would
+    for trusted in (
+        text.replace('agent = "aaaa"', 'agent = "bbbb"'),
+        text,
+    ):  # both, as a developer would
         toml.write_text(trusted)
         trust_repo(repo)
     uri = editor.open(repo / "app.py")
 
     async def delegate() -> dict:
-        sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
-                                                         "instruction": "x"}))["sessionId"]
+        sid = (
+            await editor.command(
+                "handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"}
+            )
+        )["sessionId"]
         return await editor.wait_state(sid, "ready", "failed")
 
     assert (await delegate())["agent"] == "aaaa"

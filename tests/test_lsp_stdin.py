@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from handoff.server.cli import _PipeReader
 from lsprotocol import types
 
-from handoff.server.cli import _PipeReader
 from tests.support.lsp_fixtures import caps, editor  # noqa: F401
 from tests.support.lsp_raw import still_serving
 
@@ -26,25 +26,36 @@ def frame(message: dict) -> bytes:
 def messages(data: bytes) -> list[dict]:
     found = []
     for m in re.finditer(rb"Content-Length: (\d+)\r\n(?:Content-Type: [^\r\n]*\r\n)?\r\n", data):
-        found.append(json.loads(data[m.end():m.end() + int(m.group(1))]))
+        found.append(json.loads(data[m.end() : m.end() + int(m.group(1))]))
     return found
 
 
 def whole_session(repo: Path) -> bytes:
-    return b"".join(frame(m) for m in [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-         "params": {"processId": None, "rootUri": repo.as_uri(), "capabilities": {}}},
-        {"jsonrpc": "2.0", "method": "initialized", "params": {}},
-        {"jsonrpc": "2.0", "id": 2, "method": "shutdown"},
-        {"jsonrpc": "2.0", "method": "exit"},
-    ])
+    return b"".join(
+        frame(m)
+        for m in [
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {"processId": None, "rootUri": repo.as_uri(), "capabilities": {}},
+            },
+            {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+            {"jsonrpc": "2.0", "id": 2, "method": "shutdown"},
+            {"jsonrpc": "2.0", "method": "exit"},
+        ]
+    )
 
 
 def test_a_client_that_sends_everything_at_once(repo: Path):
     """shutdown and exit without waiting for answers, then end of input: the shutdown is still
     answered, and the server exits cleanly (no traceback of a handler cut short)."""
-    proc = subprocess.run([sys.executable, "-m", "handoff.server"], input=whole_session(repo),
-                          capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "handoff.server"],
+        input=whole_session(repo),
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     answers = {m.get("id"): m for m in messages(proc.stdout)}
     assert answers[2]["result"] is None
@@ -55,8 +66,9 @@ def test_stdin_is_a_regular_file(repo: Path, tmp_path: Path):
     script = tmp_path / "session.jsonrpc"
     script.write_bytes(whole_session(repo))
     with script.open("rb") as stdin:
-        proc = subprocess.run([sys.executable, "-m", "handoff.server"], stdin=stdin,
-                              capture_output=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "handoff.server"], stdin=stdin, capture_output=True, timeout=60
+        )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     answers = {m.get("id"): m for m in messages(proc.stdout)}
     assert answers[1]["result"]["serverInfo"]["name"] == "handoff-lsp", proc.stdout[:500]
@@ -65,8 +77,12 @@ def test_stdin_is_a_regular_file(repo: Path, tmp_path: Path):
 
 def test_stdin_is_dev_null():
     """A character device the event loop cannot watch: read in a thread, end of input at once."""
-    proc = subprocess.run([sys.executable, "-m", "handoff.server"], stdin=subprocess.DEVNULL,
-                          capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "handoff.server"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert proc.stdout == b""
 
@@ -111,8 +127,13 @@ async def test_a_five_megabyte_document_over_the_pipe(editor, repo: Path):
     big_uri = editor.open(big)
     uri = editor.open(repo / "app.py")
     await still_serving(editor, uri)
-    actions = await editor.code_actions(big_uri, types.Range(
-        start=types.Position(line=59_999, character=0), end=types.Position(line=59_999, character=5)))
+    actions = await editor.code_actions(
+        big_uri,
+        types.Range(
+            start=types.Position(line=59_999, character=0),
+            end=types.Position(line=59_999, character=5),
+        ),
+    )
     assert any(a.title == "Delegate to background agent" for a in actions), actions
     assert editor.check_stdout() >= 3
 
@@ -127,32 +148,76 @@ def test_an_editor_that_does_not_read_never_stops_the_server(repo: Path, tmp_pat
     (repo / ".handoff.toml").write_text(toml_agents({"mark": argv}, "mark"))
     trust_repo(repo)
     todos = repo / "todos.py"
-    todos.write_text("".join(f"# TODO(agent): item {i} of a long list that makes big answers\n"
-                             for i in range(300)))
+    todos.write_text(
+        "".join(
+            f"# TODO(agent): item {i} of a long list that makes big answers\n" for i in range(300)
+        )
+    )
     uri = todos.as_uri()
-    proc = subprocess.Popen([sys.executable, "-m", "handoff.server"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handoff.server"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def send(message: dict) -> None:
             proc.stdin.write(frame({"jsonrpc": "2.0", **message}))
             proc.stdin.flush()
 
-        send({"id": 1, "method": "initialize", "params": {
-            "processId": None, "rootUri": repo.as_uri(), "capabilities": {},
-            "workspaceFolders": [{"uri": repo.as_uri(), "name": "repo"}]}})
+        send(
+            {
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "processId": None,
+                    "rootUri": repo.as_uri(),
+                    "capabilities": {},
+                    "workspaceFolders": [{"uri": repo.as_uri(), "name": "repo"}],
+                },
+            }
+        )
         head = proc.stdout.read1(65536)
         assert b'"id": 1' in head or b'"id":1' in head
         send({"method": "initialized", "params": {}})
-        send({"method": "textDocument/didOpen", "params": {"textDocument": {
-            "uri": uri, "languageId": "python", "version": 1, "text": todos.read_text()}}})
+        send(
+            {
+                "method": "textDocument/didOpen",
+                "params": {
+                    "textDocument": {
+                        "uri": uri,
+                        "languageId": "python",
+                        "version": 1,
+                        "text": todos.read_text(),
+                    }
+                },
+            }
+        )
         whole = {"start": {"line": 0, "character": 0}, "end": {"line": 300, "character": 0}}
         for i in range(80):  # ~2 KB answers: far more than a pipe holds (64 KB on Linux)
             line = {"line": i, "character": 0}
-            send({"id": 100 + i, "method": "textDocument/codeAction", "params": {
-                "textDocument": {"uri": uri}, "range": {"start": line, "end": line},
-                "context": {"diagnostics": []}}})
-        send({"id": 99, "method": "workspace/executeCommand", "params": {
-            "command": "handoff.delegate", "arguments": [{"uri": uri, "range": whole, "instruction": "mark"}]}})
+            send(
+                {
+                    "id": 100 + i,
+                    "method": "textDocument/codeAction",
+                    "params": {
+                        "textDocument": {"uri": uri},
+                        "range": {"start": line, "end": line},
+                        "context": {"diagnostics": []},
+                    },
+                }
+            )
+        send(
+            {
+                "id": 99,
+                "method": "workspace/executeCommand",
+                "params": {
+                    "command": "handoff.delegate",
+                    "arguments": [{"uri": uri, "range": whole, "instruction": "mark"}],
+                },
+            }
+        )
         deadline = time.monotonic() + 60
         while not mark.exists():
             assert time.monotonic() < deadline, "the server stopped while its answers waited"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from handoff.agent.gitops import FileChange
 from handoff.agent.merge import ConflictRegion, _is_binary, merge3, merge_change
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 BASE = b"".join(b"line %d\n" % i for i in range(12))
 
@@ -40,9 +39,12 @@ def test_overlapping_edits_conflict_at_the_developers_lines() -> None:
     assert not result.clean
     assert result.conflicts == [ConflictRegion(8, 10)]
     region = result.conflicts[0]
-    assert lines(ours)[region.start:region.end] == [b"dev 6", b"dev 7"]
+    assert lines(ours)[region.start : region.end] == [b"dev 6", b"dev 7"]
     markers = result.with_markers.decode()
-    assert "<<<<<<< current\ndev 6\ndev 7\n||||||| base\nline 6\nline 7\n=======\nagent 6\nline 7\n>>>>>>> agent\n" in markers
+    assert (
+        "<<<<<<< current\ndev 6\ndev 7\n||||||| base\nline 6\nline 7\n=======\nagent 6\nline 7\n>>>>>>> agent\n"
+        in markers
+    )
     assert "line 2" not in markers  # the agent's clean deletion is applied
     assert b"line 2" not in result.text and b"dev 6" in result.text  # conflicts resolved to ours
 
@@ -157,7 +159,11 @@ def test_renamed_rules() -> None:
     theirs = edit(BASE, b"line 9\n", b"agent\n")
     plain = merge_change(change, BASE, BASE, theirs)
     assert (plain.action, plain.path, plain.old_path, plain.content) == (
-        "rename", "pkg/new.py", "old.py", theirs)
+        "rename",
+        "pkg/new.py",
+        "old.py",
+        theirs,
+    )
     ours = edit(BASE, b"line 1\n", b"dev\n")
     merged = merge_change(change, BASE, ours, theirs)
     assert merged.action == "rename"
@@ -204,7 +210,7 @@ def test_regions_match_the_marked_ours_side(base, ours, theirs) -> None:
     end = 0
     for region, side in zip(result.conflicts, sides):
         assert end <= region.start <= region.end <= len(ours_lines)
-        assert ours_lines[region.start:region.end] == side
+        assert ours_lines[region.start : region.end] == side
         end = region.end
 
 
@@ -221,7 +227,9 @@ def test_the_resolved_text_is_gits_own_ours_resolution(base, ours, theirs, t1, t
     base_b, ours_b, theirs_b = b"".join(base) + t1, b"".join(ours) + t2, b"".join(theirs) + t3
     result = merge3(base_b, ours_b, theirs_b)
     if result.conflicts and not _is_binary(base_b, ours_b, theirs_b):
-        want, _ = gitops.merge_file(ours_b, base_b, theirs_b, ("current", "base", "agent"), "--ours")
+        want, _ = gitops.merge_file(
+            ours_b, base_b, theirs_b, ("current", "base", "agent"), "--ours"
+        )
         assert result.text == want
 
 

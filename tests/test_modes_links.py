@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pygls.exceptions import JsonRpcException
-
 from handoff import files
 from handoff.agent.gitops import FileChange
+from pygls.exceptions import JsonRpcException
+
 from tests.conftest import git
 from tests.support.agents import toml_agents, trust_repo, write_agent
 from tests.support.lsp_client import CLIENTS, Editor
@@ -40,8 +40,14 @@ APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
 
 
 def handoff(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "handoff.agent.cli", *args], cwd=repo,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def executable(path: Path) -> bool:
@@ -56,7 +62,9 @@ def with_link(repo: Path) -> None:
 
 
 def configure(repo: Path, tmp_path: Path, body: str) -> None:
-    (repo / ".handoff.toml").write_text(toml_agents({"a": write_agent(tmp_path / "bin", "a", body)}, "a"))
+    (repo / ".handoff.toml").write_text(
+        toml_agents({"a": write_agent(tmp_path / "bin", "a", body)}, "a")
+    )
     trust_repo(repo)
 
 
@@ -106,10 +114,24 @@ async def test_lsp_apply_makes_modes_and_links(caps: str, repo: Path, tmp_path: 
     editor = await Editor.start(caps, repo)
     try:
         uri = editor.open(repo / "app.py")
-        sid = (await editor.command("handoff.delegate", {"uri": uri, "instruction": "modes", "range": {
-            "start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}}))["sessionId"]
+        sid = (
+            await editor.command(
+                "handoff.delegate",
+                {
+                    "uri": uri,
+                    "instruction": "modes",
+                    "range": {
+                        "start": {"line": 0, "character": 0},
+                        "end": {"line": 1, "character": 0},
+                    },
+                },
+            )
+        )["sessionId"]
         await editor.wait_state(sid, "ready")
-        assert await editor.command("handoff.apply", {"sessionId": sid}) == {"applied": True, "conflicts": 0}
+        assert await editor.command("handoff.apply", {"sessionId": sid}) == {
+            "applied": True,
+            "conflicts": 0,
+        }
         check_applied(repo)
         assert editor.text(uri) == APP
     finally:
@@ -119,20 +141,37 @@ async def test_lsp_apply_makes_modes_and_links(caps: str, repo: Path, tmp_path: 
 async def test_lsp_refuses_a_link_over_an_open_file(repo: Path, tmp_path: Path):
     """README.md is open and the agent made it a link: the editor cannot apply that; the answer
     says so and nothing is written."""
-    configure(repo, tmp_path, """
+    configure(
+        repo,
+        tmp_path,
+        """
         os.chmod("app.py", 0o755)
         os.symlink("app.py", "latest")
         os.remove("README.md")
         os.symlink("app.py", "README.md")
         print("a link over README.md")
-    """)
+    """,
+    )
     editor = await Editor.start("visual_studio_code", repo)
     try:
         readme = editor.open(repo / "README.md", language="markdown")
-        sid = (await editor.command("handoff.delegate", {"uri": readme, "instruction": "modes", "range": {
-            "start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}}))["sessionId"]
+        sid = (
+            await editor.command(
+                "handoff.delegate",
+                {
+                    "uri": readme,
+                    "instruction": "modes",
+                    "range": {
+                        "start": {"line": 0, "character": 0},
+                        "end": {"line": 1, "character": 0},
+                    },
+                },
+            )
+        )["sessionId"]
         await editor.wait_state(sid, "ready")
-        with pytest.raises(JsonRpcException, match="README.md is open in the editor and the agent made it"):
+        with pytest.raises(
+            JsonRpcException, match="README.md is open in the editor and the agent made it"
+        ):
             await editor.command("handoff.apply", {"sessionId": sid})
         assert files.disk_mode(repo / "README.md") == files.REGULAR
         assert not os.path.lexists(repo / "latest") and not executable(repo / "app.py")
@@ -166,16 +205,23 @@ def test_merge_keeps_the_agents_executable_bit_over_edits_made_meanwhile():
     from handoff.agent.merge import merge_change
 
     base, ours, theirs = b"a\nb\nc\n", b"a\nb\nc\nmine\n", b"agent\na\nb\nc\n"
-    fm = merge_change(change("modified", files.REGULAR, files.EXECUTABLE), base, ours, theirs,
-                      files.REGULAR)
-    assert (fm.action, fm.content, fm.mode) == ("write", b"agent\na\nb\nc\nmine\n", files.EXECUTABLE)
+    fm = merge_change(
+        change("modified", files.REGULAR, files.EXECUTABLE), base, ours, theirs, files.REGULAR
+    )
+    assert (fm.action, fm.content, fm.mode) == (
+        "write",
+        b"agent\na\nb\nc\nmine\n",
+        files.EXECUTABLE,
+    )
     # only the mode changed: the developer's content stays, the bit is set
-    fm = merge_change(change("modified", files.REGULAR, files.EXECUTABLE), base, ours, base,
-                      files.REGULAR)
+    fm = merge_change(
+        change("modified", files.REGULAR, files.EXECUTABLE), base, ours, base, files.REGULAR
+    )
     assert (fm.action, fm.content, fm.mode) == ("write", ours, files.EXECUTABLE)
     # the developer made it executable already: nothing to do
-    fm = merge_change(change("modified", files.REGULAR, files.EXECUTABLE), base, base, base,
-                      files.EXECUTABLE)
+    fm = merge_change(
+        change("modified", files.REGULAR, files.EXECUTABLE), base, base, base, files.EXECUTABLE
+    )
     assert fm.action == "unchanged"
 
 
@@ -185,11 +231,17 @@ def test_merge_of_links_takes_the_agents_entry_or_conflicts():
     link = files.SYMLINK
     fm = merge_change(change("modified", link, link), b"a", b"a", b"b", link)
     assert (fm.action, fm.content, fm.mode, fm.link) == ("write", b"b", link, True)
-    fm = merge_change(change("modified", link, link), b"a", b"c", b"b", link)  # retargeted meanwhile
+    fm = merge_change(
+        change("modified", link, link), b"a", b"c", b"b", link
+    )  # retargeted meanwhile
     assert fm.action == "conflict" and "symbolic link" in fm.reason
-    fm = merge_change(change("modified", files.REGULAR, link), b"text\n", b"text\n", b"f", files.REGULAR)
+    fm = merge_change(
+        change("modified", files.REGULAR, link), b"text\n", b"text\n", b"f", files.REGULAR
+    )
     assert (fm.action, fm.content, fm.mode) == ("write", b"f", link)
-    fm = merge_change(change("modified", files.REGULAR, link), b"text\n", b"edited\n", b"f", files.REGULAR)
+    fm = merge_change(
+        change("modified", files.REGULAR, link), b"text\n", b"edited\n", b"f", files.REGULAR
+    )
     assert fm.action == "conflict"
     fm = merge_change(change("deleted", link, ""), b"a", b"a", None, link)
     assert fm.action == "delete"

@@ -306,8 +306,10 @@ def test_help_file_tags(nvim: Path, tmp_path: Path) -> None:
 def test_help_opens(nvim: Path, tmp_path: Path) -> None:
     """`:help handoff` with the plugin on the runtimepath, as installed (no helptags run)."""
     out = tmp_path / "help.txt"
-    show = ("lua vim.fn.writefile({vim.fn.expand('%:t'), vim.bo.filetype, vim.fn.getline('.')}, "
-            f"{json.dumps(str(out))})")
+    show = (
+        "lua vim.fn.writefile({vim.fn.expand('%:t'), vim.bo.filetype, vim.fn.getline('.')}, "
+        f"{json.dumps(str(out))})"
+    )
     proc = subprocess.run(
         [str(nvim), "--headless", "--clean", "-n", "--cmd", f"set runtimepath^={PLUGIN}",
          "-c", "help handoff", "-c", show, "-c", "qa!"],

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from handoff.agent.client import status
+
 from tests.test_nvim import APP_AFTER, handoff_lsp, nvim, run_lua, sample, sample_text  # noqa: F401
 
 
@@ -28,7 +28,9 @@ def phase(nvim: Path, sample: Path, tmp_path: Path, name: str) -> dict:
 
 
 @pytest.mark.editor
-def test_a_session_outlives_neovim(nvim: Path, sample: Path, tmp_path: Path, state_dir: Path) -> None:
+def test_a_session_outlives_neovim(
+    nvim: Path, sample: Path, tmp_path: Path, state_dir: Path
+) -> None:
     first = phase(nvim, sample, tmp_path, "delegate")
     [session] = first["sessions"]
     assert "running" in first["status_running"], first

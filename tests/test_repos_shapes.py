@@ -10,20 +10,35 @@ import sys
 from pathlib import Path
 
 import anyio
-
 from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
+
 from tests.conftest import git
 from tests.support.agents import command_manager, write_agent
 
-HOOKS = ("post-index-change", "reference-transaction", "post-checkout", "post-commit",
-         "pre-commit", "commit-msg", "post-rewrite", "pre-auto-gc", "post-merge")
+HOOKS = (
+    "post-index-change",
+    "reference-transaction",
+    "post-checkout",
+    "post-commit",
+    "pre-commit",
+    "commit-msg",
+    "post-rewrite",
+    "pre-auto-gc",
+    "post-merge",
+)
 
 
 def handoff(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "handoff.agent.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def install_hooks(folder: Path, marker: Path, who: str) -> None:
@@ -36,30 +51,40 @@ def install_hooks(folder: Path, marker: Path, who: str) -> None:
 
 
 def edit_agent(tmp_path: Path, name: str = "edit", extra: str = "") -> list[str]:
-    return write_agent(tmp_path / "bin", name, f"""
+    return write_agent(
+        tmp_path / "bin",
+        name,
+        f"""
         p = pathlib.Path("app.py")
         p.write_text(p.read_text().replace("return a + b", "return a + b  # checked"))
         {extra}
         print("checked")
-    """)
+    """,
+    )
 
 
 # -- linked worktrees -------------------------------------------------------------------------
 
 
-async def test_a_linked_worktrees_sessions_survive_gc_in_the_main_checkout(repo: Path, tmp_path: Path):
+async def test_a_linked_worktrees_sessions_survive_gc_in_the_main_checkout(
+    repo: Path, tmp_path: Path
+):
     """`git worktree add ../wt`; sessions started in wt (one ready, one still running); `handoff
     gc` in the main checkout and `git gc --prune=now`: both sessions keep their refs, branch,
     worktree and agent, and the ready one can still be applied in wt."""
     wt = tmp_path / "wt"
     git(repo, "worktree", "add", "-q", "-b", "feature", str(wt))
     gate = tmp_path / "go"
-    waiting = write_agent(tmp_path / "bin", "waits", f"""
+    waiting = write_agent(
+        tmp_path / "bin",
+        "waits",
+        f"""
         while not pathlib.Path({str(gate)!r}).exists():
             time.sleep(0.05)
         pathlib.Path("later.txt").write_text("later\\n")
         print("waited")
-    """)
+    """,
+    )
     mgr = command_manager(wt, {"edit": edit_agent(tmp_path), "waits": waiting}, "edit")
     ready = await mgr.wait(mgr.delegate(DelegateRequest("check")).id)
     assert ready.state is State.READY, ready.error
@@ -89,7 +114,9 @@ async def test_a_linked_worktrees_sessions_survive_gc_in_the_main_checkout(repo:
     await mgr.close()
 
 
-async def test_gc_still_removes_what_is_provably_orphaned(repo: Path, tmp_path: Path, state_dir: Path):
+async def test_gc_still_removes_what_is_provably_orphaned(
+    repo: Path, tmp_path: Path, state_dir: Path
+):
     """A session with no record, and one whose record says discarded, go; a ready one stays."""
     mgr = command_manager(repo, {"edit": edit_agent(tmp_path)}, "edit")
     keep = await mgr.wait(mgr.delegate(DelegateRequest("check")).id)
@@ -145,12 +172,16 @@ async def test_a_relative_hooks_path_runs_no_hook_an_agent_wrote(repo: Path, tmp
     assert "developer reference-transaction" in marker.read_text()  # the hooks work
     marker.unlink()
 
-    agent = edit_agent(tmp_path, "hooker", f"""
+    agent = edit_agent(
+        tmp_path,
+        "hooker",
+        f"""
         for name in {HOOKS!r}:
             hook = pathlib.Path(".husky/_") / name
             hook.write_text('#!/bin/sh\\necho "agent ' + name + '" >> "{marker}"\\n')
             hook.chmod(0o755)
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"hooker": agent}, "hooker")
     s = await mgr.wait(mgr.delegate(DelegateRequest("check")).id)
     assert s.state is State.READY, s.error
@@ -170,12 +201,25 @@ def read_only(folder: Path, *argv: str, cwd: Path) -> subprocess.CompletedProces
     namespace (we may be root, whom file modes do not stop), else by its mode."""
     if os.geteuid() == 0:
         script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(folder), *argv]
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+        cmd = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            str(folder),
+            *argv,
+        ]
+        return subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        )
     folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        return subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=120,
-                              check=False)
+        return subprocess.run(
+            list(argv), cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        )
     finally:
         folder.chmod(0o755)
 
@@ -207,12 +251,16 @@ async def test_the_brief_says_submodules_are_empty(repo: Path, tmp_path: Path):
     git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
     git(repo, "commit", "-qm", "add submodule")
     seen = tmp_path / "seen.txt"
-    agent = write_agent(tmp_path / "bin", "reader", f"""
+    agent = write_agent(
+        tmp_path / "bin",
+        "reader",
+        f"""
         brief = pathlib.Path(os.environ["HANDOFF_TASK_FILE"]).read_text()
         listing = sorted(os.listdir("vendor/lib"))
         pathlib.Path({str(seen)!r}).write_text(brief + "\\nLISTING " + repr(listing))
         print("read")
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"reader": agent}, "reader")
     s = await mgr.wait(mgr.delegate(DelegateRequest("look")).id)
     assert s.state is State.READY, s.error

@@ -20,7 +20,8 @@ def test_review_hunks_in_neovim(nvim: Path, repo: Path, tmp_path: Path) -> None:
     agent = SUPPORT / "nvim" / "review_agent.py"
     (repo / ".handoff.toml").write_text(
         'agent = "review"\n\n[agents.review]\n'
-        f"command = [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]\n")
+        f"command = [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]\n"
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "handoff config")
     trust_repo(repo)  # the repository's own agent runs only once its settings are trusted
@@ -40,7 +41,9 @@ def test_review_hunks_in_neovim(nvim: Path, repo: Path, tmp_path: Path) -> None:
 
     # Both changes showed as virtual lines under the lines they replace; the buffer was untouched.
     assert [(v["row"], v["text"], v["hl"]) for v in result["virtual"]] == [
-        (1, "    return a + b  # sum", "DiffAdd"), (5, "    return a - b  # difference", "DiffAdd")]
+        (1, "    return a + b  # sum", "DiffAdd"),
+        (5, "    return a - b  # difference", "DiffAdd"),
+    ]
     assert result["buffer_ready"] == sample_text()
 
     # ]h went to each change; :Handoff accept took the first only.

@@ -26,15 +26,26 @@ def imports(folder: Path) -> dict[str, set[str]]:
 
 
 def test_the_server_reaches_the_agent_side_only_through_the_seam():
-    crossing = {file: sorted(n for n in names if n.startswith("handoff.agent")
-                             and not any(n == s or n.startswith(s + ".") for s in SEAM)
-                             and n != "handoff.agent")  # `from handoff.agent import protocol`
-                for file, names in imports(ROOT / "server").items()}
+    crossing = {
+        file: sorted(
+            n
+            for n in names
+            if n.startswith("handoff.agent")
+            and not any(n == s or n.startswith(s + ".") for s in SEAM)
+            and n != "handoff.agent"
+        )  # `from handoff.agent import protocol`
+        for file, names in imports(ROOT / "server").items()
+    }
     assert {f: n for f, n in crossing.items() if n} == {}
 
 
 def test_the_agent_side_never_imports_the_lsp_front():
-    bad = {file: sorted(n for n in names if n.split(".")[0] in ("pygls", "lsprotocol")
-                        or n.startswith("handoff.server"))
-           for file, names in imports(ROOT / "agent").items()}
+    bad = {
+        file: sorted(
+            n
+            for n in names
+            if n.split(".")[0] in ("pygls", "lsprotocol") or n.startswith("handoff.server")
+        )
+        for file, names in imports(ROOT / "agent").items()
+    }
     assert {f: n for f, n in bad.items() if n} == {}

@@ -27,15 +27,36 @@ def default(f: dataclasses.Field):
 
 def full_session() -> Session:
     s = Session(
-        id="250101120000-abcdef", title="Document sub", state=State.READY, uri="file:///r/app.py",
+        id="250101120000-abcdef",
+        title="Document sub",
+        state=State.READY,
+        uri="file:///r/app.py",
         range={"start": {"line": 4, "character": 0}, "end": {"line": 6, "character": 3}},
-        agent="edit", createdAt="2025-01-01T12:00:00Z", updatedAt="2025-01-01T12:01:00Z",
-        steps=7, costUsd=0.0123, summary="documented sub", filesChanged=["file:///r/app.py", "file:///r/b.py"],
-        error="an earlier run failed", repoRoot="/r", baseCommit="a" * 40, resultCommit="b" * 40,
-        worktree="/state/wt", branch="handoff/x", instruction="document it", file="app.py",
-        pid=123, agentPid=456, conflicts=2, hunks=4, runs=3,
-        question={"toolCall": {"title": "Edit app.py", "kind": "edit", "locations": ["/r/app.py"]},
-                  "options": [{"optionId": "yes", "name": "Allow", "kind": "allow_once"}]})
+        agent="edit",
+        createdAt="2025-01-01T12:00:00Z",
+        updatedAt="2025-01-01T12:01:00Z",
+        steps=7,
+        costUsd=0.0123,
+        summary="documented sub",
+        filesChanged=["file:///r/app.py", "file:///r/b.py"],
+        error="an earlier run failed",
+        repoRoot="/r",
+        baseCommit="a" * 40,
+        resultCommit="b" * 40,
+        worktree="/state/wt",
+        branch="handoff/x",
+        instruction="document it",
+        file="app.py",
+        pid=123,
+        agentPid=456,
+        conflicts=2,
+        hunks=4,
+        runs=3,
+        question={
+            "toolCall": {"title": "Edit app.py", "kind": "edit", "locations": ["/r/app.py"]},
+            "options": [{"optionId": "yes", "name": "Allow", "kind": "allow_once"}],
+        },
+    )
     unset = [f.name for f in dataclasses.fields(Session) if getattr(s, f.name) == default(f)]
     assert unset == [], f"give every field a value that is not its default: {unset}"
     return s

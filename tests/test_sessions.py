@@ -12,11 +12,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.processes import pid_alive
 from handoff.agent.session import State
+
 from tests.conftest import git
 from tests.support.agents import command_manager, toml_agents, trust_repo, write_agent
 
@@ -25,20 +25,36 @@ def dev_state(repo: Path) -> dict:
     """What must never change behind the developer's back."""
     return {
         "index": (repo / ".git" / "index").read_bytes(),
-        "status": git(repo, "-c", "core.fsmonitor=false", "--no-optional-locks", "status",
-                      "--porcelain=v2", "--untracked-files=all"),
+        "status": git(
+            repo,
+            "-c",
+            "core.fsmonitor=false",
+            "--no-optional-locks",
+            "status",
+            "--porcelain=v2",
+            "--untracked-files=all",
+        ),
         "stash": git(repo, "stash", "list"),
         # session branches (handoff/<id>) are Handoff's own, by design
-        "heads": [line for line in git(repo, "for-each-ref", "refs/heads").splitlines()
-                  if "refs/heads/handoff/" not in line],
+        "heads": [
+            line
+            for line in git(repo, "for-each-ref", "refs/heads").splitlines()
+            if "refs/heads/handoff/" not in line
+        ],
         "head": git(repo, "rev-parse", "HEAD"),
-        "files": {p.relative_to(repo).as_posix(): p.read_bytes()
-                  for p in sorted(repo.rglob("*")) if p.is_file() and ".git" not in p.parts},
+        "files": {
+            p.relative_to(repo).as_posix(): p.read_bytes()
+            for p in sorted(repo.rglob("*"))
+            if p.is_file() and ".git" not in p.parts
+        },
     }
 
 
 async def test_command_agent_env_placeholders_and_result(repo: Path, tmp_path: Path):
-    argv = write_agent(tmp_path / "bin", "env_agent", """
+    argv = write_agent(
+        tmp_path / "bin",
+        "env_agent",
+        """
         out = {k: v for k, v in os.environ.items() if k.startswith("HANDOFF_")}
         out["argv"] = sys.argv[1:]
         out["cwd"] = os.getcwd()
@@ -49,14 +65,16 @@ async def test_command_agent_env_placeholders_and_result(repo: Path, tmp_path: P
         print("noise")
         print("added a check comment")
         print("")
-    """) + ["{task_file}", "{task}", str(tmp_path / "seen.json")]
+    """,
+    ) + ["{task_file}", "{task}", str(tmp_path / "seen.json")]
     # uncommitted work the agent must see
     (repo / "app.py").write_text((repo / "app.py").read_text() + "\n# wip\n")
     mgr = command_manager(repo, {"env": argv}, "env")
     before = dev_state(repo)
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 16}}
-    s = mgr.delegate(DelegateRequest("add a check", file="app.py", range=rng,
-                                     uri=(repo / "app.py").as_uri()))
+    s = mgr.delegate(
+        DelegateRequest("add a check", file="app.py", range=rng, uri=(repo / "app.py").as_uri())
+    )
     s = await mgr.wait(s.id)
     assert s.state is State.READY, s.error
     assert s.summary == "added a check comment"
@@ -85,13 +103,17 @@ async def test_command_agent_env_placeholders_and_result(repo: Path, tmp_path: P
 
 
 async def test_nonzero_exit_fails_with_stderr_tail(repo: Path, tmp_path: Path):
-    argv = write_agent(tmp_path / "bin", "bad", """
+    argv = write_agent(
+        tmp_path / "bin",
+        "bad",
+        """
         print("working", flush=True)
         for i in range(40):
             print(f"trace line {i}", file=sys.stderr)
         print("boom: the agent gave up", file=sys.stderr)
         sys.exit(3)
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"bad": argv}, "bad")
     s = await mgr.wait(mgr.delegate(DelegateRequest("do it")).id)
     assert s.state is State.FAILED
@@ -102,14 +124,18 @@ async def test_nonzero_exit_fails_with_stderr_tail(repo: Path, tmp_path: Path):
 
 async def test_parallel_limit(repo: Path, tmp_path: Path):
     log = tmp_path / "running.log"
-    argv = write_agent(tmp_path / "bin", "slow", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "slow",
+        f"""
         log = pathlib.Path({str(log)!r})
         with open(log, "a") as f: f.write("start\\n")
         time.sleep(0.4)
         with open(log, "a") as f: f.write("end\\n")
         pathlib.Path("out.txt").write_text(os.environ["HANDOFF_SESSION_ID"])
         print("done")
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"slow": argv}, "slow", maxParallel=3)
     peak = 0
 
@@ -133,12 +159,16 @@ async def test_parallel_limit(repo: Path, tmp_path: Path):
 
 async def test_cancel_kills_process_group(repo: Path, tmp_path: Path):
     pidfile = tmp_path / "pids"
-    argv = write_agent(tmp_path / "bin", "hang", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "hang",
+        f"""
         import subprocess
         child = subprocess.Popen(["sleep", "300"])
         pathlib.Path({str(pidfile)!r}).write_text(f"{{os.getpid()}} {{child.pid}}")
         time.sleep(300)
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"hang": argv}, "hang")
     s = mgr.delegate(DelegateRequest("hang"))
     with anyio.fail_after(30):
@@ -180,11 +210,15 @@ async def test_timeout_fails_with_limit_message(repo: Path, tmp_path: Path):
 
 
 async def test_follow_up_continues_in_same_worktree(repo: Path, tmp_path: Path):
-    argv = write_agent(tmp_path / "bin", "append", """
+    argv = write_agent(
+        tmp_path / "bin",
+        "append",
+        """
         p = pathlib.Path("notes.txt")
         p.write_text((p.read_text() if p.exists() else "") + os.environ["HANDOFF_TASK"] + "\\n")
         print("appended")
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"append": argv}, "append")
     s = await mgr.wait(mgr.delegate(DelegateRequest("first")).id)
     assert s.state is State.READY
@@ -197,11 +231,15 @@ async def test_follow_up_continues_in_same_worktree(repo: Path, tmp_path: Path):
 
 
 async def test_merge_clean_and_conflict_via_apply(repo: Path, tmp_path: Path):
-    argv = write_agent(tmp_path / "bin", "edit", """
+    argv = write_agent(
+        tmp_path / "bin",
+        "edit",
+        """
         p = pathlib.Path("app.py")
         p.write_text(p.read_text().replace("return a - b", "return a - b  # agent"))
         print("edited sub")
-    """)
+    """,
+    )
     mgr = command_manager(repo, {"edit": argv}, "edit")
     clean = await mgr.wait(mgr.delegate(DelegateRequest("a")).id)
     clash = await mgr.wait(mgr.delegate(DelegateRequest("b")).id)
@@ -235,16 +273,23 @@ async def test_unknown_session_and_not_ready(repo: Path, tmp_path: Path):
 
 def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path):
     started = tmp_path / "started"
-    argv = write_agent(tmp_path / "bin", "hang", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "hang",
+        f"""
         pathlib.Path("partial.txt").write_text("half done")
         pathlib.Path({str(started)!r}).write_text("1")
         time.sleep(300)
-    """)
+    """,
+    )
     (repo / ".handoff.toml").write_text(toml_agents({"hang": argv}, "hang"))
     trust_repo(repo)
     proc = subprocess.Popen(
         [sys.executable, "-m", "handoff.agent.cli", "run", "wait forever"],
-        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while not started.exists():
@@ -263,8 +308,9 @@ def test_sigkill_mid_session_then_reload_and_discard(repo: Path, tmp_path: Path)
 
     cfg, _ = config_mod.load(repo)
     mgr = SessionManager(repo, cfg)
-    agent_pid = json.loads((Path(mgr.store.session_dir(mgr.store.load_all()[0].id))
-                            / "record.json").read_text())["agentPid"]
+    agent_pid = json.loads(
+        (Path(mgr.store.session_dir(mgr.store.load_all()[0].id)) / "record.json").read_text()
+    )["agentPid"]
     assert _alive(agent_pid)  # the orphan a crash leaves behind...
     [s] = mgr.load()
     assert s.state is State.INTERRUPTED
@@ -299,7 +345,11 @@ async def test_finished_sessions_are_forgotten_after_keep_finished_days(repo: Pa
     """Applied and discarded sessions leave the list (and the state dir) keepFinishedDays after
     they ended; sessions that still hold work (ready, failed, ...) are never forgotten; 0 keeps
     everything."""
-    argv = write_agent(tmp_path / "bin", "one_file", 'pathlib.Path("out.txt").write_text(os.environ["HANDOFF_SESSION_ID"])')
+    argv = write_agent(
+        tmp_path / "bin",
+        "one_file",
+        'pathlib.Path("out.txt").write_text(os.environ["HANDOFF_SESSION_ID"])',
+    )
     mgr = command_manager(repo, {"one": argv}, "one", keepFinishedDays=2)
     ids = []
     for i in range(4):
@@ -314,7 +364,9 @@ async def test_finished_sessions_are_forgotten_after_keep_finished_days(repo: Pa
     def age(sid: str, days: float) -> None:
         record = mgr.store.session_dir(sid) / "record.json"
         data = json.loads(record.read_text())
-        data["updatedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days * 86400))
+        data["updatedAt"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days * 86400)
+        )
         record.write_text(json.dumps(data))
 
     for sid in (old_applied, old_discarded, old_ready):

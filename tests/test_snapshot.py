@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from handoff.agent import gitops
+
 from tests.conftest import git
 
 REF = "refs/handoff/s1/base"
@@ -22,8 +22,9 @@ def _no_index_refresh(monkeypatch):
 
 
 def blob(root: Path, rev: str, path: str) -> bytes | None:
-    proc = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=root,
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        ["git", "cat-file", "blob", f"{rev}:{path}"], cwd=root, capture_output=True, check=False
+    )
     return proc.stdout if proc.returncode == 0 else None
 
 
@@ -74,7 +75,8 @@ def test_snapshot_has_staged_unstaged_untracked_and_buffers(repo: Path) -> None:
     before = developer_state(repo)
 
     sha = gitops.snapshot(
-        repo, ref=REF,
+        repo,
+        ref=REF,
         overlays={"notes.txt": b"unsaved buffer\n", "pkg/new_buffer.py": b"print(1)\n"},
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from handoff.server.todos import find_todos, task_from_comments, todo_at, todos_in
 
 
@@ -29,7 +28,7 @@ from handoff.server.todos import find_todos, task_from_comments, todo_at, todos_
 def test_markers_in_every_comment_syntax(line, tag, text):
     [todo] = find_todos(line)
     assert (todo.tag, todo.text, todo.line) == (tag, text, 0)
-    assert line[todo.column:].startswith(tag)
+    assert line[todo.column :].startswith(tag)
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pygls.exceptions import JsonRpcException
-
 from handoff.agent import config as config_mod
 from handoff.agent import trust
+from pygls.exceptions import JsonRpcException
+
 from tests.support.agents import toml_agents, write_agent
 from tests.support.lsp_client import Editor
 
@@ -19,21 +19,32 @@ WHOLE = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0
 
 
 def handoff(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "handoff.agent.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "handoff.agent.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def marker_agent(repo: Path, tmp_path: Path) -> Path:
     """A .handoff.toml whose default agent writes a file outside the repository."""
     marker = tmp_path / "outside" / "marker"
-    argv = write_agent(tmp_path / "bin", "marker", f"""
+    argv = write_agent(
+        tmp_path / "bin",
+        "marker",
+        f"""
         p = pathlib.Path({str(marker)!r})
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("ran as " + str(os.getuid()))
         print("left a mark")
-    """)
-    (repo / ".handoff.toml").write_text(toml_agents({"marker": argv}, "marker", commandPolicy="allow",
-                                                    passEnv=["AWS_SECRET"]))
+    """,
+    )
+    (repo / ".handoff.toml").write_text(
+        toml_agents({"marker": argv}, "marker", commandPolicy="allow", passEnv=["AWS_SECRET"])
+    )
     return marker
 
 
@@ -65,7 +76,8 @@ def test_cli_untrusted_runs_nothing_until_handoff_trust(repo: Path, tmp_path: Pa
 def test_what_untrusted_settings_keep_and_lose(repo: Path):
     (repo / ".handoff.toml").write_text(
         'maxSteps = 7\ntestCommand = "make evil"\ncommandPolicy = "deny"\napiBase = "http://x"\n'
-        '[worktree]\nsetup = "curl x | sh"\n')
+        '[worktree]\nsetup = "curl x | sh"\n'
+    )
     cfg, messages = config_mod.load(repo)
     assert cfg.maxSteps == 7  # harmless keys apply
     assert cfg.commandPolicy == "deny"  # narrowing is no risk
@@ -82,8 +94,15 @@ def test_what_untrusted_settings_keep_and_lose(repo: Path):
     assert cfg.testCommand == "make evil" and cfg.apiBase == "http://x"
     assert not trust.check(repo).needs_trust
     # the user's own settings need no trust
-    cfg, messages = config_mod.load(None, overrides=[("initializationOptions", {
-        "agent": "a", "agents": {"a": {"command": ["a"]}}, "commandPolicy": "allow"})])
+    cfg, messages = config_mod.load(
+        None,
+        overrides=[
+            (
+                "initializationOptions",
+                {"agent": "a", "agents": {"a": {"command": ["a"]}}, "commandPolicy": "allow"},
+            )
+        ],
+    )
     assert cfg.agent == "a" and cfg.commandPolicy == "allow" and messages == []
 
 
@@ -108,21 +127,30 @@ def test_pyproject_table_is_trusted_by_its_content(repo: Path):
 
 def test_trust_with_nothing_to_trust_says_so(repo: Path):
     out = handoff(repo, "trust")
-    assert out.returncode == 1 and "nothing to trust" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        out.returncode == 1 and "nothing to trust" in out.stderr and "Traceback" not in out.stderr
+    )
 
 
 @pytest.mark.parametrize("caps", ["visual_studio_code"])
-async def test_lsp_untrusted_delegation_is_refused_then_runs_after_trust(caps, repo: Path, tmp_path: Path):
+async def test_lsp_untrusted_delegation_is_refused_then_runs_after_trust(
+    caps, repo: Path, tmp_path: Path
+):
     marker = marker_agent(repo, tmp_path)
     editor = await Editor.start(caps, repo)
     try:
         uri = editor.open(repo / "app.py")
         with pytest.raises(JsonRpcException, match="handoff trust"):
-            await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"})
+            await editor.command(
+                "handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"}
+            )
         assert not marker.exists()
         assert handoff(repo, "trust").returncode == 0  # in a terminal, as the message says
-        sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
-                                                         "instruction": "x"}))["sessionId"]
+        sid = (
+            await editor.command(
+                "handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"}
+            )
+        )["sessionId"]
         s = await editor.wait_state(sid, "ready")
         assert s["agent"] == "marker" and marker.exists()
     finally:
@@ -139,14 +167,19 @@ async def test_lsp_offers_to_trust_and_then_the_agent_runs(caps, repo: Path, tmp
         await editor.command("handoff.listSessions", {})  # start-up over: nothing was asked yet
         assert editor.message_requests == []
         with pytest.raises(JsonRpcException, match="handoff trust"):  # the delegation meets it
-            await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"})
+            await editor.command(
+                "handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"}
+            )
         await editor.wait_for(lambda: editor.message_requests, "the offer to trust the settings")
         [offer] = editor.message_requests
         assert str(repo) in offer.message and not marker.exists()
         await editor.wait_for(lambda: any("trusted" in m for m in editor.messages()), "the trust")
         assert trust.check(repo).trusted
-        sid = (await editor.command("handoff.delegate", {"uri": uri, "range": WHOLE,
-                                                         "instruction": "x"}))["sessionId"]
+        sid = (
+            await editor.command(
+                "handoff.delegate", {"uri": uri, "range": WHOLE, "instruction": "x"}
+            )
+        )["sessionId"]
         assert (await editor.wait_state(sid, "ready"))["agent"] == "marker" and marker.exists()
     finally:
         await editor.stop()
@@ -157,7 +190,9 @@ async def test_the_trust_command(repo: Path, tmp_path: Path):
     editor = await Editor.start("neovim", repo)
     try:
         result = await editor.command("handoff.trust", {"uri": (repo / "app.py").as_uri()})
-        assert result["file"] == str(repo / ".handoff.toml") and "commandPolicy" in result["guarded"]
+        assert (
+            result["file"] == str(repo / ".handoff.toml") and "commandPolicy" in result["guarded"]
+        )
         assert trust.check(repo).trusted
     finally:
         await editor.stop()

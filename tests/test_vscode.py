@@ -78,7 +78,9 @@ def test_vsix_is_type_checked_bundled_and_packaged():
         names = set(zf.namelist())
     assert "extension/dist/extension.js" in names, sorted(names)
     assert "extension/package.json" in names
-    assert not any(n.startswith("extension/src/") or "node_modules" in n for n in names), sorted(names)
+    assert not any(n.startswith("extension/src/") or "node_modules" in n for n in names), sorted(
+        names
+    )
 
 
 def test_delegate_apply_in_real_vscode():
@@ -109,5 +111,9 @@ def test_delegate_apply_in_real_vscode():
     assert proc.returncode == 0, _tail(out, 250)
     assert "E2E OK:" in out and "E2E PASSED" in out, _tail(out)
     # the inline review ran, and its screenshot is where the log says (kept as a CI artifact)
-    shots = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("inline review screenshot: ")]
+    shots = [
+        line.split(": ", 1)[1]
+        for line in out.splitlines()
+        if line.startswith("inline review screenshot: ")
+    ]
     assert shots and Path(shots[0]).is_file(), _tail(out)

@@ -29,8 +29,14 @@ from acp.schema import ClientCapabilities, FileSystemCapabilities, Implementatio
 
 from .acp_client import HandoffClient
 from .base import AgentContext, AgentError, LimitReached, Outcome
-from .command import (_Capped, _exit_description, agent_environment, hide_env_secrets, kill_group,
-                      strip_ansi)
+from .command import (
+    _Capped,
+    _exit_description,
+    agent_environment,
+    hide_env_secrets,
+    kill_group,
+    strip_ansi,
+)
 
 CANCEL_GRACE_S = 3.0  # after session/cancel, before the process group is killed
 IDLE_S = 600.0  # a finished agent process is kept this long for follow-ups
@@ -40,12 +46,18 @@ AUTH_REQUIRED = -32000  # the JSON-RPC error code of "authentication required"
 
 
 def _dump(model: Any) -> Any:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True) if hasattr(model, "model_dump") else model
+    return (
+        model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if hasattr(model, "model_dump")
+        else model
+    )
 
 
 def _cap(o: Any) -> Any:
     if isinstance(o, str):
-        return o if len(o) <= TEXT_CAP else o[:TEXT_CAP] + f"[... {len(o) - TEXT_CAP} more characters]"
+        return (
+            o if len(o) <= TEXT_CAP else o[:TEXT_CAP] + f"[... {len(o) - TEXT_CAP} more characters]"
+        )
     if isinstance(o, dict):
         return {k: _cap(v) for k, v in o.items()}
     if isinstance(o, list):
@@ -211,7 +223,7 @@ class AcpBackend:
         hide_env_secrets(ctx, spec)
         env, dropped = agent_environment(spec, {"HANDOFF_SESSION_ID": ctx.session_id}, ctx.env)
         ctx.record({"type": "acp_start", "argv": self.argv, "envDropped": dropped})
-        policy = (spec.permissions if spec and spec.permissions else cfg.permissions)
+        policy = spec.permissions if spec and spec.permissions else cfg.permissions
         holder: dict[str, _Live] = {}
 
         def current() -> _Run | None:
@@ -225,17 +237,26 @@ class AcpBackend:
             return await run.ctx.ask(question)
 
         client = HandoffClient(
-            ctx.worktree, policy=policy, command_policy=cfg.commandPolicy,
-            pass_env=cfg.passEnv, timeout_s=cfg.timeoutS,
+            ctx.worktree,
+            policy=policy,
+            command_policy=cfg.commandPolicy,
+            pass_env=cfg.passEnv,
+            timeout_s=cfg.timeoutS,
             on_update=lambda u: (r := current()) and r.update(u),
             record=lambda e: (r := current()) and r.ctx.record(e),
             ask=ask if policy == "ask" else None,
         )
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.argv, cwd=ctx.worktree, env=env,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=STREAM_LIMIT)
+                *self.argv,
+                cwd=ctx.worktree,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=STREAM_LIMIT,
+            )
         except OSError as exc:
             raise AgentError(f"agent `{self.name}` could not start: {exc}") from exc
         from ..processes import background
@@ -258,11 +279,17 @@ class AcpBackend:
         live.init = await live.conn.initialize(
             protocol_version=PROTOCOL_VERSION,
             client_capabilities=ClientCapabilities(
-                fs=FileSystemCapabilities(read_text_file=True, write_text_file=True), terminal=True),
+                fs=FileSystemCapabilities(read_text_file=True, write_text_file=True), terminal=True
+            ),
             client_info=Implementation(name="handoff", title="Handoff", version=__version__),
         )
-        ctx.record({"type": "acp_initialized", "agentInfo": _dump(live.init.agent_info),
-                    "protocolVersion": live.init.protocol_version})
+        ctx.record(
+            {
+                "type": "acp_initialized",
+                "agentInfo": _dump(live.init.agent_info),
+                "protocolVersion": live.init.protocol_version,
+            }
+        )
         return live
 
     async def _session(self, live: _Live, ctx: AgentContext, run: _Run) -> tuple[str, str]:
@@ -276,8 +303,9 @@ class AcpBackend:
         if past.get("sessionId") and caps is not None and caps.load_session:
             run.replaying = True
             try:
-                await live.conn.load_session(cwd=str(ctx.worktree), session_id=past["sessionId"],
-                                             mcp_servers=[])
+                await live.conn.load_session(
+                    cwd=str(ctx.worktree), session_id=past["sessionId"], mcp_servers=[]
+                )
                 ctx.record({"type": "acp_session", "sessionId": past["sessionId"], "how": "loaded"})
                 live.acp_session = past["sessionId"]
                 return live.acp_session, _follow_up_prompt(ctx)
@@ -301,7 +329,11 @@ class AcpBackend:
         assert live.conn is not None
         for method in live.init.auth_methods or []:
             names = [v.name for v in getattr(method, "vars", None) or []]
-            if getattr(method, "type", None) == "env_var" and names and all(live.env.get(n) for n in names):
+            if (
+                getattr(method, "type", None) == "env_var"
+                and names
+                and all(live.env.get(n) for n in names)
+            ):
                 await live.conn.authenticate(method_id=method.id)
                 ctx.record({"type": "acp_authenticated", "method": method.id})
                 return True
@@ -330,7 +362,8 @@ class AcpBackend:
                 acp_sid, text = await self._session(live, ctx, run)
                 ctx.record({"type": "acp_prompt", "sessionId": acp_sid, "text": text})
                 prompt_task = asyncio.ensure_future(
-                    live.conn.prompt(session_id=acp_sid, prompt=[text_block(text)]))
+                    live.conn.prompt(session_id=acp_sid, prompt=[text_block(text)])
+                )
                 limit = asyncio.ensure_future(run.over_cost.wait())
                 try:
                     await asyncio.wait({prompt_task, limit}, return_when=asyncio.FIRST_COMPLETED)
@@ -340,25 +373,35 @@ class AcpBackend:
                     raise LimitReached(
                         f"cost limit reached (maxCostUsd = {ctx.config.maxCostUsd:g}; the agent reported "
                         f"{run.cost:g} USD); agent `{self.name}` stopped",
-                        steps=len(run.tool_calls), cost_usd=run.cost)
+                        steps=len(run.tool_calls),
+                        cost_usd=run.cost,
+                    )
                 resp = prompt_task.result()
             ok = True
         except TimeoutError:
             raise LimitReached(
                 f"time limit reached (timeoutS = {ctx.config.timeoutS:g}); agent `{self.name}` stopped",
-                steps=len(run.tool_calls), cost_usd=run.cost) from None
+                steps=len(run.tool_calls),
+                cost_usd=run.cost,
+            ) from None
         except ConnectionError:
             lv = live or self._starting
             code = await _exit_code(lv)
             how = _exit_description(code) if code is not None else "closed the connection"
-            raise AgentError(f"agent `{self.name}` {how}:\n{lv.tail() if lv else '(no stderr)'}",
-                             steps=len(run.tool_calls), cost_usd=run.cost) from None
+            raise AgentError(
+                f"agent `{self.name}` {how}:\n{lv.tail() if lv else '(no stderr)'}",
+                steps=len(run.tool_calls),
+                cost_usd=run.cost,
+            ) from None
         except RequestError as exc:
             lv = live or self._starting
             detail = f" ({_detail(exc.data)})" if exc.data else ""
-            raise AgentError(f"agent `{self.name}` reported an error: {exc}{detail}\n"
-                             f"{lv.tail() if lv else ''}".rstrip(),
-                             steps=len(run.tool_calls), cost_usd=run.cost) from None
+            raise AgentError(
+                f"agent `{self.name}` reported an error: {exc}{detail}\n"
+                f"{lv.tail() if lv else ''}".rstrip(),
+                steps=len(run.tool_calls),
+                cost_usd=run.cost,
+            ) from None
         finally:
             run.flush()
             live = live or self._starting  # cancelled or timed out while it started: end it too
@@ -368,27 +411,43 @@ class AcpBackend:
                 with anyio.CancelScope(shield=True):
                     if not ok:
                         await self._stop(live, acp_sid, prompt_task)
-                    ctx.record({"type": "acp_end", "seconds": round(time.monotonic() - started, 3),
-                                "stderr": strip_ansi(live.stderr.text())[-TEXT_CAP:],
-                                "exitCode": live.proc.returncode})
+                    ctx.record(
+                        {
+                            "type": "acp_end",
+                            "seconds": round(time.monotonic() - started, 3),
+                            "stderr": strip_ansi(live.stderr.text())[-TEXT_CAP:],
+                            "exitCode": live.proc.returncode,
+                        }
+                    )
         steps, cost = len(run.tool_calls), run.cost
         reason = resp.stop_reason
         if reason in ("refusal", "cancelled"):
             await live.kill()
             what = "refused the task" if reason == "refusal" else "stopped the turn itself"
-            raise AgentError(f"agent `{self.name}` {what}: {run.summary(self.name)}", steps=steps, cost_usd=cost)
+            raise AgentError(
+                f"agent `{self.name}` {what}: {run.summary(self.name)}", steps=steps, cost_usd=cost
+            )
         if reason in ("max_tokens", "max_turn_requests"):
             await live.kill()
-            raise LimitReached(f"agent `{self.name}` stopped at its own limit ({reason})",
-                               steps=steps, cost_usd=cost)
+            raise LimitReached(
+                f"agent `{self.name}` stopped at its own limit ({reason})",
+                steps=steps,
+                cost_usd=cost,
+            )
         self._keep(ctx.session_id, live)
         summary = run.summary(self.name)
         past = _history(ctx)
         turns = [*past.get("turns", []), {"instruction": ctx.instruction, "summary": summary}]
-        return Outcome(summary=summary, steps=steps, cost_usd=cost, messages=[{
-            "type": "acp", "agent": self.name, "sessionId": acp_sid, "turns": turns}])
+        return Outcome(
+            summary=summary,
+            steps=steps,
+            cost_usd=cost,
+            messages=[{"type": "acp", "agent": self.name, "sessionId": acp_sid, "turns": turns}],
+        )
 
-    async def _stop(self, live: _Live, acp_sid: str | None, prompt_task: asyncio.Future[Any] | None) -> None:
+    async def _stop(
+        self, live: _Live, acp_sid: str | None, prompt_task: asyncio.Future[Any] | None
+    ) -> None:
         """session/cancel, a grace period, then the whole process group, listening or not."""
         if acp_sid and live.alive() and live.conn is not None:
             with contextlib.suppress(Exception):

@@ -48,8 +48,14 @@ OUTSIDE_KINDS = frozenset({"fetch"})  # tool kinds that reach beyond the worktre
 class _Terminal:
     """One command started for the agent, confined like ``run_command``."""
 
-    def __init__(self, launch_cm: Any, launch: sandbox.Launch, proc: subprocess.Popen[bytes],
-                 limit: int, loop: Any) -> None:
+    def __init__(
+        self,
+        launch_cm: Any,
+        launch: sandbox.Launch,
+        proc: subprocess.Popen[bytes],
+        limit: int,
+        loop: Any,
+    ) -> None:
         self._cm, self.launch, self.proc, self.limit = launch_cm, launch, proc, limit
         self.buf = bytearray()
         self.truncated = False
@@ -106,13 +112,24 @@ class HandoffClient:
     ``on_update(update)`` gets every ``session/update``; ``ask(question)`` (or None) answers
     ``permissions = "ask"``; ``record(event)`` writes the transcript."""
 
-    def __init__(self, worktree: Path, *, policy: str, command_policy: str,
-                 pass_env: list[str], timeout_s: float,
-                 on_update: Callable[[Any], None],
-                 record: Callable[[dict[str, Any]], None],
-                 ask: Callable[[dict[str, Any]], Awaitable[str]] | None = None) -> None:
-        self.ws = Workspace(worktree, policy=command_policy, pass_env=pass_env,
-                            command_timeout_s=min(TERMINAL_TIMEOUT_S, timeout_s))
+    def __init__(
+        self,
+        worktree: Path,
+        *,
+        policy: str,
+        command_policy: str,
+        pass_env: list[str],
+        timeout_s: float,
+        on_update: Callable[[Any], None],
+        record: Callable[[dict[str, Any]], None],
+        ask: Callable[[dict[str, Any]], Awaitable[str]] | None = None,
+    ) -> None:
+        self.ws = Workspace(
+            worktree,
+            policy=command_policy,
+            pass_env=pass_env,
+            command_timeout_s=min(TERMINAL_TIMEOUT_S, timeout_s),
+        )
         self.root = self.ws.root
         self.given_root = os.path.abspath(worktree)
         self.policy = policy
@@ -145,8 +162,14 @@ class HandoffClient:
         return RequestError(-32602, f"handoff refused {method}: {msg}")
 
     # -- fs ---------------------------------------------------------------------------------
-    async def read_text_file(self, session_id: str, path: str, line: int | None = None,
-                             limit: int | None = None, **kwargs: Any) -> ReadTextFileResponse:
+    async def read_text_file(
+        self,
+        session_id: str,
+        path: str,
+        line: int | None = None,
+        limit: int | None = None,
+        **kwargs: Any,
+    ) -> ReadTextFileResponse:
         try:
             real = self.ws._existing(self.rel(path), "file")
             data = await anyio.to_thread.run_sync(_read_bytes, real)
@@ -156,11 +179,12 @@ class HandoffClient:
         if line is not None or limit is not None:
             lines = text.splitlines(keepends=True)
             start = max((line or 1) - 1, 0)
-            text = "".join(lines[start: start + limit if limit is not None else None])
+            text = "".join(lines[start : start + limit if limit is not None else None])
         return ReadTextFileResponse(content=text)
 
-    async def write_text_file(self, session_id: str, path: str, content: str,
-                              **kwargs: Any) -> WriteTextFileResponse | None:
+    async def write_text_file(
+        self, session_id: str, path: str, content: str, **kwargs: Any
+    ) -> WriteTextFileResponse | None:
         try:
             rel = self.rel(path)
             note = await anyio.to_thread.run_sync(self.ws.write_file, rel, content)
@@ -178,7 +202,8 @@ class HandoffClient:
             for o in options:
                 if o.kind == kind:
                     return RequestPermissionResponse(
-                        outcome=AllowedOutcome(outcome="selected", option_id=o.option_id))
+                        outcome=AllowedOutcome(outcome="selected", option_id=o.option_id)
+                    )
         return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
 
     def within_worktree(self, tool_call: ToolCallUpdate) -> bool:
@@ -193,18 +218,31 @@ class HandoffClient:
                 paths.append(raw[key])
         return all(self.inside(p) for p in paths)
 
-    async def request_permission(self, session_id: str, tool_call: ToolCallUpdate,
-                                 options: list[PermissionOption], **kwargs: Any) -> RequestPermissionResponse:
+    async def request_permission(
+        self,
+        session_id: str,
+        tool_call: ToolCallUpdate,
+        options: list[PermissionOption],
+        **kwargs: Any,
+    ) -> RequestPermissionResponse:
         question = {
-            "toolCall": {"title": tool_call.title, "kind": tool_call.kind,
-                         "locations": [loc.path for loc in tool_call.locations or []]},
+            "toolCall": {
+                "title": tool_call.title,
+                "kind": tool_call.kind,
+                "locations": [loc.path for loc in tool_call.locations or []],
+            },
             "options": [{"optionId": o.option_id, "name": o.name, "kind": o.kind} for o in options],
         }
         if self.policy == "ask" and self.ask is not None:
             chosen = await self.ask(question)
             known = {o.option_id for o in options}
-            answer = (RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=chosen))
-                      if chosen in known else self._pick(options, allow=False))
+            answer = (
+                RequestPermissionResponse(
+                    outcome=AllowedOutcome(outcome="selected", option_id=chosen)
+                )
+                if chosen in known
+                else self._pick(options, allow=False)
+            )
             how = "asked"
         else:
             allow = self.policy == "worktree" and self.within_worktree(tool_call)
@@ -221,9 +259,16 @@ class HandoffClient:
         self.on_update(update)
 
     # -- terminals --------------------------------------------------------------------------
-    async def create_terminal(self, session_id: str, command: str, args: list[str] | None = None,
-                              env: list[Any] | None = None, cwd: str | None = None,
-                              output_byte_limit: int | None = None, **kwargs: Any) -> CreateTerminalResponse:
+    async def create_terminal(
+        self,
+        session_id: str,
+        command: str,
+        args: list[str] | None = None,
+        env: list[Any] | None = None,
+        cwd: str | None = None,
+        output_byte_limit: int | None = None,
+        **kwargs: Any,
+    ) -> CreateTerminalResponse:
         shell = shlex.join([command, *args]) if args else command
         try:
             if "\0" in shell:
@@ -243,15 +288,21 @@ class HandoffClient:
         extra = {e.name: e.value for e in env or []}
         try:
             proc = subprocess.Popen(
-                launch.argv, cwd=self.root, env={**launch.env, **extra},
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                launch.argv,
+                cwd=self.root,
+                env={**launch.env, **extra},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError as exc:
             cm.__exit__(None, None, None)
             raise self._refuse("terminal/create", exc) from None
         background(proc.pid)
-        term = _Terminal(cm, launch, proc, output_byte_limit or TERMINAL_OUTPUT_BYTES,
-                         asyncio.get_running_loop())
+        term = _Terminal(
+            cm, launch, proc, output_byte_limit or TERMINAL_OUTPUT_BYTES, asyncio.get_running_loop()
+        )
         self._next += 1
         tid = f"term-{self._next}"
         self.terminals[tid] = term
@@ -271,26 +322,41 @@ class HandoffClient:
             raise RequestError(-32602, f"no terminal {tid!r}")
         return term
 
-    async def terminal_output(self, session_id: str, terminal_id: str, **kwargs: Any) -> TerminalOutputResponse:
+    async def terminal_output(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> TerminalOutputResponse:
         t = self._term(terminal_id)
-        return TerminalOutputResponse(output=t.output(), truncated=t.truncated, exit_status=t.exit_status())
+        return TerminalOutputResponse(
+            output=t.output(), truncated=t.truncated, exit_status=t.exit_status()
+        )
 
-    async def wait_for_terminal_exit(self, session_id: str, terminal_id: str,
-                                     **kwargs: Any) -> WaitForTerminalExitResponse:
+    async def wait_for_terminal_exit(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> WaitForTerminalExitResponse:
         t = self._term(terminal_id)
         await t.done.wait()
         st = t.exit_status()
-        self.record({"type": "acp_terminal_exit", "terminalId": terminal_id,
-                     "exitCode": st.exit_code if st else None, "output": t.output()[-4000:]})
-        return WaitForTerminalExitResponse(exit_code=st.exit_code if st else None,
-                                           signal=st.signal if st else None)
+        self.record(
+            {
+                "type": "acp_terminal_exit",
+                "terminalId": terminal_id,
+                "exitCode": st.exit_code if st else None,
+                "output": t.output()[-4000:],
+            }
+        )
+        return WaitForTerminalExitResponse(
+            exit_code=st.exit_code if st else None, signal=st.signal if st else None
+        )
 
-    async def kill_terminal(self, session_id: str, terminal_id: str, **kwargs: Any) -> KillTerminalResponse | None:
+    async def kill_terminal(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> KillTerminalResponse | None:
         await anyio.to_thread.run_sync(self._term(terminal_id).kill)
         return KillTerminalResponse()
 
-    async def release_terminal(self, session_id: str, terminal_id: str,
-                               **kwargs: Any) -> ReleaseTerminalResponse | None:
+    async def release_terminal(
+        self, session_id: str, terminal_id: str, **kwargs: Any
+    ) -> ReleaseTerminalResponse | None:
         t = self.terminals.pop(terminal_id, None)
         if t is not None:
             await anyio.to_thread.run_sync(t.close)

@@ -30,8 +30,12 @@ class AgentContext:
     env: dict[str, str] | None = None  # the delegating client's environment (None: this process's)
     file: str | None = None  # origin file, repository-relative posix path
     range: dict[str, Any] | None = None  # LSP range of the origin
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # prior transcript messages (follow-up)
-    transcript_path: Path | None = None  # where record() appends (an agent in another process writes there itself)
+    history: list[dict[str, Any]] = dataclasses.field(
+        default_factory=list
+    )  # prior transcript messages (follow-up)
+    transcript_path: Path | None = (
+        None  # where record() appends (an agent in another process writes there itself)
+    )
     redactor: Redactor | None = None  # what that other process hides in the transcript: the store's
     # record(event) appends one JSON-able dict to the session transcript
     record: Callable[[dict[str, Any]], None] = lambda event: None

@@ -25,11 +25,17 @@ MAX_GARBAGE = 3  # unusable replies in a row before giving up
 
 def model_from_config(config: Config) -> Model:
     if not config.model:
-        raise AgentError("no model configured: set HANDOFF_MODEL or `model` in .handoff.toml / "
-                         "[tool.handoff] / the editor settings (a litellm model string, e.g. "
-                         "`openai/gpt-4o-mini`)")
-    return LiteLLMModel(config.model, config.apiBase, config.apiKey,
-                        timeout_s=min(REQUEST_TIMEOUT_S, config.timeoutS))
+        raise AgentError(
+            "no model configured: set HANDOFF_MODEL or `model` in .handoff.toml / "
+            "[tool.handoff] / the editor settings (a litellm model string, e.g. "
+            "`openai/gpt-4o-mini`)"
+        )
+    return LiteLLMModel(
+        config.model,
+        config.apiBase,
+        config.apiKey,
+        timeout_s=min(REQUEST_TIMEOUT_S, config.timeoutS),
+    )
 
 
 class BuiltinBackend:
@@ -41,9 +47,13 @@ class BuiltinBackend:
     async def run(self, ctx: AgentContext) -> Outcome:
         cfg = ctx.config
         model = self._model or model_from_config(cfg)
-        workspace = Workspace(ctx.worktree, test_command=cfg.testCommand,
-                              command_timeout_s=min(COMMAND_TIMEOUT_S, cfg.timeoutS),
-                              policy=cfg.commandPolicy, pass_env=cfg.passEnv)
+        workspace = Workspace(
+            ctx.worktree,
+            test_command=cfg.testCommand,
+            command_timeout_s=min(COMMAND_TIMEOUT_S, cfg.timeoutS),
+            policy=cfg.commandPolicy,
+            pass_env=cfg.passEnv,
+        )
         run = _Run(ctx, model, workspace)
         try:
             with anyio.move_on_after(cfg.timeoutS) as scope:
@@ -52,8 +62,11 @@ class BuiltinBackend:
             exc.steps, exc.cost_usd = run.steps, run.cost
             raise
         if scope.cancelled_caught:
-            raise LimitReached(f"time limit reached (timeoutS = {cfg.timeoutS:g})",
-                               steps=run.steps, cost_usd=run.cost)
+            raise LimitReached(
+                f"time limit reached (timeoutS = {cfg.timeoutS:g})",
+                steps=run.steps,
+                cost_usd=run.cost,
+            )
         return Outcome(summary, run.steps, run.cost, run.messages)
 
 
@@ -72,8 +85,10 @@ class _Run:
             if self.steps >= self.cfg.maxSteps:
                 raise LimitReached(f"step limit reached (maxSteps = {self.cfg.maxSteps})")
             if self.cost >= self.cfg.maxCostUsd:
-                raise LimitReached(f"cost limit reached (maxCostUsd = {self.cfg.maxCostUsd:g}; "
-                                   f"spent ${self.cost:.4f})")
+                raise LimitReached(
+                    f"cost limit reached (maxCostUsd = {self.cfg.maxCostUsd:g}; "
+                    f"spent ${self.cost:.4f})"
+                )
             reply = await self.model.complete([self.system, *self.messages], TOOL_SCHEMAS)
             self.steps += 1
             self.cost += reply.cost_usd
@@ -85,8 +100,10 @@ class _Run:
         """Run the reply's tool calls; the summary when the model is done, else None."""
         calls = [_parse(c) for c in message.get("tool_calls") or []]
         text = (message.get("content") or "").strip()
-        stored: dict[str, Any] = {"role": "assistant",
-                                  "content": message.get("content") or (None if calls else "")}
+        stored: dict[str, Any] = {
+            "role": "assistant",
+            "content": message.get("content") or (None if calls else ""),
+        }
         if calls:
             stored["tool_calls"] = [c["stored"] for c in calls]
         self.add(stored, costUsd=cost, raw=message if any(c["problem"] for c in calls) else None)
@@ -107,7 +124,9 @@ class _Run:
                 result = prompts.BAD_ARGUMENTS.format(name=call["name"], problem=call["problem"])
             elif call["name"] == "finish":
                 try:
-                    summary = check_args("finish", call["args"])["summary"].strip() or "(no summary)"
+                    summary = (
+                        check_args("finish", call["args"])["summary"].strip() or "(no summary)"
+                    )
                     result = "finished"
                 except ToolError as exc:
                     result = f"error: {exc}"
@@ -121,13 +140,16 @@ class _Run:
     def count_garbage(self, *, usable: bool) -> None:
         self.garbage = 0 if usable else self.garbage + 1
         if self.garbage >= MAX_GARBAGE:
-            raise AgentError(f"the model returned unusable output ({self.garbage} replies in a row "
-                             "were empty or had malformed tool calls)")
+            raise AgentError(
+                f"the model returned unusable output ({self.garbage} replies in a row "
+                "were empty or had malformed tool calls)"
+            )
 
     async def dispatch(self, name: str, args: dict[str, Any]) -> str:
         try:
-            return await anyio.to_thread.run_sync(self.workspace.dispatch, name, args,
-                                                  abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(
+                self.workspace.dispatch, name, args, abandon_on_cancel=True
+            )
         except anyio.get_cancelled_exc_class():
             self.workspace.kill_running()  # a cancelled session leaves no process behind
             raise
@@ -157,8 +179,11 @@ def _parse(call: dict[str, Any]) -> dict[str, Any]:
         problem = f"there is no tool {name!r}; the tools are: {', '.join(sorted(TOOL_NAMES))}"
     # Providers may reject malformed arguments when the conversation is sent back.
     arguments = "{}" if problem else raw if isinstance(raw, str) else json.dumps(args)
-    stored = {"id": call.get("id"), "type": "function",
-              "function": {"name": name, "arguments": arguments}}
+    stored = {
+        "id": call.get("id"),
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
     return {"name": name, "args": args, "problem": problem, "stored": stored}
 
 
@@ -177,6 +202,11 @@ def _close_dangling(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         calls = m.get("tool_calls") if m.get("role") == "assistant" else None
         for c in calls or []:
             if c.get("id") not in answered:
-                out.append({"role": "tool", "tool_call_id": c.get("id"),
-                            "content": "not run: the session was interrupted"})
+                out.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": c.get("id"),
+                        "content": "not run: the session was interrupted",
+                    }
+                )
     return out

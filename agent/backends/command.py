@@ -43,14 +43,16 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text).replace("\r\n", "\n")
 
 
-def agent_environment(spec: AgentSpec | None, extra: dict[str, str],
-                      base: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+def agent_environment(
+    spec: AgentSpec | None, extra: dict[str, str], base: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], list[str]]:
     """The environment of an external agent and the secret-looking names left out of it:
     ``base`` (the delegating client's; ours when None) without credentials (unless ``passEnv``
     names them) and without variables that redirect git, plus the agent's ``env``, plus
     ``extra``."""
-    env, dropped = scrub(os.environ if base is None else base, spec.passEnv if spec else (),
-                         GIT_REDIRECT_VARS)
+    env, dropped = scrub(
+        os.environ if base is None else base, spec.passEnv if spec else (), GIT_REDIRECT_VARS
+    )
     if spec is not None:
         env.update(spec.env)
     env.update(extra)
@@ -89,8 +91,11 @@ class _Capped:
 
     def text(self) -> str:
         mid = f"\n[... {self.dropped} bytes left out ...]\n" if self.dropped else ""
-        return (bytes(self.head).decode("utf-8", "replace") + mid
-                + bytes(self.tail).decode("utf-8", "replace"))
+        return (
+            bytes(self.head).decode("utf-8", "replace")
+            + mid
+            + bytes(self.tail).decode("utf-8", "replace")
+        )
 
 
 def _exit_description(code: int) -> str:
@@ -123,13 +128,17 @@ class CommandBackend:
     def _env(self, ctx: AgentContext) -> tuple[dict[str, str], list[str]]:
         spec = ctx.config.agent_spec(self.name)
         hide_env_secrets(ctx, spec)
-        return agent_environment(spec, {
-            "HANDOFF_TASK": ctx.instruction,
-            "HANDOFF_TASK_FILE": str(ctx.brief_path),
-            "HANDOFF_SESSION_ID": ctx.session_id,
-            "HANDOFF_FILE": ctx.file or "",
-            "HANDOFF_RANGE": range_label(ctx.range),
-        }, ctx.env)
+        return agent_environment(
+            spec,
+            {
+                "HANDOFF_TASK": ctx.instruction,
+                "HANDOFF_TASK_FILE": str(ctx.brief_path),
+                "HANDOFF_SESSION_ID": ctx.session_id,
+                "HANDOFF_FILE": ctx.file or "",
+                "HANDOFF_RANGE": range_label(ctx.range),
+            },
+            ctx.env,
+        )
 
     async def run(self, ctx: AgentContext) -> Outcome:
         argv = self._argv(ctx)
@@ -183,8 +192,11 @@ class CommandBackend:
                     }
                 )
         if proc.returncode != 0:
-            parts = [f"{label}:\n{t}" for label, t in (("stdout", _tail(out.text())),
-                                                         ("stderr", _tail(err.text()))) if t]
+            parts = [
+                f"{label}:\n{t}"
+                for label, t in (("stdout", _tail(out.text())), ("stderr", _tail(err.text())))
+                if t
+            ]
             shown = "\n".join(parts) or "(no output)"
             raise AgentError(f"agent `{self.name}` {_exit_description(proc.returncode)}:\n{shown}")
         lines = [line.strip() for line in strip_ansi(out.text()).splitlines() if line.strip()]

@@ -57,7 +57,9 @@ class ModelReply:
 
 
 class Model(Protocol):
-    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply: ...
+    async def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply: ...
 
 
 def import_litellm() -> ModuleType:
@@ -87,8 +89,15 @@ async def load_litellm() -> ModuleType:
 
 
 class LiteLLMModel:
-    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, *,
-                 retries: int = 3, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        model: str,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        *,
+        retries: int = 3,
+        timeout_s: float = 120.0,
+    ) -> None:
         self.model = model
         self.api_base = api_base
         self._api_key = api_key
@@ -98,10 +107,18 @@ class LiteLLMModel:
     def __repr__(self) -> str:
         return f"LiteLLMModel({self.model!r}, api_base={self.api_base!r})"
 
-    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
+    async def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
         litellm = await load_litellm()
-        retryable = (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
-                     litellm.BadGatewayError, litellm.APIConnectionError, litellm.Timeout)
+        retryable = (
+            litellm.RateLimitError,
+            litellm.InternalServerError,
+            litellm.ServiceUnavailableError,
+            litellm.BadGatewayError,
+            litellm.APIConnectionError,
+            litellm.Timeout,
+        )
         attempt = 0
         while True:
             try:
@@ -114,42 +131,63 @@ class LiteLLMModel:
                 break
             except retryable as exc:
                 if _MISSING_KEY.search(str(exc)):
-                    raise AgentError(f"the model {self.model!r} needs an API key: set HANDOFF_API_KEY "
-                                     "(or apiKey)") from None
+                    raise AgentError(
+                        f"the model {self.model!r} needs an API key: set HANDOFF_API_KEY "
+                        "(or apiKey)"
+                    ) from None
                 if attempt >= self.retries:
-                    raise AgentError(f"the model is unavailable after {attempt + 1} attempts: "
-                                     f"{self._describe(exc)}") from None
+                    raise AgentError(
+                        f"the model is unavailable after {attempt + 1} attempts: "
+                        f"{self._describe(exc)}"
+                    ) from None
                 await anyio.sleep(_delay(attempt, exc))
                 attempt += 1
             except litellm.AuthenticationError as exc:
-                raise AgentError(f"model authentication failed ({_status(exc, 401)}): "
-                                 "check HANDOFF_API_KEY / apiKey") from None
+                raise AgentError(
+                    f"model authentication failed ({_status(exc, 401)}): "
+                    "check HANDOFF_API_KEY / apiKey"
+                ) from None
             except litellm.PermissionDeniedError as exc:
-                raise AgentError(f"the model provider refused access ({_status(exc, 403)}): "
-                                 f"{self._describe(exc)}") from None
+                raise AgentError(
+                    f"the model provider refused access ({_status(exc, 403)}): "
+                    f"{self._describe(exc)}"
+                ) from None
             except litellm.NotFoundError as exc:
-                raise AgentError(f"model not found: {self.model!r} ({self._describe(exc)}); "
-                                 "check HANDOFF_MODEL / model and apiBase") from None
+                raise AgentError(
+                    f"model not found: {self.model!r} ({self._describe(exc)}); "
+                    "check HANDOFF_MODEL / model and apiBase"
+                ) from None
             except litellm.ContextWindowExceededError as exc:
-                raise AgentError(f"the conversation no longer fits the model's context window: "
-                                 f"{self._describe(exc)}") from None
+                raise AgentError(
+                    f"the conversation no longer fits the model's context window: "
+                    f"{self._describe(exc)}"
+                ) from None
             except (litellm.BadRequestError, litellm.UnprocessableEntityError) as exc:
                 raise AgentError(f"the model rejected the request: {self._describe(exc)}") from None
             except litellm.APIError as exc:  # litellm's catch-all; 5xx is worth a retry
                 if _MISSING_KEY.search(str(exc)):
-                    raise AgentError(f"the model {self.model!r} needs an API key: set HANDOFF_API_KEY "
-                                     "(or apiKey)") from None
+                    raise AgentError(
+                        f"the model {self.model!r} needs an API key: set HANDOFF_API_KEY "
+                        "(or apiKey)"
+                    ) from None
                 if _status(exc, 0) < 500 or attempt >= self.retries:
                     raise AgentError(f"model error: {self._describe(exc)}") from None
                 await anyio.sleep(_delay(attempt, exc))
                 attempt += 1
         return ModelReply(_assistant_message(response), cost)
 
-    def _complete_blocking(self, litellm: ModuleType, messages: list[dict[str, Any]],
-                           tools: list[dict[str, Any]]) -> tuple[Any, float]:
+    def _complete_blocking(
+        self, litellm: ModuleType, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> tuple[Any, float]:
         response = litellm.completion(
-            model=self.model, messages=messages, tools=tools, api_base=self.api_base,
-            api_key=self._api_key or self._keyless(litellm), timeout=self.timeout_s, num_retries=0, max_retries=0,
+            model=self.model,
+            messages=messages,
+            tools=tools,
+            api_base=self.api_base,
+            api_key=self._api_key or self._keyless(litellm),
+            timeout=self.timeout_s,
+            num_retries=0,
+            max_retries=0,
         )
         return response, _cost(litellm, response)
 
@@ -179,7 +217,9 @@ def _status(exc: BaseException, default: int) -> int:
 
 def _delay(attempt: int, exc: BaseException) -> float:
     """Exponential backoff with jitter; a small Retry-After from the server wins."""
-    headers = getattr(exc, "headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+    headers = getattr(exc, "headers", None) or getattr(
+        getattr(exc, "response", None), "headers", None
+    )
     try:
         retry_after = float(headers.get("retry-after")) if headers else None  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -198,14 +238,16 @@ def _assistant_message(response: Any) -> dict[str, Any]:
     for i, tc in enumerate(getattr(msg, "tool_calls", None) or []):
         fn = getattr(tc, "function", None)
         args = getattr(fn, "arguments", None)
-        calls.append({
-            "id": getattr(tc, "id", None) or f"call_{i}",
-            "type": "function",
-            "function": {
-                "name": getattr(fn, "name", None) or "",
-                "arguments": args if isinstance(args, str) else json.dumps(args),
-            },
-        })
+        calls.append(
+            {
+                "id": getattr(tc, "id", None) or f"call_{i}",
+                "type": "function",
+                "function": {
+                    "name": getattr(fn, "name", None) or "",
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                },
+            }
+        )
     if calls:
         out["tool_calls"] = calls
     return out

@@ -54,29 +54,60 @@ def _fn(name: str, description: str, props: dict[str, Any], required: list[str])
 
 _PATH = {"type": "string", "description": "path relative to the project root"}
 TOOL_SCHEMAS: list[dict[str, Any]] = [
-    _fn("read_file", "Read a text file; lines come numbered (the numbers are not part of the file).",
-        {"path": _PATH,
-         "startLine": {"type": "integer", "description": "first line, 1-based"},
-         "endLine": {"type": "integer", "description": "last line, inclusive"}},
-        ["path"]),
-    _fn("list_files", "List the files under a folder, recursively (default: the project root).",
-        {"path": _PATH}, []),
-    _fn("search", "Search text files for a Python regular expression; prints `path:line: text`.",
-        {"pattern": {"type": "string"}, "path": _PATH}, ["pattern"]),
-    _fn("write_file", "Create or overwrite a file with the given content.",
-        {"path": _PATH, "content": {"type": "string"}}, ["path", "content"]),
-    _fn("edit_file", "Replace oldText with newText in a file; oldText must occur exactly once.",
+    _fn(
+        "read_file",
+        "Read a text file; lines come numbered (the numbers are not part of the file).",
+        {
+            "path": _PATH,
+            "startLine": {"type": "integer", "description": "first line, 1-based"},
+            "endLine": {"type": "integer", "description": "last line, inclusive"},
+        },
+        ["path"],
+    ),
+    _fn(
+        "list_files",
+        "List the files under a folder, recursively (default: the project root).",
+        {"path": _PATH},
+        [],
+    ),
+    _fn(
+        "search",
+        "Search text files for a Python regular expression; prints `path:line: text`.",
+        {"pattern": {"type": "string"}, "path": _PATH},
+        ["pattern"],
+    ),
+    _fn(
+        "write_file",
+        "Create or overwrite a file with the given content.",
+        {"path": _PATH, "content": {"type": "string"}},
+        ["path", "content"],
+    ),
+    _fn(
+        "edit_file",
+        "Replace oldText with newText in a file; oldText must occur exactly once.",
         {"path": _PATH, "oldText": {"type": "string"}, "newText": {"type": "string"}},
-        ["path", "oldText", "newText"]),
-    _fn("run_command", "Run a shell command in the project root; prints its exit code and output. "
+        ["path", "oldText", "newText"],
+    ),
+    _fn(
+        "run_command",
+        "Run a shell command in the project root; prints its exit code and output. "
         "Usually sandboxed: no network; files outside the project are read-only or hidden.",
-        {"command": {"type": "string"}}, ["command"]),
-    _fn("finish", "End the task with a short summary of what you changed and why.",
-        {"summary": {"type": "string"}}, ["summary"]),
+        {"command": {"type": "string"}},
+        ["command"],
+    ),
+    _fn(
+        "finish",
+        "End the task with a short summary of what you changed and why.",
+        {"summary": {"type": "string"}},
+        ["summary"],
+    ),
 ]
 _SPECS: dict[str, dict[str, tuple[type, bool]]] = {
     s["function"]["name"]: {
-        k: ({"string": str, "integer": int}[v["type"]], k in s["function"]["parameters"]["required"])
+        k: (
+            {"string": str, "integer": int}[v["type"]],
+            k in s["function"]["parameters"]["required"],
+        )
         for k, v in s["function"]["parameters"]["properties"].items()
     }
     for s in TOOL_SCHEMAS
@@ -112,9 +143,15 @@ def check_args(name: str, args: Any) -> dict[str, Any]:
 class Workspace:
     """File and shell tools over ``root``; the only folder the agent may touch."""
 
-    def __init__(self, root: Path, *, test_command: str | None = None,
-                 command_timeout_s: float = 300.0, policy: str = "sandbox",
-                 pass_env: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        test_command: str | None = None,
+        command_timeout_s: float = 300.0,
+        policy: str = "sandbox",
+        pass_env: Iterable[str] = (),
+    ) -> None:
         self.root = Path(os.path.realpath(root))
         self.test_command = test_command
         self.command_timeout_s = command_timeout_s
@@ -125,9 +162,13 @@ class Workspace:
         self._proc: subprocess.Popen[bytes] | None = None
         self._launch: sandbox.Launch | None = None
         self._tools: dict[str, Callable[..., str]] = {
-            "read_file": self.read_file, "list_files": self.list_files, "search": self.search,
-            "write_file": self.write_file, "edit_file": self.edit_file,
-            "run_command": self.run_command, "finish": self.finish,
+            "read_file": self.read_file,
+            "list_files": self.list_files,
+            "search": self.search,
+            "write_file": self.write_file,
+            "edit_file": self.edit_file,
+            "run_command": self.run_command,
+            "finish": self.finish,
         }
 
     def dispatch(self, name: str, args: Any) -> str:
@@ -157,7 +198,9 @@ class Workspace:
         if path.startswith("~"):
             raise ToolError(f"{shown}: `~` is not allowed; use a path relative to the project root")
         if os.path.isabs(path):
-            raise ToolError(f"{shown}: absolute paths are not allowed; use a path relative to the project root")
+            raise ToolError(
+                f"{shown}: absolute paths are not allowed; use a path relative to the project root"
+            )
         parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
         for part in parts:
             if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
@@ -230,8 +273,10 @@ class Workspace:
 
     def list_files(self, path: str | None = None) -> str:
         real = self._existing(path or ".", "dir")
-        found = [self._rel(f) + (f" -> {os.readlink(f)}" if os.path.islink(f) else "")
-                 for f in _walk(real)]
+        found = [
+            self._rel(f) + (f" -> {os.readlink(f)}" if os.path.islink(f) else "")
+            for f in _walk(real)
+        ]
         shown = found[:MAX_LIST]
         if len(found) > MAX_LIST:
             shown.append(f"[... and {len(found) - MAX_LIST} more; list a subfolder]")
@@ -246,7 +291,10 @@ class Workspace:
         hits: list[str] = []
         for f in [str(real)] if real.is_file() else _walk(real):
             try:
-                if not stat.S_ISREG(os.lstat(f).st_mode) or os.path.getsize(f) > MAX_SEARCH_FILE_BYTES:
+                if (
+                    not stat.S_ISREG(os.lstat(f).st_mode)
+                    or os.path.getsize(f) > MAX_SEARCH_FILE_BYTES
+                ):
                     continue
                 data = Path(f).read_bytes()
             except OSError:
@@ -257,7 +305,9 @@ class Workspace:
                 if regex.search(line):
                     hits.append(f"{self._rel(f)}:{n}: {line[:MAX_MATCH_LINE]}")
                     if len(hits) >= MAX_MATCHES:
-                        return "\n".join(hits + [f"[stopped at {MAX_MATCHES} matches; narrow the search]"])
+                        return "\n".join(
+                            hits + [f"[stopped at {MAX_MATCHES} matches; narrow the search]"]
+                        )
         return "\n".join(hits) or "no matches"
 
     def write_file(self, path: str, content: str) -> str:
@@ -267,24 +317,32 @@ class Workspace:
         if not self._inside(os.path.realpath(real.parent)):  # a folder swapped for a link meanwhile
             raise ToolError(f"{path!r} leads outside the project root")
         note = _write_bytes(real, content.encode("utf-8"))
-        return (f"{'overwrote' if existed else 'created'} {self._rel(real)} "
-                f"({len(content.encode())} bytes){note}")
+        return (
+            f"{'overwrote' if existed else 'created'} {self._rel(real)} "
+            f"({len(content.encode())} bytes){note}"
+        )
 
     def edit_file(self, path: str, oldText: str, newText: str) -> str:
         real = self._existing(path, "file")
         if not oldText:
-            raise ToolError("edit_file: oldText must not be empty (use write_file to create a file)")
+            raise ToolError(
+                "edit_file: oldText must not be empty (use write_file to create a file)"
+            )
         try:
             text = _read_bytes(real).decode("utf-8")
         except UnicodeDecodeError:
             raise ToolError(f"edit_file: {path!r} is not UTF-8 text") from None
         count = text.count(oldText)
         if count == 0:
-            raise ToolError(f"edit_file: oldText was not found in {self._rel(real)}; check whitespace "
-                            "and indentation (read_file shows the current text, without line numbers)")
+            raise ToolError(
+                f"edit_file: oldText was not found in {self._rel(real)}; check whitespace "
+                "and indentation (read_file shows the current text, without line numbers)"
+            )
         if count > 1:
-            raise ToolError(f"edit_file: oldText occurs {count} times in {self._rel(real)}; "
-                            "include more surrounding lines so that it occurs exactly once")
+            raise ToolError(
+                f"edit_file: oldText occurs {count} times in {self._rel(real)}; "
+                "include more surrounding lines so that it occurs exactly once"
+            )
         at = text.index(oldText)
         note = _write_bytes(real, text.replace(oldText, newText, 1).encode("utf-8"))
         first = text.count("\n", 0, at) + 1
@@ -306,8 +364,12 @@ class Workspace:
         link = _link_state(self.root)
         with sandbox.prepare(command, root=self.root, kind=kind, pass_env=self.pass_env) as launch:
             proc = subprocess.Popen(
-                launch.argv, cwd=self.root, env=launch.env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                launch.argv,
+                cwd=self.root,
+                env=launch.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             background(proc.pid)  # its session's scheduling group too (it has the host's nice)
@@ -322,8 +384,11 @@ class Workspace:
                 self.kill_running()  # also whatever the command left in the background
                 out.join()
                 self._proc = self._launch = None
-        head = f"exit code: {code}" if code is not None else \
-            f"timed out after {self.command_timeout_s:g} s; the command and its children were killed"
+        head = (
+            f"exit code: {code}"
+            if code is not None
+            else f"timed out after {self.command_timeout_s:g} s; the command and its children were killed"
+        )
         note = _restore_link(self.root, link)
         return f"{head}\n{out.text()}".rstrip("\n") + note
 
@@ -373,7 +438,7 @@ class _CappedReader:
     def text(self) -> str:
         omitted = self._total - len(self._head) - len(self._tail)
         mid = f"\n[... {omitted} bytes omitted ...]\n" if omitted > 0 else ""
-        return (self._head.decode("utf-8", "replace") + mid + self._tail.decode("utf-8", "replace"))
+        return self._head.decode("utf-8", "replace") + mid + self._tail.decode("utf-8", "replace")
 
 
 def _link_state(root: Path) -> bytes | None:
@@ -403,8 +468,10 @@ def _restore_link(root: Path, content: bytes | None) -> str:
     fd = os.open(link, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(content)
-    return ("\nnote: the command changed .git, the worktree's link to its repository; it was put "
-            "back. Leave .git alone.")
+    return (
+        "\nnote: the command changed .git, the worktree's link to its repository; it was put "
+        "back. Leave .git alone."
+    )
 
 
 def _walk(top: Path) -> Iterator[str]:
@@ -449,6 +516,8 @@ def _write_bytes(real: Path, data: bytes) -> str:
         tmp.unlink(missing_ok=True)
         raise
     if st is not None and st.st_nlink > 1:
-        return (" (it was a hard link to another file; the link was replaced, the other file "
-                "was not changed)")
+        return (
+            " (it was a hard link to another file; the link was replaced, the other file "
+            "was not changed)"
+        )
     return ""

@@ -75,20 +75,36 @@ class ScriptedAgent(Agent):
     def on_connect(self, conn: Any) -> None:
         self.conn = conn
 
-    async def initialize(self, protocol_version: int, client_capabilities: Any = None,
-                         client_info: Any = None, **kwargs: Any) -> InitializeResponse:
-        log(event="initialize", capabilities=client_capabilities.model_dump(by_alias=True, exclude_none=True)
-            if client_capabilities else None, client=client_info.name if client_info else None)
-        return InitializeResponse(protocol_version=PROTOCOL_VERSION,
-                                  agent_capabilities=AgentCapabilities(load_session=MODE == "loadable"))
+    async def initialize(
+        self,
+        protocol_version: int,
+        client_capabilities: Any = None,
+        client_info: Any = None,
+        **kwargs: Any,
+    ) -> InitializeResponse:
+        log(
+            event="initialize",
+            capabilities=client_capabilities.model_dump(by_alias=True, exclude_none=True)
+            if client_capabilities
+            else None,
+            client=client_info.name if client_info else None,
+        )
+        return InitializeResponse(
+            protocol_version=PROTOCOL_VERSION,
+            agent_capabilities=AgentCapabilities(load_session=MODE == "loadable"),
+        )
 
-    async def new_session(self, cwd: str, mcp_servers: Any = None, **kwargs: Any) -> NewSessionResponse:
+    async def new_session(
+        self, cwd: str, mcp_servers: Any = None, **kwargs: Any
+    ) -> NewSessionResponse:
         sid = f"s{len(self.sessions) + 1}"
         self.sessions[sid] = {"cwd": cwd, "prompts": 0}
         log(event="new_session", cwd=cwd, session=sid, pid=os.getpid(), pgid=os.getpgid(0))
         return NewSessionResponse(session_id=sid)
 
-    async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> LoadSessionResponse | None:
+    async def load_session(
+        self, cwd: str, session_id: str, **kwargs: Any
+    ) -> LoadSessionResponse | None:
         kept = json.loads(STATE.read_text()) if STATE.exists() else {}
         log(event="load_session", session=session_id, known=session_id in kept, pid=os.getpid())
         if session_id not in kept:
@@ -131,8 +147,9 @@ class ScriptedAgent(Agent):
             except Exception as exc:  # the client's refusal comes back as a JSON-RPC error
                 outcome = f"refused: {exc} {getattr(exc, 'data', '')}"
             try:
-                await self.conn.write_text_file(session_id=sid, path=str(cwd / ".git" / "config"),
-                                                content="[core]\n")
+                await self.conn.write_text_file(
+                    session_id=sid, path=str(cwd / ".git" / "config"), content="[core]\n"
+                )
                 git_outcome = "written"
             except Exception as exc:
                 git_outcome = f"refused: {exc}"
@@ -140,17 +157,28 @@ class ScriptedAgent(Agent):
             await self.say(sid, f"escape {outcome.split(':')[0]}")
             return PromptResponse(stop_reason="end_turn")
         if MODE == "terminal":
-            await self.conn.session_update(session_id=sid, update=start_tool_call(
-                "t1", "Run a command", kind="execute", status="in_progress"))
+            await self.conn.session_update(
+                session_id=sid,
+                update=start_tool_call("t1", "Run a command", kind="execute", status="in_progress"),
+            )
             term = await self.conn.create_terminal(
-                session_id=sid, command="sh",
-                args=["-c", 'echo made > made.txt; (echo x > "$0") 2>/dev/null || echo outside-refused; echo out',
-                      ESCAPE])
-            exit_ = await self.conn.wait_for_terminal_exit(session_id=sid, terminal_id=term.terminal_id)
+                session_id=sid,
+                command="sh",
+                args=[
+                    "-c",
+                    'echo made > made.txt; (echo x > "$0") 2>/dev/null || echo outside-refused; echo out',
+                    ESCAPE,
+                ],
+            )
+            exit_ = await self.conn.wait_for_terminal_exit(
+                session_id=sid, terminal_id=term.terminal_id
+            )
             out = await self.conn.terminal_output(session_id=sid, terminal_id=term.terminal_id)
             await self.conn.release_terminal(session_id=sid, terminal_id=term.terminal_id)
             log(event="terminal", exit=exit_.exit_code, output=out.output)
-            await self.conn.session_update(session_id=sid, update=update_tool_call("t1", status="completed"))
+            await self.conn.session_update(
+                session_id=sid, update=update_tool_call("t1", status="completed")
+            )
             await self.say(sid, f"command exited {exit_.exit_code}")
             return PromptResponse(stop_reason="end_turn")
         if MODE in ("hang", "deaf"):
@@ -158,8 +186,12 @@ class ScriptedAgent(Agent):
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             child = subprocess.Popen(["sleep", "1000"])
             log(event="child", pid=child.pid)
-            await self.conn.session_update(session_id=sid, update=start_tool_call(
-                "w1", "Think for a long time", kind="think", status="in_progress"))
+            await self.conn.session_update(
+                session_id=sid,
+                update=start_tool_call(
+                    "w1", "Think for a long time", kind="think", status="in_progress"
+                ),
+            )
             await self.cancelled.setdefault(sid, asyncio.Event()).wait()
             child.kill()
             return PromptResponse(stop_reason="cancelled")
@@ -172,40 +204,88 @@ class ScriptedAgent(Agent):
         path = str(cwd / "app.py")
         if n > 1:  # a follow-up in the same session: the agent remembers the file
             content = (await self.conn.read_text_file(session_id=sid, path=path)).content
-            await self.conn.write_text_file(session_id=sid, path=path, content=content + f"# follow-up {n}\n")
-            await self.conn.session_update(session_id=sid, update=start_tool_call(
-                f"f{n}", "Append a note", kind="edit", status="completed",
-                locations=[ToolCallLocation(path=path)]))
+            await self.conn.write_text_file(
+                session_id=sid, path=path, content=content + f"# follow-up {n}\n"
+            )
+            await self.conn.session_update(
+                session_id=sid,
+                update=start_tool_call(
+                    f"f{n}",
+                    "Append a note",
+                    kind="edit",
+                    status="completed",
+                    locations=[ToolCallLocation(path=path)],
+                ),
+            )
             await self.say(sid, f"follow-up {n} done")
             return PromptResponse(stop_reason="end_turn")
         plan = [plan_entry("Read app.py"), plan_entry("Edit add()")]
         await self.conn.session_update(session_id=sid, update=update_plan(plan))
-        await self.conn.session_update(session_id=sid, update=start_tool_call(
-            "c1", "Read app.py", kind="read", status="in_progress", locations=[ToolCallLocation(path=path)]))
+        await self.conn.session_update(
+            session_id=sid,
+            update=start_tool_call(
+                "c1",
+                "Read app.py",
+                kind="read",
+                status="in_progress",
+                locations=[ToolCallLocation(path=path)],
+            ),
+        )
         content = (await self.conn.read_text_file(session_id=sid, path=path)).content
-        await self.conn.session_update(session_id=sid, update=update_tool_call("c1", status="completed"))
+        await self.conn.session_update(
+            session_id=sid, update=update_tool_call("c1", status="completed")
+        )
         plan[0] = plan_entry("Read app.py", status="completed")
         await self.conn.session_update(session_id=sid, update=update_plan(plan))
-        await self.conn.session_update(session_id=sid, update=start_tool_call(
-            "c2", "Edit app.py", kind="edit", status="pending", locations=[ToolCallLocation(path=path)]))
-        await self.conn.session_update(session_id=sid, update=UsageUpdate(
-            session_update="usage_update", used=1200, size=200000, cost=Cost(amount=0.0123, currency="USD")))
+        await self.conn.session_update(
+            session_id=sid,
+            update=start_tool_call(
+                "c2",
+                "Edit app.py",
+                kind="edit",
+                status="pending",
+                locations=[ToolCallLocation(path=path)],
+            ),
+        )
+        await self.conn.session_update(
+            session_id=sid,
+            update=UsageUpdate(
+                session_update="usage_update",
+                used=1200,
+                size=200000,
+                cost=Cost(amount=0.0123, currency="USD"),
+            ),
+        )
         answer = await self.conn.request_permission(
             session_id=sid,
-            tool_call=ToolCallUpdate(tool_call_id="c2", title="Edit app.py", kind="edit",
-                                     locations=[ToolCallLocation(path=path)]),
-            options=[PermissionOption(option_id="yes", name="Allow", kind="allow_once"),
-                     PermissionOption(option_id="always", name="Always allow", kind="allow_always"),
-                     PermissionOption(option_id="no", name="Reject", kind="reject_once")])
+            tool_call=ToolCallUpdate(
+                tool_call_id="c2",
+                title="Edit app.py",
+                kind="edit",
+                locations=[ToolCallLocation(path=path)],
+            ),
+            options=[
+                PermissionOption(option_id="yes", name="Allow", kind="allow_once"),
+                PermissionOption(option_id="always", name="Always allow", kind="allow_always"),
+                PermissionOption(option_id="no", name="Reject", kind="reject_once"),
+            ],
+        )
         chosen = getattr(answer.outcome, "option_id", None)
         log(event="permission", answer=chosen)
         if chosen not in ("yes", "always"):
-            await self.conn.session_update(session_id=sid, update=update_tool_call("c2", status="failed"))
+            await self.conn.session_update(
+                session_id=sid, update=update_tool_call("c2", status="failed")
+            )
             await self.say(sid, "permission rejected; nothing changed")
             return PromptResponse(stop_reason="end_turn")
-        await self.conn.write_text_file(session_id=sid, path=path,
-                                        content=content.replace("return a + b", "return a + b  # via acp"))
-        await self.conn.session_update(session_id=sid, update=update_tool_call("c2", status="completed"))
+        await self.conn.write_text_file(
+            session_id=sid,
+            path=path,
+            content=content.replace("return a + b", "return a + b  # via acp"),
+        )
+        await self.conn.session_update(
+            session_id=sid, update=update_tool_call("c2", status="completed")
+        )
         plan[1] = plan_entry("Edit add()", status="completed")
         await self.conn.session_update(session_id=sid, update=update_plan(plan))
         await self.say(sid, "Marked add() ")

@@ -22,7 +22,9 @@ def toml_agents(agents: dict[str, list[str]], default: str | None = None, **scal
     if default:
         lines.append(f'agent = "{default}"')
     for key, value in scalars.items():
-        lines.append(f"{key} = {value!r}" if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
+        lines.append(
+            f"{key} = {value!r}" if not isinstance(value, bool) else f"{key} = {str(value).lower()}"
+        )
     for name, argv in agents.items():
         quoted = ", ".join('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in argv)
         lines.append(f"[agents.{name}]\ncommand = [{quoted}]")
@@ -56,8 +58,11 @@ def processes_with(mark: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes().split(b"\0") \
-                    and ") Z" not in (entry / "stat").read_text():
+            if (
+                entry.name.isdigit()
+                and mark.encode() in (entry / "cmdline").read_bytes().split(b"\0")
+                and ") Z" not in (entry / "stat").read_text()
+            ):
                 found.append(int(entry.name))
         except OSError:
             continue

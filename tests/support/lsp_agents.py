@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.support.agents import trust_repo
 
-AGENT_SCRIPT = textwrap.dedent('''
+AGENT_SCRIPT = textwrap.dedent("""
     import json, os, pathlib, sys, time
     spec = json.loads(pathlib.Path(sys.argv[1]).read_text())
     log = pathlib.Path(spec["log"])
@@ -64,7 +64,7 @@ AGENT_SCRIPT = textwrap.dedent('''
             time.sleep(args[0])
     print("agent working")
     print(spec.get("summary", "done"))
-''')
+""")
 
 
 class Agent:
@@ -77,8 +77,15 @@ class Agent:
         self.spec_path = work / "agent-spec.json"
         self.script = work / "agent.py"
 
-    def configure(self, *, runs: list[list[list[Any]]] | None = None, wait: bool = False,
-                  read: list[str] | None = None, summary: str = "done", extra_toml: str = "") -> None:
+    def configure(
+        self,
+        *,
+        runs: list[list[list[Any]]] | None = None,
+        wait: bool = False,
+        read: list[str] | None = None,
+        summary: str = "done",
+        extra_toml: str = "",
+    ) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         self.script.write_text(AGENT_SCRIPT)
         spec = {"log": str(self.log), "runs": runs or [[]], "read": read or [], "summary": summary}
@@ -87,7 +94,8 @@ class Agent:
         self.spec_path.write_text(json.dumps(spec))
         argv = json.dumps(self.argv())
         (self.repo / ".handoff.toml").write_text(
-            f'agent = "edit"\n{extra_toml}\n[agents.edit]\ncommand = {argv}\n')
+            f'agent = "edit"\n{extra_toml}\n[agents.edit]\ncommand = {argv}\n'
+        )
         trust_repo(self.repo)
 
     def argv(self) -> list[str]:
@@ -98,7 +106,9 @@ class Agent:
         (self.work / f"go-{session_id}").write_text("go")
 
     def runs(self, session_id: str) -> list[dict[str, Any]]:
-        found = sorted(self.log.glob(f"{session_id}-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        found = sorted(
+            self.log.glob(f"{session_id}-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1])
+        )
         return [json.loads(p.read_text()) for p in found]
 
     def started(self, session_id: str) -> bool:

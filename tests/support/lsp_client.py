@@ -20,12 +20,16 @@ from pathlib import Path
 from typing import Any, Union
 
 import pytest_lsp
+from handoff.server.edits import apply_text_edits, text_edits
 from lsprotocol import types
 from pygls.io_ import run_async
 from pygls.protocol import default_converter
-from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, LanguageClient, forward_stderr, register_lsp_features
-
-from handoff.server.edits import apply_text_edits, text_edits
+from pytest_lsp.client import (
+    DEFAULT_CLIENT_FEATURES,
+    LanguageClient,
+    forward_stderr,
+    register_lsp_features,
+)
 
 CLIENTS = ["visual_studio_code", "neovim"]
 TIMEOUT = 60.0
@@ -58,9 +62,9 @@ def check_stream(data: bytes) -> int:
     header = re.compile(rb"Content-Length: (\d+)\r\n(?:Content-Type: [^\r\n]*\r\n)?\r\n")
     while pos < len(data):
         m = header.match(data, pos)
-        assert m, f"stray bytes on the server's stdout at {pos}: {bytes(data[pos:pos + 120])!r}"
+        assert m, f"stray bytes on the server's stdout at {pos}: {bytes(data[pos : pos + 120])!r}"
         end = m.end() + int(m.group(1))
-        message = json.loads(data[m.end():end])
+        message = json.loads(data[m.end() : end])
         assert message.get("jsonrpc") == "2.0", message
         pos, count = end, count + 1
     return count
@@ -69,13 +73,23 @@ def check_stream(data: bytes) -> int:
 class Client(LanguageClient):
     async def start_io(self, cmd: str, *args, **kwargs):  # pygls' start_io, with a recording reader
         server = await asyncio.create_subprocess_exec(
-            cmd, *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, **kwargs)
+            cmd,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            **kwargs,
+        )
         self.protocol.set_writer(server.stdin)
         self.reader = RecordingReader(server.stdout)
-        connection = asyncio.create_task(run_async(
-            stop_event=self._stop_event, reader=self.reader, protocol=self.protocol,
-            error_handler=self.report_server_error))
+        connection = asyncio.create_task(
+            run_async(
+                stop_event=self._stop_event,
+                reader=self.reader,
+                protocol=self.protocol,
+                error_handler=self.report_server_error,
+            )
+        )
         self._server = server
         self._async_tasks.extend([connection, asyncio.create_task(self._server_exit())])
         self._stderr_forwarder = asyncio.create_task(forward_stderr(server))
@@ -104,30 +118,46 @@ class Editor:
 
     # -- start / stop --------------------------------------------------------------------------
     @classmethod
-    async def start(cls, caps: str | types.ClientCapabilities, root: Path, *,
-                    env: dict[str, str] | None = None,
-                    init_options: Any = None, folders: list[Path] | None = None,
-                    configuration: dict[str, Any] | None = None,
-                    args: list[str] | None = None,
-                    experimental: Any = None) -> "Editor":
+    async def start(
+        cls,
+        caps: str | types.ClientCapabilities,
+        root: Path,
+        *,
+        env: dict[str, str] | None = None,
+        init_options: Any = None,
+        folders: list[Path] | None = None,
+        configuration: dict[str, Any] | None = None,
+        args: list[str] | None = None,
+        experimental: Any = None,
+    ) -> Editor:
         client = Client(converter_factory=default_converter)
         editor = cls(client, caps, root)
         editor._register()
         if configuration is not None:
             client.set_configuration(configuration)
-        await client.start_io(sys.executable, "-m", "handoff.server", *(args or []),
-                              env={**os.environ, **(env or {})})
+        await client.start_io(
+            sys.executable, "-m", "handoff.server", *(args or []), env={**os.environ, **(env or {})}
+        )
         folders = folders if folders is not None else [root]
-        capabilities = (caps if isinstance(caps, types.ClientCapabilities)
-                        else pytest_lsp.client_capabilities(caps))
-        if experimental is not None:  # e.g. {"handoff": {"prompt": True}}, as Handoff's own clients say
+        capabilities = (
+            caps
+            if isinstance(caps, types.ClientCapabilities)
+            else pytest_lsp.client_capabilities(caps)
+        )
+        if (
+            experimental is not None
+        ):  # e.g. {"handoff": {"prompt": True}}, as Handoff's own clients say
             capabilities.experimental = experimental
-        result = await client.initialize_session(types.InitializeParams(
-            capabilities=capabilities,
-            root_uri=folders[0].as_uri() if folders else None,
-            workspace_folders=[types.WorkspaceFolder(uri=f.as_uri(), name=f.name) for f in folders],
-            initialization_options=init_options,
-        ))
+        result = await client.initialize_session(
+            types.InitializeParams(
+                capabilities=capabilities,
+                root_uri=folders[0].as_uri() if folders else None,
+                workspace_folders=[
+                    types.WorkspaceFolder(uri=f.as_uri(), name=f.name) for f in folders
+                ],
+                initialization_options=init_options,
+            )
+        )
         enc = result.capabilities.position_encoding or "utf-16"
         editor.encoding = str(getattr(enc, "value", enc))
         return editor
@@ -147,9 +177,16 @@ class Editor:
 
     def _register(self) -> None:
         client, editor = self.client, self
-        mine = {types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, types.PROGRESS, types.WINDOW_SHOW_MESSAGE,
-                types.WINDOW_SHOW_DOCUMENT, types.WINDOW_WORK_DONE_PROGRESS_CREATE}
-        register_lsp_features(client, {k: v for k, v in DEFAULT_CLIENT_FEATURES.items() if k not in mine})
+        mine = {
+            types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS,
+            types.PROGRESS,
+            types.WINDOW_SHOW_MESSAGE,
+            types.WINDOW_SHOW_DOCUMENT,
+            types.WINDOW_WORK_DONE_PROGRESS_CREATE,
+        }
+        register_lsp_features(
+            client, {k: v for k, v in DEFAULT_CLIENT_FEATURES.items() if k not in mine}
+        )
         conv = client.protocol._converter
 
         def code_action_hook(obj: Any, _: type) -> Any:  # lsprotocol reads any "command" as Command
@@ -171,10 +208,16 @@ class Editor:
 
             client.feature(method)(handler)
 
-        wrap(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS,
-             lambda p: editor.diagnostics.__setitem__(p.uri, list(p.diagnostics)))
-        for method in (types.PROGRESS, types.WINDOW_SHOW_MESSAGE, types.WINDOW_SHOW_DOCUMENT,
-                       types.WINDOW_WORK_DONE_PROGRESS_CREATE):
+        wrap(
+            types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS,
+            lambda p: editor.diagnostics.__setitem__(p.uri, list(p.diagnostics)),
+        )
+        for method in (
+            types.PROGRESS,
+            types.WINDOW_SHOW_MESSAGE,
+            types.WINDOW_SHOW_DOCUMENT,
+            types.WINDOW_WORK_DONE_PROGRESS_CREATE,
+        ):
             wrap(method)
 
         def sessions(client: LanguageClient, params: Any):
@@ -200,7 +243,9 @@ class Editor:
         def apply_edit(client: LanguageClient, params: types.ApplyWorkspaceEditParams):
             editor.edits.append(params.edit)
             if editor.on_apply is not None and editor.on_apply(params.edit) is False:
-                return types.ApplyWorkspaceEditResult(applied=False, failure_reason="refused by test")
+                return types.ApplyWorkspaceEditResult(
+                    applied=False, failure_reason="refused by test"
+                )
             ok, reason = editor._apply(params.edit)
             editor._pulse()
             return types.ApplyWorkspaceEditResult(applied=ok, failure_reason=reason)
@@ -208,7 +253,10 @@ class Editor:
     # -- the applier -------------------------------------------------------------------------
     def _apply(self, edit: types.WorkspaceEdit) -> tuple[bool, str | None]:
         for change in edit.document_changes or []:
-            if isinstance(change, types.TextDocumentEdit) and change.text_document.version is not None:
+            if (
+                isinstance(change, types.TextDocumentEdit)
+                and change.text_document.version is not None
+            ):
                 doc = self.docs.get(change.text_document.uri)
                 if doc is None or doc.version != change.text_document.version:
                     return False, f"version mismatch for {change.text_document.uri}"
@@ -243,25 +291,38 @@ class Editor:
             return
         doc.text = apply_text_edits(doc.text, edits, self.encoding)
         doc.version += 1
-        ordered = sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True)
-        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=doc.version),
-            content_changes=[types.TextDocumentContentChangePartial(range=e.range, text=e.new_text)
-                             for e in ordered]))
+        ordered = sorted(
+            edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True
+        )
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=doc.version),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(range=e.range, text=e.new_text)
+                    for e in ordered
+                ],
+            )
+        )
 
     # -- documents ---------------------------------------------------------------------------
     def open(self, path: Path, text: str | None = None, language: str = "python") -> str:
         uri = path.as_uri()
         text = path.read_text() if text is None else text
         self.docs[uri] = Doc(uri, text, 1)
-        self.client.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+        self.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id=language, version=1, text=text
+                )
+            )
+        )
         return uri
 
     def close(self, uri: str) -> str:
         doc = self.docs.pop(uri)
-        self.client.text_document_did_close(types.DidCloseTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=uri)))
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
         return doc.text
 
     def type(self, uri: str, new_text: str) -> None:
@@ -269,31 +330,45 @@ class Editor:
         doc = self.docs[uri]
         edits = text_edits(doc.text, new_text, self.encoding)
         doc.text, doc.version = new_text, doc.version + 1
-        ordered = sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True)
-        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=doc.version),
-            content_changes=[types.TextDocumentContentChangePartial(range=e.range, text=e.new_text)
-                             for e in ordered]))
+        ordered = sorted(
+            edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True
+        )
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=doc.version),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(range=e.range, text=e.new_text)
+                    for e in ordered
+                ],
+            )
+        )
 
     def save(self, uri: str) -> None:
         _path(uri).write_text(self.docs[uri].text)
-        self.client.text_document_did_save(types.DidSaveTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=uri)))
+        self.client.text_document_did_save(
+            types.DidSaveTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
 
     def text(self, uri: str) -> str:
         return self.docs[uri].text
 
     # -- requests ----------------------------------------------------------------------------
-    async def code_actions(self, uri: str, rng: types.Range,
-                           diagnostics: list[types.Diagnostic] | None = None) -> list[types.CodeAction]:
-        result = await self.client.text_document_code_action_async(types.CodeActionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), range=rng,
-            context=types.CodeActionContext(diagnostics=diagnostics or [])))
+    async def code_actions(
+        self, uri: str, rng: types.Range, diagnostics: list[types.Diagnostic] | None = None
+    ) -> list[types.CodeAction]:
+        result = await self.client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=rng,
+                context=types.CodeActionContext(diagnostics=diagnostics or []),
+            )
+        )
         return [a for a in result or [] if isinstance(a, types.CodeAction)]
 
     async def command(self, name: str, arg: dict[str, Any]) -> Any:
         result = await self.client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command=name, arguments=[arg]))
+            types.ExecuteCommandParams(command=name, arguments=[arg])
+        )
         return _plain(result)
 
     async def run(self, action: types.CodeAction) -> Any:
@@ -301,7 +376,9 @@ class Editor:
         return await self.command(action.command.command, action.command.arguments[0])
 
     # -- waiting -----------------------------------------------------------------------------
-    async def wait_for(self, predicate: Callable[[], Any], what: str = "", timeout: float = TIMEOUT) -> Any:
+    async def wait_for(
+        self, predicate: Callable[[], Any], what: str = "", timeout: float = TIMEOUT
+    ) -> Any:
         """Until ``predicate()`` is true; re-checked after every message from the server."""
         deadline = time.monotonic() + timeout
         while True:
@@ -310,8 +387,10 @@ class Editor:
                 return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out waiting for {what or predicate}; "
-                                     f"last sessions: {self.lists[-1:] or None}")
+                raise AssertionError(
+                    f"timed out waiting for {what or predicate}; "
+                    f"last sessions: {self.lists[-1:] or None}"
+                )
             try:
                 await asyncio.wait_for(self._event.wait(), min(remaining, 0.05))
             except asyncio.TimeoutError:
@@ -336,15 +415,19 @@ class Editor:
     async def wait_state(self, sid: str, *states: str, timeout: float = TIMEOUT) -> dict[str, Any]:
         return await self.wait_for(
             lambda: (s := self.session(sid)) is not None and s["state"] in states and s,
-            f"session {sid} to be {'/'.join(states)}", timeout)
+            f"session {sid} to be {'/'.join(states)}",
+            timeout,
+        )
 
     def handoff_diagnostics(self, uri: str) -> list[types.Diagnostic]:
         return [d for d in self.diagnostics.get(uri, []) if d.source == "handoff"]
 
-    async def wait_diagnostic(self, uri: str, predicate: Callable[[types.Diagnostic], bool],
-                              what: str = "a diagnostic") -> types.Diagnostic:
+    async def wait_diagnostic(
+        self, uri: str, predicate: Callable[[types.Diagnostic], bool], what: str = "a diagnostic"
+    ) -> types.Diagnostic:
         return await self.wait_for(
-            lambda: next((d for d in self.handoff_diagnostics(uri) if predicate(d)), None), what)
+            lambda: next((d for d in self.handoff_diagnostics(uri) if predicate(d)), None), what
+        )
 
     def messages(self, kind: types.MessageType | None = None) -> list[str]:
         return [m.message for m in self.client.messages if kind is None or m.type == kind]

@@ -29,8 +29,9 @@ async def editor(caps: str, repo: Path):
 
 
 def rng(l1: int, c1: int, l2: int, c2: int) -> types.Range:
-    return types.Range(start=types.Position(line=l1, character=c1),
-                       end=types.Position(line=l2, character=c2))
+    return types.Range(
+        start=types.Position(line=l1, character=c1), end=types.Position(line=l2, character=c2)
+    )
 
 
 def titled(actions: list[types.CodeAction], prefix: str) -> types.CodeAction:

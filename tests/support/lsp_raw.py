@@ -28,7 +28,9 @@ class NoAnswer(AssertionError):
     pass
 
 
-async def request(editor: Editor, method: str, params: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
+async def request(
+    editor: Editor, method: str, params: Any, timeout: float = REQUEST_TIMEOUT
+) -> Any:
     """Send ``method`` with ``params`` exactly as given; the result as plain JSON values, or the
     server's error raised as :class:`JsonRpcException`."""
     proto = editor.client.protocol
@@ -41,16 +43,21 @@ async def request(editor: Editor, method: str, params: Any, timeout: float = REQ
         return _plain(await asyncio.wait_for(asyncio.wrap_future(future), timeout))
     except asyncio.TimeoutError:
         proto._request_futures.pop(msg_id, None)
-        raise NoAnswer(f"no answer to {method} within {timeout} s (params: {str(params)[:300]})") from None
+        raise NoAnswer(
+            f"no answer to {method} within {timeout} s (params: {str(params)[:300]})"
+        ) from None
 
 
 def notify(editor: Editor, method: str, params: Any) -> None:
     editor.client.protocol._send_data({"jsonrpc": "2.0", "method": method, "params": params})
 
 
-async def command(editor: Editor, name: str, *arguments: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
-    return await request(editor, "workspace/executeCommand",
-                         {"command": name, "arguments": list(arguments)}, timeout)
+async def command(
+    editor: Editor, name: str, *arguments: Any, timeout: float = REQUEST_TIMEOUT
+) -> Any:
+    return await request(
+        editor, "workspace/executeCommand", {"command": name, "arguments": list(arguments)}, timeout
+    )
 
 
 async def error_of(editor: Editor, method: str, params: Any) -> JsonRpcException:
@@ -64,7 +71,9 @@ async def error_of(editor: Editor, method: str, params: Any) -> JsonRpcException
 
 
 async def command_error(editor: Editor, name: str, *arguments: Any) -> str:
-    exc = await error_of(editor, "workspace/executeCommand", {"command": name, "arguments": list(arguments)})
+    exc = await error_of(
+        editor, "workspace/executeCommand", {"command": name, "arguments": list(arguments)}
+    )
     return str(exc)
 
 
@@ -73,10 +82,15 @@ async def still_serving(editor: Editor, uri: str | None = None) -> list[dict[str
     result = await command(editor, "handoff.listSessions", {})
     assert isinstance(result, dict) and isinstance(result.get("sessions"), list), result
     if uri is not None:
-        actions = await request(editor, "textDocument/codeAction", {
-            "textDocument": {"uri": uri},
-            "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}},
-            "context": {"diagnostics": []}})
+        actions = await request(
+            editor,
+            "textDocument/codeAction",
+            {
+                "textDocument": {"uri": uri},
+                "range": {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}},
+                "context": {"diagnostics": []},
+            },
+        )
         assert any(a["title"] == "Delegate to background agent" for a in actions or []), actions
     return result["sessions"]
 
@@ -97,7 +111,7 @@ def descendants(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         parents.setdefault(int(fields[1]), []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:

@@ -28,8 +28,11 @@ class Task:
 
     def abs_path(self, body: str) -> str:
         """The file's absolute path, from the working folder the agent's prompt names."""
-        m = re.search(r"Workspace Directories:\W*\n\s*- (/[^\s\"'`<>\\]+)", body) or re.search(r"(?:Working directory|working directory|cwd|current working directory)"
-                      r"[^/\n]{0,40}(/[^\s\"'`<>\\]+)", body)
+        m = re.search(r"Workspace Directories:\W*\n\s*- (/[^\s\"'`<>\\]+)", body) or re.search(
+            r"(?:Working directory|working directory|cwd|current working directory)"
+            r"[^/\n]{0,40}(/[^\s\"'`<>\\]+)",
+            body,
+        )
         root = m.group(1).rstrip(".,;:") if m else ""
         return f"{root}/{self.file}" if root else self.file
 
@@ -145,14 +148,18 @@ class ModelServers:
             self.requests.append({"path": path, "body": body})
 
     # -- the task, as a step --------------------------------------------------------------
-    def _step(self, done_results: int, tools: list[str], text: str) -> tuple[str, str, dict[str, Any]] | str:
+    def _step(
+        self, done_results: int, tools: list[str], text: str
+    ) -> tuple[str, str, dict[str, Any]] | str:
         """("tool", name, args) for the next tool call, or the final text."""
         t = self.task
         path = t.abs_path(text)
         read = _tool(tools, "Read", "read_file", "ReadFile")
         edit = _tool(tools, "Edit", "replace", "edit_file", "Replace")
         if done_results == 0 and read:
-            key = "absolute_path" if "absolute_path" in text and read == "read_file" else "file_path"
+            key = (
+                "absolute_path" if "absolute_path" in text and read == "read_file" else "file_path"
+            )
             return ("tool", read, {key: path})
         if done_results <= 1 and edit:
             args = {"file_path": path, "old_string": t.old, "new_string": t.new}
@@ -164,13 +171,22 @@ class ModelServers:
     # -- Anthropic Messages -----------------------------------------------------------------
     def _anthropic(self, h: Any, body: dict[str, Any]) -> None:
         tools = [x.get("name", "") for x in body.get("tools") or []]
-        results = sum(1 for m in body.get("messages", []) if isinstance(m.get("content"), list)
-                      for c in m["content"] if c.get("type") == "tool_result")
+        results = sum(
+            1
+            for m in body.get("messages", [])
+            if isinstance(m.get("content"), list)
+            for c in m["content"]
+            if c.get("type") == "tool_result"
+        )
         step = self._step(results, tools, json.dumps(body)) if tools else "ok"
         mid = f"msg_{uuid.uuid4().hex[:12]}"
         usage = {"input_tokens": 100, "output_tokens": 20}
         if isinstance(step, str):
-            block, deltas, stop = {"type": "text", "text": ""}, [{"type": "text_delta", "text": step}], "end_turn"
+            block, deltas, stop = (
+                {"type": "text", "text": ""},
+                [{"type": "text_delta", "text": step}],
+                "end_turn",
+            )
             full = {"type": "text", "text": step}
         else:
             _, name, args = step
@@ -178,62 +194,151 @@ class ModelServers:
             block = {"type": "tool_use", "id": tid, "name": name, "input": {}}
             deltas = [{"type": "input_json_delta", "partial_json": json.dumps(args)}]
             stop, full = "tool_use", {"type": "tool_use", "id": tid, "name": name, "input": args}
-        message = {"id": mid, "type": "message", "role": "assistant", "model": body.get("model", "m"),
-                   "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+        message = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "m"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         if not body.get("stream"):
             return h._json(200, {**message, "content": [full], "stop_reason": stop})
-        h.sse([("message_start", {"type": "message_start", "message": message}),
-               ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
-               *[("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas],
-               ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                                  "usage": {"output_tokens": 20}}),
-               ("message_stop", {"type": "message_stop"})])
+        h.sse(
+            [
+                ("message_start", {"type": "message_start", "message": message}),
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                ),
+                *[
+                    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
+                    for d in deltas
+                ],
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                (
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": stop, "stop_sequence": None},
+                        "usage": {"output_tokens": 20},
+                    },
+                ),
+                ("message_stop", {"type": "message_stop"}),
+            ]
+        )
 
     # -- OpenAI Responses --------------------------------------------------------------------
     def _responses(self, h: Any, body: dict[str, Any]) -> None:
         items = body.get("input") or []
-        outputs = sum(1 for i in items if isinstance(i, dict)
-                      and i.get("type") in ("function_call_output", "custom_tool_call_output"))
+        outputs = sum(
+            1
+            for i in items
+            if isinstance(i, dict)
+            and i.get("type") in ("function_call_output", "custom_tool_call_output")
+        )
         tools = {t.get("name", ""): t for t in body.get("tools") or [] if isinstance(t, dict)}
         t = self.task
         rid = f"resp_{uuid.uuid4().hex[:12]}"
         if outputs == 0 and tools:
             text_all = json.dumps(body)
-            patch = (f"*** Begin Patch\n*** Update File: {t.file}\n@@\n-{t.old}\n+{t.new}\n*** End Patch\n")
+            patch = f"*** Begin Patch\n*** Update File: {t.file}\n@@\n-{t.old}\n+{t.new}\n*** End Patch\n"
             if "apply_patch" in tools and tools["apply_patch"].get("type") == "custom":
-                item = {"type": "custom_tool_call", "id": f"ctc_{rid}", "call_id": f"call_{rid}",
-                        "name": "apply_patch", "input": patch, "status": "completed"}
+                item = {
+                    "type": "custom_tool_call",
+                    "id": f"ctc_{rid}",
+                    "call_id": f"call_{rid}",
+                    "name": "apply_patch",
+                    "input": patch,
+                    "status": "completed",
+                }
             elif "apply_patch" in tools:
-                item = {"type": "function_call", "id": f"fc_{rid}", "call_id": f"call_{rid}",
-                        "name": "apply_patch", "arguments": json.dumps({"input": patch}), "status": "completed"}
+                item = {
+                    "type": "function_call",
+                    "id": f"fc_{rid}",
+                    "call_id": f"call_{rid}",
+                    "name": "apply_patch",
+                    "arguments": json.dumps({"input": patch}),
+                    "status": "completed",
+                }
             else:
                 name = _tool(list(tools), "shell", "shell_command", "exec_command") or "shell"
                 script = f"apply_patch <<'EOF'\n{patch}EOF\n"
-                args = {"command": ["bash", "-lc", script]} if name == "shell" else {"command": script, "cmd": script}
-                item = {"type": "function_call", "id": f"fc_{rid}", "call_id": f"call_{rid}",
-                        "name": name, "arguments": json.dumps(args), "status": "completed"}
+                args = (
+                    {"command": ["bash", "-lc", script]}
+                    if name == "shell"
+                    else {"command": script, "cmd": script}
+                )
+                item = {
+                    "type": "function_call",
+                    "id": f"fc_{rid}",
+                    "call_id": f"call_{rid}",
+                    "name": name,
+                    "arguments": json.dumps(args),
+                    "status": "completed",
+                }
             del text_all
         else:
             text = t.done if tools else "ok"
-            item = {"type": "message", "id": f"msg_{rid}", "role": "assistant", "status": "completed",
-                    "content": [{"type": "output_text", "text": text, "annotations": []}]}
-        usage = {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 20,
-                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 120}
-        response = {"id": rid, "object": "response", "status": "completed", "model": body.get("model", "m"),
-                    "output": [item], "usage": usage}
+            item = {
+                "type": "message",
+                "id": f"msg_{rid}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        usage = {
+            "input_tokens": 100,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 20,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 120,
+        }
+        response = {
+            "id": rid,
+            "object": "response",
+            "status": "completed",
+            "model": body.get("model", "m"),
+            "output": [item],
+            "usage": usage,
+        }
         if not body.get("stream"):
             return h._json(200, response)
         events: list[tuple[str | None, Any]] = [
-            ("response.created", {"type": "response.created", "response": {**response, "status": "in_progress", "output": []}}),
-            ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0, "item": item}),
+            (
+                "response.created",
+                {
+                    "type": "response.created",
+                    "response": {**response, "status": "in_progress", "output": []},
+                },
+            ),
+            (
+                "response.output_item.added",
+                {"type": "response.output_item.added", "output_index": 0, "item": item},
+            ),
         ]
         if item["type"] == "message":
-            events.append(("response.output_text.delta", {"type": "response.output_text.delta", "item_id": item["id"],
-                                                          "output_index": 0, "content_index": 0,
-                                                          "delta": item["content"][0]["text"]}))
-        events += [("response.output_item.done", {"type": "response.output_item.done", "output_index": 0, "item": item}),
-                   ("response.completed", {"type": "response.completed", "response": response})]
+            events.append(
+                (
+                    "response.output_text.delta",
+                    {
+                        "type": "response.output_text.delta",
+                        "item_id": item["id"],
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": item["content"][0]["text"],
+                    },
+                )
+            )
+        events += [
+            (
+                "response.output_item.done",
+                {"type": "response.output_item.done", "output_index": 0, "item": item},
+            ),
+            ("response.completed", {"type": "response.completed", "response": response}),
+        ]
         h.sse(events)
 
     # -- OpenAI chat completions (aider) ------------------------------------------------------
@@ -242,38 +347,93 @@ class ModelServers:
         with self.lock:  # aider's prompt holds example turns: the first request is the task
             self.chats += 1
             first = self.chats == 1
-        content = (f"{t.done}\n\n{t.file}\n```python\n<<<<<<< SEARCH\n{t.old}\n=======\n{t.new}\n"
-                   f">>>>>>> REPLACE\n```\n" if first else t.done)
+        content = (
+            f"{t.done}\n\n{t.file}\n```python\n<<<<<<< SEARCH\n{t.old}\n=======\n{t.new}\n"
+            f">>>>>>> REPLACE\n```\n"
+            if first
+            else t.done
+        )
         cid = f"chatcmpl-{uuid.uuid4().hex[:10]}"
         usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
         if not body.get("stream"):
-            return h._json(200, {"id": cid, "object": "chat.completion", "model": body.get("model", "m"),
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": content}}],
-                                 "usage": usage})
+            return h._json(
+                200,
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "model": body.get("model", "m"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
         chunk = {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "m")}
-        h.sse([(None, {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}}]}),
-               (None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage})])
+        h.sse(
+            [
+                (
+                    None,
+                    {
+                        **chunk,
+                        "choices": [
+                            {"index": 0, "delta": {"role": "assistant", "content": content}}
+                        ],
+                    },
+                ),
+                (
+                    None,
+                    {
+                        **chunk,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        "usage": usage,
+                    },
+                ),
+            ]
+        )
         h.wfile.write(b"data: [DONE]\n\n")
 
     # -- Gemini generateContent ---------------------------------------------------------------
     def _gemini(self, h: Any, body: dict[str, Any], *, stream: bool) -> None:
-        tools = [f.get("name", "") for t in body.get("tools") or [] for f in t.get("functionDeclarations") or []]
-        results = sum(1 for c in body.get("contents", []) for p in c.get("parts") or []
-                      if "functionResponse" in p)
+        tools = [
+            f.get("name", "")
+            for t in body.get("tools") or []
+            for f in t.get("functionDeclarations") or []
+        ]
+        results = sum(
+            1
+            for c in body.get("contents", [])
+            for p in c.get("parts") or []
+            if "functionResponse" in p
+        )
         gen = body.get("generationConfig") or {}
         schema = gen.get("responseJsonSchema") or gen.get("responseSchema")
-        step = self._step(results, tools, json.dumps(body)) if tools else \
-            json.dumps(_example(schema)) if schema else "ok"  # side calls (routing) want JSON
+        step = (
+            self._step(results, tools, json.dumps(body))
+            if tools
+            else json.dumps(_example(schema))
+            if schema
+            else "ok"
+        )  # side calls (routing) want JSON
         if isinstance(step, str):
             part: dict[str, Any] = {"text": step}
         else:
             _, name, args = step
             part = {"functionCall": {"name": name, "args": args}}
-        payload = {"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP",
-                                   "index": 0}],
-                   "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20, "totalTokenCount": 120},
-                   "modelVersion": "gemini-2.5-flash"}
+        payload = {
+            "candidates": [
+                {"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 100,
+                "candidatesTokenCount": 20,
+                "totalTokenCount": 120,
+            },
+            "modelVersion": "gemini-2.5-flash",
+        }
         if stream:
             h.sse([(None, payload)])
         else:

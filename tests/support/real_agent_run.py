@@ -18,6 +18,7 @@ from pathlib import Path
 from handoff.agent import config as config_mod
 from handoff.agent.manager import DelegateRequest, SessionManager
 from handoff.agent.session import State
+
 from tests.support.model_servers import ModelServers, Task
 
 
@@ -37,9 +38,15 @@ async def run(spec: dict) -> dict:
         try:
             s = mgr.delegate(DelegateRequest(spec["instruction"], file=task.file))
             s = await asyncio.wait_for(mgr.wait(s.id), spec.get("timeout", 120))
-            out.update(state=s.state.value, error=s.error, summary=s.summary, steps=s.steps,
-                       costUsd=s.costUsd, filesChanged=[Path(u).name for u in s.filesChanged],
-                       diff=mgr.diff(s.id))
+            out.update(
+                state=s.state.value,
+                error=s.error,
+                summary=s.summary,
+                steps=s.steps,
+                costUsd=s.costUsd,
+                filesChanged=[Path(u).name for u in s.filesChanged],
+                diff=mgr.diff(s.id),
+            )
             if s.state is State.READY:
                 report = mgr.apply_to_disk(s.id)
                 out["written"] = report.written
