@@ -438,9 +438,10 @@ class SessionManager:
         if self._pool_on:
             self.pool.ensure(cfg.pool.size)  # refilled in the background, at idle priority
         included = pool.copy_includes(self.repo_root, worktree, cfg.worktree.include)
-        self.store.append_transcript(
-            s.id, {"type": "worktree", "pooled": bool(taken), "included": included}
-        )
+        if self._pool_on or included:  # how the worktree was made, before the agent's start
+            self.store.append_transcript(
+                s.id, {"type": "worktree", "pooled": bool(taken), "included": included}
+            )
         if cfg.worktree.setup:
             event: dict[str, Any] = {"type": "setup", "command": cfg.worktree.setup}
             try:
