@@ -155,6 +155,7 @@ class SessionManager:
         # the warm pool (agent/pool.py): idle worktrees, used once the daemon starts it
         self.pool = pool.Pool(self.repo_root, self.store.root / "pool", self._git_lock)
         self._pool_on = False
+        self._fresh: dict[str, pool.Fresh] = {}  # worktrees checked out beside the snapshot
 
     def start_pool(self) -> None:
         """Keep ``pool.size`` idle worktrees ready for this repository's sessions (the daemon
@@ -291,12 +292,26 @@ class SessionManager:
             # `git add -A` at once nor queues the server's quick thread hops behind them.
             if self._prepare_limiter is None:
                 self._prepare_limiter = anyio.CapacityLimiter(PREPARE_THREADS)
-            await anyio.to_thread.run_sync(self._prepare, s, req, limiter=self._prepare_limiter)
+            # An agent slot is free: its worktree is checked out while the snapshot is taken.
+            early = self._limiter is None or self._limiter.available_tokens > 0
+            await anyio.to_thread.run_sync(
+                self._prepare, s, req, early, limiter=self._prepare_limiter
+            )
 
-        await self._run(s, prepare)
+        try:
+            await self._run(s, prepare)
+        finally:
+            fresh = self._fresh.pop(s.id, None)  # checked out early, but no agent ran there
+            if fresh is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.pool.drop, fresh)
 
-    def _prepare(self, s: Session, req: DelegateRequest) -> None:
-        """Snapshot what the developer sees and write the brief (worker thread)."""
+    def _prepare(self, s: Session, req: DelegateRequest, early: bool = False) -> None:
+        """Snapshot what the developer sees and write the brief (worker thread); with ``early``
+        and no pooled worktree ready, the worktree's checkout of HEAD starts first, beside it."""
+        cfg = self.config_of(s)
+        if early and not (self._pool_on and cfg.pool.size > 0 and self.pool.ready()):
+            self._fresh[s.id] = self.pool.fresh()
         self.store.save(s)
         s.baseCommit = gitops.snapshot(
             self.repo_root,
@@ -425,14 +440,23 @@ class SessionManager:
         await self._save(s)
 
     def _make_worktree(self, s: Session) -> None:
-        """The session's worktree: an idle pooled one moved to its snapshot (agent/pool.py),
+        """The session's worktree: the checkout of HEAD made beside the snapshot
+        (``Pool.fresh``), else an idle pooled one, either moved to its snapshot (agent/pool.py),
         else a fresh ``git worktree add``; then ``worktree.include`` and ``worktree.setup``
         (worker thread)."""
         cfg = self.config_of(s)
         worktree = Path(s.worktree)
         use_pool = self._pool_on and cfg.pool.size > 0
-        taken = use_pool and self.pool.take(worktree, branch=s.branch, commit=s.baseCommit)
-        if not taken:
+        fresh = self._fresh.pop(s.id, None)
+        early = fresh is not None and self.pool.take_fresh(
+            fresh, worktree, branch=s.branch, commit=s.baseCommit
+        )
+        taken = (
+            not early
+            and use_pool
+            and self.pool.take(worktree, branch=s.branch, commit=s.baseCommit)
+        )
+        if not taken and not early:
             with self._git_lock:
                 gitops.add_worktree(self.repo_root, worktree, branch=s.branch, commit=s.baseCommit)
         if self._pool_on:
@@ -440,7 +464,13 @@ class SessionManager:
         included = pool.copy_includes(self.repo_root, worktree, cfg.worktree.include)
         if self._pool_on or included:  # how the worktree was made, before the agent's start
             self.store.append_transcript(
-                s.id, {"type": "worktree", "pooled": bool(taken), "included": included}
+                s.id,
+                {
+                    "type": "worktree",
+                    "pooled": bool(taken),
+                    "early": bool(early),  # checked out beside the snapshot
+                    "included": included,
+                },
             )
         if cfg.worktree.setup:
             event: dict[str, Any] = {"type": "setup", "command": cfg.worktree.setup}

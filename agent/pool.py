@@ -71,6 +71,15 @@ def _du(path: Path) -> int:
     return total
 
 
+class Fresh:
+    """A checkout of HEAD being made for one session (:meth:`Pool.fresh`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.thread: threading.Thread
+        self.error: BaseException | None = None
+
+
 class Pool:
     """The idle worktrees of one repository (the daemon's, one per ``SessionManager``)."""
 
@@ -82,6 +91,7 @@ class Pool:
         self._size = 0
         self._filler: threading.Thread | None = None
         self._making: str | None = None  # the name being made now
+        self._fresh: set[str] = set()  # names of fresh() checkouts not taken or dropped yet
         self._stop = threading.Event()
 
     # -- records ---------------------------------------------------------------------------
@@ -199,6 +209,69 @@ class Pool:
             for e in entries
         )
 
+    # -- a checkout made now (cold: the pool is off or empty) ------------------------------
+    def fresh(self) -> Fresh:
+        """Start checking the repository's HEAD out into a new worktree of the pool's folder for
+        one session, now, at normal priority, in a thread: its snapshot is taken meanwhile, then
+        :meth:`take_fresh` moves it to the snapshot as :meth:`take` does, writing only the files
+        that differ. It never has a record, so no other session can take it, and what a crash
+        leaves of it is removed at the next start like anything half-made here."""
+        fresh = Fresh(self.folder / (PREFIX + secrets.token_hex(6)))
+        with self._lock:
+            self._fresh.add(fresh.path.name)
+        fresh.thread = threading.Thread(
+            target=self._make_fresh, args=(fresh,), name="handoff-checkout", daemon=True
+        )
+        fresh.thread.start()
+        return fresh
+
+    def _make_fresh(self, fresh: Fresh) -> None:
+        try:
+            commit, _ = gitops.head(self.repo_root)
+            if commit is None:
+                raise gitops.GitError(f"{self.repo_root} has no commit yet")
+            with self._git_lock:
+                gitops.add_detached_worktree(self.repo_root, fresh.path, commit)
+            gitops.trust_fresh_checkout(fresh.path)  # nothing writes in it before take_fresh
+        except (gitops.GitError, OSError) as exc:
+            fresh.error = exc
+
+    def take_fresh(self, fresh: Fresh, dest: Path, *, branch: str, commit: str) -> bool:
+        """Make ``dest`` a session's worktree from its :meth:`fresh` checkout (waited for): on a
+        new ``branch`` at ``commit``. False when it could not be made (nothing is left of it)."""
+        fresh.thread.join()
+        try:
+            if fresh.error is not None:
+                log.warning("a worktree could not be checked out early: %s", fresh.error)
+                self._remove(fresh.path)
+                return False
+            try:
+                with self._git_lock:
+                    gitops.move_worktree(self.repo_root, fresh.path, dest)
+            except gitops.GitError as exc:
+                log.warning("%s could not be moved to %s: %s", fresh.path, dest, exc)
+                self._remove(fresh.path)
+                return False
+            try:
+                gitops.switch_worktree(dest, branch=branch, commit=commit, clean=False)
+            except gitops.GitError as exc:
+                log.warning("%s could not be moved to %s: %s", dest, commit, exc)
+                with self._git_lock:
+                    gitops.remove_worktree_and_branch(self.repo_root, dest, branch)
+                return False
+            return True
+        finally:
+            with self._lock:
+                self._fresh.discard(fresh.path.name)
+
+    def drop(self, fresh: Fresh) -> None:
+        """Remove a :meth:`fresh` checkout no session took (its snapshot failed, it was
+        cancelled)."""
+        fresh.thread.join()
+        self._remove(fresh.path)
+        with self._lock:
+            self._fresh.discard(fresh.path.name)
+
     # -- removing --------------------------------------------------------------------------
     def _remove(self, path: Path) -> None:
         with self._git_lock:
@@ -226,6 +299,8 @@ class Pool:
         if not self.folder.is_dir():
             return
         ready = {name for name, _ in self.ready()}
+        with self._lock:
+            ready |= self._fresh  # in use by a session starting now
         for child in self.folder.iterdir():
             if child.suffix == ".json":
                 if child.stem not in ready or not (self.folder / child.stem).is_dir():

@@ -321,3 +321,71 @@ def test_pool_size_zero_makes_no_pooled_worktrees(repo: Path, tmp_path: Path, st
     assert pool_records(state_dir) == []
     assert not worktree_event(state_dir, sid)["pooled"]
     assert seen_by(seen, sid)["files"]["app.py"] == (repo / "app.py").read_text()
+
+
+# Looks (its worktree's files and `git status`), then changes one file without changing its
+# size, in the same second as its checkout: git's racy-file check must still see that change.
+LOOK_AND_EDIT_IN_PLACE = """
+import subprocess
+seen = {}
+for top, dirs, files in os.walk("."):
+    dirs[:] = [d for d in dirs if d != ".git"]
+    for f in files:
+        p = os.path.join(top, f)[2:]
+        if p != ".git":
+            seen[p] = open(p, errors="replace").read()
+status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
+out = pathlib.Path(os.environ["SEEN_DIR"]) / (os.environ["HANDOFF_SESSION_ID"] + ".json")
+out.write_text(json.dumps({"cwd": os.getcwd(), "files": seen, "status": status}))
+pathlib.Path("lib/f007.txt").write_text("line Y007\\n")  # was "line x007\\n"
+print("looked, edited in place")
+"""
+
+
+def test_cold_handoff_checks_out_beside_the_snapshot(repo: Path, tmp_path: Path, state_dir: Path):
+    """pool.size = 0: the worktree's checkout of HEAD runs while the snapshot is taken, then moves
+    to the snapshot; the agent sees exactly what the developer sees, in a clean worktree, and
+    the developer's index is not touched."""
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    argv = write_agent(tmp_path / "bin", "look", LOOK_AND_EDIT_IN_PLACE)
+    text = toml_agents({"look": argv}, "look") + f'[agents.look.env]\nSEEN_DIR = "{seen}"\n'
+    (repo / "lib").mkdir()
+    for i in range(300):  # over git's threshold for a parallel checkout (100 files)
+        (repo / f"lib/f{i:03}.txt").write_text(f"line x{i:03}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "many files")
+    (repo / ".handoff.toml").write_text(text + "[pool]\nsize = 0\n")
+    trust_repo(repo)
+    # the developer's work: unstaged, staged, untracked and ignored
+    (repo / "app.py").write_text("# unstaged work\n")
+    (repo / "README.md").write_text("# staged work\n")
+    git(repo, "add", "README.md")
+    (repo / "README.md").write_text("# staged, then changed again\n")
+    (repo / "lib/f001.txt").unlink()
+    (repo / "new.py").write_text("# untracked\n")
+    (repo / "debug.log").write_text("ignored\n")
+    git(repo, "status")  # the developer's own refresh; from here on the index must not change
+    index = (repo / ".git/index").read_bytes()
+
+    sid = run_ok(repo, "cold")
+    event = worktree_event(state_dir, sid)
+    assert event["early"] and not event["pooled"]
+    info = seen_by(seen, sid)
+    assert info["status"] == ""  # the worktree is clean at the snapshot, its index true
+    files = info["files"]
+    assert files["app.py"] == "# unstaged work\n"
+    assert files["README.md"] == "# staged, then changed again\n"
+    assert files["new.py"] == "# untracked\n"
+    assert "lib/f001.txt" not in files and "debug.log" not in files
+    assert files["lib/f299.txt"] == "line x299\n"
+    lib = {f"lib/f{i:03}.txt" for i in range(300)} - {"lib/f001.txt"}
+    assert set(files) == lib | {"app.py", "README.md", ".gitignore", "new.py", ".handoff.toml"}
+    # the same-size edit made right after the checkout is in the result
+    diff = handoff(repo, "show", sid).stdout
+    assert "-line x007" in diff and "+line Y007" in diff
+    assert (repo / ".git/index").read_bytes() == index
+    assert (repo / "lib/f007.txt").read_text() == "line x007\n"
+    # nothing left in the pool's folder, the session's worktree on its branch
+    assert not [p for p in next(state_dir.glob("repos/*/pool")).iterdir()]
+    assert git(Path(info["cwd"]), "branch", "--show-current").strip() == f"handoff/{sid}"
