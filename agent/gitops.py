@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +124,61 @@ def _run(
             check=False,
         )
     except FileNotFoundError as exc:
-        if not Path(cwd).is_dir():
-            raise GitError(f"folder does not exist: {cwd}") from exc
-        raise GitError("git was not found on PATH; install git to use Handoff") from exc
-    if check and proc.returncode != 0:
+        _not_found(cwd, exc)
+    if check:
+        _check(cwd, args, proc)
+    return proc
+
+
+def _not_found(cwd: Path, exc: FileNotFoundError) -> NoReturn:
+    if not Path(cwd).is_dir():
+        raise GitError(f"folder does not exist: {cwd}") from exc
+    raise GitError("git was not found on PATH; install git to use Handoff") from exc
+
+
+def _check(cwd: Path, args: Sequence[str], proc: subprocess.CompletedProcess[bytes]) -> None:
+    if proc.returncode != 0:
         sub = next((a for a in args if not a.startswith("-") and "=" not in a), "")
         msg = os.fsdecode(proc.stderr).strip() or f"exit code {proc.returncode}"
         if "not a git repository" in msg:
             raise NotARepository(f"not a git repository: {cwd}")
         raise GitError(f"git {sub} failed in {cwd}: {msg}")
-    return proc
+
+
+def _run_many(
+    cwd: Path, calls: Sequence[tuple[Sequence[str], bytes | None, bool]]
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """``_run`` of several ``(args, stdin, check)`` at once: every git started first, then each
+    one's output read in turn (a process whose pipe is full waits for its turn), so their start-up
+    costs overlap. Raises the first failure, after every one has ended."""
+    procs: list[tuple[subprocess.Popen[bytes], bytes | None]] = []
+    try:
+        for args, stdin, _ in calls:
+            try:
+                procs.append(
+                    (
+                        subprocess.Popen(
+                            git_argv(*args),
+                            cwd=cwd,
+                            env=_env(),
+                            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                        ),
+                        stdin,
+                    )
+                )
+            except FileNotFoundError as exc:
+                _not_found(cwd, exc)
+    finally:
+        done = []
+        for proc, stdin in procs:
+            out, err = proc.communicate(stdin)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    for (args, _, check), proc in zip(calls, done, strict=True):
+        if check:
+            _check(cwd, args, proc)
+    return done
 
 
 def _out(cwd: Path, *args: str, **kw: Any) -> str:
@@ -625,10 +670,19 @@ _STATUS: dict[str, Literal["added", "modified", "deleted", "renamed"]] = {
 def changes(repo_root: Path, base: str, result: str) -> list[FileChange]:
     """Files that differ between two commits, renames detected, binary files flagged, with
     their git modes before and after (``100644``, ``100755``, ``120000`` for a symlink)."""
-    fields = _z(_run(repo_root, "diff", "--raw", "-z", *_DIFF_OPTS, base, result, "--").stdout)
+    return _parse_changes(_run(repo_root, *_changes_args(base, result)).stdout)
+
+
+def _changes_args(base: str, result: str) -> tuple[str, ...]:
+    # one git for both: the raw records, then the numstat ones (binary files: "-\t-\t")
+    return ("diff", "--raw", "--numstat", "-z", *_DIFF_OPTS, base, result, "--")
+
+
+def _parse_changes(out: bytes) -> list[FileChange]:
+    fields = _z(out)
     found: list[FileChange] = []
     i = 0
-    while i < len(fields):
+    while i < len(fields) and fields[i].startswith(":"):  # a path is never at a record's start
         meta = fields[i].lstrip(":").split(" ")
         if len(meta) < 5:
             raise GitError(f"unexpected git diff --raw output: {fields[i]!r}")
@@ -655,30 +709,25 @@ def changes(repo_root: Path, base: str, result: str) -> list[FileChange]:
                 new_mode="" if code == "D" else new_mode,
             )
         )
-    binary = _binary_paths(repo_root, base, result)
+    binary = _binary_paths(fields[i:])
     for change in found:
         change.binary = change.path in binary
     return found
 
 
-def _binary_paths(repo_root: Path, base: str, result: str) -> set[str]:
-    out = _run(repo_root, "diff", "--numstat", "-z", *_DIFF_OPTS, base, result, "--").stdout
-    fields = out.split(b"\0")
+def _binary_paths(fields: list[str]) -> set[str]:
+    """The binary files of ``--numstat -z`` records (split at NUL)."""
     binary: set[str] = set()
     i = 0
     while i < len(fields):
-        stat = fields[i]
-        if not stat:
-            i += 1
-            continue
-        added, deleted, path = stat.split(b"\t", 2)
+        added, deleted, path = fields[i].split("\t", 2)
         if path:  # plain entry: "added\tdeleted\tpath"
             i += 1
         else:  # rename: "added\tdeleted\t" NUL old NUL new
             path = fields[i + 2]
             i += 3
-        if added == b"-" and deleted == b"-":
-            binary.add(os.fsdecode(path))
+        if added == "-" and deleted == "-":
+            binary.add(path)
     return binary
 
 
@@ -705,36 +754,69 @@ def read_blobs(repo_root: Path, items: Sequence[tuple[str, str]]) -> list[bytes 
     """``read_blob`` for many ``(commit, path)`` at once: one ``git cat-file --batch`` (raw blobs)
     when no attribute and no ``core.autocrlf`` asks for a checkout conversion of any of the paths,
     else one ``read_blob`` each. (``--batch --filters`` would be one call too, but before git 2.42
-    its headers give the unfiltered size, so its output cannot be parsed.)"""
-    paths = sorted({p for _, p in items})
+    its headers give the unfiltered size, so its output cannot be parsed.) The check and the batch
+    run at once (the batch's answer is dropped when a conversion applies)."""
     if not items:
         return []
-    autocrlf = (
-        _run(repo_root, "config", "--get", "core.autocrlf", check=False).stdout.strip().lower()
-    )
-    converts = autocrlf in (b"true", b"1", b"yes", b"on") or any("\n" in p for p in paths)
-    if not converts:
-        out = _run(
-            repo_root,
-            "check-attr",
-            "-z",
-            "--stdin",
-            *_CONVERSIONS,
-            stdin=b"".join(os.fsencode(p) + b"\0" for p in paths),
-        ).stdout.split(b"\0")
-        values = out[2::3]  # path NUL attribute NUL value NUL
-        converts = any(v not in (b"unspecified", b"unset") for v in values if v)
+    converts, raw = read_raw_blobs(repo_root, items, check=True)
     if converts:
         return [read_blob(repo_root, commit, path) for commit, path in items]
-    data = _run(
-        repo_root,
-        "cat-file",
-        "--batch",
-        stdin=b"".join(os.fsencode(f"{c}:{p}") + b"\n" for c, p in items),
-    ).stdout
+    return raw
+
+
+def converts(repo_root: Path, paths: Sequence[str]) -> bool:
+    """Whether a checkout conversion (``core.autocrlf``, an eol/filter/... attribute) applies to
+    any of ``paths``: then raw blobs are not what ``read_blob`` gives. Two gits, run at once."""
+    paths = sorted(set(paths))
+    if any("\n" in p for p in paths):
+        return True
+    config, attrs = _run_many(repo_root, _convert_calls(paths))
+    return _converts(config, attrs)
+
+
+def _convert_calls(paths: Sequence[str]) -> list[tuple[Sequence[str], bytes | None, bool]]:
+    return [
+        (("config", "--get", "core.autocrlf"), None, False),
+        (
+            ("check-attr", "-z", "--stdin", *_CONVERSIONS),
+            b"".join(os.fsencode(p) + b"\0" for p in paths),
+            True,
+        ),
+    ]
+
+
+def _converts(
+    config: subprocess.CompletedProcess[bytes], attrs: subprocess.CompletedProcess[bytes]
+) -> bool:
+    values = attrs.stdout.split(b"\0")[2::3]  # path NUL attribute NUL value NUL
+    return config.stdout.strip().lower() in (b"true", b"1", b"yes", b"on") or any(
+        v not in (b"unspecified", b"unset") for v in values if v
+    )
+
+
+def read_raw_blobs(
+    repo_root: Path, items: Sequence[tuple[str, str]], *, check: bool = False
+) -> tuple[bool, list[bytes | None]]:
+    """The raw blobs of ``items`` (one ``git cat-file --batch``, None where absent) and, with
+    ``check``, whether a checkout conversion applies to any of their paths (``converts``; raw
+    blobs are then not what ``read_blob`` gives), asked of git at the same time. A path with a
+    line end cannot go through the batch: (True, []) then, whatever ``check``."""
+    paths = sorted({p for _, p in items})
+    if any("\n" in p for p in paths):
+        return True, []
+    batch = b"".join(os.fsencode(f"{c}:{p}") + b"\n" for c, p in items)
+    calls: list[tuple[Sequence[str], bytes | None, bool]] = [(("cat-file", "--batch"), batch, True)]
+    if check:
+        calls += _convert_calls(paths)
+    done = _run_many(repo_root, calls)
+    conv = check and _converts(done[1], done[2])
+    return conv, _parse_batch(done[0].stdout, len(items))
+
+
+def _parse_batch(data: bytes, count: int) -> list[bytes | None]:
     blobs: list[bytes | None] = []
     pos = 0
-    for _ in items:
+    for _ in range(count):
         eol = data.index(b"\n", pos)
         header = data[pos:eol].rsplit(b" ", 2)
         pos = eol + 1

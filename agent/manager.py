@@ -313,12 +313,14 @@ class SessionManager:
         if early and not (self._pool_on and cfg.pool.size > 0 and self.pool.ready()):
             self._fresh[s.id] = self.pool.fresh()
         self.store.save(s)
+        t0 = time.monotonic()
         s.baseCommit = gitops.snapshot(
             self.repo_root,
             ref=f"refs/handoff/{s.id}/base",
             overlays=req.overlays,
             message=f"handoff {s.id}: snapshot\n\n{s.title}",
         )
+        log.info("%s: snapshot in %.3f s", s.id, time.monotonic() - t0)
         text = None
         if req.file:
             data = req.overlays.get(req.file)

@@ -78,6 +78,7 @@ class Fresh:
         self.path = path
         self.thread: threading.Thread
         self.error: BaseException | None = None
+        self.started = self.done = 0.0  # time.monotonic() of the checkout's start and end
 
 
 class Pool:
@@ -226,6 +227,7 @@ class Pool:
         return fresh
 
     def _make_fresh(self, fresh: Fresh) -> None:
+        fresh.started = time.monotonic()
         try:
             commit, _ = gitops.head(self.repo_root)
             if commit is None:
@@ -235,11 +237,14 @@ class Pool:
             gitops.trust_fresh_checkout(fresh.path)  # nothing writes in it before take_fresh
         except (gitops.GitError, OSError) as exc:
             fresh.error = exc
+        fresh.done = time.monotonic()
 
     def take_fresh(self, fresh: Fresh, dest: Path, *, branch: str, commit: str) -> bool:
         """Make ``dest`` a session's worktree from its :meth:`fresh` checkout (waited for): on a
         new ``branch`` at ``commit``. False when it could not be made (nothing is left of it)."""
+        t0 = time.monotonic()
         fresh.thread.join()
+        t1 = time.monotonic()
         try:
             if fresh.error is not None:
                 log.warning("a worktree could not be checked out early: %s", fresh.error)
@@ -259,6 +264,14 @@ class Pool:
                 with self._git_lock:
                     gitops.remove_worktree_and_branch(self.repo_root, dest, branch)
                 return False
+            log.info(
+                "%s: checked out early in %.3f s (waited for it %.3f s), moved to %s in %.3f s",
+                dest.name,
+                fresh.done - fresh.started,
+                t1 - t0,
+                commit[:12],
+                time.monotonic() - t1,
+            )
             return True
         finally:
             with self._lock:

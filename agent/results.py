@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -13,18 +15,76 @@ from handoff import files
 from . import gitops
 from .merge import FileMerge, merge_change
 
+# What a plan reads of git for one (base, result) pair never changes (commits are immutable):
+# the changed files and their raw blobs, kept for the next plans of the same session (the conflict
+# check when it becomes ready, after each edit of one of its files, the apply), up to a budget.
+_READS_BUDGET = 64 << 20  # bytes of blobs kept, over every repository of the process
+_reads: collections.OrderedDict[
+    tuple[str, str, str], tuple[list[gitops.FileChange], list[bytes | None]]
+] = collections.OrderedDict()
+_reads_lock = threading.Lock()
+
+
+def _cached(key: tuple[str, str, str]) -> tuple[list[gitops.FileChange], list[bytes | None]] | None:
+    with _reads_lock:
+        hit = _reads.get(key)
+        if hit is not None:
+            _reads.move_to_end(key)
+        return hit
+
+
+def _keep(key: tuple[str, str, str], value: tuple[list[gitops.FileChange], list[bytes | None]]):
+    size = sum(len(b) for b in value[1] if b)
+    if size > _READS_BUDGET // 4:
+        return
+    with _reads_lock:
+        _reads[key] = value
+        total = sum(sum(len(b) for b in v[1] if b) for v in _reads.values())
+        while total > _READS_BUDGET and len(_reads) > 1:
+            _, old = _reads.popitem(last=False)
+            total -= sum(len(b) for b in old[1] if b)
+
+
+def _reads_of(
+    repo_root: Path, base: str, result: str
+) -> tuple[list[gitops.FileChange], list[bytes | None]]:
+    """The changed files and, for each, its blob at ``base`` (its old path) and at ``result``,
+    in working-tree form. A repeat costs two gits run at once (is a conversion asked for now?),
+    the first time two rounds: the diff, then the batch beside that question."""
+    key = (str(repo_root), base, result)
+    hit = _cached(key)
+    if hit is not None:
+        changes, raw = [dataclasses.replace(c) for c in hit[0]], hit[1]
+        items = _items(changes, base, result)
+        if not gitops.converts(repo_root, [p for _, p in items]):
+            return changes, raw
+        return changes, gitops.read_blobs(repo_root, items)
+    changes = gitops.changes(repo_root, base, result)
+    items = _items(changes, base, result)
+    if not items:
+        return changes, []
+    converts, raw = gitops.read_raw_blobs(repo_root, items, check=True)
+    if converts:
+        return changes, [gitops.read_blob(repo_root, commit, path) for commit, path in items]
+    _keep(key, ([dataclasses.replace(c) for c in changes], raw))
+    return changes, raw
+
+
+def _items(changes: list[gitops.FileChange], base: str, result: str) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for change in changes:
+        items += [(base, change.old_path or change.path), (result, change.path)]
+    return items
+
 
 def plan(
     repo_root: Path, base: str, result: str, read_current: Callable[[str], bytes | None]
 ) -> list[FileMerge]:
     """Merge each changed file three-way: base = snapshot, ours = now, theirs = agent.
 
-    Every blob is read by one ``git cat-file --batch`` where no checkout conversion applies."""
-    changes = gitops.changes(repo_root, base, result)
-    items: list[tuple[str, str]] = []
-    for change in changes:
-        items += [(base, change.old_path or change.path), (result, change.path)]
-    blobs = gitops.read_blobs(repo_root, items)
+    Every blob is read by one ``git cat-file --batch`` where no checkout conversion applies, and
+    kept for the next plan of the same commits (``_reads_of``)."""
+    changes, blobs = _reads_of(repo_root, base, result)
     plans = []
     for i, change in enumerate(changes):
         base_path = change.old_path or change.path
