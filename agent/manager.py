@@ -529,7 +529,8 @@ class SessionManager:
         s.resultCommit = gitops.commit_worktree(
             worktree, f"handoff {s.id}: result", exclude=self.config_of(s).exclude_for(s.agent)
         )
-        changed = gitops.changes(self.repo_root, s.baseCommit, s.resultCommit)
+        # the blobs too, kept for the merge plans to come (the conflict check, the apply)
+        changed = results.prefetch(self.repo_root, s.baseCommit, s.resultCommit)
         s.filesChanged = [(self.repo_root / c.path).as_uri() for c in changed]
 
     async def _save(self, s: Session) -> None:

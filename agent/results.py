@@ -45,28 +45,44 @@ def _keep(key: tuple[str, str, str], value: tuple[list[gitops.FileChange], list[
             total -= sum(len(b) for b in old[1] if b)
 
 
+def prefetch(repo_root: Path, base: str, result: str) -> list[gitops.FileChange]:
+    """The files that differ between ``base`` and ``result``; their raw blobs are read too (one
+    batch) and kept for the plans to come (a session that just became ready)."""
+    key = (str(repo_root), base, result)
+    hit = _cached(key)
+    if hit is not None:
+        return [dataclasses.replace(c) for c in hit[0]]
+    changes = gitops.changes(repo_root, base, result)
+    items = _items(changes, base, result)
+    converts, raw = gitops.read_raw_blobs(repo_root, items) if items else (False, [])
+    if not converts:  # (True only for a path the batch cannot take)
+        _keep(key, ([dataclasses.replace(c) for c in changes], raw))
+    return changes
+
+
 def _reads_of(
     repo_root: Path, base: str, result: str
 ) -> tuple[list[gitops.FileChange], list[bytes | None]]:
     """The changed files and, for each, its blob at ``base`` (its old path) and at ``result``,
-    in working-tree form. A repeat costs two gits run at once (is a conversion asked for now?),
-    the first time two rounds: the diff, then the batch beside that question."""
+    in working-tree form. The raw blobs are kept (``prefetch``); whether a checkout conversion
+    applies is asked of git each time (two gits run at once; the first time beside the batch),
+    and where one does, each blob is read through git's filters."""
     key = (str(repo_root), base, result)
     hit = _cached(key)
     if hit is not None:
         changes, raw = [dataclasses.replace(c) for c in hit[0]], hit[1]
         items = _items(changes, base, result)
-        if not gitops.converts(repo_root, [p for _, p in items]):
-            return changes, raw
-        return changes, gitops.read_blobs(repo_root, items)
-    changes = gitops.changes(repo_root, base, result)
-    items = _items(changes, base, result)
-    if not items:
-        return changes, []
-    converts, raw = gitops.read_raw_blobs(repo_root, items, check=True)
+        converts = bool(items) and gitops.converts(repo_root, [p for _, p in items])
+    else:
+        changes = gitops.changes(repo_root, base, result)
+        items = _items(changes, base, result)
+        if not items:
+            return changes, []
+        converts, raw = gitops.read_raw_blobs(repo_root, items, check=True)
+        if raw:
+            _keep(key, ([dataclasses.replace(c) for c in changes], raw))
     if converts:
         return changes, [gitops.read_blob(repo_root, commit, path) for commit, path in items]
-    _keep(key, ([dataclasses.replace(c) for c in changes], raw))
     return changes, raw
 
 

@@ -103,15 +103,15 @@ def matching_blocks(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[
             ahi, bhi = ahi - m, bhi - m
         if alo == ahi or blo == bhi:
             continue
-        if (ahi - alo) * (bhi - blo) <= SMALL:
-            sm = difflib.SequenceMatcher(None, ia[alo:ahi], ib[blo:bhi], autojunk=False)
-            found += [(alo + i, blo + j, k) for i, j, k in sm.get_matching_blocks() if k]
-            continue
+        # anchors first, also in a small range (linear; difflib's search is quadratic in Python)
         chain = _anchors(ia, ib, alo, ahi, blo, bhi)
         if not chain:
-            continue  # nothing in common worth finding: one replacement
+            if (ahi - alo) * (bhi - blo) <= SMALL:
+                sm = difflib.SequenceMatcher(None, ia[alo:ahi], ib[blo:bhi], autojunk=False)
+                found += [(alo + i, blo + j, k) for i, j, k in sm.get_matching_blocks() if k]
+            continue  # else nothing in common worth finding: one replacement
         pi, pj = alo, blo
-        for (i, j), (ni, nj) in zip(chain, [*chain[1:], (ahi, bhi)]):
+        for (i, j), (ni, nj) in zip(chain, [*chain[1:], (ahi, bhi)], strict=True):
             back = 0  # grow each anchor over the equal lines around it, up to its neighbours
             while i - back > pi and j - back > pj and ia[i - back - 1] == ib[j - back - 1]:
                 back += 1
