@@ -20,7 +20,7 @@ import anyio
 from handoff import files
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
-from handoff.agent.protocol import Planned, SessionError, State, b64, unb64
+from handoff.agent.protocol import Planned, Session, SessionError, State, b64, unb64
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 2
+_checks: dict[tuple[int, str], asyncio.Task[Any]] = {}  # (id(server), session id): its check
+INLINE_BYTES = 1 << 20  # base64 done on the event loop up to this size (~1 ms), else in a thread
 
 
 async def plan(
@@ -43,7 +45,14 @@ async def plan(
     apply's claim when ``claim``."""
     docs = ls.repos.open_docs(repo)  # the buffers as they are at this moment
     current: dict[str, bytes | None] = {rel: d.text.encode("utf-8") for rel, d in docs.items()}
-    wire = await anyio.to_thread.run_sync(lambda: {k: b64(v) for k, v in current.items()})
+
+    def encode() -> dict[str, str | None]:
+        return {k: b64(v) for k, v in current.items()}
+
+    # base64 of a few hundred KB takes less of the loop than a hop to a thread and back (which,
+    # on a busy machine, is a wait for two wake-ups); big buffers go to a thread
+    small = sum(len(v) for v in current.values() if v) <= INLINE_BYTES
+    wire = encode() if small else await anyio.to_thread.run_sync(encode)
     result = await ls.repos.call(
         protocol.PLAN,
         {"sessionId": session_id, "current": wire, "claim": claim, "recordConflicts": record},
@@ -54,7 +63,9 @@ async def plan(
             current[path] = unb64(data)
         return [Planned.from_wire(f) for f in result["files"]]
 
-    plans = await anyio.to_thread.run_sync(decode)
+    size = sum(len(v or "") for v in (result.get("disk") or {}).values())
+    size += sum(len(f.get("content") or "") + len(f.get("resolved") or "") for f in result["files"])
+    plans = decode() if size <= INLINE_BYTES else await anyio.to_thread.run_sync(decode)
     return plans, docs, current, result.get("claim")
 
 
@@ -69,9 +80,33 @@ async def apply_session(
     conflict_markers: bool = False,
     hunks: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Apply the session (``hunks``: only those of its changes; see hunks.py)."""
+    """Apply the session (``hunks``: only those of its changes; see hunks.py). A conflict check
+    of the session running now (it just became ready, or was edited) gives way: it is
+    cancelled, the apply merges anyway, and the check runs again if the apply did not finish
+    the session."""
     repo, s = ls.repos.find(session_id)
     lock = ls.apply_locks.setdefault(session_id, asyncio.Lock())
+    check = _checks.get((id(ls), session_id))
+    if check is not None and not check.done() and check is not asyncio.current_task():
+        check.cancel()
+        await asyncio.wait({check})
+        try:
+            return await _apply_locked(ls, repo, s, lock, session_id, conflict_markers, hunks)
+        finally:
+            if session_id in repo.sessions and repo.sessions[session_id].state is State.READY:
+                ls.spawn(check_conflicts(ls, session_id), f"conflicts {session_id}")
+    return await _apply_locked(ls, repo, s, lock, session_id, conflict_markers, hunks)
+
+
+async def _apply_locked(
+    ls: HandoffServer,
+    repo: Repo,
+    s: Session,
+    lock: asyncio.Lock,
+    session_id: str,
+    conflict_markers: bool,
+    hunks: list[str] | None,
+) -> dict[str, Any]:
     async with lock:
         claim: str | None = None
         done = False
@@ -172,6 +207,10 @@ async def apply_session(
 async def check_conflicts(ls: HandoffServer, session_id: str) -> int:
     """Show where a ready session conflicts with the developer's edits (when it becomes ready,
     and again after they edit one of its files); conflicts that went away stop showing."""
+    key = (id(ls), session_id)
+    task = asyncio.current_task()
+    if task is not None:
+        _checks[key] = task  # an apply cancels it (apply_session)
     try:
         repo, s = ls.repos.find(session_id)
         async with ls.apply_locks.setdefault(session_id, asyncio.Lock()):  # one merge at a time
@@ -190,6 +229,9 @@ async def check_conflicts(ls: HandoffServer, session_id: str) -> int:
     ) as exc:  # it moved on meanwhile, or git failed: apply will tell
         log.info("conflict check of %s skipped: %s", session_id, exc)
         return 0
+    finally:
+        if _checks.get(key) is task:
+            del _checks[key]
     return len(conflicts)
 
 

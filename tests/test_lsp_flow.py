@@ -211,3 +211,46 @@ async def test_created_deleted_and_renamed_files(editor, agent, repo: Path):
     kinds = [type(c).__name__ for c in editor.edits[-1].document_changes]
     assert {"CreateFile", "DeleteFile", "RenameFile"} <= set(kinds)
     await editor.wait_state(sid, "applied")
+
+
+async def test_apply_sent_the_moment_a_session_is_ready(editor, agent, repo: Path):
+    """An apply that arrives while the conflict check of a session that just became ready runs
+    is not held up by it (the check gives way, and runs again when the apply leaves the session
+    ready): the developer still gets the conflict's diagnostic and count."""
+    agent.configure(
+        runs=[[["replace", "app.py", "    return a - b", "    return a - b  # agent"]]], wait=True
+    )
+    uri = editor.open(repo / "app.py")
+    sid = (
+        await editor.command(
+            "handoff.delegate",
+            {
+                "uri": uri,
+                "range": {"start": {"line": 4, "character": 0}, "end": {"line": 6, "character": 0}},
+                "instruction": "mark the subtraction",
+            },
+        )
+    )["sessionId"]
+    await editor.wait_state(sid, "running")
+    mine = APP.replace("    return a - b", "    return -(b - a)")
+    editor.type(uri, mine)
+    agent.release(sid)
+    await editor.wait_state(sid, "ready")
+    result = await editor.command("handoff.apply", {"sessionId": sid})  # at once
+    assert result == {"applied": False, "conflicts": 1}
+    assert editor.edits == [] and editor.text(uri) == mine
+    diag = await editor.wait_diagnostic(
+        uri, lambda d: (d.data or {}).get("conflict"), "conflict diagnostic"
+    )
+    assert diag.range.start.line == mine.splitlines().index("    return -(b - a)")
+    await editor.wait_diagnostic(
+        uri,
+        lambda d: d.data["state"] == "ready" and "1 conflict" in d.message,
+        "ready diagnostic with its conflict",
+    )
+    await editor.wait_for(lambda: editor.session(sid)["conflicts"] == 1, "the conflict count")
+    # and once the developer takes their change back, it applies
+    editor.type(uri, APP)
+    result = await editor.command("handoff.apply", {"sessionId": sid})
+    assert result == {"applied": True, "conflicts": 0}
+    assert editor.text(uri) == APP.replace("    return a - b", "    return a - b  # agent")
