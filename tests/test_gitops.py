@@ -255,3 +255,42 @@ def test_read_blobs_matches_read_blob(repo: Path):
     head = git(repo, "rev-parse", "HEAD").strip()
     [py] = g.read_blobs(repo, [(head, "app.py")])
     assert py == g.read_blob(repo, head, "app.py") and b"\r\n" in py
+
+
+def test_changes_reads_raw_and_numstat_records_of_one_diff(repo: Path):
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / ":odd name").write_text("a path that starts like a raw record\n")
+    (repo / "bin.dat").write_bytes(b"\x00binary\n")
+    git(repo, "mv", "README.md", "README.txt")
+    (repo / "README.txt").write_text("# sample\nmore\n")
+    (repo / "app.py").write_text("changed\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "several kinds")
+    found = {c.path: c for c in gitops.changes(repo, base, "HEAD")}
+    assert set(found) == {":odd name", "bin.dat", "README.txt", "app.py"}
+    assert found["README.txt"].status == "renamed" and found["README.txt"].old_path == "README.md"
+    assert [p for p, c in found.items() if c.binary] == ["bin.dat"]
+    assert found[":odd name"].status == "added" and found["app.py"].status == "modified"
+
+
+def test_a_plans_kept_reads_never_hide_a_new_conversion(repo: Path):
+    """The merge plan keeps a session's raw blobs, but whether a checkout conversion applies is
+    asked again each time: a .gitattributes added between two plans is honoured."""
+    from handoff.agent import results
+
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "app.py").write_text("def add(a, b):\n    return b + a\n")
+    git(repo, "commit", "-q", "-am", "result")
+    result = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "reset", "-q", "--hard", base)
+    assert [c.path for c in results.prefetch(repo, base, result)] == ["app.py"]
+
+    def disk(path: str) -> bytes | None:
+        return (repo / path).read_bytes()
+
+    [fm] = results.plan(repo, base, result, disk)
+    assert fm.action == "write" and fm.content == b"def add(a, b):\n    return b + a\n"
+    (repo / ".gitattributes").write_text("*.py eol=crlf\n")  # the developer's, not committed
+    (repo / "app.py").write_bytes((repo / "app.py").read_bytes().replace(b"\n", b"\r\n"))
+    [fm] = results.plan(repo, base, result, disk)
+    assert fm.action == "write" and fm.content == b"def add(a, b):\r\n    return b + a\r\n"
