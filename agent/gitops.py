@@ -388,7 +388,11 @@ def trust_fresh_checkout(worktree: Path) -> None:
     call that writes the index, ~0.1 s on 20,000 files). Sound only for a folder no one else
     writes into between the checkout and the next index write (a fresh worktree of Handoff's
     own, before its agent starts): that write stamps the index with the real time again."""
-    index = Path(_out(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    link = (Path(worktree) / ".git").read_text("utf-8", "replace").strip()
+    if link.startswith("gitdir:"):  # what git wrote: the worktree's admin folder holds its index
+        index = Path(worktree, link[len("gitdir:") :].strip(), "index")
+    else:
+        index = Path(_out(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
     st = index.stat()
     ahead = int(max(st.st_mtime, time.time())) + 1
     os.utime(index, (ahead, ahead))
@@ -431,6 +435,24 @@ def switch_worktree(worktree: Path, *, branch: str, commit: str, clean: bool = T
     )
     if clean:
         _run(worktree, "clean", "-ffdxq")
+
+
+def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str) -> None:
+    """Put a worktree known to be pristine (just checked out and trusted, or cleaned and reset:
+    :func:`make_pristine`) on a new branch ``branch`` at ``commit``: a two-way ``read-tree -m -u``
+    from its HEAD writes the files that differ and looks at no other file (``checkout`` would
+    first stat every file of the tree: 0.25 s on 100,000 files). A local change in a file that
+    differs makes it fail (nothing is lost); the caller then makes a worktree afresh."""
+    _run(worktree, "update-ref", f"refs/heads/{branch}", commit, "")  # "": must not exist yet
+    _run(worktree, "-c", _checkout_workers(), "read-tree", "-m", "-u", "HEAD", commit)
+    _run(worktree, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+
+
+def make_pristine(worktree: Path) -> None:
+    """Every untracked and ignored file removed (nested repositories too) and every tracked file
+    as its HEAD has it (``git clean -ffdx``, ``git reset --hard``)."""
+    _run(worktree, "clean", "-ffdxq")
+    _run(worktree, "-c", _checkout_workers(), "reset", "--hard", "-q", "--no-recurse-submodules")
 
 
 def ignored_entries(repo_root: Path) -> list[str]:

@@ -155,7 +155,7 @@ class SessionManager:
         # the warm pool (agent/pool.py): idle worktrees, used once the daemon starts it
         self.pool = pool.Pool(self.repo_root, self.store.root / "pool", self._git_lock)
         self._pool_on = False
-        self._fresh: dict[str, pool.Fresh] = {}  # worktrees checked out beside the snapshot
+        self._early: dict[str, pool.Early] = {}  # worktrees readied beside the snapshot
 
     def start_pool(self) -> None:
         """Keep ``pool.size`` idle worktrees ready for this repository's sessions (the daemon
@@ -301,17 +301,18 @@ class SessionManager:
         try:
             await self._run(s, prepare)
         finally:
-            fresh = self._fresh.pop(s.id, None)  # checked out early, but no agent ran there
-            if fresh is not None:
+            early = self._early.pop(s.id, None)  # readied early, but no agent ran there
+            if early is not None:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.pool.drop, fresh)
+                    await anyio.to_thread.run_sync(self.pool.drop, early)
 
     def _prepare(self, s: Session, req: DelegateRequest, early: bool = False) -> None:
-        """Snapshot what the developer sees and write the brief (worker thread); with ``early``
-        and no pooled worktree ready, the worktree's checkout of HEAD starts first, beside it."""
-        cfg = self.config_of(s)
-        if early and not (self._pool_on and cfg.pool.size > 0 and self.pool.ready()):
-            self._fresh[s.id] = self.pool.fresh()
+        """Snapshot what the developer sees and write the brief (worker thread); with ``early``,
+        the session's worktree is readied beside it (``Pool.early``: a pooled one made pristine,
+        else a checkout of HEAD)."""
+        if early:
+            cfg = self.config_of(s)
+            self._early[s.id] = self.pool.early(use_pool=self._pool_on and cfg.pool.size > 0)
         self.store.save(s)
         t0 = time.monotonic()
         s.baseCommit = gitops.snapshot(
@@ -442,18 +443,18 @@ class SessionManager:
         await self._save(s)
 
     def _make_worktree(self, s: Session) -> None:
-        """The session's worktree: the checkout of HEAD made beside the snapshot
-        (``Pool.fresh``), else an idle pooled one, either moved to its snapshot (agent/pool.py),
-        else a fresh ``git worktree add``; then ``worktree.include`` and ``worktree.setup``
+        """The session's worktree: the one readied beside the snapshot (``Pool.early``), else an
+        idle pooled one, either moved to its snapshot (agent/pool.py), else a fresh ``git
+        worktree add``; then ``worktree.include`` and ``worktree.setup``
         (worker thread)."""
         cfg = self.config_of(s)
         worktree = Path(s.worktree)
         use_pool = self._pool_on and cfg.pool.size > 0
-        fresh = self._fresh.pop(s.id, None)
-        early = fresh is not None and self.pool.take_fresh(
-            fresh, worktree, branch=s.branch, commit=s.baseCommit
+        ready = self._early.pop(s.id, None)
+        early = ready is not None and self.pool.take_early(
+            ready, worktree, branch=s.branch, commit=s.baseCommit
         )
-        taken = (
+        taken = (early and ready.pooled) or (
             not early
             and use_pool
             and self.pool.take(worktree, branch=s.branch, commit=s.baseCommit)
@@ -470,7 +471,7 @@ class SessionManager:
                 {
                     "type": "worktree",
                     "pooled": bool(taken),
-                    "early": bool(early),  # checked out beside the snapshot
+                    "early": bool(early),  # readied beside the snapshot
                     "included": included,
                 },
             )

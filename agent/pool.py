@@ -71,14 +71,15 @@ def _du(path: Path) -> int:
     return total
 
 
-class Fresh:
-    """A checkout of HEAD being made for one session (:meth:`Pool.fresh`)."""
+class Early:
+    """A worktree being readied for one session beside its snapshot (:meth:`Pool.early`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.pooled = False  # an idle pooled worktree (else a checkout made now)
         self.thread: threading.Thread
         self.error: BaseException | None = None
-        self.started = self.done = 0.0  # time.monotonic() of the checkout's start and end
+        self.started = self.done = 0.0  # time.monotonic() of the readying's start and end
 
 
 class Pool:
@@ -92,7 +93,7 @@ class Pool:
         self._size = 0
         self._filler: threading.Thread | None = None
         self._making: str | None = None  # the name being made now
-        self._fresh: set[str] = set()  # names of fresh() checkouts not taken or dropped yet
+        self._early: set[str] = set()  # names of early() worktrees not taken or dropped yet
         self._stop = threading.Event()
 
     # -- records ---------------------------------------------------------------------------
@@ -210,64 +211,90 @@ class Pool:
             for e in entries
         )
 
-    # -- a checkout made now (cold: the pool is off or empty) ------------------------------
-    def fresh(self) -> Fresh:
-        """Start checking the repository's HEAD out into a new worktree of the pool's folder for
-        one session, now, at normal priority, in a thread: its snapshot is taken meanwhile, then
-        :meth:`take_fresh` moves it to the snapshot as :meth:`take` does, writing only the files
-        that differ. It never has a record, so no other session can take it, and what a crash
-        leaves of it is removed at the next start like anything half-made here."""
-        fresh = Fresh(self.folder / (PREFIX + secrets.token_hex(6)))
+    # -- a worktree readied beside the snapshot ------------------------------------------
+    def early(self, *, use_pool: bool) -> Early:
+        """Start readying a worktree for one session, now, at normal priority, in a thread, while
+        its snapshot is taken: an idle pooled one (``use_pool`` and one is ready) is claimed and
+        made pristine (``git clean -ffdx``, ``git reset --hard``), else the repository's HEAD is
+        checked out into a new one (cold: the pool is off or empty). Then :meth:`take_early`
+        moves it to the snapshot writing only the files that differ. Either is in the pool's
+        folder without a record meanwhile: no other session can take it, and what a crash leaves
+        of it is removed at the next start like anything half-made here."""
+        early = Early(self.folder / (PREFIX + secrets.token_hex(6)))
         with self._lock:
-            self._fresh.add(fresh.path.name)
-        fresh.thread = threading.Thread(
-            target=self._make_fresh, args=(fresh,), name="handoff-checkout", daemon=True
+            self._early.add(early.path.name)
+        early.thread = threading.Thread(
+            target=self._ready_early, args=(early, use_pool), name="handoff-early", daemon=True
         )
-        fresh.thread.start()
-        return fresh
+        early.thread.start()
+        return early
 
-    def _make_fresh(self, fresh: Fresh) -> None:
-        fresh.started = time.monotonic()
+    def _claim(self) -> Path | None:
+        """An idle pooled worktree, out of the pool from now on (its record deleted); None when
+        none is ready."""
+        with self._lock:
+            while True:
+                ready = self.ready()
+                if not ready:
+                    return None
+                name = ready[0][0]
+                try:
+                    self._record(name).unlink()  # out of the pool, whatever happens next
+                except FileNotFoundError:
+                    continue
+                src = self.folder / name
+                if self._sound(src):
+                    self._early.add(name)
+                    return src
+                self._remove(src)
+
+    def _ready_early(self, early: Early, use_pool: bool) -> None:
+        early.started = time.monotonic()
         try:
-            commit, _ = gitops.head(self.repo_root)
-            if commit is None:
-                raise gitops.GitError(f"{self.repo_root} has no commit yet")
-            with self._git_lock:
-                gitops.add_detached_worktree(self.repo_root, fresh.path, commit)
-            gitops.trust_fresh_checkout(fresh.path)  # nothing writes in it before take_fresh
+            src = self._claim() if use_pool else None
+            if src is not None:
+                with self._lock:
+                    self._early.discard(early.path.name)
+                early.path, early.pooled = src, True
+                gitops.make_pristine(src)
+            else:
+                with self._git_lock:
+                    gitops.add_detached_worktree(self.repo_root, early.path, "HEAD")
+                gitops.trust_fresh_checkout(early.path)  # nothing writes in it before the take
         except (gitops.GitError, OSError) as exc:
-            fresh.error = exc
-        fresh.done = time.monotonic()
+            early.error = exc
+        early.done = time.monotonic()
 
-    def take_fresh(self, fresh: Fresh, dest: Path, *, branch: str, commit: str) -> bool:
-        """Make ``dest`` a session's worktree from its :meth:`fresh` checkout (waited for): on a
-        new ``branch`` at ``commit``. False when it could not be made (nothing is left of it)."""
+    def take_early(self, early: Early, dest: Path, *, branch: str, commit: str) -> bool:
+        """Make ``dest`` a session's worktree from its :meth:`early` one (waited for): on a new
+        ``branch`` at ``commit``. False when it could not be made (nothing is left of it)."""
         t0 = time.monotonic()
-        fresh.thread.join()
+        early.thread.join()
         t1 = time.monotonic()
         try:
-            if fresh.error is not None:
-                log.warning("a worktree could not be checked out early: %s", fresh.error)
-                self._remove(fresh.path)
+            if early.error is not None:
+                log.warning("a worktree could not be readied early: %s", early.error)
+                self._remove(early.path)
                 return False
             try:
                 with self._git_lock:
-                    gitops.move_worktree(self.repo_root, fresh.path, dest)
+                    gitops.move_worktree(self.repo_root, early.path, dest)
             except gitops.GitError as exc:
-                log.warning("%s could not be moved to %s: %s", fresh.path, dest, exc)
-                self._remove(fresh.path)
+                log.warning("%s could not be moved to %s: %s", early.path, dest, exc)
+                self._remove(early.path)
                 return False
             try:
-                gitops.switch_worktree(dest, branch=branch, commit=commit, clean=False)
+                gitops.branch_pristine_worktree(dest, branch=branch, commit=commit)
             except gitops.GitError as exc:
                 log.warning("%s could not be moved to %s: %s", dest, commit, exc)
                 with self._git_lock:
                     gitops.remove_worktree_and_branch(self.repo_root, dest, branch)
                 return False
             log.info(
-                "%s: checked out early in %.3f s (waited for it %.3f s), moved to %s in %.3f s",
+                "%s: %s in %.3f s (waited for it %.3f s), moved to %s in %.3f s",
                 dest.name,
-                fresh.done - fresh.started,
+                "pooled worktree made pristine" if early.pooled else "checked out",
+                early.done - early.started,
                 t1 - t0,
                 commit[:12],
                 time.monotonic() - t1,
@@ -275,15 +302,15 @@ class Pool:
             return True
         finally:
             with self._lock:
-                self._fresh.discard(fresh.path.name)
+                self._early.discard(early.path.name)
 
-    def drop(self, fresh: Fresh) -> None:
-        """Remove a :meth:`fresh` checkout no session took (its snapshot failed, it was
-        cancelled)."""
-        fresh.thread.join()
-        self._remove(fresh.path)
+    def drop(self, early: Early) -> None:
+        """Remove an :meth:`early` worktree no session took (its snapshot failed, it was
+        cancelled): never back into the pool."""
+        early.thread.join()
+        self._remove(early.path)
         with self._lock:
-            self._fresh.discard(fresh.path.name)
+            self._early.discard(early.path.name)
 
     # -- removing --------------------------------------------------------------------------
     def _remove(self, path: Path) -> None:
@@ -313,7 +340,7 @@ class Pool:
             return
         ready = {name for name, _ in self.ready()}
         with self._lock:
-            ready |= self._fresh  # in use by a session starting now
+            ready |= self._early  # in use by a session starting now
         for child in self.folder.iterdir():
             if child.suffix == ".json":
                 if child.stem not in ready or not (self.folder / child.stem).is_dir():
