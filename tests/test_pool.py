@@ -389,3 +389,21 @@ def test_cold_handoff_checks_out_beside_the_snapshot(repo: Path, tmp_path: Path,
     # nothing left in the pool's folder, the session's worktree on its branch
     assert not [p for p in next(state_dir.glob("repos/*/pool")).iterdir()]
     assert git(Path(info["cwd"]), "branch", "--show-current").strip() == f"handoff/{sid}"
+
+
+def test_a_pooled_worktree_written_into_is_pristine_when_taken(
+    repo: Path, tmp_path: Path, state_dir: Path
+):
+    """Whatever wrote into an idle pooled worktree (a tracked file changed, untracked and ignored
+    files left), the session that takes it sees none of it."""
+    seen = setup_repo(repo, tmp_path)
+    first = run_ok(repo, "first")
+    pristine = dict(seen_by(seen, first)["files"])
+    for rec in wait_pool(state_dir, 2):
+        wt = Path(rec["path"])
+        (wt / "app.py").write_text("# tampered\n")
+        (wt / "stray.txt").write_text("untracked\n")
+        (wt / "stray.log").write_text("ignored\n")
+    sid = run_ok(repo, "second")
+    assert worktree_event(state_dir, sid)["pooled"]
+    assert seen_by(seen, sid)["files"] == pristine
