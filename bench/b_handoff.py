@@ -14,13 +14,19 @@ daemon's pool refilled before each, so no background work lands on a measurement
 - **serial**: ``git worktree add -b <branch> <path> HEAD``, git's default;
 - **best**: ``git -c checkout.workers=<cores> worktree add ...``, git's parallel checkout, the
   baseline the targets are against;
-- **cold**: the handoff with ``pool.size = 0`` (a fresh ``git worktree add`` of the snapshot,
-  with the same parallel checkout), its own daemon;
-- **warm**: the handoff with the warm pool (``pool.size = 2``, ready): an idle worktree moved to
-  the snapshot, only the files that differ written (agent/pool.py), its own daemon.
+- **cold**: the handoff with ``pool.size = 0``: a ``git worktree add`` of HEAD (the same parallel
+  checkout) started while the snapshot is taken, then moved to the snapshot (only the files that
+  differ written), its own daemon;
+- **warm**: the handoff with the warm pool (``pool.size = 2``, ready): an idle worktree made
+  pristine while the snapshot is taken, then moved to it the same way (agent/pool.py), its own
+  daemon.
 
 Then, for the breakdown, the pieces called in-process (``gitops.snapshot``, ``gitops.add_worktree``,
-``Pool.take``: move + checkout of the difference + ``git clean -ffdx``).
+``Pool.take``: move + checkout of the difference + ``git clean -ffdx``), and what the daemon does
+now for a session that can start at once: ``Pool.early`` (a checkout of HEAD, or a pooled worktree
+made pristine) while ``gitops.snapshot`` runs, then ``Pool.take_early`` (move, two-way
+``read-tree`` of the files that differ, branch): its total, and what it costs after the slower of
+the two.
 """
 
 from __future__ import annotations
@@ -228,16 +234,13 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
     from handoff.agent import gitops
     from handoff.agent.pool import Pool
 
-    snap, add, take = [], [], []
+    snap, add, take, cold_p, warm_p = [], [], [], [], []
     pool = Pool(repo, base / "parts" / "pool", threading.Lock())
+    overlay = {"pkg00/mod0/file00000.py": b"unsaved\n"}
     for i in range(max(1, min(runs, 3))):
         _sync()
         t0 = time.perf_counter()
-        commit = gitops.snapshot(
-            repo,
-            ref=f"refs/handoff/bench{i}/base",
-            overlays={"pkg00/mod0/file00000.py": b"unsaved\n"},
-        )
+        commit = gitops.snapshot(repo, ref=f"refs/handoff/bench{i}/base", overlays=overlay)
         snap.append(time.perf_counter() - t0)
         wt = base / "parts" / f"wt{i}"
         _sync()
@@ -252,6 +255,26 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
         assert pool.take(wt, branch=f"bench/take-{i}", commit=commit)
         take.append(time.perf_counter() - t0)
         _remove(repo, wt, f"bench/take-{i}")
+        # what the daemon does now: the worktree readied while the snapshot is taken
+        for kind, parts in (("cold", cold_p), ("warm", warm_p)):
+            if kind == "warm":
+                pool._fill()
+            _sync()
+            t0 = time.perf_counter()
+            early = pool.early(use_pool=kind == "warm")
+            c = gitops.snapshot(repo, ref=f"refs/handoff/bench{kind}{i}/base", overlays=overlay)
+            t_snap = time.perf_counter() - t0
+            assert pool.take_early(early, wt, branch=f"bench/{kind}-{i}", commit=c)
+            total = time.perf_counter() - t0
+            parts.append(
+                {
+                    "total_s": total,
+                    "snapshot_s": t_snap,
+                    "ready_s": early.done - early.started,
+                    "after_ready_s": total - max(t_snap, early.done - early.started),
+                }
+            )
+            _remove(repo, wt, f"bench/{kind}-{i}")
     reset_repo(repo)
     if scratch is not None:
         shutil.rmtree(base, ignore_errors=True)
@@ -302,6 +325,8 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
         "in_process_snapshot_s": summary(snap),
         "in_process_add_worktree_s": summary(add),
         "in_process_pool_take_s": summary(take),
+        "in_process_early_cold": cold_p,
+        "in_process_early_warm": warm_p,
         "targets": targets,
         "rows": [
             (f"git worktree add, serial (git's default), {label}, median", f"{serial:.2f} s"),
@@ -318,6 +343,14 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
                 f"  Pool.take: move + checkout + clean (in-process, median), {label}",
                 f"{median(take) * 1000:.0f} ms",
             ),
+            (
+                f"  early cold (checkout of HEAD beside the snapshot, then branched), {label}",
+                _early_row(cold_p),
+            ),
+            (
+                f"  early warm (pooled worktree made pristine beside the snapshot), {label}",
+                _early_row(warm_p),
+            ),
             (f"  pool disk use (2 idle worktrees), {label}", f"{pool_mb:.0f} MB"),
             (
                 f"handoff.delegate answer cold / warm, {label}, median",
@@ -326,6 +359,17 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
             (f"handoff.discard of a session, {label}, median", f"{median(discard):.2f} s"),
         ],
     }
+
+
+def _early_row(parts: list[dict[str, float]]) -> str:
+    """median total = max(snapshot, readying) + the rest (move, read-tree, branch)."""
+    if not parts:
+        return "-"
+    med = {k: median([p[k] for p in parts]) for k in parts[0]}
+    return (
+        f"{med['total_s']:.3f} s (snapshot {med['snapshot_s']:.3f}, readying "
+        f"{med['ready_s']:.3f}, then {med['after_ready_s'] * 1000:.0f} ms)"
+    )
 
 
 async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
