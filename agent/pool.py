@@ -9,7 +9,10 @@ A session *takes* one (:meth:`Pool.take`): its record is deleted first (from the
 no pool, whatever happens), the folder is renamed into the session's place
 (``worktrees/<id>/``, ``git worktree move``), and there it is moved to the session's snapshot on
 the session's branch (only the files that differ are written) and made pristine (``git clean
--ffdx``). A worktree never goes back: the pool only ever holds worktrees it made itself in its
+-ffdx``). A session that can start at once has its worktree readied while its snapshot is taken
+(:meth:`Pool.early`): an idle one claimed the same way and made pristine, or, when the pool is off
+or empty, a checkout of HEAD made there and then; :meth:`Pool.take_early` then renames it into
+place and branches it at the snapshot, writing only the files that differ. A worktree never goes back: the pool only ever holds worktrees it made itself in its
 own folder, and a session's worktree is never in that folder. So no session ever gets a
 worktree that holds or held another session's work, also across a restart of the daemon
 (Claude Code's anthropics/claude-code#77268 recycled one and lost a session's work). What a
