@@ -171,28 +171,21 @@ class Pool:
     def take(self, dest: Path, *, branch: str, commit: str) -> bool:
         """Make ``dest`` a session's worktree from an idle one: on a new ``branch`` at
         ``commit``, pristine. False when none was ready (nothing was changed then)."""
-        with self._lock:
-            while True:
-                ready = self.ready()
-                if not ready:
-                    return False
-                name = ready[0][0]
-                try:
-                    self._record(name).unlink()  # out of the pool, whatever happens next
-                except FileNotFoundError:
-                    continue
-                src = self.folder / name
-                if not self._sound(src):
-                    self._remove(src)
-                    continue
-                try:
-                    with self._git_lock:
-                        gitops.move_worktree(self.repo_root, src, dest)
-                except gitops.GitError as exc:
-                    log.warning("pool: %s could not be taken: %s", src, exc)
-                    self._remove(src)
-                    continue
-                break
+        while True:
+            src = self._claim()
+            if src is None:
+                return False
+            try:
+                with self._git_lock:
+                    gitops.move_worktree(self.repo_root, src, dest)
+            except gitops.GitError as exc:
+                log.warning("pool: %s could not be taken: %s", src, exc)
+                self._remove(src)
+                continue
+            finally:
+                with self._lock:
+                    self._early.discard(src.name)
+            break
         try:
             gitops.switch_worktree(dest, branch=branch, commit=commit)
         except gitops.GitError as exc:  # never half a session's worktree: make a fresh one
@@ -233,8 +226,8 @@ class Pool:
         return early
 
     def _claim(self) -> Path | None:
-        """An idle pooled worktree, out of the pool from now on (its record deleted); None when
-        none is ready."""
+        """An idle pooled worktree, out of the pool from now on (its record deleted; its name in
+        ``_early`` until the caller is done with it); None when none is ready."""
         with self._lock:
             while True:
                 ready = self.ready()
