@@ -73,7 +73,7 @@ async def _server(
             )
             sid = r["sessionId"]
             await client.wait_sessions(
-                lambda ss: any(s["id"] == sid and s["state"] == "ready" for s in ss),
+                lambda ss, sid=sid: any(s["id"] == sid and s["state"] == "ready" for s in ss),
                 300,
                 f"session {sid} ready",
             )
@@ -125,7 +125,7 @@ def _in_process(
                 )
             current: dict[str, bytes | None] = {}
 
-            def read(path: str) -> bytes | None:
+            def read(path: str, current=current) -> bytes | None:
                 data = docs[path].text.encode() if path in docs else manager.read_disk(path)
                 current[path] = data
                 return data
@@ -202,8 +202,8 @@ def run(sizes, log) -> dict[str, Any]:
                 "metric": f"apply {n} files: handoff.apply sent -> workspace/applyEdit received",
                 "value": to_edit,
                 "unit": "s",
-                "target": "< 0.5 s",
-                "met": to_edit < 0.5,
+                "target": "< 50 ms",  # issue 15 (was < 0.5 s)
+                "met": to_edit < 0.05,
             }
         ],
         "rows": [
