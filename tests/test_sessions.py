@@ -383,3 +383,36 @@ async def test_finished_sessions_are_forgotten_after_keep_finished_days(repo: Pa
     assert later.get(old_ready).state is State.READY and later.diff(old_ready)
     with pytest.raises(SessionError):
         later.get(old_applied)
+
+
+async def test_a_worktree_readied_early_never_outlives_a_session_that_does_not_start(
+    repo: Path, tmp_path: Path
+):
+    """A session's worktree is readied while its snapshot is taken; when the snapshot fails, or
+    the session is cancelled while it waits for a slot, that worktree goes (nothing stays in
+    git's worktree list, nor in the pool's folder)."""
+    argv = write_agent(
+        tmp_path / "bin", "slow", 'time.sleep(1.0); pathlib.Path("out.txt").write_text("x")'
+    )
+    mgr = command_manager(repo, {"slow": argv}, "slow", maxParallel=1)
+    bad = mgr.delegate(DelegateRequest("bad overlay", overlays={"../outside.txt": b"x"}))
+    first = mgr.delegate(DelegateRequest("runs"))
+    queued = mgr.delegate(DelegateRequest("waits for the slot"))
+    await mgr.wait(bad.id)
+    assert mgr.get(bad.id).state is State.FAILED
+    for _ in range(200):  # until the queued one has its snapshot, then cancel it there
+        if mgr.get(queued.id).baseCommit and mgr.get(queued.id).state is State.QUEUED:
+            break
+        await anyio.sleep(0.01)
+    mgr.cancel(queued.id)
+    await mgr.wait(queued.id)
+    await mgr.wait(first.id)
+    assert mgr.get(first.id).state is State.READY, mgr.get(first.id).error
+    assert mgr.get(queued.id).state is State.CANCELLED
+    listed = [
+        line[len("worktree ") :]
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ]
+    assert listed[1:] == [mgr.get(first.id).worktree]
+    assert not [p for p in mgr.pool.folder.glob("p-*")]
