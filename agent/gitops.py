@@ -217,6 +217,11 @@ def head(repo_root: Path) -> tuple[str | None, str | None]:
     return sha or None, branch or None
 
 
+def resolve(cwd: Path, rev: str) -> str:
+    """The commit ``rev`` names in the repository (or worktree) at ``cwd``."""
+    return _out(cwd, "rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}")
+
+
 def _check_rel(path: str) -> str:
     """Validate a repository-relative posix path (no absolute, '..' or '.git' parts)."""
     parts = PurePosixPath(path).parts
@@ -437,15 +442,22 @@ def switch_worktree(worktree: Path, *, branch: str, commit: str, clean: bool = T
         _run(worktree, "clean", "-ffdxq")
 
 
-def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str) -> None:
+def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str, head: str) -> None:
     """Put a worktree known to be pristine (just checked out and trusted, or cleaned and reset:
-    :func:`make_pristine`) on a new branch ``branch`` at ``commit``: a two-way ``read-tree -m -u``
-    from its HEAD writes the files that differ and looks at no other file (``checkout`` would
-    first stat every file of the tree: 0.25 s on 100,000 files). A local change in a file that
-    differs makes it fail (nothing is lost); the caller then makes a worktree afresh."""
-    _run(worktree, "update-ref", f"refs/heads/{branch}", commit, "")  # "": must not exist yet
-    _run(worktree, "-c", _checkout_workers(), "read-tree", "-m", "-u", "HEAD", commit)
-    _run(worktree, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+    :func:`make_pristine`), detached at ``head``, on a new branch ``branch`` at ``commit``: a
+    two-way ``read-tree -m -u`` writes the files that differ and looks at no other file
+    (``checkout`` would first stat every file of the tree: 0.25 s on 100,000 files). The three
+    gits (the branch made, must not exist yet; the files; HEAD onto the branch) depend on no
+    other's result and run at once. A local change in a file that differs makes it fail (nothing
+    is lost); the caller then removes the worktree and its branch and makes one afresh."""
+    _run_many(
+        worktree,
+        [
+            (("update-ref", f"refs/heads/{branch}", commit, ""), None, True),  # "": must be new
+            (("-c", _checkout_workers(), "read-tree", "-m", "-u", head, commit), None, True),
+            (("symbolic-ref", "HEAD", f"refs/heads/{branch}"), None, True),
+        ],
+    )
 
 
 def make_pristine(worktree: Path) -> None:

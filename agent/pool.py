@@ -80,6 +80,7 @@ class Early:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.pooled = False  # an idle pooled worktree (else a checkout made now)
+        self.head = ""  # the commit it is at, once readied
         self.thread: threading.Thread
         self.error: BaseException | None = None
         self.started = self.done = 0.0  # time.monotonic() of the readying's start and end
@@ -257,6 +258,7 @@ class Pool:
                 with self._git_lock:
                     gitops.add_detached_worktree(self.repo_root, early.path, "HEAD")
                 gitops.trust_fresh_checkout(early.path)  # nothing writes in it before the take
+            early.head = gitops.resolve(early.path, "HEAD")
         except (gitops.GitError, OSError) as exc:
             early.error = exc
         early.done = time.monotonic()
@@ -280,7 +282,7 @@ class Pool:
                 self._remove(early.path)
                 return False
             try:
-                gitops.branch_pristine_worktree(dest, branch=branch, commit=commit)
+                gitops.branch_pristine_worktree(dest, branch=branch, commit=commit, head=early.head)
             except gitops.GitError as exc:
                 log.warning("%s could not be moved to %s: %s", dest, commit, exc)
                 with self._git_lock:
