@@ -461,10 +461,22 @@ def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str, head: 
 
 
 def make_pristine(worktree: Path) -> None:
-    """Every untracked and ignored file removed (nested repositories too) and every tracked file
-    as its HEAD has it (``git clean -ffdx``, ``git reset --hard``)."""
-    _run(worktree, "clean", "-ffdxq")
-    _run(worktree, "-c", _checkout_workers(), "reset", "--hard", "-q", "--no-recurse-submodules")
+    """Every untracked and ignored file removed (nested repositories too: ``git clean -ffdx``)
+    and every tracked file as its HEAD has it: ``git diff-files`` looks (beside the clean: they
+    read the index, neither writes it), and only a change found costs a ``git reset --hard``."""
+    _clean, changed = _run_many(
+        worktree,
+        [
+            (("clean", "-ffdxq"), None, True),
+            (("diff-files", "--quiet", "--ignore-submodules"), None, False),
+        ],
+    )
+    if changed.returncode not in (0, 1):
+        _check(worktree, ("diff-files",), changed)
+    if changed.returncode == 1:
+        _run(
+            worktree, "-c", _checkout_workers(), "reset", "--hard", "-q", "--no-recurse-submodules"
+        )
 
 
 def ignored_entries(repo_root: Path) -> list[str]:
