@@ -188,6 +188,8 @@ async def cmd_ls(args: argparse.Namespace, term: Terminal) -> int:
     print(f"{'ID':<20} {'STATE':<11} {'AGE':>4}  {'AGENT':<10} TITLE")
     for s in sorted(sessions, key=lambda s: s.createdAt):
         print(f"{s.id:<20} {s.state.value:<11} {_age(s.createdAt):>4}  {s.agent:<10} {s.title}")
+        if s.repoRoot and os.path.realpath(s.repoRoot) != os.path.realpath(term.root):
+            print(f"{'':<20} in the worktree {s.repoRoot}")
         if s.question:
             call = s.question.get("toolCall") or {}
             options = " | ".join(str(o.get("optionId")) for o in s.question.get("options") or [])

@@ -71,6 +71,7 @@ async def apply_session(
 ) -> dict[str, Any]:
     """Apply the session (``hunks``: only those of its changes; see hunks.py)."""
     repo, s = ls.repos.find(session_id)
+    ls.repos.check_applies_here(repo, s)
     lock = ls.apply_locks.setdefault(session_id, asyncio.Lock())
     async with lock:
         claim: str | None = None

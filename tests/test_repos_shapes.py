@@ -3,19 +3,21 @@ a read-only state folder. Real git, real agent processes, the CLI as typed."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import anyio
-from handoff.agent import config as config_mod
-from handoff.agent.manager import DelegateRequest, SessionManager
+from handoff.agent.manager import DelegateRequest
 from handoff.agent.session import State
 
 from tests.conftest import git
-from tests.support.agents import command_manager, write_agent
+from tests.support.agents import command_manager, toml_agents, trust_repo, write_agent
+from tests.support.cli import handoff
 
 HOOKS = (
     "post-index-change",
@@ -28,17 +30,6 @@ HOOKS = (
     "pre-auto-gc",
     "post-merge",
 )
-
-
-def handoff(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff.agent.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def install_hooks(folder: Path, marker: Path, who: str) -> None:
@@ -66,14 +57,11 @@ def edit_agent(tmp_path: Path, name: str = "edit", extra: str = "") -> list[str]
 # -- linked worktrees -------------------------------------------------------------------------
 
 
-async def test_a_linked_worktrees_sessions_survive_gc_in_the_main_checkout(
-    repo: Path, tmp_path: Path
-):
-    """`git worktree add ../wt`; sessions started in wt (one ready, one still running); `handoff
-    gc` in the main checkout and `git gc --prune=now`: both sessions keep their refs, branch,
-    worktree and agent, and the ready one can still be applied in wt."""
+def test_a_linked_worktrees_sessions_survive_gc_in_the_main_checkout(repo: Path, tmp_path: Path):
+    """`git worktree add ../wt`; sessions started in wt with `handoff run` (one ready, one still
+    running); `handoff gc` in the main checkout and `git gc --prune=now`: both sessions keep
+    their refs, branch, worktree and agent, and the ready one can still be applied in wt."""
     wt = tmp_path / "wt"
-    git(repo, "worktree", "add", "-q", "-b", "feature", str(wt))
     gate = tmp_path / "go"
     waiting = write_agent(
         tmp_path / "bin",
@@ -85,33 +73,61 @@ async def test_a_linked_worktrees_sessions_survive_gc_in_the_main_checkout(
         print("waited")
     """,
     )
-    mgr = command_manager(wt, {"edit": edit_agent(tmp_path), "waits": waiting}, "edit")
-    ready = await mgr.wait(mgr.delegate(DelegateRequest("check")).id)
-    assert ready.state is State.READY, ready.error
-    running = mgr.delegate(DelegateRequest("wait", agent="waits"))
-    with anyio.fail_after(30):  # the record says running once the agent started
-        while mgr.get(running.id).state is not State.RUNNING or not mgr.get(running.id).agentPid:
-            await anyio.sleep(0.05)
+    (repo / ".handoff.toml").write_text(
+        toml_agents({"edit": edit_agent(tmp_path), "waits": waiting}, "edit")
+    )
+    git(repo, "add", ".handoff.toml")
+    git(repo, "commit", "-qm", "settings")
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(wt))
+    trust_repo(wt)
+    out = handoff(wt, "run", "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    [ready] = re.findall(r"Apply: handoff apply (\S+)", out.stdout)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "handoff.agent.cli", "run", "wait", "--agent", "waits"],
+        cwd=wt,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        running = None
+        deadline = time.monotonic() + 60
+        while running is None:  # the record says running once the agent started
+            assert time.monotonic() < deadline, "the waiting agent never started"
+            for path in state_dir_records():
+                rec = json.loads(path.read_text())
+                if rec["agent"] == "waits" and rec["state"] == "running" and rec["agentPid"]:
+                    running = rec
+            time.sleep(0.05)
 
-    main = SessionManager(repo, config_mod.load(repo)[0])
-    main.load()
-    assert main.gc() == []
-    out = handoff(repo, "gc")
-    assert out.returncode == 0 and out.stdout.startswith("removed 0"), out.stdout + out.stderr
-    git(repo, "gc", "-q", "--prune=now")
-    for s in (ready, running):
-        assert git(repo, "rev-parse", f"refs/handoff/{s.id}/base")
-        assert git(repo, "branch", "--list", f"handoff/{s.id}").strip()
-        assert Path(s.worktree).is_dir()
-    gate.write_text("go")
-    finished = await mgr.wait(running.id)
-    assert finished.state is State.READY, finished.error  # its agent was not killed
-    assert git(wt, "cat-file", "-t", ready.resultCommit).strip() == "commit"
-    report = mgr.apply_to_disk(ready.id)
-    assert report.written == ["app.py"]
+        out = handoff(repo, "gc")
+        assert out.returncode == 0 and out.stdout.startswith("removed 0"), out.stdout + out.stderr
+        git(repo, "gc", "-q", "--prune=now")
+        for sid in (ready, running["id"]):
+            assert git(repo, "rev-parse", f"refs/handoff/{sid}/base")
+            assert git(repo, "branch", "--list", f"handoff/{sid}").strip()
+            assert Path(record_of(sid)["worktree"]).is_dir()
+        gate.write_text("go")
+        stdout, stderr = follower.communicate(timeout=120)
+        assert follower.returncode == 0, stdout + stderr  # its agent was not killed
+    finally:
+        follower.kill()
+    assert record_of(running["id"])["state"] == "ready"
+    assert git(wt, "cat-file", "-t", record_of(ready)["resultCommit"]).strip() == "commit"
+    out = handoff(wt, "apply", ready)
+    assert out.returncode == 0, out.stdout + out.stderr
     assert "return a + b  # checked" in (wt / "app.py").read_text()
     assert "# checked" not in (repo / "app.py").read_text()  # the main checkout is another tree
-    await mgr.close()
+
+
+def state_dir_records() -> list[Path]:
+    return list(Path(os.environ["HANDOFF_STATE_DIR"]).glob("repos/*/sessions/*/record.json"))
+
+
+def record_of(sid: str) -> dict:
+    [path] = [p for p in state_dir_records() if p.parent.name == sid]
+    return json.loads(path.read_text())
 
 
 async def test_gc_still_removes_what_is_provably_orphaned(

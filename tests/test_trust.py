@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,20 +11,10 @@ from handoff.agent import trust
 from pygls.exceptions import JsonRpcException
 
 from tests.support.agents import toml_agents, write_agent
+from tests.support.cli import handoff
 from tests.support.lsp_client import Editor
 
 WHOLE = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
-
-
-def handoff(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff.agent.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def marker_agent(repo: Path, tmp_path: Path) -> Path:
