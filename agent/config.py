@@ -103,6 +103,11 @@ class Config:
     # set when an untrusted repository file chose the default agent (agent/trust.py): the message
     # a delegation to the default agent is refused with, until `handoff trust`
     untrusted: str | None = dataclasses.field(default=None, repr=False, metadata={"internal": True})
+    # set when an untrusted repository file chose the built-in agent's model: the refusal when no
+    # setting of the user's chose one
+    untrusted_model: str | None = dataclasses.field(
+        default=None, repr=False, metadata={"internal": True}
+    )
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name`` (configured, else a preset); None for the
@@ -359,11 +364,15 @@ def _trusted_part(
         return data
     message = trust.TrustState(repo_root / name, False, guarded).message()
     messages.append(message)
+    later = (
+        f"until you trust this repository's Handoff settings (run `handoff trust` in {repo_root})"
+    )
     if "agent" in guarded:
-        cfg.untrusted = (
-            f"{name} chooses the agent `{data['agent']}`, which is not run until you "
-            "trust this repository's Handoff settings (run `handoff trust` in "
-            f"{repo_root})"
+        cfg.untrusted = f"{name} chooses the agent `{data['agent']}`, which is not run {later}"
+    elif "model" in guarded:  # refused only if no setting of the user's chose a model (load)
+        cfg.untrusted_model = (
+            f"{name} chooses the model `{data['model']}` for the built-in agent, which is not "
+            f"used {later} (or set HANDOFF_MODEL / `model` in your editor's settings)"
         )
     return trust.without_guarded(data)
 
@@ -395,6 +404,8 @@ def load(
         _apply(cfg, data, source, messages)
         if "agent" in data:  # the user's own choice of agent: nothing left to refuse
             cfg.untrusted = None
+    if cfg.untrusted_model and cfg.untrusted is None and cfg.agent == "builtin" and not cfg.model:
+        cfg.untrusted = cfg.untrusted_model
     if cfg.agent != "builtin" and cfg.agent_spec(cfg.agent) is None:
         messages.append(
             f"`agent` names `{cfg.agent}`, which is neither in `agents` nor a preset; "
