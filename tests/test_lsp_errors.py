@@ -10,6 +10,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from tests.conftest import git
+from tests.support.agents import trust_repo
 from tests.support.lsp_client import Editor
 from tests.support.lsp_fixtures import agent, caps, editor, titled  # noqa: F401
 
@@ -168,6 +169,7 @@ async def test_multi_root_workspace(caps, tmp_path: Path):
         (root / ".handoff.toml").write_text(
             'model = "openai/none"\napiBase = "http://127.0.0.1:9"\n'
         )
+        trust_repo(root)  # a model chosen by the repository counts only once trusted
         git(root, "add", "-A")
         git(root, "commit", "-q", "-m", "init")
         roots.append(root)
