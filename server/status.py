@@ -28,8 +28,8 @@ from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
-from .anchors import Anchor, remap_all, shift
-from .edits import units
+from .anchors import Anchor, Mover
+from .edits import Lines, units
 from .protocol import session_list
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ class Status:
         self._progress: dict[str, _Progress] = {}
         self._token_session: dict[str, str] = {}
         self._texts: dict[str, str] = {}  # last known text of open documents (full-sync edits)
-        self._split: dict[str, tuple[str, list[str]]] = {}  # uri -> (text, its lines)
+        self.mover = Mover(ls.spawn, self._anchors_moved)  # anchors follow the edits
+        self._split: dict[str, tuple[str, Lines]] = {}  # uri -> (text, its lines)
         self._dirty_uris: set[str] = set()
         self._published: set[str] = set()
         self._list_dirty = False
@@ -185,24 +186,21 @@ class Status:
         self._texts[uri] = new
         if not anchors:
             return
-        moved = False
-        encoding = self.ls.encoding
-        for change in params.content_changes:
-            rng = getattr(change, "range", None)
-            if rng is None:
-                if old is not None:  # one line diff for all of the document's anchors
-                    moved |= remap_all(anchors, old, new)
-                continue
-            for a in anchors:
-                moved |= shift(
-                    a,
-                    (rng.start.line, rng.start.character),
-                    (rng.end.line, rng.end.character),
-                    change.text,
-                    encoding,
-                )
-        if not moved:
-            return
+        steps = [
+            ("full", old, new)
+            if getattr(change, "range", None) is None
+            else (
+                "range",
+                (change.range.start.line, change.range.start.character),
+                (change.range.end.line, change.range.end.character),
+                change.text,
+            )
+            for change in params.content_changes
+            if old is not None or getattr(change, "range", None) is not None
+        ]
+        self.mover.move(uri, anchors, steps, self.ls.encoding)  # big diffs off the loop
+
+    def _anchors_moved(self, uri: str, anchors: list[Anchor]) -> None:
         for a in anchors:
             if a.kind == "origin":
                 try:
@@ -396,7 +394,7 @@ class Status:
             )
         return types.Range(start=types.Position(line=line, character=0), end=end)
 
-    def _lines(self, uri: str) -> list[str] | None:
+    def _lines(self, uri: str) -> Lines | None:
         """The open document's lines, split once per text (pygls splits on every call)."""
         doc = self.ls.document(uri)
         if doc is None:
@@ -404,7 +402,7 @@ class Status:
         source = doc.source
         kept = self._split.get(uri)
         if kept is None or kept[0] is not source:
-            kept = self._split[uri] = (source, source.splitlines(True))
+            kept = self._split[uri] = (source, Lines(source))  # no split of it all
         return kept[1]
 
     def _diagnostic(
