@@ -283,3 +283,28 @@ async def test_the_brief_says_submodules_are_empty(repo: Path, tmp_path: Path):
     text = seen.read_text()
     assert "LISTING []" in text  # the fact the brief tells
     assert "git submodules (`vendor/lib`)" in text and "folders are empty" in text
+
+
+# -- rough edges ------------------------------------------------------------------------------
+
+
+def test_bad_arguments_and_an_apply_with_nothing_to_write_say_so(repo: Path, tmp_path: Path):
+    for args, says in (
+        (["run", "x", "--lines", "foo"], "--lines wants A-B"),
+        (["run", "x", "--file", "app.py", "--lines", "5-2"], "--lines wants A-B"),
+        (["run", "x", "--file", "nope.py"], "--file nope.py: no such file"),
+    ):
+        out = handoff(repo, *args)
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        [line] = out.stderr.strip().splitlines()
+        assert says in line, line
+    (repo / ".handoff.toml").write_text(toml_agents({"edit": edit_agent(tmp_path)}, "edit"))
+    trust_repo(repo)
+    out = handoff(repo, "run", "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    [sid] = re.findall(r"Apply: handoff apply (\S+)", out.stdout)
+    app = repo / "app.py"
+    app.write_text(app.read_text().replace("return a + b", "return a + b  # checked"))  # by hand
+    out = handoff(repo, "apply", sid)
+    assert out.returncode == 0 and "nothing to write" in out.stdout, out.stdout + out.stderr
+    assert record_of(sid)["state"] == "applied"
