@@ -10,6 +10,7 @@ returned as :class:`DiskWrite`s for the server to do itself after the client app
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -414,6 +415,7 @@ class Lines:
         )
         self._split = None if plain else text.splitlines(True)
         self._len: int | None = None
+        self._counts: list[int] | None = None
 
     def __len__(self) -> int:
         if self._split is not None:
@@ -430,6 +432,22 @@ class Lines:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        start = _line_offset(self._text, i)
+        start = self._offset(i)
         stop = self._text.find("\n", start)
         return self._text[start : len(self._text) if stop < 0 else stop + 1]
+
+    def _offset(self, line: int) -> int:
+        """Where ``line`` starts: the chunk holding it from a running count made once (one
+        pass over the text for any number of lookups), then the lines within that chunk."""
+        if self._counts is None:
+            t, total, counts = self._text, 0, []
+            for pos in range(0, len(t), _CHUNK):
+                total += t.count("\n", pos, pos + _CHUNK)
+                counts.append(total)  # breaks before the end of chunk k
+            self._counts = counts
+        k = bisect.bisect_left(self._counts, line)  # the chunk whose end passes `line` breaks
+        pos, seen = k * _CHUNK, self._counts[k - 1] if k else 0
+        while seen < line:
+            pos = self._text.index("\n", pos) + 1
+            seen += 1
+        return pos
