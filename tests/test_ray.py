@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -160,8 +161,10 @@ def configure(repo: Path, address: str, agents: dict[str, list[str]] | None = No
 
 
 def transcript(state: Path, sid: str) -> list[dict]:
-    (path,) = state.glob(f"repos/*/sessions/{sid}/transcript.jsonl")
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    paths = list(state.glob(f"repos/*/sessions/{sid}/transcript.jsonl"))
+    if not paths:
+        return []
+    return [json.loads(line) for line in paths[0].read_text().splitlines() if line.strip()]
 
 
 def remote_runs(state: Path, sid: str) -> list[dict]:
@@ -179,7 +182,8 @@ def wait_for(check, timeout: float = 60, what: str = "") -> object:
 
 
 def session_ids(repo: Path) -> list[str]:
-    return [line.split()[0] for line in handoff(repo, "ls").stdout.splitlines() if line.strip()]
+    out = handoff(repo, "ls").stdout
+    return re.findall(r"^(\d{12}-[0-9a-f]{6})\s", out, re.M)
 
 
 def state_of(repo: Path, sid: str) -> str:
@@ -330,12 +334,15 @@ def test_cancel_ends_the_actor(cluster, repo: Path, tmp_path: Path, state_dir: P
 def test_worker_killed_mid_run_is_interrupted_and_resumes(
     cluster, repo: Path, tmp_path: Path, state_dir: Path
 ):
+    runs = tmp_path / "runs"  # outside every worktree: the second run knows it is the second
     argv = write_agent(
         tmp_path / "bin",
         "once",
-        """
-        if not pathlib.Path("started.txt").exists():
-            pathlib.Path("started.txt").write_text("first run\\n")
+        f"""
+        runs = pathlib.Path({str(runs)!r})
+        pathlib.Path("started.txt").write_text("started\\n")
+        if not runs.exists():
+            runs.write_text("first\\n")
             time.sleep(120)
         pathlib.Path("done.txt").write_text("finished on a new worker\\n")
         print("finished")
