@@ -9,18 +9,12 @@ stats off. Skipped when Ray is not installed, except in CI (``CI=true``), where 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import re
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,114 +22,23 @@ import pytest
 from handoff.offline_model import ScriptedModel
 
 from tests.conftest import git, git_leftovers
+from tests.support import ray_cluster
 from tests.support.agents import trust_repo, write_agent
 
-RAY_BIN = Path(sys.executable).parent / "ray"
-CLONE_NEWNET = 0x40000000
 APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
 API_KEY = "sk-handoff-ray-test-4c1d2e"
 
 
-def _need_ray() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail('ray is missing in CI (.ci/run installs ".[test,ray]")')
-        pytest.skip('ray is not installed here (pip install -e ".[ray]")')
-    if not shutil.which("unshare") or not shutil.which("ip") or os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("unshare, ip and root are needed for the Ray tests in CI")
-        pytest.skip("the Ray tests need unshare, ip and root (a loopback-only namespace)")
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns failed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _in_namespace(ns_inode: int) -> list[int]:
-    """The processes in the network namespace ``ns_inode``: the ones this module started."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{entry}/ns/net").st_ino == ns_inode:
-                    pids.append(int(entry))
-    return pids
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """A Ray head on 127.0.0.1 in a loopback-only namespace that this process joins."""
-    _need_ray()
-    holder = subprocess.Popen(
-        ["unshare", "--net", "sh", "-c", "ip link set lo up && echo up && exec sleep 100000"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    assert holder.stdout is not None and holder.stdout.readline() == b"up\n"
-    ns_inode = os.stat(f"/proc/{holder.pid}/ns/net").st_ino
-    home_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
-    ns = os.open(f"/proc/{holder.pid}/ns/net", os.O_RDONLY)
-    _setns(ns)
-    os.close(ns)
-    top = Path(tempfile.mkdtemp(prefix="hr-"))  # short: Ray's sockets live under --temp-dir
-    token = top / "token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    saved = dict(os.environ)
-    port = _free_port()
-    os.environ.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token),
-        RAY_USAGE_STATS_ENABLED="0",
-        HANDOFF_RAY_WORKDIR=str(top / "w"),  # the workers' folders (their environment)
-    )
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [
-                str(RAY_BIN),
-                "start",
-                "--head",
-                "--node-ip-address=127.0.0.1",
-                f"--port={port}",
-                "--num-cpus=16",
-                f"--temp-dir={top / 't'}",
-                "--include-dashboard=false",
-                "--disable-usage-stats",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        yield {
-            "address": f"127.0.0.1:{port}",
-            "workdir": top / "w",
-            "logs": top / "t",
-            "startS": time.monotonic() - started,
-        }
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # every process in the namespace is ours
-            for pid in _in_namespace(ns_inode):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            time.sleep(0.5)
-        holder.wait(timeout=10)
-        _setns(home_ns)
-        os.close(home_ns)
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(top, ignore_errors=True)
+    """One Ray head for the module (tests/support/ray_cluster.py)."""
+    why = ray_cluster.missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{why}: CI must run the Ray tests (.ci/run installs the extra)")
+        pytest.skip(why)
+    with ray_cluster.ray_head(num_cpus=16) as head:
+        yield head
 
 
 def handoff(repo: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -394,7 +297,7 @@ def test_follow_up_goes_to_the_same_actor(cluster, repo: Path, tmp_path: Path, s
 
 
 def test_unreachable_cluster_fails_at_once(cluster, repo: Path, tmp_path: Path):
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{ray_cluster.free_port()}"  # nothing listens there
     argv = write_agent(tmp_path / "bin", "noop", "print('nothing')\n")
     configure(repo, address, {"noop": argv}, agent="noop")
     started = time.monotonic()
