@@ -308,3 +308,41 @@ def test_unreachable_cluster_fails_at_once(cluster, repo: Path, tmp_path: Path):
     assert "Traceback" not in run.stderr
     assert session_ids(repo) == []
     assert git_leftovers(repo) == ([], [], [])
+
+
+def test_ray_settings_and_their_trust(repo: Path):
+    """The ray keys parse from a repository file only once it is trusted; a secret-looking
+    variable in the runtime env is refused (Ray's dashboard shows it)."""
+    from handoff.agent import config as config_mod
+
+    (repo / ".handoff.toml").write_text(
+        'executor = "ray"\n[ray]\naddress = "ray://head:10001"\nnumCpus = 2\nmemoryMb = 512\n'
+        'runtimeEnv = {pip = ["pytest"], env_vars = {CI = "1"}}\n'
+    )
+    cfg, messages = config_mod.load(repo, env={})
+    assert cfg.executor == "local" and cfg.ray.address is None and cfg.ray.runtimeEnv == {}
+    assert cfg.ray.numCpus == 2 and cfg.ray.memoryMb == 512  # resource hints: no trust needed
+    assert any("`executor`, `ray.address`, `ray.runtimeEnv`" in m for m in messages), messages
+    trust_repo(repo)
+    cfg, messages = config_mod.load(repo, env={})
+    assert cfg.executor == "ray" and cfg.ray.address == "ray://head:10001", messages
+    assert cfg.ray.runtimeEnv == {"pip": ["pytest"], "env_vars": {"CI": "1"}}
+
+    cfg, messages = config_mod.load(
+        None,
+        env={},
+        overrides=[("editor", {"ray": {"runtimeEnv": {"env_vars": {"OPENAI_API_KEY": "sk-x"}}}})],
+    )
+    assert cfg.ray.runtimeEnv == {}
+    assert any("env_vars.OPENAI_API_KEY` looks like one" in m for m in messages), messages
+    cfg, messages = config_mod.load(None, env={}, overrides=[("editor", {"executor": "k8s"})])
+    assert cfg.executor == "local" and any('one of "local", "ray"' in m for m in messages)
+
+
+def test_ray_is_never_imported_by_the_language_server_or_an_idle_daemon():
+    code = (
+        "import sys, handoff.server.server, handoff.server.cli, handoff.agent.daemon, "
+        "handoff.agent.manager; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
