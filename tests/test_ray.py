@@ -52,6 +52,18 @@ def handoff(repo: Path, *args: str, timeout: float = 120) -> subprocess.Complete
     )
 
 
+def start_run(repo: Path, instruction: str) -> subprocess.Popen[str]:
+    """``handoff run INSTRUCTION`` started in the background (it ends when the session does)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "handoff.agent.cli", "run", instruction],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def configure(repo: Path, address: str, agents: dict[str, list[str]] | None = None, **top) -> None:
     lines = ['executor = "ray"', *(f"{k} = {json.dumps(v)}" for k, v in top.items())]
     lines += ["[ray]", f'address = "{address}"', "numCpus = 1"]
@@ -162,17 +174,7 @@ def test_eight_sessions_at_once(cluster, repo: Path, tmp_path: Path, state_dir: 
     )
     configure(repo, cluster["address"], {"mark": argv}, agent="mark", maxParallel=8)
     started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "handoff.agent.cli", "run", f"write file {n}"],
-            cwd=repo,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        for n in range(8)
-    ]
+    procs = [start_run(repo, f"write file {n}") for n in range(8)]
     outs = [p.communicate(timeout=180) for p in procs]
     elapsed = time.monotonic() - started
     assert all(p.returncode == 0 for p in procs), outs
@@ -220,13 +222,7 @@ def _gone(pid: int) -> bool:
 
 def test_cancel_ends_the_actor(cluster, repo: Path, tmp_path: Path, state_dir: Path):
     configure(repo, cluster["address"], {"slow": _slow_agent(tmp_path)}, agent="slow")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "handoff.agent.cli", "run", "take your time"],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    runner = start_run(repo, "take your time")
     sid, where = _running(repo, state_dir)
     assert handoff(repo, "cancel", sid).returncode == 0
     wait_for(lambda: state_of(repo, sid) == "cancelled", what="cancelled")
@@ -252,13 +248,7 @@ def test_worker_killed_mid_run_is_interrupted_and_resumes(
         """,
     )
     configure(repo, cluster["address"], {"once": argv}, agent="once")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "handoff.agent.cli", "run", "survive a crash"],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    runner = start_run(repo, "survive a crash")
     sid, where = _running(repo, state_dir)
     os.kill(where["pid"], signal.SIGKILL)  # the worker process running the actor dies
     wait_for(lambda: state_of(repo, sid) == "interrupted", what="interrupted")

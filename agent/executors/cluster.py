@@ -101,6 +101,8 @@ class RayExecutor:
         self._actors: dict[str, Any] = {}
         self._idle: dict[str, float] = {}  # session id -> when its actor's last run ended
         self._running: set[str] = set()
+        self._placed: set[str] = set()  # running sessions whose actor got its worker
+        self._cpus: dict[str, float] = {}
 
     # -- the connection (blocking: worker threads) ----------------------------------------
     def connect(self, address: str) -> Any:
@@ -189,6 +191,23 @@ class RayExecutor:
             with contextlib.suppress(Exception):
                 self._ray.kill(actor, no_restart=True)
 
+    def make_room(self, cpus: float = 0.0) -> None:
+        """Idle actors never starve a session: end them (oldest first) while a session of ours
+        waits for a worker, or until ``cpus`` are free (blocking: a Ray call)."""
+        if not self._idle:
+            return
+        free = 0.0
+        if cpus:
+            with contextlib.suppress(Exception):
+                free = self._ray.available_resources().get("CPU", 0.0)
+        waiting = any(sid not in self._placed for sid in self._running)
+        for sid, _ in sorted(self._idle.items(), key=lambda kv: kv[1]):
+            if not waiting and free >= cpus:
+                break
+            del self._idle[sid]
+            free += self._cpus.pop(sid, 0.0)
+            self._kill(sid)
+
     def _sweep(self) -> None:
         """Idle actors hold their CPUs: keep the few most recent ones, for a while."""
         now = time.monotonic()
@@ -205,6 +224,8 @@ class RayExecutor:
         self._sweep()
         actor = self._actors.get(sid)
         if actor is None:
+            self.make_room(config.ray.numCpus)
+            self._cpus[sid] = config.ray.numCpus
             options: dict[str, Any] = {"num_cpus": config.ray.numCpus, "max_restarts": 0}
             if config.ray.memoryMb:
                 options["memory"] = config.ray.memoryMb * 1024 * 1024
@@ -276,6 +297,7 @@ class RayBackend:
                 ev = await events.get()
                 kind = ev["t"]
                 if kind == "where":
+                    ex._placed.add(s.id)
                     where = {k: ev[k] for k in ("node", "ip", "host", "pid", "worktree")}
                     ex.remote[s.id] = where
                     ctx.record({"type": "remote", "cluster": ex.address, **where})
@@ -302,8 +324,11 @@ class RayBackend:
             raise
         finally:
             ex._running.discard(s.id)
+            ex._placed.discard(s.id)
             if s.id in ex._actors:
                 ex._idle[s.id] = time.monotonic()
+            if ex._idle and any(sid not in ex._placed for sid in ex._running):
+                ex.make_room()  # a session waits for a worker: idle actors go first
 
     def _stream(self, ray: Any, spec: dict[str, Any], loop, events, stop) -> None:
         """Ship the start commit, run the actor and relay its events (worker thread)."""
