@@ -299,7 +299,7 @@ class RayBackend:
                 if kind == "where":
                     ex._placed.add(s.id)
                     where = {k: ev[k] for k in ("node", "ip", "host", "pid", "worktree")}
-                    ex.remote[s.id] = where
+                    ex.remote.setdefault(s.id, {}).update(where)
                     ctx.record({"type": "remote", "cluster": ex.address, **where})
                     ctx.progress(
                         f"running on {ev['ip']} (Ray node {ev['node'][:8]})", s.steps, s.costUsd
