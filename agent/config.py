@@ -75,6 +75,18 @@ class DaemonConfig:
 
 
 @dataclasses.dataclass
+class PoolConfig:
+    size: int = 2  # idle worktrees kept ready per repository (agent/pool.py); 0 turns it off
+
+
+@dataclasses.dataclass
+class WorktreeConfig:
+    # globs (gitignore-like) of ignored files copied into each session's worktree
+    include: list[str] = dataclasses.field(default_factory=list)
+    setup: str | None = None  # a command run in the worktree (sandboxed) before the agent
+
+
+@dataclasses.dataclass
 class RayConfig:
     """Where sessions run with ``executor = "ray"`` (agent/executors/): the cluster and what
     each session's actor asks of it."""
@@ -114,6 +126,8 @@ class Config:
     notify: bool = False  # a desktop notification (notify-send) when a session finishes
     executor: str = "local"  # where agents run: "local" (this machine) or "ray" (a Ray cluster)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    pool: PoolConfig = dataclasses.field(default_factory=PoolConfig)
+    worktree: WorktreeConfig = dataclasses.field(default_factory=WorktreeConfig)
     # set when an untrusted repository file chose the default agent (agent/trust.py): the message
     # a delegation to the default agent is refused with, until `handoff trust`
     untrusted: str | None = dataclasses.field(default=None, repr=False, metadata={"internal": True})
@@ -140,6 +154,12 @@ class Config:
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError("a whole number of at least 1")
+    return v
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("a whole number, 0 or more")
     return v
 
 
@@ -280,6 +300,8 @@ _TABLES = {
             "runtimeEnv": _runtime_env,
         },
     ),
+    "pool": ("pool", {"size": _count}),
+    "worktree": ("worktree", {"include": _globs, "setup": _opt_str}),
 }
 
 
