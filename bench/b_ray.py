@@ -90,7 +90,7 @@ def measure(work: Path, source: Path, executor: str, address: str, runs: int, lo
     agent = work / "agent.py"
     agent.write_text(AGENT)
     (repo / ".handoff.toml").write_text(
-        f'executor = "{executor}"\nagent = "note"\nmaxParallel = 16\n'
+        f'executor = "{executor}"\nagent = "note"\nmaxParallel = 16\n[pool]\nsize = 0\n'
         f'[ray]\naddress = "{address}"\n'
         f"[agents.note]\ncommand = {json.dumps([sys.executable, str(agent)])}\n"
     )
