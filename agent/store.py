@@ -137,10 +137,11 @@ class Store:
         self.repo_root = Path(repo_root)
         self.redactor = redactor or Redactor()
         if like is not None:
-            self.root, self.legacy = like.root, list(like.legacy)
+            self.root, self.legacy, self.main = like.root, list(like.legacy), like.main
             return
         repos = (root or state_root()) / "repos"
         main, others = family(self.repo_root)
+        self.main = main  # the repository's main working tree (a bare one: its git folder)
         self.root = repos / repo_key(main)
         # the folders sessions had when each worktree had one of its own (still read)
         self.legacy = []
@@ -148,6 +149,14 @@ class Store:
             folder = repos / repo_key(r)
             if folder != self.root and folder not in self.legacy:
                 self.legacy.append(folder)
+
+    @property
+    def pool_dir(self) -> Path:
+        """The warm pool's folder of this worktree (agent/pool.py): idle worktrees are made
+        from its HEAD, so each worktree of a repository has its own."""
+        if _same(self.repo_root, self.main):
+            return self.root / "pool"
+        return self.root / f"pool-{repo_key(self.repo_root)}"
 
     def ensure_writable(self) -> None:
         """Raise StateDirError (one clear line) unless sessions can be stored here."""
