@@ -56,9 +56,12 @@ def idle_prefix() -> list[str]:
 
 def is_pooled(path: str | Path) -> bool:
     """Whether a worktree folder is an idle pooled one (what ``git worktree list`` shows of the
-    pool: ``…/repos/<name>-<hash>/pool/p-<hex>``, detached)."""
+    pool: ``…/repos/<name>-<hash>/pool/p-<hex>``, or ``pool-<name>-<hash>/`` for a linked
+    worktree's own pool, detached)."""
     p = Path(path)
-    return p.parent.name == "pool" and p.name.startswith(PREFIX)
+    return (p.parent.name == "pool" or p.parent.name.startswith("pool-")) and p.name.startswith(
+        PREFIX
+    )
 
 
 def _du(path: Path) -> int:
