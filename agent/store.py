@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from handoff.files import atomic_write
+
 from .secrets import Redactor
 from .session import Session
 
@@ -50,24 +52,6 @@ def repo_key(repo_root: Path) -> str:
     digest = hashlib.sha1(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:10]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(resolved).name) or "repo"
     return f"{name}-{digest}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def unfinished_ids(state: Path | None = None) -> set[str]:

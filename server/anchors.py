@@ -9,14 +9,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
-import re
 from typing import Any
 
 from handoff import linediff
-
-from .edits import units
-
-_EOL = re.compile(r"\r\n|\r|\n")
+from handoff.text import split_lines, units
 
 
 @dataclasses.dataclass
@@ -60,7 +56,7 @@ def _after(
     (a range end)."""
     if pos < start or (pos == start and start != end):
         return pos
-    pieces = _EOL.split(text)
+    pieces = split_lines(text)
     new_end = (
         start[0] + len(pieces) - 1,
         (start[1] if len(pieces) == 1 else 0) + units(pieces[-1], encoding),
@@ -94,7 +90,7 @@ def remap(anchor: Anchor, old: str, new: str) -> bool:
 
 def remap_all(anchors: list[Anchor], old: str, new: str) -> bool:
     """``remap`` for every anchor of one document, with one line diff; True when any moved."""
-    a, b = _EOL.split(old), _EOL.split(new)
+    a, b = split_lines(old), split_lines(new)
     ops = linediff.opcodes(a, b)  # not quadratic in repeated lines: a big file has many
     starts = [op[1] for op in ops]
 

@@ -11,11 +11,11 @@ import logging
 from typing import Any
 
 from handoff.agent.protocol import SessionError, State, actions_of
+from handoff.text import eol_of, line_span, shorten, split_lines, units
 from lsprotocol import types
 from pygls.capabilities import get_capability
 
 from . import commands, delegation, todos
-from .edits import units
 from .status import SOURCE
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def _comments(text: str) -> tuple[dict[int, list[todos.Comment]], list[str]]:
     by_line: dict[int, list[todos.Comment]] = {}
     for c in todos.comments(text):
         by_line.setdefault(c.line, []).append(c)
-    return by_line, todos.split_lines(text)
+    return by_line, split_lines(text)
 
 
 def _bare(text: str, rng: types.Range) -> bool:
@@ -168,7 +168,7 @@ def _bare(text: str, rng: types.Range) -> bool:
     are asked for on every selection change."""
     by_line, lines = _comments(text)
     last = len(lines) - 1
-    start, end = delegation.line_span(commands.converter().unstructure(rng))
+    start, end = line_span(commands.converter().unstructure(rng))
     start, end = min(start, last), min(end, last)
     if any(t.line <= end and t.end_line >= start for t in _todos(text)):
         return False
@@ -188,13 +188,13 @@ def _bare(text: str, rng: types.Range) -> bool:
 def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
     """For a client that cannot ask: a ``TODO(agent): `` line above the selection, indented like
     its first line, and the cursor at its end (``window/showDocument``) to type the task."""
-    lines = todos.split_lines(doc.source)
+    lines = split_lines(doc.source)
     line = min(rng.start.line, max(0, len(lines) - 1))
     first = lines[line] if lines else ""
     indent = first[: len(first) - len(first.lstrip(" \t"))]
     head, tail = _comment(getattr(doc, "language_id", "") or "", uri)
     inserted = f"{indent}{head}{TODO_MARK}{tail}"
-    eol = next((e for e in ("\r\n", "\n", "\r") if e in doc.source), "\n")
+    eol = eol_of(doc.source)
     at = types.Position(line=line, character=0)
     edit = types.TextEdit(range=types.Range(start=at, end=at), new_text=inserted + eol)
     caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
@@ -268,7 +268,7 @@ def delegate_actions(
     here = [t for t in found if t.line <= rng.end.line and t.end_line >= rng.start.line]
     for t in here[:3]:
         arg = {"uri": uri, "range": delegation.todo_range(text, t, ls.encoding)}
-        label = t.text if len(t.text) <= 50 else t.text[:49] + "…"
+        label = shorten(t.text, 50)
         actions.append(
             _action(
                 f"Delegate {t.tag} to background agent: {label}",
@@ -361,7 +361,7 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
         except SessionError:  # a diagnostic of a session this server does not know (any more)
             continue
         arg = {"sessionId": sid}
-        name = s.title if len(s.title) <= 40 else s.title[:39] + "…"
+        name = shorten(s.title, 40)
         conflicted = any(isinstance(d.data, dict) and d.data.get("conflict") for d in diags) or (
             s.state is State.READY and sid in ls.status.conflicts
         )

@@ -20,6 +20,7 @@ import cattrs
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError, allows
+from handoff.text import clip
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
@@ -27,7 +28,7 @@ from pygls.protocol import default_converter
 
 from . import delegation, hunks, show, todos
 from .apply import apply_session
-from .protocol import RawJSON, clip, problems, session_list
+from .protocol import RawJSON, problems, session_list
 from .repos import NotInRepository
 
 log = logging.getLogger(__name__)

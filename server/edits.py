@@ -11,15 +11,14 @@ returned as :class:`DiskWrite`s for the server to do itself after the client app
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from handoff import files, linediff
 from handoff.agent.protocol import Planned as FileMerge  # one file of the daemon's merge plan
+from handoff.text import body, split_keepends, units
+from handoff.uris import doc_uri
 from lsprotocol import types
-
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,35 +79,14 @@ class BuiltEdit:
         return not self.files and not self.disk
 
 
-def split_keepends(text: str) -> list[str]:
-    """Lines with their terminators, split where LSP splits (``\\n``, ``\\r\\n``, ``\\r``)."""
-    if "\r" in text:
-        return _LINE.findall(text)
-    parts = text.split("\n")  # the common case, several times faster on a big file
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
-
-
-def units(s: str, encoding: str) -> int:
-    """Length of ``s`` in the code units of ``encoding`` (LSP column arithmetic)."""
-    if encoding == "utf-8":
-        return len(s.encode("utf-8", "surrogatepass"))
-    if encoding == "utf-32":
-        return len(s)
-    return len(s.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _position(lines: list[str], index: int, encoding: str) -> types.Position:
+def line_position(lines: list[str], index: int, encoding: str) -> types.Position:
     """The position at the start of line ``index``; past an unterminated last line, its end."""
     if index < len(lines) or not lines:
         return types.Position(line=index, character=0)
     last = lines[-1]
-    body = last.rstrip("\r\n")
-    if body != last:  # the text ends with a line end: the next line exists and is empty
+    if body(last) != last:  # the text ends with a line end: the next line exists and is empty
         return types.Position(line=len(lines), character=0)
-    return types.Position(line=len(lines) - 1, character=units(body, encoding))
+    return types.Position(line=len(lines) - 1, character=units(last, encoding))
 
 
 def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextEdit]:
@@ -120,7 +98,9 @@ def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextE
             continue
         edits.append(
             types.TextEdit(
-                range=types.Range(start=_position(a, i1, encoding), end=_position(a, i2, encoding)),
+                range=types.Range(
+                    start=line_position(a, i1, encoding), end=line_position(a, i2, encoding)
+                ),
                 new_text="".join(b[j1:j2]),
             )
         )
@@ -137,10 +117,10 @@ def apply_text_edits(text: str, edits: list[types.TextEdit], encoding: str = "ut
     def offset(pos: types.Position) -> int:
         if pos.line >= len(lines):
             return len(text)
-        body = lines[pos.line].rstrip("\r\n")
+        line = body(lines[pos.line])
         col, used = 0, 0
-        while col < len(body) and used < pos.character:
-            used += units(body[col], encoding)
+        while col < len(line) and used < pos.character:
+            used += units(line[col], encoding)
             col += 1
         return starts[pos.line] + col
 
@@ -191,7 +171,7 @@ def build(
     ann = annotation_id if caps.change_annotations else None
 
     def uri_of(path: str) -> str:
-        return docs[path].uri if path in docs else (repo_root / path).as_uri()
+        return doc_uri(docs, repo_root, path)
 
     def add_text(path: str, old: str, new: str) -> None:
         uri = uri_of(path)

@@ -21,15 +21,15 @@ import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from handoff.agent.protocol import FINAL, Session, SessionError, State
+from handoff.text import body, split_keepends, units
+from handoff.uris import relative
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 
 from .anchors import Anchor, remap_all, shift
-from .edits import units
 from .protocol import session_list
 
 if TYPE_CHECKING:
@@ -373,9 +373,7 @@ class Status:
             lines = self._lines(a.uri)
             if end[1] == 0 and end[0] > a.start[0]:
                 above = end[0] - 1
-                text = (
-                    lines[above].rstrip("\r\n") if lines is not None and above < len(lines) else ""
-                )
+                text = body(lines[above]) if lines is not None and above < len(lines) else ""
                 end = (above, units(text, self.ls.encoding))
             return types.Range(
                 start=types.Position(line=a.start[0], character=a.start[1]),
@@ -391,9 +389,7 @@ class Status:
         end = types.Position(line=line + 1, character=0)
         lines = self._lines(a.uri)
         if lines is not None and line < len(lines):
-            end = types.Position(
-                line=line, character=units(lines[line].rstrip("\r\n"), self.ls.encoding)
-            )
+            end = types.Position(line=line, character=units(body(lines[line]), self.ls.encoding))
         return types.Range(start=types.Position(line=line, character=0), end=end)
 
     def _lines(self, uri: str) -> list[str] | None:
@@ -404,7 +400,7 @@ class Status:
         source = doc.source
         kept = self._split.get(uri)
         if kept is None or kept[0] is not source:
-            kept = self._split[uri] = (source, source.splitlines(True))
+            kept = self._split[uri] = (source, split_keepends(source))
         return kept[1]
 
     def _diagnostic(
@@ -441,7 +437,7 @@ def describe(s: Session, conflicts: int = 0) -> tuple[types.DiagnosticSeverity, 
     if s.state is State.RUNNING:
         return info, f"Handoff: running: {s.title} ({s.agent} agent)"
     if s.state is State.READY:
-        files = ", ".join(_short(u, s.repoRoot) for u in s.filesChanged) or "no files"
+        files = ", ".join(relative(u, s.repoRoot) for u in s.filesChanged) or "no files"
         summary = f" {s.summary.strip()}" if s.summary.strip() else ""
         if conflicts:
             return warn, (
@@ -455,10 +451,3 @@ def describe(s: Session, conflicts: int = 0) -> tuple[types.DiagnosticSeverity, 
         warn,
         f"Handoff: {s.state.value}: {s.title}. {s.error or ''} Follow up to resume, or discard.",
     )
-
-
-def _short(uri: str, root: str) -> str:
-    """A changed file's uri as a repository-relative path, for messages."""
-    prefix = root.rstrip("/") + "/"
-    path = unquote(uri[len("file://") :]) if uri.startswith("file://") else uri
-    return path[len(prefix) :] if path.startswith(prefix) else path

@@ -18,6 +18,7 @@ from handoff.agent import config as config_mod
 from handoff.agent import gitops, sandbox
 from handoff.agent.backends.tools import Workspace
 from handoff.agent.manager import DelegateRequest, SessionManager
+from handoff.agent.secrets import is_secret_name
 from handoff.agent.session import State
 
 from tests.conftest import git
@@ -342,6 +343,6 @@ def test_secret_names() -> None:
         "SSH_AUTH_SOCK",
         "api_key",
     ):
-        assert sandbox.is_secret_name(name), name
+        assert is_secret_name(name), name
     for name in ("PATH", "HOME", "EDITOR", "LANG", "GIT_AUTHOR_NAME", "VIRTUAL_ENV"):
-        assert not sandbox.is_secret_name(name), name
+        assert not is_secret_name(name), name

@@ -27,14 +27,15 @@ from acp import PROTOCOL_VERSION, RequestError, text_block
 from acp.client.connection import ClientSideConnection
 from acp.schema import ClientCapabilities, FileSystemCapabilities, Implementation
 
+from ..capped import HeadTail
+from ..processes import kill_group
 from .acp_client import HandoffClient
 from .base import AgentContext, AgentError, LimitReached, Outcome
 from .command import (
-    _Capped,
+    OUTPUT_CAP,
     _exit_description,
     agent_environment,
     hide_env_secrets,
-    kill_group,
     strip_ansi,
 )
 
@@ -144,7 +145,7 @@ class _Live:
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process, client: HandoffClient) -> None:
         self.name, self.proc, self.client = name, proc, client
-        self.stderr = _Capped()
+        self.stderr = HeadTail(OUTPUT_CAP)
         self.run: _Run | None = None
         self.conn: ClientSideConnection | None = None
         self.init: Any = None

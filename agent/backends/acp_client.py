@@ -35,8 +35,10 @@ from acp.schema import (
     WaitForTerminalExitResponse,
     WriteTextFileResponse,
 )
+from handoff.text import split_keepends
 
 from .. import sandbox
+from ..capped import Tail
 from ..processes import background
 from .tools import ToolError, Workspace, _read_bytes
 
@@ -57,8 +59,7 @@ class _Terminal:
         loop: Any,
     ) -> None:
         self._cm, self.launch, self.proc, self.limit = launch_cm, launch, proc, limit
-        self.buf = bytearray()
-        self.truncated = False
+        self.out = Tail(limit)
         self.done = anyio.Event()
         self.limiter: asyncio.Task[None] | None = None
         self._loop = loop
@@ -68,18 +69,14 @@ class _Terminal:
         assert self.proc.stdout is not None
         try:
             while chunk := self.proc.stdout.read1(65536):
-                self.buf += chunk
-                if len(self.buf) > self.limit:  # the spec: truncated from the beginning
-                    del self.buf[: len(self.buf) - self.limit]
-                    self.truncated = True
+                self.out.add(chunk)  # the spec: truncated from the beginning
         except (OSError, ValueError):
             pass
         self.proc.wait()
         self._loop.call_soon_threadsafe(self.done.set)
 
     def output(self) -> str:
-        text = bytes(self.buf).decode("utf-8", "replace")
-        return text.lstrip("\ufffd") if self.truncated else text
+        return self.out.text()
 
     def exit_status(self) -> TerminalExitStatus | None:
         code = self.proc.returncode
@@ -177,7 +174,7 @@ class HandoffClient:
             raise self._refuse("fs/read_text_file", exc) from None
         text = data.decode("utf-8", "replace")
         if line is not None or limit is not None:
-            lines = text.splitlines(keepends=True)
+            lines = split_keepends(text)
             start = max((line or 1) - 1, 0)
             text = "".join(lines[start : start + limit if limit is not None else None])
         return ReadTextFileResponse(content=text)
@@ -327,7 +324,7 @@ class HandoffClient:
     ) -> TerminalOutputResponse:
         t = self._term(terminal_id)
         return TerminalOutputResponse(
-            output=t.output(), truncated=t.truncated, exit_status=t.exit_status()
+            output=t.output(), truncated=t.out.truncated, exit_status=t.exit_status()
         )
 
     async def wait_for_terminal_exit(

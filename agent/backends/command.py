@@ -27,9 +27,10 @@ from collections.abc import Mapping
 import anyio
 
 from ..brief import range_label
+from ..capped import HeadTail
 from ..config import AgentSpec
-from ..processes import background
-from ..sandbox import GIT_REDIRECT_VARS
+from ..gitenv import AGENT_VARS
+from ..processes import background, kill_group
 from ..secrets import is_secret_name, scrub
 from .base import AgentContext, AgentError, LimitReached, Outcome
 
@@ -51,7 +52,7 @@ def agent_environment(
     names them) and without variables that redirect git, plus the agent's ``env``, plus
     ``extra``."""
     env, dropped = scrub(
-        os.environ if base is None else base, spec.passEnv if spec else (), GIT_REDIRECT_VARS
+        os.environ if base is None else base, spec.passEnv if spec else (), AGENT_VARS
     )
     if spec is not None:
         env.update(spec.env)
@@ -69,35 +70,6 @@ def _tail(text: str, n: int = ERROR_LINES) -> str:
     return "\n".join(strip_ansi(text).strip().splitlines()[-n:])
 
 
-class _Capped:
-    """Keeps the head and the tail of a stream, so huge output costs little memory."""
-
-    def __init__(self, cap: int = OUTPUT_CAP) -> None:
-        self.cap = cap
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-
-    def add(self, chunk: bytes) -> None:
-        room = self.cap // 2 - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        self.tail += chunk
-        if len(self.tail) > self.cap // 2:
-            cut = len(self.tail) - self.cap // 2
-            self.dropped += cut
-            del self.tail[:cut]
-
-    def text(self) -> str:
-        mid = f"\n[... {self.dropped} bytes left out ...]\n" if self.dropped else ""
-        return (
-            bytes(self.head).decode("utf-8", "replace")
-            + mid
-            + bytes(self.tail).decode("utf-8", "replace")
-        )
-
-
 def _exit_description(code: int) -> str:
     if code < 0:
         try:
@@ -106,13 +78,6 @@ def _exit_description(code: int) -> str:
             name = f"signal {-code}"
         return f"was killed by {name} (it crashed or something stopped it)"
     return f"exited with code {code}"
-
-
-def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class CommandBackend:
@@ -145,7 +110,7 @@ class CommandBackend:
         env, dropped = self._env(ctx)
         ctx.record({"type": "command", "argv": argv, "envDropped": dropped})
         ctx.progress(f"running {os.path.basename(argv[0])}", 0, 0.0)
-        out, err = _Capped(), _Capped()
+        out, err = HeadTail(OUTPUT_CAP), HeadTail(OUTPUT_CAP)
         started = time.monotonic()
         try:
             proc = await anyio.open_process(
@@ -162,7 +127,7 @@ class CommandBackend:
         background(proc.pid)  # before it has started anything of its own
         ctx.started(proc.pid)
 
-        async def pump(stream, sink: _Capped) -> None:
+        async def pump(stream, sink: HeadTail) -> None:
             async for chunk in stream:
                 sink.add(chunk)
 
