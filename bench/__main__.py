@@ -100,11 +100,6 @@ def table(results: dict[str, Any]) -> str:
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = []
-    if results.get("whatif_patches"):
-        lines.append(
-            f"WHAT-IF RUN: the server ran with proposed changes applied: "
-            f"{', '.join(results['whatif_patches'])}"
-        )
     lines.append(
         f"Handoff benchmarks{' (quick: sizes too small for the targets to mean anything)' if results['quick'] else ''}"
         f" - {m['date']} - {m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Linux {m['kernel']}, "
@@ -162,14 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(unknown)}")
     sizes = Sizes.small() if args.quick else Sizes.full()
-    from .whatif_server import from_env
-
-    patches = from_env()
     results: dict[str, Any] = {
         "quick": args.quick,
         "machine": machine(),
         "sizes": sizes.__dict__,
-        "whatif_patches": patches,
         "benchmarks": {},
     }
     failed = False

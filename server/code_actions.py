@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from handoff.agent.protocol import SessionError, State, actions_of
+from handoff.agent.protocol import Session, SessionError, State, actions_of
 from handoff.text import eol_of, line_span, shorten, split_lines, units
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.workspace import TextDocument
 
 from . import commands, delegation, todos
-from .status import SOURCE
+from .diagnostics import SOURCE
+
+if TYPE_CHECKING:
+    from .server import HandoffServer
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +136,7 @@ def _session_of(d: types.Diagnostic) -> str | None:
     return sid if isinstance(sid, str) else None
 
 
-def can_prompt(ls) -> bool:
+def can_prompt(ls: HandoffServer) -> bool:
     """The client runs ``handoff.client.delegatePrompt`` itself (asks for the instruction): it says
     so with the client capability ``experimental.handoff.prompt``."""
     experimental = getattr(ls.client_capabilities, "experimental", None)
@@ -185,7 +189,9 @@ def _bare(text: str, rng: types.Range) -> bool:
     return True
 
 
-def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
+def todo_action(
+    ls: HandoffServer, uri: str, rng: types.Range, doc: TextDocument
+) -> types.CodeAction:
     """For a client that cannot ask: a ``TODO(agent): `` line above the selection, indented like
     its first line, and the cursor at its end (``window/showDocument``) to type the task."""
     lines = split_lines(doc.source)
@@ -308,7 +314,7 @@ _COMMANDS = {
 }
 
 
-def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
+def hunk_actions(ls: HandoffServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """ "Accept this change" / "Reject this change" for each hunk diagnostic here."""
     uri, rng = params.text_document.uri, params.range
     found: dict[tuple[str, str], list[types.Diagnostic]] = {}
@@ -342,7 +348,7 @@ def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
     return actions
 
 
-def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
+def session_actions(ls: HandoffServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """What may be done with the sessions whose diagnostics are here (``Session.actions``)."""
     uri, rng = params.text_document.uri, params.range
     found: dict[str, list[types.Diagnostic]] = {}
@@ -354,74 +360,84 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
     for s in ls.repos.sessions():
         if ls.status.touches(s, uri, rng.start.line, rng.end.line):
             found.setdefault(s.id, [])
-    actions = []
+    actions: list[types.CodeAction] = []
     for sid, diags in found.items():
         try:
             _, s = ls.repos.find(sid)
         except SessionError:  # a diagnostic of a session this server does not know (any more)
             continue
-        arg = {"sessionId": sid}
-        name = shorten(s.title, 40)
-        conflicted = any(isinstance(d.data, dict) and d.data.get("conflict") for d in diags) or (
-            s.state is State.READY and sid in ls.status.conflicts
-        )
-
-        def add(
-            title: str,
-            command: str,
-            extra: dict[str, Any] | None = None,
-            preferred=False,
-            note: str = "",
-        ):
-            actions.append(
-                _action(
-                    f"Handoff: {title} “{name}”{note}",
-                    SESSION_KIND,
-                    command,
-                    {**arg, **(extra or {})},
-                    diags,
-                    preferred,
-                )
-            )
-
-        hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
-        for option in (s.question or {}).get("options") or []:  # an agent waits for an answer
-            if isinstance(option, dict) and option.get("optionId"):
-                add(
-                    f"{option.get('name') or option['optionId']} (the agent asks) in",
-                    commands.ANSWER,
-                    {"optionId": option["optionId"]},
-                    preferred=True,
-                )
-        for action in actions_of(s):
-            if action not in _LABELS:
-                continue  # applyHunks / reject: per hunk, above
-            if action == "apply":
-                title = "Apply all of" if s.hunks > 1 else "Apply"
-                add(
-                    title, commands.APPLY, preferred=not conflicted and not hunk_here
-                )  # merged anew
-                if conflicted:
-                    add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
-            elif action == "followUp":
-                add(
-                    "Follow up on",
-                    commands.FOLLOW_UP,
-                    note=" (a comment at the origin says what next)",
-                )
-            elif action == "resume":
-                add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
-            else:
-                add(_LABELS[action], _COMMANDS[action])
+        actions += _actions_of_session(ls, s, diags)
     return actions
 
 
-def register(ls) -> None:
+def _actions_of_session(
+    ls: HandoffServer, s: Session, diags: list[types.Diagnostic]
+) -> list[types.CodeAction]:
+    """The code actions of one session, on its diagnostics ``diags``."""
+    sid = s.id
+    actions: list[types.CodeAction] = []
+    arg = {"sessionId": sid}
+    name = shorten(s.title, 40)
+    conflicted = any(isinstance(d.data, dict) and d.data.get("conflict") for d in diags) or (
+        s.state is State.READY and sid in ls.status.conflicts
+    )
+
+    def add(
+        title: str,
+        command: str,
+        extra: dict[str, Any] | None = None,
+        preferred=False,
+        note: str = "",
+    ):
+        actions.append(
+            _action(
+                f"Handoff: {title} “{name}”{note}",
+                SESSION_KIND,
+                command,
+                {**arg, **(extra or {})},
+                diags,
+                preferred,
+            )
+        )
+
+    hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
+    for option in (s.question or {}).get("options") or []:  # an agent waits for an answer
+        if isinstance(option, dict) and option.get("optionId"):
+            add(
+                f"{option.get('name') or option['optionId']} (the agent asks) in",
+                commands.ANSWER,
+                {"optionId": option["optionId"]},
+                preferred=True,
+            )
+    for action in actions_of(s):
+        if action not in _LABELS:
+            continue  # applyHunks / reject: per hunk, above
+        if action == "apply":
+            title = "Apply all of" if s.hunks > 1 else "Apply"
+            add(title, commands.APPLY, preferred=not conflicted and not hunk_here)  # merged anew
+            if conflicted:
+                add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
+        elif action == "followUp":
+            add(
+                "Follow up on",
+                commands.FOLLOW_UP,
+                note=" (a comment at the origin says what next)",
+            )
+        elif action == "resume":
+            add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
+        else:
+            add(_LABELS[action], _COMMANDS[action])
+    return actions
+
+
+def register(ls: HandoffServer) -> None:
     @ls.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=False),
     )
-    def code_action(ls, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+    def code_action(
+        ls: HandoffServer, params: types.CodeActionParams
+    ) -> list[types.CodeAction] | None:
         only = params.context.only
         rng = params.range
         if (rng.start.line, rng.start.character) > (rng.end.line, rng.end.character):

@@ -88,3 +88,26 @@ async def test_a_configuration_edit_counts_for_the_next_delegation(editor, agent
     toml.write_text(text.replace('agent = "aaaa"', 'agent = "bbbb"'))  # the same size
     os.utime(toml, ns=(st.st_atime_ns, st.st_mtime_ns))  # and mtime: only ctime tells
     assert (await delegate())["agent"] == "bbbb"
+
+
+async def test_an_origin_diagnostic_counts_lines_as_lsp_does(editor, agent, repo: Path):
+    """A form feed (or U+2028) ends no line in LSP: the origin diagnostic stays on its line."""
+    agent.configure(wait=True)
+    page = "a = 1\f# page two \u2028 still line 0\nb = 22\n# the task is here\n"
+    (repo / "paged.py").write_text(page)
+    uri = editor.open(repo / "paged.py")
+    sid = (
+        await editor.command(
+            "handoff.delegate",
+            {
+                "uri": uri,
+                "range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}},
+                "instruction": "x",
+            },
+        )
+    )["sessionId"]
+    d = await editor.wait_diagnostic(uri, lambda d: d.data["sessionId"] == sid, "the origin")
+    assert (d.range.start.line, d.range.start.character) == (2, 0)
+    assert (d.range.end.line, d.range.end.character) == (2, len("# the task is here"))
+    agent.release(sid)
+    await editor.wait_state(sid, "ready", "failed")
