@@ -48,7 +48,7 @@ def test_remap_for_whole_document_changes():
 
 def test_settings_sources(tmp_path: Path):
     """The editor's layers, in order, as they travel to the daemon (which merges them with the
-    repository's files and the environment: tests/test_config.py)."""
+    repository's files and the environment: tests/agent/test_config.py)."""
 
     class FakeServer:
         pass
