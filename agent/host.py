@@ -33,7 +33,7 @@ import os
 import pickle
 import sys
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
 from .backends.base import AgentContext, AgentError, LimitReached, Outcome
 from .processes import background
@@ -214,7 +214,7 @@ class AgentHost:
 
 
 class _Host:
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.tasks: dict[str, asyncio.Task[None]] = {}
 

@@ -157,7 +157,7 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
 
-    def stop(self, proc: subprocess.Popen) -> None:
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
         if self.kind == "landlock" and proc.poll() is None:
             # the helper kills every process the command started (it is their subreaper)
             with contextlib.suppress(ProcessLookupError):

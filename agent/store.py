@@ -161,7 +161,10 @@ class Store:
 
     def load_messages(self, session_id: str) -> list[dict[str, Any]]:
         try:
-            return json.loads((self.session_dir(session_id) / "messages.json").read_text("utf-8"))
+            messages: list[dict[str, Any]] = json.loads(
+                (self.session_dir(session_id) / "messages.json").read_text("utf-8")
+            )
+            return messages
         except (FileNotFoundError, json.JSONDecodeError):
             return []
 

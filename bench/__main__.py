@@ -91,9 +91,11 @@ def table(results: dict[str, Any]) -> str:
             rows.append((name, label, value, "", ""))
     head = ("benchmark", "measurement", "value", "target", "met")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
     return "\n".join([line, sep, *body])
 
 

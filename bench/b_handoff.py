@@ -220,9 +220,11 @@ async def _run(sizes, log, scratch: Path | None) -> dict[str, Any]:
         "delegate_answer_s": summary(answered),
         "discard_s": summary(discard),
         "ratio": ratio,
-        "ratios_per_run": [x / y for x, y in zip(handoff, bare)],
+        "ratios_per_run": [x / y for x, y in zip(handoff, bare, strict=True)],
         "ratio_vs_parallel_checkout": h / p,
-        "ratios_vs_parallel_checkout_per_run": [x / y for x, y in zip(handoff, parallel)],
+        "ratios_vs_parallel_checkout_per_run": [
+            x / y for x, y in zip(handoff, parallel, strict=True)
+        ],
         "in_process_snapshot_s": summary(snap),
         "in_process_add_worktree_s": summary(add),
         "targets": [

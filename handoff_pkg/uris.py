@@ -50,7 +50,8 @@ def relative(uri: str, root: str | Path) -> str:
 
 
 class _Named(Protocol):
-    uri: str
+    @property
+    def uri(self) -> str: ...
 
 
 def doc_uri(docs: Mapping[str, _Named], root: Path, rel: str) -> str:

@@ -144,7 +144,8 @@ class Editor(LanguageClient):
             kind = types.Command if isinstance(obj.get("command"), str) else types.CodeAction
             return conv.structure(obj, kind)
 
-        conv.register_structure_hook(Union[types.Command, types.CodeAction], code_action_or_command)
+        # a runtime key, spelled as lsprotocol's annotations are (typing.Union), not a type hint
+        conv.register_structure_hook(Union[types.Command, types.CodeAction], code_action_or_command)  # noqa: UP007
         self.text = ""
         self.version = 1
         self.sessions: list[dict[str, Any]] = []

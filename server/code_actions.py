@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from handoff.agent.protocol import Session, SessionError, State, actions_of
@@ -105,7 +106,7 @@ def _todos(text: str) -> list[todos.Todo]:
     return todos.find_todos(text)
 
 
-def _allowed(kind: str, only: list[str] | None) -> bool:
+def _allowed(kind: str, only: Sequence[types.CodeActionKind | str] | None) -> bool:
     if not only:
         return True
     wanted = [str(getattr(o, "value", o)) for o in only]
@@ -321,7 +322,7 @@ def hunk_actions(ls: HandoffServer, params: types.CodeActionParams) -> list[type
     for d in params.context.diagnostics:
         sid = _session_of(d)
         hid = d.data.get("hunkId") if sid and isinstance(d.data, dict) else None
-        if isinstance(hid, str):
+        if sid and isinstance(hid, str):
             found.setdefault((sid, hid), []).append(d)
     for a in ls.status.hunks_at(uri, rng.start.line, rng.end.line):  # a client that drops `data`
         found.setdefault((a.session_id, a.key), [])
@@ -329,8 +330,8 @@ def hunk_actions(ls: HandoffServer, params: types.CodeActionParams) -> list[type
     for (sid, hid), diags in found.items():
         where = ""
         if len(found) > 1:
-            a = next((a for a in ls.status.hunks.get(sid, []) if a.key == hid), None)
-            where = f" at line {a.start[0] + 1}" if a is not None else ""
+            h = next((h for h in ls.status.hunks.get(sid, []) if h.key == hid), None)
+            where = f" at line {h.start[0] + 1}" if h is not None else ""
         arg = {"sessionId": sid, "hunks": [hid]}
         actions.append(
             _action(

@@ -196,11 +196,11 @@ class Diagnostics:
             )
         # the origin's first line, to its end when the document is open
         line = a.start[0]
-        end = types.Position(line=line + 1, character=0)
+        stop = types.Position(line=line + 1, character=0)
         lines = self._lines(a.uri)
         if lines is not None and line < len(lines):
-            end = types.Position(line=line, character=units(body(lines[line]), self.ls.encoding))
-        return types.Range(start=types.Position(line=line, character=0), end=end)
+            stop = types.Position(line=line, character=units(body(lines[line]), self.ls.encoding))
+        return types.Range(start=types.Position(line=line, character=0), end=stop)
 
     def _lines(self, uri: str) -> list[str] | None:
         """The open document's lines, split once per text (pygls splits on every call)."""

@@ -175,7 +175,8 @@ def build(
 
     def add_text(path: str, old: str, new: str) -> None:
         uri = uri_of(path)
-        edits = text_edits(old, new, caps.encoding)
+        plain = text_edits(old, new, caps.encoding)
+        edits: list[types.TextEdit | types.AnnotatedTextEdit] = [*plain]
         if not edits:
             return
         files_changed.append(uri)
@@ -195,7 +196,7 @@ def build(
                 )
             )
         else:
-            flat.setdefault(uri, []).extend(edits)
+            flat.setdefault(uri, []).extend(plain)  # no annotations without documentChanges
 
     def old_text(path: str) -> str | None:
         if path in docs:
@@ -222,12 +223,12 @@ def build(
                         "replaced) a symbolic link; close it or apply from the "
                         "terminal (`handoff apply`)"
                     )
-            old_path = repo_root / fm.old_path if action == "rename" and fm.old_path else None
+            moved_from = repo_root / fm.old_path if action == "rename" and fm.old_path else None
             disk.append(
                 DiskWrite(
                     repo_root / fm.path,
                     None if action == "delete" else fm.content,
-                    old_path,
+                    moved_from,
                     fm.mode,
                 )
             )
@@ -321,7 +322,7 @@ def build(
     return BuiltEdit(edit, disk, list(dict.fromkeys(files_changed)))
 
 
-def _insert_all(text: str, ann: str | None) -> types.TextEdit:
+def _insert_all(text: str, ann: str | None) -> types.TextEdit | types.AnnotatedTextEdit:
     rng = types.Range(
         start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)
     )

@@ -113,9 +113,10 @@ class Repos:
 
     async def _connect(self) -> None:
         await self.daemon.connect()
+        info = self.daemon.info
         log.info(
             "session daemon pid %s (%s)",
-            (self.daemon.info or {}).get("pid"),
+            info.get("pid") if info else None,
             "started" if self.daemon.started else "running",
         )
         if self._watch is None or self._watch.done():

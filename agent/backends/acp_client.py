@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shlex
 import subprocess
 import threading
+import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -68,7 +70,8 @@ class _Terminal:
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         try:
-            while chunk := self.proc.stdout.read1(65536):
+            # Popen(stdout=PIPE) with the default buffering gives a BufferedReader
+            while chunk := typing.cast(io.BufferedReader, self.proc.stdout).read1(65536):
                 self.out.add(chunk)  # the spec: truncated from the beginning
         except (OSError, ValueError):
             pass

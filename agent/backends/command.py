@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 
 import anyio
+import anyio.abc
 
 from ..brief import range_label
 from ..capped import HeadTail
@@ -127,7 +128,8 @@ class CommandBackend:
         background(proc.pid)  # before it has started anything of its own
         ctx.started(proc.pid)
 
-        async def pump(stream, sink: HeadTail) -> None:
+        async def pump(stream: anyio.abc.ByteReceiveStream | None, sink: HeadTail) -> None:
+            assert stream is not None  # opened as a pipe
             async for chunk in stream:
                 sink.add(chunk)
 
@@ -156,14 +158,15 @@ class CommandBackend:
                         "stderr": err.text(),
                     }
                 )
-        if proc.returncode != 0:
+        code = await proc.wait()  # it has ended: its exit code
+        if code != 0:
             parts = [
                 f"{label}:\n{t}"
                 for label, t in (("stdout", _tail(out.text())), ("stderr", _tail(err.text())))
                 if t
             ]
             shown = "\n".join(parts) or "(no output)"
-            raise AgentError(f"agent `{self.name}` {_exit_description(proc.returncode)}:\n{shown}")
+            raise AgentError(f"agent `{self.name}` {_exit_description(code)}:\n{shown}")
         lines = [line.strip() for line in strip_ansi(out.text()).splitlines() if line.strip()]
         summary = lines[-1] if lines else f"agent `{self.name}` finished"
         return Outcome(summary=summary, steps=1)

@@ -378,7 +378,7 @@ class Workspace:
             )
             background(proc.pid)  # its session's scheduling group too (it has the host's nice)
             self._proc, self._launch = proc, launch
-            out = _CappedReader(proc.stdout)  # type: ignore[arg-type]
+            out = _CappedReader(proc.stdout)
             try:
                 try:
                     code: int | None = proc.wait(timeout=self.command_timeout_s)

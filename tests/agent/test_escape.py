@@ -281,12 +281,12 @@ async def test_escape_attempts_are_refused(
         assert len(results) == len(attempts) + 0
         wrong = [
             (name, args, result)
-            for (name, args, check), result in zip(attempts, results)
+            for (name, args, check), result in zip(attempts, results, strict=True)
             if not check(result)
         ]
         assert wrong == []
         if os.environ.get("ESCAPE_DEBUG"):
-            for (name, args, _), result in zip(attempts, results):
+            for (name, args, _), result in zip(attempts, results, strict=True):
                 print(kind, name, repr(args)[:90], "=>", repr(result[:160]))
 
         # nothing secret reached the model

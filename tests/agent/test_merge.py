@@ -208,7 +208,7 @@ def test_regions_match_the_marked_ours_side(base, ours, theirs) -> None:
     sides = _ours_sides(result.with_markers)
     assert len(sides) == len(result.conflicts)
     end = 0
-    for region, side in zip(result.conflicts, sides):
+    for region, side in zip(result.conflicts, sides, strict=True):
         assert end <= region.start <= region.end <= len(ours_lines)
         assert ours_lines[region.start : region.end] == side
         end = region.end

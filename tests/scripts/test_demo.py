@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -76,7 +77,7 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     assert "LOST" not in out
 
     # never silent for long, and nothing left behind
-    gaps = [b - a for (a, _), (b, _) in zip(lines, lines[1:])]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(lines)]
     assert max(gaps) < LONGEST_SILENCE_S, out
     assert list(tmpdir.iterdir()) == [], list(tmpdir.iterdir())
     assert re.search(r"removed \S+handoff-demo-", out)

@@ -54,7 +54,7 @@ async def test_fifty_cycles_leave_nothing_behind(agent, repo: Path):
             )["sessionId"]
             kind = ("apply", "discard", "cancel")[cycle % 3]
             if kind == "cancel":
-                await editor.wait_for(lambda: agent.started(sid), "the agent to start")
+                await editor.wait_for(lambda sid=sid: agent.started(sid), "the agent to start")
                 assert await command(editor, "handoff.cancel", {"sessionId": sid}) == {}
                 await editor.wait_state(sid, "cancelled")
                 assert await command(editor, "handoff.discard", {"sessionId": sid}) == {}

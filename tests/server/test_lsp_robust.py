@@ -461,7 +461,7 @@ async def test_shutdown_with_sessions_running(caps, agent, repo: Path):
             for n in range(3)
         ]
         for sid in ids:
-            await editor.wait_for(lambda: agent.started(sid), "the agents to start")
+            await editor.wait_for(lambda sid=sid: agent.started(sid), "the agents to start")
         pids = [agent.runs(sid)[0]["pid"] for sid in ids]
         started = time.monotonic()
         assert await request(editor, "shutdown", None, timeout=10) is None
