@@ -173,6 +173,3 @@ def test_help_opens(nvim: Path, tmp_path: Path) -> None:
     name, filetype, line = out.read_text().splitlines()
     assert (name, filetype) == ("handoff.txt", "help"), (name, filetype, proc.stderr)
     assert "*handoff*" in line, line
-
-
-# --- editors/README.md snippets ---------------------------------------------------------------
