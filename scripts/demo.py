@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from handoff.offline_model import ScriptedModel
+from handoff.server.edits import apply_text_edits  # as a client applies them (UTF-16 columns)
+from handoff.text import split_lines
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
@@ -115,21 +117,6 @@ def make_repo(root: Path) -> Path:
     # uncommitted work on disk, which the agent's snapshot includes
     (repo / "README.md").write_text("# sample shop\n\nWork in progress: pricing rules.\n")
     return repo
-
-
-def apply_text_edits(text: str, edits: list[types.TextEdit]) -> str:
-    lines = text.splitlines(keepends=True)
-
-    def offset(pos: types.Position) -> int:
-        return sum(len(line) for line in lines[: pos.line]) + pos.character
-
-    for edit in sorted(
-        edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True
-    ):
-        start, end = offset(edit.range.start), offset(edit.range.end)
-        text = text[:start] + edit.new_text + text[end:]
-        lines = text.splitlines(keepends=True)
-    return text
 
 
 class Editor(LanguageClient):
@@ -360,7 +347,7 @@ async def demo(tmp: Path, env: dict[str, str]) -> int:
             )
         )
         say("editor", "opened shop/cart.py with an unsaved docstring on count()")
-        todo_line = editor.text.splitlines().index(
+        todo_line = split_lines(editor.text).index(
             "    # TODO: return 0.0 for an empty cart instead of failing"
         )
         pos = types.Position(line=todo_line, character=6)
