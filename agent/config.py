@@ -74,6 +74,18 @@ class DaemonConfig:
 
 
 @dataclasses.dataclass
+class PoolConfig:
+    size: int = 2  # idle worktrees kept ready per repository (agent/pool.py); 0 turns it off
+
+
+@dataclasses.dataclass
+class WorktreeConfig:
+    # globs (gitignore-like) of ignored files copied into each session's worktree
+    include: list[str] = dataclasses.field(default_factory=list)
+    setup: str | None = None  # a command run in the worktree (sandboxed) before the agent
+
+
+@dataclasses.dataclass
 class Config:
     model: str | None = None
     apiBase: str | None = None
@@ -100,6 +112,8 @@ class Config:
     permissions: str = "worktree"
     daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
     notify: bool = False  # a desktop notification (notify-send) when a session finishes
+    pool: PoolConfig = dataclasses.field(default_factory=PoolConfig)
+    worktree: WorktreeConfig = dataclasses.field(default_factory=WorktreeConfig)
     # set when an untrusted repository file chose the default agent (agent/trust.py): the message
     # a delegation to the default agent is refused with, until `handoff trust`
     untrusted: str | None = dataclasses.field(default=None, repr=False, metadata={"internal": True})
@@ -126,6 +140,12 @@ class Config:
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError("a whole number of at least 1")
+    return v
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("a whole number, 0 or more")
     return v
 
 
@@ -225,6 +245,8 @@ _SCALARS = {
 _TABLES = {
     "todo": ("todo", {"autoTrigger": _bool}),
     "daemon": ("daemon", {"idleMinutes": _days}),
+    "pool": ("pool", {"size": _count}),
+    "worktree": ("worktree", {"include": _globs, "setup": _opt_str}),
 }
 
 

@@ -305,6 +305,7 @@ class Daemon:
             self.configured_idle = cfg.daemon.idleMinutes
             mgr = SessionManager(root, cfg, agent_host=self.agent_host)
             await anyio.to_thread.run_sync(lambda: mgr.load(sole_owner=True))
+            await anyio.to_thread.run_sync(mgr.start_pool)  # the warm pool (agent/pool.py)
             mgr.subscribe(lambda s: self._changed(root, s), lambda s, m: self._progress(root, s, m))
             self.managers[root] = mgr
         finally:
@@ -364,6 +365,7 @@ class Daemon:
             "clients": [c.info for c in self.connections if c is not conn],  # type: ignore[misc]
             "repos": [str(r) for r in self.managers],
             "startedAt": self.started_at,
+            "pool": {str(r): m.pool.usage() for r, m in self.managers.items()},
         }
 
     def h_shutdown(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
@@ -594,7 +596,9 @@ class Daemon:
 
     async def h_gc(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         mgr = await self.manager(Path(_str(params, "root") or ""))
-        return {"removed": await anyio.to_thread.run_sync(mgr.gc)}
+        idle = mgr.pool.usage()  # what gc removes of the warm pool
+        removed = await anyio.to_thread.run_sync(mgr.gc)
+        return {"removed": removed, "poolRemoved": idle["worktrees"], "poolBytes": idle["bytes"]}
 
     async def h_answer(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         mgr, s = await self._find(params)

@@ -95,11 +95,13 @@ def _run(
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``."""
+    """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``.
+    ``prefix``: argv put before git's (e.g. ``nice``)."""
     try:
         proc = subprocess.run(
-            git_argv(*args),
+            [*prefix, *git_argv(*args)],
             cwd=cwd,
             env=_env(env),
             input=stdin,
@@ -276,7 +278,7 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
         _run(
             repo_root,
             "-c",
-            f"checkout.workers={os.cpu_count() or 1}",
+            _checkout_workers(),
             "worktree",
             "add",
             "--quiet",
@@ -292,6 +294,76 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
                 f"{exc}\n(is the disk holding {path.parent} full? {free // 1024} KiB free)"
             ) from None
         raise
+
+
+def _checkout_workers() -> str:
+    return f"checkout.workers={os.cpu_count() or 1}"
+
+
+def add_detached_worktree(
+    repo_root: Path, path: Path, commit: str, *, prefix: Sequence[str] = ()
+) -> None:
+    """An idle worktree of ``commit`` at ``path``, on no branch (the warm pool's), its index's
+    stat data then refreshed once (``refresh_index``) so that moving it to another commit later
+    compares stat data, not contents."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run(
+        repo_root,
+        "-c",
+        _checkout_workers(),
+        "worktree",
+        "add",
+        "--quiet",
+        "--detach",
+        str(path),
+        commit,
+        prefix=prefix,
+    )
+
+
+def refresh_index(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
+    """``git update-index --refresh`` in ``worktree``: files written in the same second as the
+    index are "racily clean" and compared by content at every checkout until the index is
+    written again, later than them (call this at least a second after the files were written)."""
+    _run(worktree, "update-index", "-q", "--refresh", check=False, prefix=prefix)
+
+
+def move_worktree(repo_root: Path, src: Path, dest: Path) -> None:
+    """``git worktree move``: a rename, with git's records of the worktree kept true."""
+    if dest.exists():
+        raise GitError(f"worktree folder exists already: {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _run(repo_root, "worktree", "move", str(src), str(dest))
+
+
+def switch_worktree(worktree: Path, *, branch: str, commit: str) -> None:
+    """Put a (pooled) worktree on a new branch ``branch`` at ``commit``, pristine: only the
+    files that differ between its checkout and ``commit`` are written (a two-way checkout,
+    forced: a local change is overwritten), then every untracked and ignored file is removed
+    (``git clean -ffdx``: nested repositories too)."""
+    if _branch_exists(worktree, branch):
+        raise GitError(f"branch {branch} exists already in {worktree}")
+    _run(
+        worktree,
+        "-c",
+        _checkout_workers(),
+        "checkout",
+        "--quiet",
+        "--force",
+        "--no-recurse-submodules",
+        "-b",
+        branch,
+        commit,
+    )
+    _run(worktree, "clean", "-ffdxq")
+
+
+def ignored_entries(repo_root: Path) -> list[str]:
+    """The ignored files of the working tree, an ignored folder as one entry ending in ``/``."""
+    out = _run(
+        repo_root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"
+    ).stdout
+    return _z(out)
 
 
 def common_dir(path: Path) -> Path | None:
@@ -413,6 +485,13 @@ def _remove_worktree(repo_root: Path, worktree: Path) -> None:
         _run(repo_root, "worktree", "prune")
     if any(_same_path(w["worktree"], worktree) for w in worktrees(repo_root)[1:]):
         raise GitError(f"could not remove worktree {worktree}: {os.fsdecode(proc.stderr).strip()}")
+
+
+def remove_worktree_and_branch(repo_root: Path, worktree: Path, branch: str) -> None:
+    """Remove one worktree and its branch (not a session's refs)."""
+    _remove_worktree(Path(repo_root), Path(worktree))
+    if _branch_exists(repo_root, branch):
+        _run(repo_root, "branch", "-D", "--", branch)
 
 
 def remove_session(repo_root: Path, *, worktree: Path | None, branch: str, ref_prefix: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 from handoff.text import title_of
 
-from . import gitops, results
+from . import gitops, pool, results
 from .backends.base import AgentContext, AgentError, Backend
 from .brief import Origin, build_brief
 from .config import Config
@@ -149,6 +149,16 @@ class SessionManager:
         # delegated (or followed up) last; the manager's own for sessions loaded from disk.
         self._configs: dict[str, Config] = {}
         self._envs: dict[str, dict[str, str]] = {}
+        # the warm pool (agent/pool.py): idle worktrees, used once the daemon starts it
+        self.pool = pool.Pool(self.repo_root, self.store.root / "pool", self._git_lock)
+        self._pool_on = False
+
+    def start_pool(self) -> None:
+        """Keep ``pool.size`` idle worktrees ready for this repository's sessions (the daemon
+        calls it; blocking: first removes what a crash left half-made in the pool folder)."""
+        self._pool_on = True
+        self.pool.recover()
+        self.pool.ensure(self.config.pool.size)
 
     def config_of(self, s: Session) -> Config:
         return self._configs.get(s.id, self.config)
@@ -358,14 +368,7 @@ class SessionManager:
     async def _agent_pass(self, s: Session) -> None:
         worktree = Path(s.worktree)
         if not worktree.exists():
-
-            def add() -> None:
-                with self._git_lock:
-                    gitops.add_worktree(
-                        self.repo_root, worktree, branch=s.branch, commit=s.baseCommit
-                    )
-
-            await anyio.to_thread.run_sync(add)
+            await anyio.to_thread.run_sync(self._make_worktree, s)
         config = self.config_of(s)
         backend = self._backend_factory(s.agent, config)
         history = await anyio.to_thread.run_sync(self.store.load_messages, s.id)
@@ -417,6 +420,42 @@ class SessionManager:
         transition(s, State.READY)
         s.pid = s.agentPid = None
         await self._save(s)
+
+    def _make_worktree(self, s: Session) -> None:
+        """The session's worktree: an idle pooled one moved to its snapshot (agent/pool.py),
+        else a fresh ``git worktree add``; then ``worktree.include`` and ``worktree.setup``
+        (worker thread)."""
+        cfg = self.config_of(s)
+        worktree = Path(s.worktree)
+        use_pool = self._pool_on and cfg.pool.size > 0
+        taken = use_pool and self.pool.take(worktree, branch=s.branch, commit=s.baseCommit)
+        if not taken:
+            with self._git_lock:
+                gitops.add_worktree(self.repo_root, worktree, branch=s.branch, commit=s.baseCommit)
+        if self._pool_on:
+            self.pool.ensure(cfg.pool.size)  # refilled in the background, at idle priority
+        included = pool.copy_includes(self.repo_root, worktree, cfg.worktree.include)
+        if self._pool_on or included:  # how the worktree was made, before the agent's start
+            self.store.append_transcript(
+                s.id, {"type": "worktree", "pooled": bool(taken), "included": included}
+            )
+        if cfg.worktree.setup:
+            event: dict[str, Any] = {"type": "setup", "command": cfg.worktree.setup}
+            try:
+                code, output = pool.run_setup(
+                    cfg.worktree.setup,
+                    worktree,
+                    policy=cfg.commandPolicy,
+                    pass_env=cfg.passEnv,
+                    env=self._envs.get(s.id),
+                    timeout_s=cfg.timeoutS,
+                )
+            except pool.SetupError as exc:
+                event.update(exitCode=exc.code, output=exc.output, error=str(exc))
+                self.store.append_transcript(s.id, event)
+                raise AgentError(str(exc)) from None
+            event.update(exitCode=code, output=output)
+            self.store.append_transcript(s.id, event)
 
     async def _ask(self, s: Session, question: dict[str, Any]) -> str:
         """Put an agent's permission question on the session until :meth:`answer`."""
@@ -654,6 +693,7 @@ class SessionManager:
         live = {
             s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)
         }
+        self.pool.clear()  # idle pooled worktrees; made again at the next delegation
         # every worktree of the repository shares its sessions' refs and branches: keep those
         # whose record (in any state folder) says they still hold work
         live |= unfinished_ids(self.store.root.parent.parent)
@@ -673,6 +713,7 @@ class SessionManager:
     async def close(self) -> None:
         """Stop every running session; they become ``interrupted`` and can be resumed."""
         self._closing = True
+        await anyio.to_thread.run_sync(self.pool.stop)
         tasks = [t for t in self._tasks.values() if not t.done()]
         for t in tasks:
             t.cancel()

@@ -149,6 +149,7 @@ class StatusResult(TypedDict):
     clients: list[ClientInfo]
     repos: list[str]
     startedAt: float
+    pool: dict[str, dict[str, int]]  # repository -> {worktrees, bytes}: its idle pooled worktrees
 
 
 class DelegateParams(TypedDict, total=False):

@@ -78,7 +78,8 @@ async def test_the_host_hides_what_the_sessions_store_hides(
     repo: Path, model: ScriptedModel, host: AgentHost
 ):
     """A store with its own secrets to hide: the transcript the host writes hides them too."""
-    from handoff.agent.store import Redactor, Store
+    from handoff.agent.secrets import Redactor
+    from handoff.agent.store import Store
 
     model.tool_call(
         "write_file", {"path": "notes.txt", "content": "token tok-of-this-store, key sk-test\n"}

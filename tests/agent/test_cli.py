@@ -10,16 +10,7 @@ from pathlib import Path
 from handoff.offline_model import ScriptedModel
 
 from tests.support.agents import toml_agents, trust_repo, write_agent
-
-
-def handoff(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff.agent.cli", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.support.cli import handoff
 
 
 def test_run_ls_show_apply_with_conflict(repo: Path, tmp_path: Path):

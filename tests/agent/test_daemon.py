@@ -20,22 +20,12 @@ from handoff.agent import protocol
 from handoff.agent.client import DaemonClient, DaemonUnavailable, status, stop_daemon
 from lsprotocol import types
 
+from tests.support.cli import handoff
 from tests.support.lsp_agents import Agent
 from tests.support.lsp_client import Editor
 
 APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
 DOC = '    """a minus b"""\n    return a - b'
-
-
-def handoff(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff.agent.cli", *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def daemon_pid(state_dir: Path) -> int:

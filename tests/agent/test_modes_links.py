@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from handoff.agent.gitops import FileChange
 from pygls.exceptions import JsonRpcException
 
 from tests.support.agents import toml_agents, trust_repo, write_agent
+from tests.support.cli import handoff
 from tests.support.git import git
 from tests.support.lsp_client import CLIENTS, Editor
 
@@ -37,17 +36,6 @@ ESCAPE_AGENT = """
     print("links out")
 """
 APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
-
-
-def handoff(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff.agent.cli", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def executable(path: Path) -> bool:

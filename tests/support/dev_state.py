@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .git import git
+from .git import git, git_leftovers
 
 # -- what must not change -------------------------------------------------------------------
 
@@ -73,4 +73,4 @@ def assert_untouched(
 def no_session_leftovers(repo: Path) -> None:
     assert git(repo, "branch", "--list", "handoff/*") == ""
     assert git(repo, "for-each-ref", "refs/handoff/") == ""
-    assert len(git(repo, "worktree", "list", "--porcelain", "-z").split("\0\0")) == 2  # main + ""
+    assert git_leftovers(repo)[0] == []  # no worktree but main (and the warm pool's idle ones)
