@@ -21,14 +21,12 @@ from handoff.agent.protocol import Session, State
 from lsprotocol import types
 
 from .anchors import Anchor
-from .diagnostics import SOURCE, Diagnostics, describe
+from .diagnostics import Diagnostics
 from .progress import Progress
-from .session_list import NOTIFICATION, Publisher
+from .session_list import Publisher
 
 if TYPE_CHECKING:
     from .server import HandoffServer
-
-__all__ = ["NOTIFICATION", "SOURCE", "Status", "describe"]
 
 
 class Status:
