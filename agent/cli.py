@@ -329,6 +329,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             total = sum(p["bytes"] for p in pools.values())
             count = sum(p["worktrees"] for p in pools.values())
             print(f"pool: {count} idle worktree(s), {_size(total)} on disk")
+            print(f"repository: {repo}")
+        ex = st.get("executor") or {}
+        if ex.get("executor") == "ray":
+            print(
+                f"executor: ray, cluster {ex['cluster']} ({ex.get('nodes', '?')} nodes, "
+                f"{ex.get('cpus', '?'):g} CPUs)"
+            )
+            for sid, w in sorted(ex.get("remote", {}).items()):
+                if w.get("node"):
+                    print(f"  {sid} on node {w['ip']} ({w['node'][:12]}), pid {w['pid']}")
+        else:
+            print("executor: local")
         return 0
     if args.action == "stop":
         if stop_daemon(root):

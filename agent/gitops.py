@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -99,6 +100,48 @@ def _run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``.
     ``prefix``: argv put before git's (e.g. ``nice``)."""
+    with _admin_lock(cwd, args):
+        return _run_unlocked(cwd, args, stdin=stdin, env=env, check=check, prefix=prefix)
+
+
+# Git's worktree administration is not safe against itself: a `git worktree list` (or a branch
+# check, which reads every worktree) run while `git worktree add` is half-way through making
+# `.git/worktrees/<name>/` fails with "failed to read .../commondir", and a `git worktree prune`
+# at that moment deletes the half-made folder. The daemon makes pooled and session worktrees
+# while it moves and removes others, so every command that makes, moves, removes or reads the
+# worktrees of a repository runs one at a time per repository (the slow part of making one, the
+# checkout, runs outside: `worktree add --no-checkout`, then `reset --hard` in the worktree).
+_ADMIN_COMMANDS = {"worktree", "branch"}
+_admin_locks: dict[str, threading.Lock] = {}
+_common_dirs: dict[str, str] = {}
+_admin_guard = threading.Lock()
+
+
+def _admin_lock(cwd: Path, args: Sequence[str]) -> contextlib.AbstractContextManager[object]:
+    sub = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+    if sub not in _ADMIN_COMMANDS and not (sub == "checkout" and "-b" in args):
+        return contextlib.nullcontext()
+    key = os.path.realpath(cwd)
+    common = _common_dirs.get(key)
+    if common is None:
+        proc = _run_unlocked(
+            Path(cwd), ("rev-parse", "--path-format=absolute", "--git-common-dir"), check=False
+        )
+        common = os.path.realpath(os.fsdecode(proc.stdout).strip() or key)
+        _common_dirs[key] = common
+    with _admin_guard:
+        return _admin_locks.setdefault(common, threading.Lock())
+
+
+def _run_unlocked(
+    cwd: Path,
+    args: Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    prefix: Sequence[str] = (),
+) -> subprocess.CompletedProcess[bytes]:
     try:
         proc = subprocess.run(
             [*prefix, *git_argv(*args)],
@@ -274,19 +317,18 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
         raise GitError(f"worktree folder exists already and is not empty: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # parallel checkout (git 2.32+; older gits ignore it): 3-4x faster on a large tree
         _run(
             repo_root,
-            "-c",
-            _checkout_workers(),
             "worktree",
             "add",
             "--quiet",
+            "--no-checkout",
             "-b",
             branch,
             str(path),
             commit,
         )
+        _populate(path)
     except GitError as exc:
         if "unable to write" in str(exc) or "No space left" in str(exc):
             free = shutil.disk_usage(path.parent).free
@@ -300,6 +342,12 @@ def _checkout_workers() -> str:
     return f"checkout.workers={os.cpu_count() or 1}"
 
 
+def _populate(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
+    """Check out a worktree made with ``--no-checkout`` (index and files), on every core
+    (parallel checkout, git 2.32+; older gits ignore it: 3-4x faster on a large tree)."""
+    _run(worktree, "-c", _checkout_workers(), "reset", "--quiet", "--hard", prefix=prefix)
+
+
 def add_detached_worktree(
     repo_root: Path, path: Path, commit: str, *, prefix: Sequence[str] = ()
 ) -> None:
@@ -309,16 +357,16 @@ def add_detached_worktree(
     path.parent.mkdir(parents=True, exist_ok=True)
     _run(
         repo_root,
-        "-c",
-        _checkout_workers(),
         "worktree",
         "add",
         "--quiet",
+        "--no-checkout",
         "--detach",
         str(path),
         commit,
         prefix=prefix,
     )
+    _populate(path, prefix=prefix)
 
 
 def refresh_index(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
