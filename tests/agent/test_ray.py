@@ -23,6 +23,7 @@ from handoff.offline_model import ScriptedModel
 
 from tests.support import ray_cluster
 from tests.support.agents import trust_repo, write_agent
+from tests.support.cli import handoff
 from tests.support.git import git, git_leftovers
 
 APP = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
@@ -39,17 +40,6 @@ def cluster():
         pytest.skip(why)
     with ray_cluster.ray_head(num_cpus=16) as head:
         yield head
-
-
-def handoff(repo: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff.agent.cli", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def start_run(repo: Path, instruction: str) -> subprocess.Popen[str]:
