@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from handoff.text import line_span, split_lines
+from handoff.text import body, line_span, split_keepends
 
 CONTEXT_LINES = 30  # lines of surroundings on each side of the selection
 MAX_GUIDE_CHARS = 8000  # AGENTS.md / CLAUDE.md are included up to this size
@@ -45,7 +45,7 @@ def build_brief(
     if origin.file:
         parts += ["## Where", "", f"File: `{origin.file}`"]
         if origin.range and origin.text is not None:
-            lines = split_lines(origin.text)
+            lines = [body(line) for line in split_keepends(origin.text)]  # LSP lines, no last ""
             start, end = line_span(origin.range)
             parts.append(f"Lines {start + 1}-{end + 1} (1-based).")
             parts += ["", "Selected text:", "", "```", *lines[start : end + 1], "```"]
