@@ -3,8 +3,8 @@
 Each preset is an :class:`~.config.AgentSpec` with its documented argv, its install line and the
 variables it needs (passed to it although they look like secrets: they are its own). An
 ``[agents.NAME]`` table overrides any of its keys. The six ACP presets speak the Agent Client
-Protocol; ``aider``, ``claude-cli``, ``codex-cli`` and ``gemini-cli`` are command agents given
-the whole brief.
+Protocol; ``aider``, ``claude-cli``, ``codex-cli``, ``gemini-cli``, ``copilot-cli`` and
+``opencode-cli`` are command agents given the whole brief.
 
 :func:`check_agent` says whether an agent can run here (before anything is made for a
 session); :func:`agents_report` is what ``handoff agents`` lists.
@@ -19,6 +19,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import AgentSpec, Config
+
+# a GitHub login's token, or a key for your own model endpoint (BYOK)
+_COPILOT_NEEDS = [
+    "COPILOT_GITHUB_TOKEN",
+    "GH_TOKEN",
+    "GITHUB_TOKEN",
+    "COPILOT_PROVIDER_API_KEY",
+    "COPILOT_PROVIDER_BEARER_TOKEN",
+]
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # -- ACP agents ---------------------------------------------------------------------
@@ -45,13 +54,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "copilot": dict(
         acp=["copilot", "--acp"],
         install="npm install -g @github/copilot",
-        needs=[
-            "COPILOT_GITHUB_TOKEN",
-            "GH_TOKEN",
-            "GITHUB_TOKEN",
-            "COPILOT_PROVIDER_API_KEY",
-            "COPILOT_PROVIDER_BEARER_TOKEN",
-        ],
+        needs=_COPILOT_NEEDS,
         docs="GitHub Copilot CLI in ACP mode: a GitHub login or token; or your own model "
         "(COPILOT_PROVIDER_BASE_URL, COPILOT_PROVIDER_TYPE, COPILOT_MODEL; "
         "COPILOT_OFFLINE=true keeps it off the network)",
@@ -125,6 +128,28 @@ _PRESETS: dict[str, dict[str, Any]] = {
         install="npm install -g @google/gemini-cli",
         needs=["GEMINI_API_KEY", "GOOGLE_API_KEY"],
         docs="`gemini -p` with the brief; tools auto-approved, `--skip-trust`",
+    ),
+    "copilot-cli": dict(
+        command=[
+            "copilot",
+            "-p",
+            "{brief}",
+            "--allow-all-tools",
+            "--no-ask-user",
+            "--no-auto-update",
+            "--silent",
+        ],
+        install="npm install -g @github/copilot",
+        needs=_COPILOT_NEEDS,
+        docs="`copilot -p` with the brief; its tools allowed without asking, paths kept to its "
+        "cwd (the worktree); model as for `copilot`",
+    ),
+    "opencode-cli": dict(
+        command=["opencode", "run", "{brief}"],
+        install="npm install -g opencode-ai",
+        needs=["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"],
+        docs="`opencode run` with the brief; its own permission settings apply (edits allowed "
+        "by default); provider as for `opencode`",
     ),
 }
 

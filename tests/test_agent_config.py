@@ -176,6 +176,7 @@ async def test_command_agent_gets_the_whole_brief_its_env_and_a_record_of_droppe
 ) -> None:
     monkeypatch.setenv("SOME_SERVICE_API_KEY", "sk-very-secret-value")
     monkeypatch.setenv("CLAUDE_CODE_MAX_OUTPUT_TOKENS", "64000")
+    monkeypatch.setenv("PWD", str(repo))  # the developer's folder: never the agent's
     seen = tmp_path / "seen.json"
     argv = write_agent(
         tmp_path / "bin",
@@ -199,6 +200,7 @@ async def test_command_agent_gets_the_whole_brief_its_env_and_a_record_of_droppe
     assert "tidy add" in got["argv"][0] and "def add(a, b):" in got["argv"][0]
     assert got["env"]["B_MODE"] == "x" and got["env"]["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "64000"
     assert "SOME_SERVICE_API_KEY" not in got["env"]
+    assert got["env"]["PWD"] == s.worktree  # agents that trust PWD (opencode run) stay in it
     (cmd,) = [e for e in mgr.store.read_transcript(s.id) if e["type"] == "command"]
     assert "SOME_SERVICE_API_KEY" in cmd["envDropped"]
     assert got["env"]["B_TOKEN"] == "tok-set-in-env-table"
