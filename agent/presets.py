@@ -240,9 +240,12 @@ class AgentRow:
         return dataclasses.asdict(self)
 
 
-def agents_report(config: Config) -> list[AgentRow]:
+def agents_report(config: Config, env: Mapping[str, str] | None = None) -> list[AgentRow]:
     """Every agent this configuration can use: the built-in one, the presets and the configured
-    agents, with whether each executable is found, how to install it and what it needs."""
+    agents, with whether each executable is found, how to install it and what it needs, in
+    ``env`` (the asking client's environment, as a delegation from it would run; ours when
+    None)."""
+    env = os.environ if env is None else env
     rows = [
         AgentRow(
             "builtin",
@@ -271,10 +274,10 @@ def agents_report(config: Config) -> list[AgentRow]:
                 spec.kind,
                 source,
                 argv,
-                _which(argv[0], spec),
+                _which(argv[0], spec, env),
                 spec.install,
                 list(spec.needs),
-                [v for v in spec.needs if os.environ.get(v) or v in spec.env],
+                [v for v in spec.needs if env.get(v) or v in spec.env],
                 config.agent == name,
                 spec.docs,
             )

@@ -125,7 +125,9 @@ command = ["codex", "exec", "{brief}"]
     ]
 
 
-def test_agents_report_lists_presets_and_configured_agents(repo: Path, capsys, monkeypatch) -> None:
+def test_agents_report_lists_presets_and_configured_agents(
+    repo: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     (repo / ".handoff.toml").write_text(
         f'agent = "local"\n[agents.local]\ncommand = ["{sys.executable}", "-c", "print(1)"]\n'
     )
@@ -144,6 +146,16 @@ def test_agents_report_lists_presets_and_configured_agents(repo: Path, capsys, m
     }
     assert rows["local"].found == sys.executable and rows["local"].default
     assert rows["local"].source == "configured" and rows["copilot"].source == "preset"
+    # found on the PATH of the environment asked about (the editor's, sent to the daemon)
+    bin_dir = tmp_path / "editor-bin"
+    bin_dir.mkdir()
+    (bin_dir / "goose").write_text("#!/bin/sh\n")
+    (bin_dir / "goose").chmod(0o755)
+    seen = {r.name: r for r in agents_report(cfg, {"PATH": str(bin_dir), "GOOSE_PROVIDER": "x"})}
+    assert seen["goose"].found == str(bin_dir / "goose") and seen["goose"].needsSet == [
+        "GOOSE_PROVIDER"
+    ]
+    assert seen["opencode"].found is None
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.chdir(repo)
     assert cli_main(["agents", "--json"]) == 0
