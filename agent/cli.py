@@ -257,11 +257,17 @@ async def cmd_cancel(args: argparse.Namespace, term: Terminal) -> int:
 
 async def cmd_gc(args: argparse.Namespace, term: Terminal) -> int:
     await term.open(Path.cwd())
-    removed = (await term.call(protocol.GC))["removed"]
+    res = await term.call(protocol.GC)
+    removed = res["removed"]
     print(
         f"removed {len(removed)} leftover session(s)"
         + (": " + ", ".join(removed) if removed else "")
     )
+    if res.get("poolRemoved"):
+        print(
+            f"removed {res['poolRemoved']} idle pooled worktree(s) ({_size(res['poolBytes'])}); "
+            "the pool is made again at the next delegation"
+        )
     return 0
 
 
@@ -309,8 +315,31 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             or "none"
         )
         print(f"clients: {clients}")
+        pools = st.get("pool") or {}
         for repo in st["repos"]:
+            idle = pools.get(repo)
+            extra = (
+                f"  (pool: {idle['worktrees']} idle worktree(s), {_size(idle['bytes'])})"
+                if idle is not None
+                else ""
+            )
+            print(f"repository: {repo}{extra}")
+        if pools:
+            total = sum(p["bytes"] for p in pools.values())
+            count = sum(p["worktrees"] for p in pools.values())
+            print(f"pool: {count} idle worktree(s), {_size(total)} on disk")
             print(f"repository: {repo}")
+        ex = st.get("executor") or {}
+        if ex.get("executor") == "ray":
+            print(
+                f"executor: ray, cluster {ex['cluster']} ({ex.get('nodes', '?')} nodes, "
+                f"{ex.get('cpus', '?'):g} CPUs)"
+            )
+            for sid, w in sorted(ex.get("remote", {}).items()):
+                if w.get("node"):
+                    print(f"  {sid} on node {w['ip']} ({w['node'][:12]}), pid {w['pid']}")
+        else:
+            print("executor: local")
         return 0
     if args.action == "stop":
         if stop_daemon(root):
@@ -328,6 +357,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return 0
     print("\n".join(lines[-args.lines :]))
     return 0
+
+
+def _size(n: int) -> str:
+    """Bytes for people: ``812 KiB``, ``23.4 MiB``."""
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KiB"
+    if n < 1024**3:
+        return f"{n / 1024**2:.1f} MiB"
+    return f"{n / 1024**3:.2f} GiB"
 
 
 def _duration(seconds: float) -> str:

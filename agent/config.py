@@ -31,6 +31,7 @@ ENV_KEYS = {
 PERMISSIONS = ("worktree", "reject", "ask")
 # scratch files agents leave that are never part of a result (aider's chat history and tags cache)
 DEFAULT_EXCLUDE = (".aider*",)
+EXECUTORS = ("local", "ray")
 AGENT_KEYS = ("command", "acp", "env", "passEnv", "exclude", "permissions")
 
 
@@ -74,6 +75,29 @@ class DaemonConfig:
 
 
 @dataclasses.dataclass
+class PoolConfig:
+    size: int = 2  # idle worktrees kept ready per repository (agent/pool.py); 0 turns it off
+
+
+@dataclasses.dataclass
+class WorktreeConfig:
+    # globs (gitignore-like) of ignored files copied into each session's worktree
+    include: list[str] = dataclasses.field(default_factory=list)
+    setup: str | None = None  # a command run in the worktree (sandboxed) before the agent
+
+
+@dataclasses.dataclass
+class RayConfig:
+    """Where sessions run with ``executor = "ray"`` (agent/executors/): the cluster and what
+    each session's actor asks of it."""
+
+    address: str | None = None  # HOST:PORT of the cluster's head, or ray://HOST:PORT (Ray Client)
+    numCpus: float = 1.0  # CPUs each session's actor holds
+    memoryMb: int | None = None  # memory each session's actor asks for (None: Ray's default)
+    runtimeEnv: dict[str, Any] = dataclasses.field(default_factory=dict)  # Ray's runtime_env
+
+
+@dataclasses.dataclass
 class Config:
     model: str | None = None
     apiBase: str | None = None
@@ -100,6 +124,10 @@ class Config:
     permissions: str = "worktree"
     daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
     notify: bool = False  # a desktop notification (notify-send) when a session finishes
+    executor: str = "local"  # where agents run: "local" (this machine) or "ray" (a Ray cluster)
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    pool: PoolConfig = dataclasses.field(default_factory=PoolConfig)
+    worktree: WorktreeConfig = dataclasses.field(default_factory=WorktreeConfig)
     # set when an untrusted repository file chose the default agent (agent/trust.py): the message
     # a delegation to the default agent is refused with, until `handoff trust`
     untrusted: str | None = dataclasses.field(default=None, repr=False, metadata={"internal": True})
@@ -126,6 +154,12 @@ class Config:
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError("a whole number of at least 1")
+    return v
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("a whole number, 0 or more")
     return v
 
 
@@ -202,6 +236,37 @@ def _env_table(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+def _executor(v: Any) -> str:
+    if v not in EXECUTORS:
+        raise ValueError('one of "local", "ray"')
+    return v
+
+
+def _runtime_env(v: Any) -> dict[str, Any]:
+    """Ray's ``runtime_env`` (pip, env_vars, working_dir...): Ray keeps it where its dashboard
+    shows it, so no secret-looking variable may be set there (``passEnv`` carries those)."""
+    if not isinstance(v, Mapping):
+        raise ValueError('a table, like {pip = ["pytest"], env_vars = {CI = "1"}}')
+    env_vars = v.get("env_vars", {})
+    if not isinstance(env_vars, Mapping) or not all(
+        isinstance(k, str) and isinstance(x, str) for k, x in env_vars.items()
+    ):
+        raise ValueError("a table whose `env_vars` maps names to strings")
+    from .secrets import is_secret_name
+
+    secret = sorted(k for k in env_vars if is_secret_name(k))
+    if secret:
+        raise ValueError(
+            f"a table without secrets: `env_vars.{secret[0]}` looks like one, and Ray shows "
+            "its runtime env on its dashboard (name the variable in `passEnv` instead)"
+        )
+    return dict(v)
+
+
+def _megabytes(v: Any) -> int | None:
+    return None if v is None else _positive_int(v)
+
+
 _SCALARS = {
     "model": _opt_str,
     "apiBase": _opt_str,
@@ -219,12 +284,24 @@ _SCALARS = {
     "exclude": _globs,
     "permissions": _permissions,
     "notify": _bool,
+    "executor": _executor,
 }
 
 # Tables of one level: key -> (the Config attribute, its keys and their checks)
 _TABLES = {
     "todo": ("todo", {"autoTrigger": _bool}),
     "daemon": ("daemon", {"idleMinutes": _days}),
+    "ray": (
+        "ray",
+        {
+            "address": _opt_str,
+            "numCpus": _positive_float,
+            "memoryMb": _megabytes,
+            "runtimeEnv": _runtime_env,
+        },
+    ),
+    "pool": ("pool", {"size": _count}),
+    "worktree": ("worktree", {"include": _globs, "setup": _opt_str}),
 }
 
 

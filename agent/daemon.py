@@ -40,6 +40,8 @@ from handoff import __version__
 from . import config as config_mod
 from . import gitops, protocol, report, results
 from .backends.base import AgentError
+from .executors import ClusterError
+from .executors.cluster import RayExecutor
 from .host import AgentHost
 from .manager import DelegateRequest, SessionError, SessionManager, not_ready
 from .protocol import RemoteError, Session, State, b64, unb64
@@ -123,6 +125,7 @@ class Daemon:
         self.subscribers: dict[Path, set[Connection]] = {}
         self.claims: dict[str, tuple[Connection, str]] = {}  # session id -> (holder, token)
         self.agent_host = AgentHost()
+        self.ray = RayExecutor()  # sessions with `executor = "ray"`; imports Ray only when used
         self.stopping = asyncio.Event()
         self.started_at = time.time()
         self._last_busy = time.monotonic()
@@ -189,6 +192,7 @@ class Daemon:
                 *(m.close() for m in self.managers.values()), return_exceptions=True
             )
             await self.agent_host.close()
+            await self.ray.close()
             with contextlib.suppress(FileNotFoundError):
                 pid_file.unlink()
             log.info("handoff daemon stopped")
@@ -303,8 +307,9 @@ class Daemon:
         try:
             cfg, _ = await anyio.to_thread.run_sync(config_mod.load, root)
             self.configured_idle = cfg.daemon.idleMinutes
-            mgr = SessionManager(root, cfg, agent_host=self.agent_host)
+            mgr = SessionManager(root, cfg, agent_host=self.agent_host, executor=self.ray)
             await anyio.to_thread.run_sync(lambda: mgr.load(sole_owner=True))
+            await anyio.to_thread.run_sync(mgr.start_pool)  # the warm pool (agent/pool.py)
             mgr.subscribe(lambda s: self._changed(root, s), lambda s, m: self._progress(root, s, m))
             self.managers[root] = mgr
         finally:
@@ -338,6 +343,15 @@ class Daemon:
         self.configured_idle = cfg.daemon.idleMinutes  # the latest configuration a client brought
         return cfg, messages
 
+    async def _reach(self, cfg: config_mod.Config) -> None:
+        """A session for a Ray cluster fails at once, before anything is made, when the cluster
+        cannot be reached."""
+        if cfg.executor == "ray":
+            try:
+                await self.ray.check(cfg)
+            except ClusterError as exc:
+                raise RemoteError(str(exc)) from None
+
     # -- handlers --------------------------------------------------------------------------
     def h_initialize(self, conn: Connection, params: dict[str, Any]) -> protocol.InitializeResult:
         client = params.get("client")
@@ -364,6 +378,8 @@ class Daemon:
             "clients": [c.info for c in self.connections if c is not conn],  # type: ignore[misc]
             "repos": [str(r) for r in self.managers],
             "startedAt": self.started_at,
+            "executor": self.ray.status(),
+            "pool": {str(r): m.pool.usage() for r, m in self.managers.items()},
         }
 
     def h_shutdown(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
@@ -397,6 +413,7 @@ class Daemon:
             raise RemoteError(
                 "`overlays` must be an object of base64 strings", protocol.INVALID_PARAMS
             )
+        await self._reach(cfg)
         req = DelegateRequest(
             instruction=instruction,
             file=params.get("file"),
@@ -417,6 +434,7 @@ class Daemon:
         mgr, s = await self._find(params)
         instruction = params.get("instruction") or s.instruction
         cfg, _ = await self._config(mgr.repo_root, params)
+        await self._reach(cfg)
         s = mgr.follow_up(s.id, instruction, config=cfg, env=_env(params))
         self._notify[s.id] = cfg.notify
         return {"session": s.to_wire()}
@@ -594,7 +612,9 @@ class Daemon:
 
     async def h_gc(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         mgr = await self.manager(Path(_str(params, "root") or ""))
-        return {"removed": await anyio.to_thread.run_sync(mgr.gc)}
+        idle = mgr.pool.usage()  # what gc removes of the warm pool
+        removed = await anyio.to_thread.run_sync(mgr.gc)
+        return {"removed": removed, "poolRemoved": idle["worktrees"], "poolBytes": idle["bytes"]}
 
     async def h_answer(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         mgr, s = await self._find(params)

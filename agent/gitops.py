@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -108,11 +109,55 @@ def _run(
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``."""
+    """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``.
+    ``prefix``: argv put before git's (e.g. ``nice``)."""
+    with _admin_lock(cwd, args):
+        return _run_unlocked(cwd, args, stdin=stdin, env=env, check=check, prefix=prefix)
+
+
+# Git's worktree administration is not safe against itself: a `git worktree list` (or a branch
+# check, which reads every worktree) run while `git worktree add` is half-way through making
+# `.git/worktrees/<name>/` fails with "failed to read .../commondir", and a `git worktree prune`
+# at that moment deletes the half-made folder. The daemon makes pooled and session worktrees
+# while it moves and removes others, so every command that makes, moves, removes or reads the
+# worktrees of a repository runs one at a time per repository (the slow part of making one, the
+# checkout, runs outside: `worktree add --no-checkout`, then `reset --hard` in the worktree).
+_ADMIN_COMMANDS = {"worktree", "branch"}
+_admin_locks: dict[str, threading.Lock] = {}
+_common_dirs: dict[str, str] = {}
+_admin_guard = threading.Lock()
+
+
+def _admin_lock(cwd: Path, args: Sequence[str]) -> contextlib.AbstractContextManager[object]:
+    sub = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+    if sub not in _ADMIN_COMMANDS and not (sub == "checkout" and "-b" in args):
+        return contextlib.nullcontext()
+    key = os.path.realpath(cwd)
+    common = _common_dirs.get(key)
+    if common is None:
+        proc = _run_unlocked(
+            Path(cwd), ("rev-parse", "--path-format=absolute", "--git-common-dir"), check=False
+        )
+        common = os.path.realpath(os.fsdecode(proc.stdout).strip() or key)
+        _common_dirs[key] = common
+    with _admin_guard:
+        return _admin_locks.setdefault(common, threading.Lock())
+
+
+def _run_unlocked(
+    cwd: Path,
+    args: Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    prefix: Sequence[str] = (),
+) -> subprocess.CompletedProcess[bytes]:
     try:
         proc = subprocess.run(
-            git_argv(*args),
+            [*prefix, *git_argv(*args)],
             cwd=cwd,
             env=_env(env),
             input=stdin,
@@ -285,19 +330,18 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
         raise GitError(f"worktree folder exists already and is not empty: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # parallel checkout (git 2.32+; older gits ignore it): 3-4x faster on a large tree
         _run(
             repo_root,
-            "-c",
-            f"checkout.workers={os.cpu_count() or 1}",
             "worktree",
             "add",
             "--quiet",
+            "--no-checkout",
             "-b",
             branch,
             str(path),
             commit,
         )
+        _populate(path)
     except GitError as exc:
         if "unable to write" in str(exc) or "No space left" in str(exc):
             free = shutil.disk_usage(path.parent).free
@@ -305,6 +349,82 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
                 f"{exc}\n(is the disk holding {path.parent} full? {free // 1024} KiB free)"
             ) from None
         raise
+
+
+def _checkout_workers() -> str:
+    return f"checkout.workers={os.cpu_count() or 1}"
+
+
+def _populate(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
+    """Check out a worktree made with ``--no-checkout`` (index and files), on every core
+    (parallel checkout, git 2.32+; older gits ignore it: 3-4x faster on a large tree)."""
+    _run(worktree, "-c", _checkout_workers(), "reset", "--quiet", "--hard", prefix=prefix)
+
+
+def add_detached_worktree(
+    repo_root: Path, path: Path, commit: str, *, prefix: Sequence[str] = ()
+) -> None:
+    """An idle worktree of ``commit`` at ``path``, on no branch (the warm pool's), its index's
+    stat data then refreshed once (``refresh_index``) so that moving it to another commit later
+    compares stat data, not contents."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run(
+        repo_root,
+        "worktree",
+        "add",
+        "--quiet",
+        "--no-checkout",
+        "--detach",
+        str(path),
+        commit,
+        prefix=prefix,
+    )
+    _populate(path, prefix=prefix)
+
+
+def refresh_index(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
+    """``git update-index --refresh`` in ``worktree``: files written in the same second as the
+    index are "racily clean" and compared by content at every checkout until the index is
+    written again, later than them (call this at least a second after the files were written)."""
+    _run(worktree, "update-index", "-q", "--refresh", check=False, prefix=prefix)
+
+
+def move_worktree(repo_root: Path, src: Path, dest: Path) -> None:
+    """``git worktree move``: a rename, with git's records of the worktree kept true."""
+    if dest.exists():
+        raise GitError(f"worktree folder exists already: {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _run(repo_root, "worktree", "move", str(src), str(dest))
+
+
+def switch_worktree(worktree: Path, *, branch: str, commit: str) -> None:
+    """Put a (pooled) worktree on a new branch ``branch`` at ``commit``, pristine: only the
+    files that differ between its checkout and ``commit`` are written (a two-way checkout,
+    forced: a local change is overwritten), then every untracked and ignored file is removed
+    (``git clean -ffdx``: nested repositories too)."""
+    if _branch_exists(worktree, branch):
+        raise GitError(f"branch {branch} exists already in {worktree}")
+    _run(
+        worktree,
+        "-c",
+        _checkout_workers(),
+        "checkout",
+        "--quiet",
+        "--force",
+        "--no-recurse-submodules",
+        "-b",
+        branch,
+        commit,
+    )
+    _run(worktree, "clean", "-ffdxq")
+
+
+def ignored_entries(repo_root: Path) -> list[str]:
+    """The ignored files of the working tree, an ignored folder as one entry ending in ``/``."""
+    out = _run(
+        repo_root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"
+    ).stdout
+    return _z(out)
 
 
 def common_dir(path: Path) -> Path | None:
@@ -426,6 +546,13 @@ def _remove_worktree(repo_root: Path, worktree: Path) -> None:
         _run(repo_root, "worktree", "prune")
     if any(_same_path(w["worktree"], worktree) for w in worktrees(repo_root)[1:]):
         raise GitError(f"could not remove worktree {worktree}: {os.fsdecode(proc.stderr).strip()}")
+
+
+def remove_worktree_and_branch(repo_root: Path, worktree: Path, branch: str) -> None:
+    """Remove one worktree and its branch (not a session's refs)."""
+    _remove_worktree(Path(repo_root), Path(worktree))
+    if _branch_exists(repo_root, branch):
+        _run(repo_root, "branch", "-D", "--", branch)
 
 
 def remove_session(repo_root: Path, *, worktree: Path | None, branch: str, ref_prefix: str) -> None:

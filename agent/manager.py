@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from . import gitops, results
+from . import gitops, pool, results
 from .backends.base import AgentContext, AgentError, Backend
 from .brief import Origin, build_brief
 from .config import Config
@@ -132,6 +132,7 @@ class SessionManager:
         store: Store | None = None,
         backend_factory: Callable[[str, Config], Backend] | None = None,
         agent_host: Backend | None = None,
+        executor: Any = None,
     ) -> None:
         self.repo_root = Path(repo_root)
         self.config = config
@@ -152,6 +153,17 @@ class SessionManager:
         # delegated (or followed up) last; the manager's own for sessions loaded from disk.
         self._configs: dict[str, Config] = {}
         self._envs: dict[str, dict[str, str]] = {}
+        self._executor = executor  # where `executor = "ray"` sessions run (agent/executors/)
+        # the warm pool (agent/pool.py): idle worktrees, used once the daemon starts it
+        self.pool = pool.Pool(self.repo_root, self.store.root / "pool", self._git_lock)
+        self._pool_on = False
+
+    def start_pool(self) -> None:
+        """Keep ``pool.size`` idle worktrees ready for this repository's sessions (the daemon
+        calls it; blocking: first removes what a crash left half-made in the pool folder)."""
+        self._pool_on = True
+        self.pool.recover()
+        self.pool.ensure(self.config.pool.size)
 
     def config_of(self, s: Session) -> Config:
         return self._configs.get(s.id, self.config)
@@ -245,7 +257,8 @@ class SessionManager:
             from .presets import AgentUnavailable, check_agent
 
             try:
-                check_agent(agent, cfg, req.env)
+                if cfg.executor != "ray" or agent == "builtin":  # else installed on the workers
+                    check_agent(agent, cfg, req.env)
             except AgentUnavailable as exc:
                 raise SessionError(str(exc)) from None
         sid = new_id()
@@ -348,7 +361,9 @@ class SessionManager:
                     "see `handoff daemon logs`"
                 )
             if s.state in ACTIVE:
-                transition(s, State.FAILED, error=self.store.redactor.text(_message(exc)))
+                lost = getattr(exc, "interrupted", False)  # a cluster's worker went away
+                new = State.INTERRUPTED if lost else State.FAILED
+                transition(s, new, error=self.store.redactor.text(_message(exc)))
                 if isinstance(exc, AgentError):
                     s.steps, s.costUsd = max(s.steps, exc.steps), max(s.costUsd, exc.cost_usd)
             s.pid = None
@@ -361,16 +376,12 @@ class SessionManager:
     async def _agent_pass(self, s: Session) -> None:
         worktree = Path(s.worktree)
         if not worktree.exists():
-
-            def add() -> None:
-                with self._git_lock:
-                    gitops.add_worktree(
-                        self.repo_root, worktree, branch=s.branch, commit=s.baseCommit
-                    )
-
-            await anyio.to_thread.run_sync(add)
+            await anyio.to_thread.run_sync(self._make_worktree, s)
         config = self.config_of(s)
-        backend = self._backend_factory(s.agent, config)
+        if config.executor == "ray":  # the agent runs on a Ray cluster; the result comes back here
+            backend = self.remote().backend(self, s)
+        else:
+            backend = self._backend_factory(s.agent, config)
         history = await anyio.to_thread.run_sync(self.store.load_messages, s.id)
 
         def progress(message: str, steps: int, cost: float) -> None:
@@ -420,6 +431,50 @@ class SessionManager:
         transition(s, State.READY)
         s.pid = s.agentPid = None
         await self._save(s)
+
+    def _make_worktree(self, s: Session) -> None:
+        """The session's worktree: an idle pooled one moved to its snapshot (agent/pool.py),
+        else a fresh ``git worktree add``; then ``worktree.include`` and ``worktree.setup``
+        (worker thread)."""
+        cfg = self.config_of(s)
+        worktree = Path(s.worktree)
+        use_pool = self._pool_on and cfg.pool.size > 0
+        taken = use_pool and self.pool.take(worktree, branch=s.branch, commit=s.baseCommit)
+        if not taken:
+            with self._git_lock:
+                gitops.add_worktree(self.repo_root, worktree, branch=s.branch, commit=s.baseCommit)
+        if self._pool_on:
+            self.pool.ensure(cfg.pool.size)  # refilled in the background, at idle priority
+        included = pool.copy_includes(self.repo_root, worktree, cfg.worktree.include)
+        if self._pool_on or included:  # how the worktree was made, before the agent's start
+            self.store.append_transcript(
+                s.id, {"type": "worktree", "pooled": bool(taken), "included": included}
+            )
+        if cfg.worktree.setup:
+            event: dict[str, Any] = {"type": "setup", "command": cfg.worktree.setup}
+            try:
+                code, output = pool.run_setup(
+                    cfg.worktree.setup,
+                    worktree,
+                    policy=cfg.commandPolicy,
+                    pass_env=cfg.passEnv,
+                    env=self._envs.get(s.id),
+                    timeout_s=cfg.timeoutS,
+                )
+            except pool.SetupError as exc:
+                event.update(exitCode=exc.code, output=exc.output, error=str(exc))
+                self.store.append_transcript(s.id, event)
+                raise AgentError(str(exc)) from None
+            event.update(exitCode=code, output=output)
+            self.store.append_transcript(s.id, event)
+
+    def remote(self) -> Any:
+        """The Ray executor (agent/executors/cluster.py): the daemon's, else one of our own."""
+        if self._executor is None:
+            from .executors.cluster import RayExecutor
+
+            self._executor = RayExecutor()
+        return self._executor
 
     async def _ask(self, s: Session, question: dict[str, Any]) -> str:
         """Put an agent's permission question on the session until :meth:`answer`."""
@@ -632,6 +687,8 @@ class SessionManager:
         from .backends.acp import forget
 
         forget(s.id)  # an ACP agent kept for follow-ups
+        if self._executor is not None:
+            self._executor.forget(s.id)  # its Ray actor
         worktree = Path(s.worktree) if s.worktree else None
         if (
             worktree is not None
@@ -657,6 +714,7 @@ class SessionManager:
         live = {
             s.id for s in self.sessions.values() if s.state not in (State.APPLIED, State.DISCARDED)
         }
+        self.pool.clear()  # idle pooled worktrees; made again at the next delegation
         # every worktree of the repository shares its sessions' refs and branches: keep those
         # whose record (in any state folder) says they still hold work
         live |= unfinished_ids(self.store.root.parent.parent)
@@ -676,6 +734,7 @@ class SessionManager:
     async def close(self) -> None:
         """Stop every running session; they become ``interrupted`` and can be resumed."""
         self._closing = True
+        await anyio.to_thread.run_sync(self.pool.stop)
         tasks = [t for t in self._tasks.values() if not t.done()]
         for t in tasks:
             t.cancel()

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 # Keys of a repository file that run programs or widen an agent's reach. ``agent`` only when it
-# names something else than the built-in agent; ``commandPolicy`` only when it widens.
+# names something else than the built-in agent; ``commandPolicy`` only when it widens;
+# ``executor`` only when it sends sessions (the snapshot, the brief) to a Ray cluster.
 GUARDED = (
     "agent",
     "agents",
@@ -28,6 +29,9 @@ GUARDED = (
     "apiBase",
     "worktree.setup",
     "worktree.include",
+    "executor",
+    "ray.address",
+    "ray.runtimeEnv",
 )
 _NARROWING_POLICIES = ("sandbox", "deny")
 KEEP = 20  # trusted contents remembered per file
@@ -100,6 +104,8 @@ def guarded_keys(data: Mapping[str, Any]) -> list[str]:
         if key == "agent" and value == "builtin":
             continue
         if key == "commandPolicy" and value in _NARROWING_POLICIES:
+            continue
+        if key == "executor" and value == "local":
             continue
         found.append(key)
     return found

@@ -31,11 +31,14 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
 
 
 def git_leftovers(repo: Path) -> tuple[list[str], list[str], list[str]]:
-    """(extra worktrees, handoff/* branches, refs under refs/handoff) of ``repo``."""
+    """(extra worktrees, handoff/* branches, refs under refs/handoff) of ``repo``; the idle
+    worktrees of the warm pool (agent/pool.py: detached, no session's) are not leftovers."""
+    from handoff.agent.pool import is_pooled
+
     trees = [
         line
         for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-        if line.startswith("worktree ")
+        if line.startswith("worktree ") and not is_pooled(line[len("worktree ") :])
     ][1:]
     branches = git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/handoff/").split()
     refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/handoff/").split()

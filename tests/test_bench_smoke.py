@@ -78,16 +78,20 @@ def test_bench_quick_produces_sane_numbers(tmp_path: Path):
         rss(lat[f"rss_{phase}_mb"], f"server RSS {phase}")
     assert lat["final_states"] == {"ready": lat["sessions"]}, lat["final_states"]
 
-    h = b["handoff"]
-    for key in (
-        "bare_worktree_add_s",
-        "handoff_to_agent_start_s",
-        "in_process_snapshot_s",
-        "in_process_add_worktree_s",
-    ):
-        stats(h[key], 0.0001, 600, f"handoff {key}")
-    stats(h["delegate_answer_s"], 0.0001, 60, "handoff delegate answer (s)")
-    number(h["ratio"], 0, 1000, "handoff cost ratio")
+    for h in b["handoff"]["sizes"]:
+        for key in (
+            "serial_worktree_add_s",
+            "best_worktree_add_s",
+            "cold_handoff_s",
+            "warm_handoff_s",
+            "in_process_snapshot_s",
+            "in_process_add_worktree_s",
+            "in_process_pool_take_s",
+        ):
+            stats(h[key], 0.0001, 600, f"handoff {key}")
+        for kind in ("cold", "warm"):
+            stats(h["delegate_answer_s"][kind], 0.0001, 60, f"handoff {kind} delegate answer (s)")
+        number(h["pool_mb"], 0, 100_000, "handoff pool disk use (MB)")
 
     a = b["apply"]
     stats(a["apply_to_workspace_edit_s"], 0.0001, 60, "apply to applyEdit (s)")

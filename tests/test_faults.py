@@ -30,7 +30,7 @@ from handoff.agent.manager import DelegateRequest, SessionError, SessionManager
 from handoff.agent.session import State
 from handoff.offline_model import ScriptedModel, _Handler
 
-from tests.conftest import git
+from tests.conftest import git, git_leftovers
 from tests.support.agents import command_manager, processes_with, write_agent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ def assert_untouched(
 def no_session_leftovers(repo: Path) -> None:
     assert git(repo, "branch", "--list", "handoff/*") == ""
     assert git(repo, "for-each-ref", "refs/handoff/") == ""
-    assert len(git(repo, "worktree", "list", "--porcelain", "-z").split("\0\0")) == 2  # main + ""
+    assert git_leftovers(repo)[0] == []  # no worktree but main (and the warm pool's idle ones)
 
 
 # -- a scripted model with faults ---------------------------------------------------------

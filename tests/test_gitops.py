@@ -255,3 +255,49 @@ def test_read_blobs_matches_read_blob(repo: Path):
     head = git(repo, "rev-parse", "HEAD").strip()
     [py] = g.read_blobs(repo, [(head, "app.py")])
     assert py == g.read_blob(repo, head, "app.py") and b"\r\n" in py
+
+
+def test_worktrees_made_moved_and_removed_at_once_never_trip_git(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The daemon fills its pool while sessions take, list and remove worktrees: git's own
+    worktree administration must not see a half-made worktree (`failed to read .../commondir`)
+    nor have `worktree prune` delete one mid-creation."""
+    import threading
+
+    errors: list[BaseException] = []
+    made: list[Path] = []
+
+    def guarded(job) -> None:
+        try:
+            job()
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    def fill() -> None:
+        for i in range(12):
+            path = tmp_path / "pool" / f"p{i}"
+            gitops.add_detached_worktree(repo, path, "HEAD")
+            made.append(path)
+
+    def sessions() -> None:
+        for i in range(12):
+            wt, _ = start_session(repo, tmp_path, f"race{i}")
+            gitops.worktrees(repo)
+            gitops.remove_session(
+                repo, worktree=wt, branch=f"handoff/race{i}", ref_prefix=f"refs/handoff/race{i}"
+            )
+
+    def listing() -> None:
+        for _ in range(40):
+            gitops.worktrees(repo)
+
+    threads = [threading.Thread(target=guarded, args=(job,)) for job in (fill, sessions, listing)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    listed = {Path(e["worktree"]).resolve() for e in gitops.worktrees(repo)}
+    assert {p.resolve() for p in made} <= listed
+    assert all((p / "README.md").is_file() for p in made)  # checked out, not just registered

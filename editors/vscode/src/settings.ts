@@ -44,6 +44,8 @@ export interface HandoffConfig {
   permissions?: 'worktree' | 'reject' | 'ask';
   notify?: boolean;
   daemon?: { idleMinutes?: number };
+  /** The warm pool: idle worktrees kept ready per repository (0: off). */
+  pool?: { size?: number };
 }
 
 /** The flat keys mirrored one to one from settings `handoff.<key>`. */
@@ -107,6 +109,10 @@ export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig 
   const idleMinutes = cfg.get<unknown>('daemon.idleMinutes');
   if (typeof idleMinutes === 'number') {
     out.daemon = { idleMinutes };
+  }
+  const poolSize = cfg.get<unknown>('pool.size');
+  if (typeof poolSize === 'number') {
+    out.pool = { size: poolSize };
   }
   return out as HandoffConfig;
 }
