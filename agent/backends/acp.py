@@ -222,7 +222,9 @@ class AcpBackend:
         cfg = ctx.config
         spec = cfg.agent_spec(self.name)
         hide_env_secrets(ctx, spec)
-        env, dropped = agent_environment(spec, {"HANDOFF_SESSION_ID": ctx.session_id}, ctx.env)
+        env, dropped = agent_environment(
+            spec, {"HANDOFF_SESSION_ID": ctx.session_id}, ctx.env, ctx.worktree
+        )
         ctx.record({"type": "acp_start", "argv": self.argv, "envDropped": dropped})
         policy = spec.permissions if spec and spec.permissions else cfg.permissions
         holder: dict[str, _Live] = {}

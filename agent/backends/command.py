@@ -23,6 +23,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -46,18 +47,28 @@ def strip_ansi(text: str) -> str:
 
 
 def agent_environment(
-    spec: AgentSpec | None, extra: dict[str, str], base: Mapping[str, str] | None = None
+    spec: AgentSpec | None,
+    extra: dict[str, str],
+    base: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """The environment of an external agent and the secret-looking names left out of it:
     ``base`` (the delegating client's; ours when None) without credentials (unless ``passEnv``
     names them) and without variables that redirect git, plus the agent's ``env``, plus
-    ``extra``."""
+    ``extra``. ``PWD`` is ``cwd`` (the worktree), never the client's folder: agents that take
+    their working folder from ``PWD`` (``opencode run`` does) would work in the developer's
+    tree."""
     env, dropped = scrub(
         os.environ if base is None else base, spec.passEnv if spec else (), AGENT_VARS
     )
     if spec is not None:
         env.update(spec.env)
     env.update(extra)
+    env.pop("OLDPWD", None)
+    if cwd is not None:
+        env["PWD"] = str(cwd)
+    else:
+        env.pop("PWD", None)
     return env, dropped
 
 
@@ -104,6 +115,7 @@ class CommandBackend:
                 "HANDOFF_RANGE": range_label(ctx.range),
             },
             ctx.env,
+            ctx.worktree,
         )
 
     async def run(self, ctx: AgentContext) -> Outcome:

@@ -125,7 +125,9 @@ command = ["codex", "exec", "{brief}"]
     ]
 
 
-def test_agents_report_lists_presets_and_configured_agents(repo: Path, capsys, monkeypatch) -> None:
+def test_agents_report_lists_presets_and_configured_agents(
+    repo: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     (repo / ".handoff.toml").write_text(
         f'agent = "local"\n[agents.local]\ncommand = ["{sys.executable}", "-c", "print(1)"]\n'
     )
@@ -144,6 +146,16 @@ def test_agents_report_lists_presets_and_configured_agents(repo: Path, capsys, m
     }
     assert rows["local"].found == sys.executable and rows["local"].default
     assert rows["local"].source == "configured" and rows["copilot"].source == "preset"
+    # found on the PATH of the environment asked about (the editor's, sent to the daemon)
+    bin_dir = tmp_path / "editor-bin"
+    bin_dir.mkdir()
+    (bin_dir / "goose").write_text("#!/bin/sh\n")
+    (bin_dir / "goose").chmod(0o755)
+    seen = {r.name: r for r in agents_report(cfg, {"PATH": str(bin_dir), "GOOSE_PROVIDER": "x"})}
+    assert seen["goose"].found == str(bin_dir / "goose") and seen["goose"].needsSet == [
+        "GOOSE_PROVIDER"
+    ]
+    assert seen["opencode"].found is None
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.chdir(repo)
     assert cli_main(["agents", "--json"]) == 0
@@ -176,6 +188,7 @@ async def test_command_agent_gets_the_whole_brief_its_env_and_a_record_of_droppe
 ) -> None:
     monkeypatch.setenv("SOME_SERVICE_API_KEY", "sk-very-secret-value")
     monkeypatch.setenv("CLAUDE_CODE_MAX_OUTPUT_TOKENS", "64000")
+    monkeypatch.setenv("PWD", str(repo))  # the developer's folder: never the agent's
     seen = tmp_path / "seen.json"
     argv = write_agent(
         tmp_path / "bin",
@@ -199,6 +212,7 @@ async def test_command_agent_gets_the_whole_brief_its_env_and_a_record_of_droppe
     assert "tidy add" in got["argv"][0] and "def add(a, b):" in got["argv"][0]
     assert got["env"]["B_MODE"] == "x" and got["env"]["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "64000"
     assert "SOME_SERVICE_API_KEY" not in got["env"]
+    assert got["env"]["PWD"] == s.worktree  # agents that trust PWD (opencode run) stay in it
     (cmd,) = [e for e in mgr.store.read_transcript(s.id) if e["type"] == "command"]
     assert "SOME_SERVICE_API_KEY" in cmd["envDropped"]
     assert got["env"]["B_TOKEN"] == "tok-set-in-env-table"

@@ -104,7 +104,7 @@ def delegate(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -223,3 +223,132 @@ def test_aider_command_preset(repo: Path, tmp_path: Path) -> None:
         "mark add() as checked",
     )
     check_applied(repo, out)
+
+
+def copilot_env(tmp_path: Path) -> dict[str, str]:
+    """Copilot CLI with your own model (BYOK): an OpenAI-compatible endpoint, the scripted
+    server; offline mode, so no GitHub login, telemetry or update check is tried."""
+    home = _homes() / tmp_path.name / "copilot"
+    shutil.rmtree(home, ignore_errors=True)
+    return {
+        "COPILOT_OFFLINE": "true",
+        "COPILOT_PROVIDER_BASE_URL": "{url}/v1",
+        "COPILOT_PROVIDER_API_KEY": "sk-test",
+        "COPILOT_MODEL": "gpt-4.1",
+        "COPILOT_HOME": str(home),
+        **QUIET,
+    }
+
+
+@pytest.mark.parametrize("preset", ["copilot", "copilot-cli"])
+def test_copilot(repo: Path, tmp_path: Path, preset: str) -> None:
+    need(NPM_BIN / "copilot")
+    out = delegate(
+        repo,
+        tmp_path,
+        f'agent = "{preset}"\n',
+        copilot_env(tmp_path),
+        "mark add() as checked",
+        timeout=150,
+    )
+    check_applied(repo, out)
+    assert out["requests"] and all(p == "/v1/chat/completions" for p in out["requests"])
+    if preset == "copilot":  # over ACP: its edit asked for, and answered by `permissions`
+        assert out["steps"] >= 2 and "acp_permission" in out["transcript"]
+    else:
+        assert out["summary"] == TASK["done"]
+
+
+def opencode_config() -> dict:
+    """OpenCode's own configuration: a custom OpenAI-compatible provider, the scripted server."""
+    return {
+        "$schema": "https://opencode.ai/config.json",
+        "model": "scripted/scripted-coder",
+        "autoupdate": False,
+        "share": "disabled",
+        "provider": {
+            "scripted": {
+                "npm": "@ai-sdk/openai-compatible",  # bundled in opencode: nothing to fetch
+                "name": "Scripted",
+                "options": {"baseURL": "{url}/v1", "apiKey": "sk-test"},
+                "models": {"scripted-coder": {"name": "Scripted coder", "tool_call": True}},
+            }
+        },
+    }
+
+
+OPENCODE_QUIET = {
+    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+    **QUIET,
+}
+
+
+def test_opencode_command_preset(repo: Path, tmp_path: Path) -> None:
+    need(NPM_BIN / "opencode")
+    config = Path(os.environ["HOME"]) / ".config" / "opencode" / "opencode.json"
+    out = delegate(
+        repo,
+        tmp_path,
+        'agent = "opencode-cli"\n',
+        OPENCODE_QUIET,
+        "mark add() as checked",
+        timeout=150,
+        files={str(config): json.dumps(opencode_config())},
+    )
+    check_applied(repo, out)
+    assert out["requests"] and all(p == "/v1/chat/completions" for p in out["requests"])
+
+
+@pytest.mark.parametrize("permissions", ["worktree", "reject"])
+def test_opencode_acp(repo: Path, tmp_path: Path, permissions: str) -> None:
+    """The preset makes OpenCode ask before it edits, so `permissions` decides: allowed, the
+    edit comes through fs/write_text_file; rejected, nothing changes."""
+    need(NPM_BIN / "opencode")
+    config = Path(os.environ["HOME"]) / ".config" / "opencode" / "opencode.json"
+    out = delegate(
+        repo,
+        tmp_path,
+        f'agent = "opencode"\npermissions = "{permissions}"\n',
+        OPENCODE_QUIET,
+        "mark add() as checked",
+        timeout=150,  # a 180 MB binary that starts slowly on a loaded machine
+        files={str(config): json.dumps(opencode_config())},
+    )
+    assert "acp_permission" in out["transcript"], out
+    assert out["requests"] and all(p == "/v1/chat/completions" for p in out["requests"])
+    if permissions == "worktree":
+        check_applied(repo, out)
+        assert out["steps"] >= 2 and "acp_write" in out["transcript"]
+    else:
+        assert "acp_write" not in out["transcript"], out
+        assert out["filesChanged"] == [] and (repo / "app.py").read_text() == APP
+
+
+def test_handoff_agents_lists_the_installed_agents_and_how_to_install_goose(
+    repo: Path,
+) -> None:
+    """goose is published only as release binaries (not on npm or PyPI), so CI cannot install
+    it: `handoff agents` says it is not installed and how to install it, beside the agents
+    .ci/run did install."""
+    need(NPM_BIN / "opencode")
+    env = {**os.environ, "PATH": f"{NPM_BIN}:{AIDER_BIN}:/usr/bin:/bin"}
+    if shutil.which("goose", path=env["PATH"]):
+        pytest.skip("goose is installed here")
+    handoff = Path(sys.executable).parent / "handoff"
+    text = subprocess.run(
+        [str(handoff), "agents"], cwd=repo, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    block = text.split("\n  goose ")[1].split("\n  opencode ")[0]
+    assert "NOT FOUND: `goose` is not installed (not on PATH)" in block
+    assert "install: not on npm or PyPI" in block and "download_cli.sh" in block
+    rows = json.loads(
+        subprocess.run(
+            [str(handoff), "agents", "--json"], cwd=repo, env=env, capture_output=True, text=True
+        ).stdout
+    )
+    found = {r["name"]: r["found"] for r in rows}
+    for name in ("claude", "codex", "gemini", "copilot", "opencode"):
+        assert (found[name] or "").startswith(str(NPM_BIN)), (name, found)
+    assert found["goose"] is None

@@ -111,6 +111,9 @@ def test_delegate_apply_in_real_vscode():
     print(out)  # the screenshot paths, shown with -s or on failure
     assert proc.returncode == 0, _tail(out, 250)
     assert "E2E OK:" in out and "E2E PASSED" in out, _tail(out)
+    # Choose Agent: a preset that is not installed is said so and not chosen; the chosen agent
+    # runs the delegation (the session quick pick names it)
+    assert "E2E OK: agents: goose listed as not installed and refused, careful chosen" in out
     # the inline review ran, and its screenshot is where the log says (kept as a CI artifact)
     shots = [
         line.split(": ", 1)[1]
