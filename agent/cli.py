@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handoff import __version__
+from handoff.uris import path_of
 
 from . import protocol
 from .client import DaemonClient, RemoteError, client_env, status, stop_daemon
@@ -61,7 +62,7 @@ def _print_session(s: Session) -> None:
     if s.error:
         print(f"  error: {s.error}")
     if s.filesChanged:
-        print("  files: " + ", ".join(Path(u.removeprefix("file://")).name for u in s.filesChanged))
+        print("  files: " + ", ".join((path_of(u) or Path(u)).name for u in s.filesChanged))
     print(f"  agent: {s.agent}  steps: {s.steps}  cost: ${s.costUsd:.4f}")
 
 

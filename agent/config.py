@@ -374,7 +374,8 @@ def _agent_spec(
     name: str, spec: Any, base: AgentSpec | None, source: str, messages: list[str]
 ) -> AgentSpec:
     """``[agents.NAME]`` over ``base`` (the preset or an earlier source's entry of that name):
-    `command` or `acp` replaces its argv, the other keys replace theirs."""
+    `command` or `acp` replaces its argv, `env` adds to its variables, the other keys replace
+    theirs."""
     if name == "builtin":
         raise ValueError("is the built-in agent's name")
     if not isinstance(spec, Mapping):
@@ -399,7 +400,10 @@ def _agent_spec(
             continue
         check, fallback = _AGENT_FIELDS[key]
         try:
-            setattr(out, key, check(v))
+            value = check(v)
+            if key == "env":  # adds to the preset's (or an earlier source's) variables
+                value = {**out.env, **value}
+            setattr(out, key, value)
         except ValueError as exc:
             messages.append(f"{source}: agent `{name}`: `{key}` must be {exc}; {fallback}")
     return out

@@ -673,7 +673,7 @@ class Daemon:
 
         root = _str(params, "root", required=False)
         cfg, _ = await self._config(Path(root) if root else None, params)
-        rows = await anyio.to_thread.run_sync(agents_report, cfg)
+        rows = await anyio.to_thread.run_sync(agents_report, cfg, _env(params))
         return {"agents": [r.to_dict() for r in rows]}
 
     async def h_trust(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from .gitenv import REPOSITORY_VARS
+
 log = logging.getLogger(__name__)
 
 IDENTITY = {
@@ -31,21 +33,6 @@ IDENTITY = {
 }
 BRANCH_PREFIX = "handoff/"
 REF_ROOT = "refs/handoff/"
-# Inherited variables that would point git somewhere else than the folder we run in.
-_STRIP_ENV = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_PREFIX",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_LITERAL_PATHSPECS",
-    "GIT_GLOB_PATHSPECS",
-    "GIT_NOGLOB_PATHSPECS",
-    "GIT_ICASE_PATHSPECS",
-)
 _DIFF_OPTS = ("--no-ext-diff", "--no-textconv", "--no-color", "--find-renames", "--no-relative")
 
 
@@ -95,7 +82,7 @@ def git_argv(*args: str) -> list[str]:
 
 
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _STRIP_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in REPOSITORY_VARS}  # .gitenv
     env.update(GIT_OPTIONAL_LOCKS="0", GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
     env.setdefault("GIT_ASKPASS", "true")
     if extra:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from handoff.text import title_of
 
 from . import gitops, pool, results
 from .backends.base import AgentContext, AgentError, Backend
@@ -27,6 +28,7 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
+from .secrets import Redactor
 from .session import (
     ACTIVE,
     FINAL,
@@ -39,7 +41,7 @@ from .session import (
     parse_iso,
     transition,
 )
-from .store import Redactor, Store, unfinished_ids
+from .store import Store, unfinished_ids
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +118,6 @@ def not_ready(s: Session) -> SessionError:
         State.INTERRUPTED: "it was interrupted; follow up to resume or discard it",
     }.get(s.state, "")
     return SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply ({hint})")
-
-
-def title_of(instruction: str) -> str:
-    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
-    return first if len(first) <= 72 else first[:71] + "…"
 
 
 class SessionManager:

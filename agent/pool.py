@@ -34,9 +34,11 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from handoff.files import atomic_write
 
 from . import gitops
-from .store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class Pool:
     def _record(self, name: str) -> Path:
         return self.folder / f"{name}.json"
 
-    def ready(self) -> list[tuple[str, dict]]:
+    def ready(self) -> list[tuple[str, dict[str, Any]]]:
         """The pooled worktrees ready to be taken, oldest first: (name, record)."""
         found = []
         for rec in self.folder.glob(f"{PREFIX}*.json"):

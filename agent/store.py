@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from handoff.files import atomic_write
+
 from .secrets import Redactor
 from .session import Session
 
@@ -77,24 +79,6 @@ def family(repo_root: Path) -> tuple[Path, list[Path]]:
 
 def _same(a: str | Path, b: str | Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def unfinished_ids(state: Path | None = None) -> set[str]:
@@ -264,7 +248,10 @@ class Store:
 
     def load_messages(self, session_id: str) -> list[dict[str, Any]]:
         try:
-            return json.loads((self.session_dir(session_id) / "messages.json").read_text("utf-8"))
+            messages: list[dict[str, Any]] = json.loads(
+                (self.session_dir(session_id) / "messages.json").read_text("utf-8")
+            )
+            return messages
         except (FileNotFoundError, json.JSONDecodeError):
             return []
 

@@ -179,8 +179,9 @@ def trust(repo_root: Path, *, root: Path | None = None) -> TrustState:
 
     Raises OSError when the state folder cannot be written; ValueError when there is nothing
     to trust or the file cannot be read."""
+    from handoff.files import atomic_write
+
     from .config import read_toml
-    from .store import atomic_write
 
     messages: list[str] = []
     data, name = read_toml(Path(repo_root), messages)

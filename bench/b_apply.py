@@ -73,7 +73,7 @@ async def _server(
             )
             sid = r["sessionId"]
             await client.wait_sessions(
-                lambda ss: any(s["id"] == sid and s["state"] == "ready" for s in ss),
+                lambda ss, sid=sid: any(s["id"] == sid and s["state"] == "ready" for s in ss),
                 300,
                 f"session {sid} ready",
             )
@@ -125,7 +125,7 @@ def _in_process(
                 )
             current: dict[str, bytes | None] = {}
 
-            def read(path: str) -> bytes | None:
+            def read(path: str, current: dict[str, bytes | None] = current) -> bytes | None:
                 data = docs[path].text.encode() if path in docs else manager.read_disk(path)
                 current[path] = data
                 return data

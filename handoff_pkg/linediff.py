@@ -111,7 +111,7 @@ def matching_blocks(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[
         if not chain:
             continue  # nothing in common worth finding: one replacement
         pi, pj = alo, blo
-        for (i, j), (ni, nj) in zip(chain, [*chain[1:], (ahi, bhi)]):
+        for (i, j), (ni, nj) in zip(chain, [*chain[1:], (ahi, bhi)], strict=True):
             back = 0  # grow each anchor over the equal lines around it, up to its neighbours
             while i - back > pi and j - back > pj and ia[i - back - 1] == ib[j - back - 1]:
                 back += 1

@@ -9,15 +9,11 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from handoff import linediff
-
-from .edits import units
-
-_EOL = re.compile(r"\r\n|\r|\n")
+from handoff.text import split_lines, units
 
 
 @dataclasses.dataclass
@@ -61,7 +57,7 @@ def _after(
     (a range end)."""
     if pos < start or (pos == start and start != end):
         return pos
-    pieces = _EOL.split(text)
+    pieces = split_lines(text)
     new_end = (
         start[0] + len(pieces) - 1,
         (start[1] if len(pieces) == 1 else 0) + units(pieces[-1], encoding),
@@ -138,7 +134,7 @@ def _breaks(text: str, start: int = 0, end: int | None = None) -> int:
 
 def _lines(text: str) -> list[str]:
     """The lines of ``text`` that end in it (a last line without a break counts too)."""
-    pieces = _EOL.split(text)
+    pieces = split_lines(text)
     return pieces[:-1] if pieces[-1] == "" else pieces
 
 
@@ -149,7 +145,7 @@ BIG = 1 << 18  # characters of changed text: more, and the line diff runs in a w
 class Changed:
     """Where two texts differ, in whole lines: the first ``head`` lines alike, then the text
     ``old`` became ``new`` (whole lines), then the rest alike; ``old_lines`` / ``new_lines``:
-    how many lines each text has (as ``_EOL.split`` counts them)."""
+    how many lines each text has (as ``split_lines`` counts them)."""
 
     head: int
     old: str

@@ -21,6 +21,7 @@ from handoff import files
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Planned, SessionError, State, b64, unb64
+from handoff.uris import doc_uri
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
@@ -200,7 +201,7 @@ def _report_conflicts(ls, repo: Repo, s, conflicts: list[Planned], docs) -> None
     regions = []
     for p in conflicts:
         base = p.old_path or p.path
-        uri = docs[base].uri if base in docs else (repo.root / base).as_uri()
+        uri = doc_uri(docs, repo.root, base)
         for r in p.conflicts or []:
             regions.append((uri, r.start, r.end, p.reason))
         if not p.conflicts:

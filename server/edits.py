@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from handoff import files, linediff
 from handoff.agent.protocol import Planned as FileMerge  # one file of the daemon's merge plan
+from handoff.text import body, split_keepends, units
+from handoff.uris import doc_uri
 from lsprotocol import types
-
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,35 +80,14 @@ class BuiltEdit:
         return not self.files and not self.disk
 
 
-def split_keepends(text: str) -> list[str]:
-    """Lines with their terminators, split where LSP splits (``\\n``, ``\\r\\n``, ``\\r``)."""
-    if "\r" in text:
-        return _LINE.findall(text)
-    parts = text.split("\n")  # the common case, several times faster on a big file
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
-
-
-def units(s: str, encoding: str) -> int:
-    """Length of ``s`` in the code units of ``encoding`` (LSP column arithmetic)."""
-    if encoding == "utf-8":
-        return len(s.encode("utf-8", "surrogatepass"))
-    if encoding == "utf-32":
-        return len(s)
-    return len(s.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _position(lines: list[str], index: int, encoding: str) -> types.Position:
+def line_position(lines: list[str], index: int, encoding: str) -> types.Position:
     """The position at the start of line ``index``; past an unterminated last line, its end."""
     if index < len(lines) or not lines:
         return types.Position(line=index, character=0)
     last = lines[-1]
-    body = last.rstrip("\r\n")
-    if body != last:  # the text ends with a line end: the next line exists and is empty
+    if body(last) != last:  # the text ends with a line end: the next line exists and is empty
         return types.Position(line=len(lines), character=0)
-    return types.Position(line=len(lines) - 1, character=units(body, encoding))
+    return types.Position(line=len(lines) - 1, character=units(last, encoding))
 
 
 def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextEdit]:
@@ -121,7 +99,9 @@ def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextE
             continue
         edits.append(
             types.TextEdit(
-                range=types.Range(start=_position(a, i1, encoding), end=_position(a, i2, encoding)),
+                range=types.Range(
+                    start=line_position(a, i1, encoding), end=line_position(a, i2, encoding)
+                ),
                 new_text="".join(b[j1:j2]),
             )
         )
@@ -138,10 +118,10 @@ def apply_text_edits(text: str, edits: list[types.TextEdit], encoding: str = "ut
     def offset(pos: types.Position) -> int:
         if pos.line >= len(lines):
             return len(text)
-        body = lines[pos.line].rstrip("\r\n")
+        line = body(lines[pos.line])
         col, used = 0, 0
-        while col < len(body) and used < pos.character:
-            used += units(body[col], encoding)
+        while col < len(line) and used < pos.character:
+            used += units(line[col], encoding)
             col += 1
         return starts[pos.line] + col
 
@@ -192,11 +172,12 @@ def build(
     ann = annotation_id if caps.change_annotations else None
 
     def uri_of(path: str) -> str:
-        return docs[path].uri if path in docs else (repo_root / path).as_uri()
+        return doc_uri(docs, repo_root, path)
 
     def add_text(path: str, old: str, new: str) -> None:
         uri = uri_of(path)
-        edits = text_edits(old, new, caps.encoding)
+        plain = text_edits(old, new, caps.encoding)
+        edits: list[types.TextEdit | types.AnnotatedTextEdit] = [*plain]
         if not edits:
             return
         files_changed.append(uri)
@@ -216,7 +197,7 @@ def build(
                 )
             )
         else:
-            flat.setdefault(uri, []).extend(edits)
+            flat.setdefault(uri, []).extend(plain)  # no annotations without documentChanges
 
     def old_text(path: str) -> str | None:
         if path in docs:
@@ -243,12 +224,12 @@ def build(
                         "replaced) a symbolic link; close it or apply from the "
                         "terminal (`handoff apply`)"
                     )
-            old_path = repo_root / fm.old_path if action == "rename" and fm.old_path else None
+            moved_from = repo_root / fm.old_path if action == "rename" and fm.old_path else None
             disk.append(
                 DiskWrite(
                     repo_root / fm.path,
                     None if action == "delete" else fm.content,
-                    old_path,
+                    moved_from,
                     fm.mode,
                 )
             )
@@ -342,7 +323,7 @@ def build(
     return BuiltEdit(edit, disk, list(dict.fromkeys(files_changed)))
 
 
-def _insert_all(text: str, ann: str | None) -> types.TextEdit:
+def _insert_all(text: str, ann: str | None) -> types.TextEdit | types.AnnotatedTextEdit:
     rng = types.Range(
         start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)
     )
@@ -403,17 +384,15 @@ def incremental(text: str, change: types.TextDocumentContentChangePartial, codec
 
 
 class Lines:
-    """A text's lines (each with its break) as ``str.splitlines(True)`` gives them, without
-    splitting the text: one line costs a count in C (a 10 MB document's split costs ~0.1 s,
-    done on every change for the diagnostics' ranges). Texts whose breaks are not plain ``\\n``
-    / ``\\r\\n`` are split as before."""
+    """A text's lines (each with its break) as ``handoff.text.split_keepends`` gives them,
+    without splitting the text: one line costs a count in C (a 10 MB document's split costs
+    ~0.1 s, done on every change for the diagnostics' ranges). A text with a lone ``\r`` is
+    split as before."""
 
     def __init__(self, text: str) -> None:
         self._text = text
-        plain = not any(c in text for c in _SPLITLINES_EXTRA) and text.count("\r") == text.count(
-            "\r\n"
-        )
-        self._split = None if plain else text.splitlines(True)
+        plain = text.count("\r") == text.count("\r\n")
+        self._split = None if plain else split_keepends(text)
         self._len: int | None = None
         self._counts: list[int] | None = None
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import cattrs
+from handoff.text import clip
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.protocol import LanguageServerProtocol
@@ -35,15 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5
-
-
-def clip(value: object, limit: int = 80) -> str:
-    """``value`` as text shortened to about ``limit`` characters (head … tail), for messages."""
-    text = str(value)
-    if len(text) <= limit:
-        return text
-    half = max(1, (limit - 1) // 2)
-    return f"{text[:half]}…{text[-half:]}"
 
 
 def camel_path(text: str) -> str:

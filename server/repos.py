@@ -25,11 +25,11 @@ import anyio
 from handoff.agent import protocol
 from handoff.agent.client import DaemonClient, RemoteError
 from handoff.agent.protocol import Session, SessionError
+from handoff.text import clip
+from handoff.uris import path_of
 from lsprotocol import types
-from pygls.uris import to_fs_path
 
 from .edits import OpenDoc
-from .protocol import clip
 
 if TYPE_CHECKING:
     from .server import HandoffServer
@@ -63,17 +63,6 @@ class Repo:
             return (self.root / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-
-
-def path_of(uri: str) -> Path | None:
-    """The local absolute path of a ``file:`` uri; None for anything else (untitled buffers,
-    a uri that decodes to a relative path or to one with a NUL byte)."""
-    if not uri.startswith("file:"):
-        return None
-    fs = to_fs_path(uri)
-    if not fs or "\x00" in fs or not fs.startswith("/"):
-        return None
-    return Path(fs)
 
 
 def _inside_any(path: Path, folders: list[Path]) -> bool:
@@ -127,9 +116,10 @@ class Repos:
 
     async def _connect(self) -> None:
         await self.daemon.connect()
+        info = self.daemon.info
         log.info(
             "session daemon pid %s (%s)",
-            (self.daemon.info or {}).get("pid"),
+            info.get("pid") if info else None,
             "started" if self.daemon.started else "running",
         )
         if self._watch is None or self._watch.done():

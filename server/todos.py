@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from handoff.text import split_lines
+
 MARKERS = ("TODO", "FIXME", "XXX")
 AGENT_OWNER = "agent"
 
-_LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 # What may stand between the start of a comment and its first word.
 _LINE_OPENERS = [
     ("//", re.compile(r"//+[!/]?")),
@@ -68,11 +69,6 @@ class Todo:
 
     def contains_line(self, line: int) -> bool:
         return self.line <= line <= self.end_line
-
-
-def split_lines(text: str) -> list[str]:
-    """The document's lines without their terminators, as LSP counts them."""
-    return _LINE_SPLIT.split(text)
 
 
 def _string_spans(line: str) -> list[tuple[int, int]]:

@@ -330,7 +330,14 @@ class RayBackend:
             if ex._idle and any(sid not in ex._placed for sid in ex._running):
                 ex.make_room()  # a session waits for a worker: idle actors go first
 
-    def _stream(self, ray: Any, spec: dict[str, Any], loop, events, stop) -> None:
+    def _stream(
+        self,
+        ray: Any,
+        spec: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        events: asyncio.Queue[dict[str, Any]],
+        stop: threading.Event,
+    ) -> None:
         """Ship the start commit, run the actor and relay its events (worker thread)."""
         ex, s = self.executor, self.s
 

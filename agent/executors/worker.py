@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ class BareRepo:
                 git(path, "config", "gc.auto", "0")
 
     @contextlib.contextmanager
-    def locked(self):
+    def locked(self) -> Iterator[None]:
         with open(str(self.path) + ".lock", "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -194,7 +195,7 @@ class SessionActor:
 
         await asyncio.to_thread(checkout)
 
-    async def run(self, cache: Any, spec: dict[str, Any]):
+    async def run(self, cache: Any, spec: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One agent run: yields ``{"t": "where" | "progress" | "record", ...}`` events, then
         one ``{"t": "done", ...}`` or ``{"t": "error", ...}``."""
         from ..backends.base import AgentContext, AgentError, LimitReached

@@ -1,4 +1,4 @@
-"""The `handoff` CLI as a developer types it, in a folder."""
+"""The ``handoff`` CLI as a user types it, for tests."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 
 def handoff(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``handoff ARGS`` in ``cwd`` (output captured as text; never raises on failure)."""
+    """``handoff ARGS...`` in ``cwd`` (stdin empty), its output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "handoff.agent.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        stdin=subprocess.DEVNULL,
         check=False,
     )
