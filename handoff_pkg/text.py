@@ -36,6 +36,14 @@ def split_keepends(text: str) -> list[str]:
     return lines
 
 
+def count_breaks(text: str, start: int = 0, end: int | None = None) -> int:
+    """How many line breaks (``\r\n``, ``\r`` or ``\n``) ``text[start:end]`` holds, counted
+    in C without a copy (a 10 MB text takes milliseconds)."""
+    end = len(text) if end is None else end
+    cr = text.count("\r", start, end)
+    return text.count("\n", start, end) + cr - (text.count("\r\n", start, end) if cr else 0)
+
+
 def body(line: str) -> str:
     """A line of :func:`split_keepends` without its terminator."""
     return line.rstrip("\r\n")

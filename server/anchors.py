@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from handoff import linediff
-from handoff.text import split_lines, units
+from handoff.text import count_breaks, split_lines, units
 
 
 @dataclasses.dataclass
@@ -125,13 +125,6 @@ def _common_suffix(a: str, b: str, limit: int) -> int:
     return limit
 
 
-def _breaks(text: str, start: int = 0, end: int | None = None) -> int:
-    """How many line breaks (``\r\n``, ``\r`` or ``\n``) ``text[start:end]`` has (no copy)."""
-    end = len(text) if end is None else end
-    cr = text.count("\r", start, end)
-    return text.count("\n", start, end) + cr - (text.count("\r\n", start, end) if cr else 0)
-
-
 def _lines(text: str) -> list[str]:
     """The lines of ``text`` that end in it (a last line without a break counts too)."""
     pieces = split_lines(text)
@@ -181,13 +174,13 @@ def changed(old: str, new: str) -> Changed:
     else:
         k = len(old)
     kb = len(new) - (len(old) - k)
-    head, tail = _breaks(old, 0, cut), _breaks(old, k)
+    head, tail = count_breaks(old, 0, cut), count_breaks(old, k)
     return Changed(
         head,
         old[cut:k],
         new[cut:kb],
-        head + _breaks(old, cut, k) + tail + 1,
-        head + _breaks(new, cut, kb) + tail + 1,
+        head + count_breaks(old, cut, k) + tail + 1,
+        head + count_breaks(new, cut, kb) + tail + 1,
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from handoff.text import split_lines
+from handoff.text import count_breaks, split_lines
 
 MARKERS = ("TODO", "FIXME", "XXX")
 AGENT_OWNER = "agent"
@@ -193,16 +193,11 @@ def find_todos(text: str) -> list[Todo]:
     found: dict[tuple[int, int], Todo] = {}
     first, counted = 0, 0
     for start, end in _windows(text):  # in order: the lines before each counted once
-        first, counted = first + _breaks(text, counted, start), start
+        first, counted = first + count_breaks(text, counted, start), start
         for t in _find_todos(text[start:end]):
             t = dataclasses.replace(t, line=t.line + first, end_line=t.end_line + first)
             found.setdefault((t.line, t.column), t)
     return [found[k] for k in sorted(found)]
-
-
-def _breaks(text: str, start: int, end: int) -> int:
-    cr = text.count("\r", start, end)
-    return text.count("\n", start, end) + cr - (text.count("\r\n", start, end) if cr else 0)
 
 
 def _line_start(text: str, pos: int) -> int:
