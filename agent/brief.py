@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from handoff.text import body, line_span, split_keepends
+
 CONTEXT_LINES = 30  # lines of surroundings on each side of the selection
 MAX_GUIDE_CHARS = 8000  # AGENTS.md / CLAUDE.md are included up to this size
 
@@ -17,15 +19,6 @@ class Origin:
     range: dict[str, Any] | None = None  # LSP range, 0-based
     text: str | None = None  # the whole file as it was in the snapshot
     diagnostics: list[str] = dataclasses.field(default_factory=list)
-
-
-def _lines(rng: dict[str, Any]) -> tuple[int, int]:
-    start = int(rng["start"]["line"])
-    end = int(rng["end"]["line"])
-    # an LSP range ending at column 0 of the next line selects whole lines
-    if end > start and int(rng["end"].get("character", 0)) == 0:
-        end -= 1
-    return start, max(start, end)
 
 
 def _numbered(lines: list[str], first: int) -> str:
@@ -52,8 +45,8 @@ def build_brief(
     if origin.file:
         parts += ["## Where", "", f"File: `{origin.file}`"]
         if origin.range and origin.text is not None:
-            lines = origin.text.splitlines()
-            start, end = _lines(origin.range)
+            lines = [body(line) for line in split_keepends(origin.text)]  # LSP lines, no last ""
+            start, end = line_span(origin.range)
             parts.append(f"Lines {start + 1}-{end + 1} (1-based).")
             parts += ["", "Selected text:", "", "```", *lines[start : end + 1], "```"]
             lo, hi = max(0, start - CONTEXT_LINES), min(len(lines), end + 1 + CONTEXT_LINES)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handoff import __version__
+from handoff.uris import path_of
 
 from . import protocol
 from .client import DaemonClient, RemoteError, client_env, status, stop_daemon
@@ -61,7 +62,7 @@ def _print_session(s: Session) -> None:
     if s.error:
         print(f"  error: {s.error}")
     if s.filesChanged:
-        print("  files: " + ", ".join(Path(u.removeprefix("file://")).name for u in s.filesChanged))
+        print("  files: " + ", ".join((path_of(u) or Path(u)).name for u in s.filesChanged))
     print(f"  agent: {s.agent}  steps: {s.steps}  cost: ${s.costUsd:.4f}")
 
 
@@ -188,6 +189,8 @@ async def cmd_ls(args: argparse.Namespace, term: Terminal) -> int:
     print(f"{'ID':<20} {'STATE':<11} {'AGE':>4}  {'AGENT':<10} TITLE")
     for s in sorted(sessions, key=lambda s: s.createdAt):
         print(f"{s.id:<20} {s.state.value:<11} {_age(s.createdAt):>4}  {s.agent:<10} {s.title}")
+        if s.repoRoot and os.path.realpath(s.repoRoot) != os.path.realpath(term.root):
+            print(f"{'':<20} in the worktree {s.repoRoot}")
         if s.question:
             call = s.question.get("toolCall") or {}
             options = " | ".join(str(o.get("optionId")) for o in s.question.get("options") or [])
@@ -328,6 +331,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             total = sum(p["bytes"] for p in pools.values())
             count = sum(p["worktrees"] for p in pools.values())
             print(f"pool: {count} idle worktree(s), {_size(total)} on disk")
+            print(f"repository: {repo}")
+        ex = st.get("executor") or {}
+        if ex.get("executor") == "ray":
+            print(
+                f"executor: ray, cluster {ex['cluster']} ({ex.get('nodes', '?')} nodes, "
+                f"{ex.get('cpus', '?'):g} CPUs)"
+            )
+            for sid, w in sorted(ex.get("remote", {}).items()):
+                if w.get("node"):
+                    print(f"  {sid} on node {w['ip']} ({w['node'][:12]}), pid {w['pid']}")
+        else:
+            print("executor: local")
         return 0
     if args.action == "stop":
         if stop_daemon(root):

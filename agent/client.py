@@ -234,7 +234,8 @@ def _request_sync(root: Path, method: str, timeout: float = 5.0) -> Any:
 
 
 def status(root: Path | None = None) -> protocol.StatusResult | None:
-    return _request_sync(root or state_root(), protocol.STATUS)
+    result: protocol.StatusResult | None = _request_sync(root or state_root(), protocol.STATUS)
+    return result
 
 
 def _pid(root: Path) -> int | None:

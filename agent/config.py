@@ -31,6 +31,7 @@ ENV_KEYS = {
 PERMISSIONS = ("worktree", "reject", "ask")
 # scratch files agents leave that are never part of a result (aider's chat history and tags cache)
 DEFAULT_EXCLUDE = (".aider*",)
+EXECUTORS = ("local", "ray")
 AGENT_KEYS = ("command", "acp", "env", "passEnv", "exclude", "permissions")
 
 
@@ -86,6 +87,17 @@ class WorktreeConfig:
 
 
 @dataclasses.dataclass
+class RayConfig:
+    """Where sessions run with ``executor = "ray"`` (agent/executors/): the cluster and what
+    each session's actor asks of it."""
+
+    address: str | None = None  # HOST:PORT of the cluster's head, or ray://HOST:PORT (Ray Client)
+    numCpus: float = 1.0  # CPUs each session's actor holds
+    memoryMb: int | None = None  # memory each session's actor asks for (None: Ray's default)
+    runtimeEnv: dict[str, Any] = dataclasses.field(default_factory=dict)  # Ray's runtime_env
+
+
+@dataclasses.dataclass
 class Config:
     model: str | None = None
     apiBase: str | None = None
@@ -112,11 +124,18 @@ class Config:
     permissions: str = "worktree"
     daemon: DaemonConfig = dataclasses.field(default_factory=DaemonConfig)
     notify: bool = False  # a desktop notification (notify-send) when a session finishes
+    executor: str = "local"  # where agents run: "local" (this machine) or "ray" (a Ray cluster)
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     pool: PoolConfig = dataclasses.field(default_factory=PoolConfig)
     worktree: WorktreeConfig = dataclasses.field(default_factory=WorktreeConfig)
     # set when an untrusted repository file chose the default agent (agent/trust.py): the message
     # a delegation to the default agent is refused with, until `handoff trust`
     untrusted: str | None = dataclasses.field(default=None, repr=False, metadata={"internal": True})
+    # set when an untrusted repository file chose the built-in agent's model: the refusal when no
+    # setting of the user's chose one
+    untrusted_model: str | None = dataclasses.field(
+        default=None, repr=False, metadata={"internal": True}
+    )
 
     def agent_spec(self, name: str | None) -> AgentSpec | None:
         """The external agent called ``name`` (configured, else a preset); None for the
@@ -222,6 +241,37 @@ def _env_table(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+def _executor(v: Any) -> str:
+    if v not in EXECUTORS:
+        raise ValueError('one of "local", "ray"')
+    return v
+
+
+def _runtime_env(v: Any) -> dict[str, Any]:
+    """Ray's ``runtime_env`` (pip, env_vars, working_dir...): Ray keeps it where its dashboard
+    shows it, so no secret-looking variable may be set there (``passEnv`` carries those)."""
+    if not isinstance(v, Mapping):
+        raise ValueError('a table, like {pip = ["pytest"], env_vars = {CI = "1"}}')
+    env_vars = v.get("env_vars", {})
+    if not isinstance(env_vars, Mapping) or not all(
+        isinstance(k, str) and isinstance(x, str) for k, x in env_vars.items()
+    ):
+        raise ValueError("a table whose `env_vars` maps names to strings")
+    from .secrets import is_secret_name
+
+    secret = sorted(k for k in env_vars if is_secret_name(k))
+    if secret:
+        raise ValueError(
+            f"a table without secrets: `env_vars.{secret[0]}` looks like one, and Ray shows "
+            "its runtime env on its dashboard (name the variable in `passEnv` instead)"
+        )
+    return dict(v)
+
+
+def _megabytes(v: Any) -> int | None:
+    return None if v is None else _positive_int(v)
+
+
 _SCALARS = {
     "model": _opt_str,
     "apiBase": _opt_str,
@@ -239,12 +289,22 @@ _SCALARS = {
     "exclude": _globs,
     "permissions": _permissions,
     "notify": _bool,
+    "executor": _executor,
 }
 
 # Tables of one level: key -> (the Config attribute, its keys and their checks)
 _TABLES = {
     "todo": ("todo", {"autoTrigger": _bool}),
     "daemon": ("daemon", {"idleMinutes": _days}),
+    "ray": (
+        "ray",
+        {
+            "address": _opt_str,
+            "numCpus": _positive_float,
+            "memoryMb": _megabytes,
+            "runtimeEnv": _runtime_env,
+        },
+    ),
     "pool": ("pool", {"size": _count}),
     "worktree": ("worktree", {"include": _globs, "setup": _opt_str}),
 }
@@ -314,7 +374,8 @@ def _agent_spec(
     name: str, spec: Any, base: AgentSpec | None, source: str, messages: list[str]
 ) -> AgentSpec:
     """``[agents.NAME]`` over ``base`` (the preset or an earlier source's entry of that name):
-    `command` or `acp` replaces its argv, the other keys replace theirs."""
+    `command` or `acp` replaces its argv, `env` adds to its variables, the other keys replace
+    theirs."""
     if name == "builtin":
         raise ValueError("is the built-in agent's name")
     if not isinstance(spec, Mapping):
@@ -339,7 +400,10 @@ def _agent_spec(
             continue
         check, fallback = _AGENT_FIELDS[key]
         try:
-            setattr(out, key, check(v))
+            value = check(v)
+            if key == "env":  # adds to the preset's (or an earlier source's) variables
+                value = {**out.env, **value}
+            setattr(out, key, value)
         except ValueError as exc:
             messages.append(f"{source}: agent `{name}`: `{key}` must be {exc}; {fallback}")
     return out
@@ -381,11 +445,15 @@ def _trusted_part(
         return data
     message = trust.TrustState(repo_root / name, False, guarded).message()
     messages.append(message)
+    later = (
+        f"until you trust this repository's Handoff settings (run `handoff trust` in {repo_root})"
+    )
     if "agent" in guarded:
-        cfg.untrusted = (
-            f"{name} chooses the agent `{data['agent']}`, which is not run until you "
-            "trust this repository's Handoff settings (run `handoff trust` in "
-            f"{repo_root})"
+        cfg.untrusted = f"{name} chooses the agent `{data['agent']}`, which is not run {later}"
+    elif "model" in guarded:  # refused only if no setting of the user's chose a model (load)
+        cfg.untrusted_model = (
+            f"{name} chooses the model `{data['model']}` for the built-in agent, which is not "
+            f"used {later} (or set HANDOFF_MODEL / `model` in your editor's settings)"
         )
     return trust.without_guarded(data)
 
@@ -417,6 +485,8 @@ def load(
         _apply(cfg, data, source, messages)
         if "agent" in data:  # the user's own choice of agent: nothing left to refuse
             cfg.untrusted = None
+    if cfg.untrusted_model and cfg.untrusted is None and cfg.agent == "builtin" and not cfg.model:
+        cfg.untrusted = cfg.untrusted_model
     if cfg.agent != "builtin" and cfg.agent_spec(cfg.agent) is None:
         messages.append(
             f"`agent` names `{cfg.agent}`, which is neither in `agents` nor a preset; "

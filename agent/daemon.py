@@ -40,12 +40,15 @@ from handoff import __version__
 from . import config as config_mod
 from . import gitops, protocol, report, results
 from .backends.base import AgentError
+from .executors import ClusterError
+from .executors.cluster import RayExecutor
 from .host import AgentHost
 from .manager import DelegateRequest, SessionError, SessionManager, not_ready
 from .protocol import RemoteError, Session, State, b64, unb64
 from .rpc import Connection
+from .secrets import Redactor
 from .session import ACTIVE, TransitionError
-from .store import state_root
+from .store import Store, state_root
 
 log = logging.getLogger("handoff.agent.daemon")  # also when run as __main__
 IDLE_CHECK_S = 5.0
@@ -56,6 +59,10 @@ DEFAULT_IDLE_MINUTES = 30.0
 
 def _fail(exc: BaseException) -> RemoteError:
     return RemoteError(str(exc) or type(exc).__name__)
+
+
+def _same_dir(a: str | Path, b: str | Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _str(params: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -120,9 +127,11 @@ class Daemon:
         self.managers: dict[Path, SessionManager] = {}
         self._building: dict[Path, asyncio.Task[SessionManager]] = {}
         self.connections: set[Connection] = set()
+        # by repository folder (Store.root): every worktree of a repository shares its sessions
         self.subscribers: dict[Path, set[Connection]] = {}
         self.claims: dict[str, tuple[Connection, str]] = {}  # session id -> (holder, token)
         self.agent_host = AgentHost()
+        self.ray = RayExecutor()  # sessions with `executor = "ray"`; imports Ray only when used
         self.stopping = asyncio.Event()
         self.started_at = time.time()
         self._last_busy = time.monotonic()
@@ -189,6 +198,7 @@ class Daemon:
                 *(m.close() for m in self.managers.values()), return_exceptions=True
             )
             await self.agent_host.close()
+            await self.ray.close()
             with contextlib.suppress(FileNotFoundError):
                 pid_file.unlink()
             log.info("handoff daemon stopped")
@@ -273,9 +283,14 @@ class Daemon:
     def _changed(self, root: Path, s: Session) -> None:
         self._on_loop(self._broadcast_change, root, s)
 
+    def _family(self, root: Path) -> Path:
+        """The repository folder of the worktree ``root`` (its subscribers' key)."""
+        mgr = self.managers.get(root)
+        return mgr.store.root if mgr is not None else root
+
     def _broadcast_change(self, root: Path, s: Session) -> None:
         wire = s.to_wire()
-        for conn in list(self.subscribers.get(root, ())):
+        for conn in list(self.subscribers.get(self._family(root), ())):
             conn.notify(protocol.SESSION, {"session": wire})
         if s.state in (State.READY, State.FAILED) and self._notify.pop(s.id, False):
             _desktop_notify(s)
@@ -285,26 +300,38 @@ class Daemon:
 
     def _broadcast_progress(self, root: Path, s: Session, message: str) -> None:
         params = {"sessionId": s.id, "message": message, "steps": s.steps, "costUsd": s.costUsd}
-        for conn in list(self.subscribers.get(root, ())):
+        for conn in list(self.subscribers.get(self._family(root), ())):
             conn.notify(protocol.PROGRESS, params)
 
     # -- repositories ----------------------------------------------------------------------
-    async def manager(self, root: Path) -> SessionManager:
+    async def manager(self, root: Path, like: SessionManager | None = None) -> SessionManager:
+        """The manager of the worktree ``root`` (``like``: one of another worktree of the same
+        repository, whose store says where the repository's sessions are)."""
         mgr = self.managers.get(root)
         if mgr is not None:
             return mgr
         task = self._building.get(root)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._build(root))
+            task = asyncio.get_running_loop().create_task(self._build(root, like))
             self._building[root] = task
         return await asyncio.shield(task)
 
-    async def _build(self, root: Path) -> SessionManager:
+    async def _build(self, root: Path, like: SessionManager | None = None) -> SessionManager:
         try:
             cfg, _ = await anyio.to_thread.run_sync(config_mod.load, root)
             self.configured_idle = cfg.daemon.idleMinutes
-            mgr = SessionManager(root, cfg, agent_host=self.agent_host)
-            await anyio.to_thread.run_sync(lambda: mgr.load(sole_owner=True))
+
+            def build() -> SessionManager:  # the store asks git where the repository is
+                store = None
+                if like is not None:
+                    store = Store(root, redactor=Redactor([cfg.apiKey]), like=like.store)
+                built = SessionManager(
+                    root, cfg, agent_host=self.agent_host, executor=self.ray, store=store
+                )
+                built.load(sole_owner=True)
+                return built
+
+            mgr = await anyio.to_thread.run_sync(build)
             await anyio.to_thread.run_sync(mgr.start_pool)  # the warm pool (agent/pool.py)
             mgr.subscribe(lambda s: self._changed(root, s), lambda s, m: self._progress(root, s, m))
             self.managers[root] = mgr
@@ -339,6 +366,15 @@ class Daemon:
         self.configured_idle = cfg.daemon.idleMinutes  # the latest configuration a client brought
         return cfg, messages
 
+    async def _reach(self, cfg: config_mod.Config) -> None:
+        """A session for a Ray cluster fails at once, before anything is made, when the cluster
+        cannot be reached."""
+        if cfg.executor == "ray":
+            try:
+                await self.ray.check(cfg)
+            except ClusterError as exc:
+                raise RemoteError(str(exc)) from None
+
     # -- handlers --------------------------------------------------------------------------
     def h_initialize(self, conn: Connection, params: dict[str, Any]) -> protocol.InitializeResult:
         client = params.get("client")
@@ -365,6 +401,7 @@ class Daemon:
             "clients": [c.info for c in self.connections if c is not conn],  # type: ignore[misc]
             "repos": [str(r) for r in self.managers],
             "startedAt": self.started_at,
+            "executor": self.ray.status(),
             "pool": {str(r): m.pool.usage() for r, m in self.managers.items()},
         }
 
@@ -381,8 +418,29 @@ class Daemon:
         except OSError as exc:
             raise RemoteError(f"{path}: {exc.strerror or exc}", protocol.NOT_A_REPOSITORY) from None
         mgr = await self.manager(root)
-        self.subscribers.setdefault(root, set()).add(conn)
-        return {"root": str(root), "sessions": [s.to_wire() for s in mgr.list()]}
+        # the other worktrees of the repository with sessions: theirs are listed too
+        for other in await anyio.to_thread.run_sync(mgr.store.roots):
+            if other not in self.managers and await anyio.to_thread.run_sync(other.is_dir):
+                await self.manager(other, like=mgr)
+        family = mgr.store.root
+        self.subscribers.setdefault(family, set()).add(conn)
+        sessions = [s for m in self.managers.values() if m.store.root == family for s in m.list()]
+        return {
+            "root": str(root),
+            "sessions": [s.to_wire() for s in sorted(sessions, key=lambda s: s.createdAt)],
+        }
+
+    @staticmethod
+    def _applies_here(s: Session, params: Mapping[str, Any]) -> None:
+        """Refuse to apply ``s`` from another worktree than its own: its result was made against
+        that tree (its snapshot), and is written there, never into the tree asking."""
+        root = params.get("root")
+        if isinstance(root, str) and root and s.repoRoot and not _same_dir(root, s.repoRoot):
+            raise RemoteError(
+                f"session {s.id} was started in the worktree {s.repoRoot}, not in {root}: "
+                f"apply it there (`handoff apply {s.id}` in that folder, or open it in the "
+                "editor); show, follow-up and discard work from any worktree"
+            )
 
     async def h_config(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         root = _str(params, "root", required=False)
@@ -399,6 +457,7 @@ class Daemon:
             raise RemoteError(
                 "`overlays` must be an object of base64 strings", protocol.INVALID_PARAMS
             )
+        await self._reach(cfg)
         req = DelegateRequest(
             instruction=instruction,
             file=params.get("file"),
@@ -419,6 +478,7 @@ class Daemon:
         mgr, s = await self._find(params)
         instruction = params.get("instruction") or s.instruction
         cfg, _ = await self._config(mgr.repo_root, params)
+        await self._reach(cfg)
         s = mgr.follow_up(s.id, instruction, config=cfg, env=_env(params))
         self._notify[s.id] = cfg.notify
         return {"session": s.to_wire()}
@@ -465,6 +525,8 @@ class Daemon:
         current = params.get("current") or {}
         if not isinstance(current, dict):
             raise RemoteError("`current` must be an object", protocol.INVALID_PARAMS)
+        if params.get("claim"):
+            self._applies_here(s, params)
         token = self._claim(conn, s) if params.get("claim") else None
         if s.state is not State.READY:
             raise not_ready(s)
@@ -564,6 +626,7 @@ class Daemon:
 
     async def h_apply_to_disk(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         mgr, s = await self._find(params)
+        self._applies_here(s, params)
         self._claim(conn, s)
         try:
             rep = await anyio.to_thread.run_sync(
@@ -610,7 +673,7 @@ class Daemon:
 
         root = _str(params, "root", required=False)
         cfg, _ = await self._config(Path(root) if root else None, params)
-        rows = await anyio.to_thread.run_sync(agents_report, cfg)
+        rows = await anyio.to_thread.run_sync(agents_report, cfg, _env(params))
         return {"agents": [r.to_dict() for r in rows]}
 
     async def h_trust(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:

@@ -16,10 +16,13 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NoReturn
+
+from .gitenv import REPOSITORY_VARS
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +34,6 @@ IDENTITY = {
 }
 BRANCH_PREFIX = "handoff/"
 REF_ROOT = "refs/handoff/"
-# Inherited variables that would point git somewhere else than the folder we run in.
-_STRIP_ENV = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_PREFIX",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_LITERAL_PATHSPECS",
-    "GIT_GLOB_PATHSPECS",
-    "GIT_NOGLOB_PATHSPECS",
-    "GIT_ICASE_PATHSPECS",
-)
 _DIFF_OPTS = ("--no-ext-diff", "--no-textconv", "--no-color", "--find-renames", "--no-relative")
 
 
@@ -95,7 +83,7 @@ def git_argv(*args: str) -> list[str]:
 
 
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _STRIP_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in REPOSITORY_VARS}  # .gitenv
     env.update(GIT_OPTIONAL_LOCKS="0", GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
     env.setdefault("GIT_ASKPASS", "true")
     if extra:
@@ -113,6 +101,52 @@ def _run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git *args`` in ``cwd``; bytes in, bytes out; GitError on failure when ``check``.
     ``prefix``: argv put before git's (e.g. ``nice``)."""
+    with _admin_lock(cwd, args):
+        return _run_unlocked(cwd, args, stdin=stdin, env=env, check=check, prefix=prefix)
+
+
+# Git's worktree administration is not safe against itself: a `git worktree list` (or a branch
+# check, which reads every worktree) run while `git worktree add` is half-way through making
+# `.git/worktrees/<name>/` fails with "failed to read .../commondir", and a `git worktree prune`
+# at that moment deletes the half-made folder. The daemon makes pooled and session worktrees
+# while it moves and removes others, so every command that makes, moves, removes or reads the
+# worktrees of a repository runs one at a time per repository (the slow part of making one, the
+# checkout, runs outside: `worktree add --no-checkout`, then `reset --hard` in the worktree).
+_ADMIN_COMMANDS = {"worktree", "branch"}
+_admin_locks: dict[str, threading.Lock] = {}
+_common_dirs: dict[str, str] = {}
+_admin_guard = threading.Lock()
+
+
+def _is_admin(args: Sequence[str]) -> bool:
+    sub = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+    return sub in _ADMIN_COMMANDS or (sub == "checkout" and "-b" in args)
+
+
+def _admin_lock(cwd: Path, args: Sequence[str]) -> contextlib.AbstractContextManager[object]:
+    if not _is_admin(args):
+        return contextlib.nullcontext()
+    key = os.path.realpath(cwd)
+    common = _common_dirs.get(key)
+    if common is None:
+        proc = _run_unlocked(
+            Path(cwd), ("rev-parse", "--path-format=absolute", "--git-common-dir"), check=False
+        )
+        common = os.path.realpath(os.fsdecode(proc.stdout).strip() or key)
+        _common_dirs[key] = common
+    with _admin_guard:
+        return _admin_locks.setdefault(common, threading.Lock())
+
+
+def _run_unlocked(
+    cwd: Path,
+    args: Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    prefix: Sequence[str] = (),
+) -> subprocess.CompletedProcess[bytes]:
     try:
         proc = subprocess.run(
             [*prefix, *git_argv(*args)],
@@ -150,7 +184,14 @@ def _run_many(
 ) -> list[subprocess.CompletedProcess[bytes]]:
     """``_run`` of several ``(args, stdin, check)`` at once: every git started first, then each
     one's output read in turn (a process whose pipe is full waits for its turn), so their start-up
-    costs overlap. Raises the first failure, after every one has ended."""
+    costs overlap. Raises the first failure, after every one has ended. (Worktree
+    administration, one command at a time per repository, runs in turn.)"""
+    if any(_is_admin(args) for args, _, _ in calls):
+        done = [_run(cwd, *args, stdin=stdin, check=False) for args, stdin, _ in calls]
+        for (args, _, check), proc in zip(calls, done, strict=True):
+            if check:
+                _check(cwd, args, proc)
+        return done
     procs: list[tuple[subprocess.Popen[bytes], bytes | None]] = []
     try:
         for args, stdin, _ in calls:
@@ -338,19 +379,18 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
         raise GitError(f"worktree folder exists already and is not empty: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # parallel checkout (git 2.32+; older gits ignore it): 3-4x faster on a large tree
         _run(
             repo_root,
-            "-c",
-            _checkout_workers(),
             "worktree",
             "add",
             "--quiet",
+            "--no-checkout",
             "-b",
             branch,
             str(path),
             commit,
         )
+        _populate(path)
     except GitError as exc:
         if "unable to write" in str(exc) or "No space left" in str(exc):
             free = shutil.disk_usage(path.parent).free
@@ -364,6 +404,12 @@ def _checkout_workers() -> str:
     return f"checkout.workers={os.cpu_count() or 1}"
 
 
+def _populate(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
+    """Check out a worktree made with ``--no-checkout`` (index and files), on every core
+    (parallel checkout, git 2.32+; older gits ignore it: 3-4x faster on a large tree)."""
+    _run(worktree, "-c", _checkout_workers(), "reset", "--quiet", "--hard", prefix=prefix)
+
+
 def add_detached_worktree(
     repo_root: Path, path: Path, commit: str, *, prefix: Sequence[str] = ()
 ) -> None:
@@ -373,16 +419,16 @@ def add_detached_worktree(
     path.parent.mkdir(parents=True, exist_ok=True)
     _run(
         repo_root,
-        "-c",
-        _checkout_workers(),
         "worktree",
         "add",
         "--quiet",
+        "--no-checkout",
         "--detach",
         str(path),
         commit,
         prefix=prefix,
     )
+    _populate(path, prefix=prefix)
 
 
 def trust_fresh_checkout(worktree: Path) -> None:

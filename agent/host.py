@@ -33,7 +33,7 @@ import os
 import pickle
 import sys
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
 from .backends.base import AgentContext, AgentError, LimitReached, Outcome
 from .processes import background
@@ -203,7 +203,7 @@ class AgentHost:
             proc.stdin.close()
             await asyncio.wait_for(proc.wait(), CANCEL_GRACE_S)
         except (asyncio.TimeoutError, OSError):
-            from .backends.command import kill_group  # not on the server's start-up path
+            from .processes import kill_group
 
             kill_group(proc.pid)
             await proc.wait()
@@ -214,7 +214,7 @@ class AgentHost:
 
 
 class _Host:
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -246,7 +246,8 @@ class _Host:
 
         path = spec.get("transcript_path")
         if path is not None:  # the transcript is written here: the server's loop need not relay it
-            from .store import Redactor, append_event
+            from .secrets import Redactor
+            from .store import append_event
 
             redactor = spec.get("redactor") or Redactor()  # the session store's
 

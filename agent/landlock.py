@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 MIN_ABI = 6  # 4 brings TCP rules, 6 scopes signals and abstract unix sockets
 
@@ -64,7 +65,7 @@ def abi_version() -> int:
     return max(0, int(abi))
 
 
-def restrict(spec: dict) -> None:
+def restrict(spec: dict[str, Any]) -> None:
     """Confine the calling (single-threaded) process and its future children."""
     import ctypes
 
@@ -189,7 +190,7 @@ def _helper(argv: list[str]) -> int:
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: object) -> NoReturn:
         raise _Stop()
 
     signal.signal(signal.SIGTERM, stop)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from handoff.text import title_of
 
 from . import gitops, pool, results
 from .backends.base import AgentContext, AgentError, Backend
@@ -27,6 +28,7 @@ from .brief import Origin, build_brief
 from .config import Config
 from .merge import FileMerge
 from .processes import kill_orphan, kill_processes_in, pid_alive
+from .secrets import Redactor
 from .session import (
     ACTIVE,
     FINAL,
@@ -39,7 +41,7 @@ from .session import (
     parse_iso,
     transition,
 )
-from .store import Redactor, Store, unfinished_ids
+from .store import Store, unfinished_ids
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +120,6 @@ def not_ready(s: Session) -> SessionError:
     return SessionError(f"session {s.id} is {s.state.value}, not ready: nothing to apply ({hint})")
 
 
-def title_of(instruction: str) -> str:
-    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
-    return first if len(first) <= 72 else first[:71] + "…"
-
-
 class SessionManager:
     def __init__(
         self,
@@ -132,6 +129,7 @@ class SessionManager:
         store: Store | None = None,
         backend_factory: Callable[[str, Config], Backend] | None = None,
         agent_host: Backend | None = None,
+        executor: Any = None,
     ) -> None:
         self.repo_root = Path(repo_root)
         self.config = config
@@ -152,8 +150,9 @@ class SessionManager:
         # delegated (or followed up) last; the manager's own for sessions loaded from disk.
         self._configs: dict[str, Config] = {}
         self._envs: dict[str, dict[str, str]] = {}
+        self._executor = executor  # where `executor = "ray"` sessions run (agent/executors/)
         # the warm pool (agent/pool.py): idle worktrees, used once the daemon starts it
-        self.pool = pool.Pool(self.repo_root, self.store.root / "pool", self._git_lock)
+        self.pool = pool.Pool(self.repo_root, self.store.pool_dir, self._git_lock)  # its own
         self._pool_on = False
         self._early: dict[str, pool.Early] = {}  # worktrees readied beside the snapshot
 
@@ -256,7 +255,8 @@ class SessionManager:
             from .presets import AgentUnavailable, check_agent
 
             try:
-                check_agent(agent, cfg, req.env)
+                if cfg.executor != "ray" or agent == "builtin":  # else installed on the workers
+                    check_agent(agent, cfg, req.env)
             except AgentUnavailable as exc:
                 raise SessionError(str(exc)) from None
         sid = new_id()
@@ -376,7 +376,9 @@ class SessionManager:
                     "see `handoff daemon logs`"
                 )
             if s.state in ACTIVE:
-                transition(s, State.FAILED, error=self.store.redactor.text(_message(exc)))
+                lost = getattr(exc, "interrupted", False)  # a cluster's worker went away
+                new = State.INTERRUPTED if lost else State.FAILED
+                transition(s, new, error=self.store.redactor.text(_message(exc)))
                 if isinstance(exc, AgentError):
                     s.steps, s.costUsd = max(s.steps, exc.steps), max(s.costUsd, exc.cost_usd)
             s.pid = None
@@ -391,7 +393,10 @@ class SessionManager:
         if not worktree.exists():
             await anyio.to_thread.run_sync(self._make_worktree, s)
         config = self.config_of(s)
-        backend = self._backend_factory(s.agent, config)
+        if config.executor == "ray":  # the agent runs on a Ray cluster; the result comes back here
+            backend = self.remote().backend(self, s)
+        else:
+            backend = self._backend_factory(s.agent, config)
         history = await anyio.to_thread.run_sync(self.store.load_messages, s.id)
 
         def progress(message: str, steps: int, cost: float) -> None:
@@ -492,6 +497,14 @@ class SessionManager:
                 raise AgentError(str(exc)) from None
             event.update(exitCode=code, output=output)
             self.store.append_transcript(s.id, event)
+
+    def remote(self) -> Any:
+        """The Ray executor (agent/executors/cluster.py): the daemon's, else one of our own."""
+        if self._executor is None:
+            from .executors.cluster import RayExecutor
+
+            self._executor = RayExecutor()
+        return self._executor
 
     async def _ask(self, s: Session, question: dict[str, Any]) -> str:
         """Put an agent's permission question on the session until :meth:`answer`."""
@@ -705,6 +718,8 @@ class SessionManager:
         from .backends.acp import forget
 
         forget(s.id)  # an ACP agent kept for follow-ups
+        if self._executor is not None:
+            self._executor.forget(s.id)  # its Ray actor
         worktree = Path(s.worktree) if s.worktree else None
         if (
             worktree is not None

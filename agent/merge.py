@@ -255,7 +255,7 @@ def _merge_entry(
         )
     if change.status == "deleted":
         return FileMerge(path, "delete", None, [])
-    action = "rename" if change.status == "renamed" else "write"
+    action: Literal["rename", "write"] = "rename" if change.status == "renamed" else "write"
     return FileMerge(
         path, action, theirs, [], old if action == "rename" else None, mode=change.new_mode
     )

@@ -12,9 +12,10 @@ the session's branch (only the files that differ are written) and made pristine 
 -ffdx``). A session that can start at once has its worktree readied while its snapshot is taken
 (:meth:`Pool.early`): an idle one claimed the same way and made pristine, or, when the pool is off
 or empty, a checkout of HEAD made there and then; :meth:`Pool.take_early` then renames it into
-place and branches it at the snapshot, writing only the files that differ. A worktree never goes back: the pool only ever holds worktrees it made itself in its
-own folder, and a session's worktree is never in that folder. So no session ever gets a
-worktree that holds or held another session's work, also across a restart of the daemon
+place and branches it at the snapshot, writing only the files that differ. A worktree never
+goes back: the pool only ever holds worktrees it made itself in its own folder, and a session's
+worktree is never in that folder. So no session ever gets a worktree that holds or held another
+session's work, also across a restart of the daemon
 (Claude Code's anthropics/claude-code#77268 recycled one and lost a session's work). What a
 crash leaves half-made in the pool folder (no ``ready`` record) is removed at the next start.
 
@@ -37,9 +38,11 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from handoff.files import atomic_write
 
 from . import gitops
-from .store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,12 @@ def idle_prefix() -> list[str]:
 
 def is_pooled(path: str | Path) -> bool:
     """Whether a worktree folder is an idle pooled one (what ``git worktree list`` shows of the
-    pool: ``…/repos/<name>-<hash>/pool/p-<hex>``, detached)."""
+    pool: ``…/repos/<name>-<hash>/pool/p-<hex>``, or ``pool-<name>-<hash>/`` for a linked
+    worktree's own pool, detached)."""
     p = Path(path)
-    return p.parent.name == "pool" and p.name.startswith(PREFIX)
+    return (p.parent.name == "pool" or p.parent.name.startswith("pool-")) and p.name.startswith(
+        PREFIX
+    )
 
 
 def _du(path: Path) -> int:
@@ -104,7 +110,7 @@ class Pool:
     def _record(self, name: str) -> Path:
         return self.folder / f"{name}.json"
 
-    def ready(self) -> list[tuple[str, dict]]:
+    def ready(self) -> list[tuple[str, dict[str, Any]]]:
         """The pooled worktrees ready to be taken, oldest first: (name, record)."""
         found = []
         for rec in self.folder.glob(f"{PREFIX}*.json"):

@@ -3,8 +3,8 @@
 Each preset is an :class:`~.config.AgentSpec` with its documented argv, its install line and the
 variables it needs (passed to it although they look like secrets: they are its own). An
 ``[agents.NAME]`` table overrides any of its keys. The six ACP presets speak the Agent Client
-Protocol; ``aider``, ``claude-cli``, ``codex-cli`` and ``gemini-cli`` are command agents given
-the whole brief.
+Protocol; ``aider``, ``claude-cli``, ``codex-cli``, ``gemini-cli``, ``copilot-cli`` and
+``opencode-cli`` are command agents given the whole brief.
 
 :func:`check_agent` says whether an agent can run here (before anything is made for a
 session); :func:`agents_report` is what ``handoff agents`` lists.
@@ -19,6 +19,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import AgentSpec, Config
+
+# a GitHub login's token, or a key for your own model endpoint (BYOK)
+_COPILOT_NEEDS = [
+    "COPILOT_GITHUB_TOKEN",
+    "GH_TOKEN",
+    "GITHUB_TOKEN",
+    "COPILOT_PROVIDER_API_KEY",
+    "COPILOT_PROVIDER_BEARER_TOKEN",
+]
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # -- ACP agents ---------------------------------------------------------------------
@@ -45,13 +54,16 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "copilot": dict(
         acp=["copilot", "--acp"],
         install="npm install -g @github/copilot",
-        needs=["COPILOT_GITHUB_TOKEN", "GH_TOKEN", "GITHUB_TOKEN"],
-        docs="GitHub Copilot CLI in ACP mode",
+        needs=_COPILOT_NEEDS,
+        docs="GitHub Copilot CLI in ACP mode: a GitHub login or token; or your own model "
+        "(COPILOT_PROVIDER_BASE_URL, COPILOT_PROVIDER_TYPE, COPILOT_MODEL; "
+        "COPILOT_OFFLINE=true keeps it off the network)",
     ),
     "goose": dict(
         acp=["goose", "acp"],
-        install="see https://block.github.io/goose/docs/getting-started/installation "
-        "(a single binary)",
+        install="not on npm or PyPI: a release binary, "
+        "`curl -fsSL https://github.com/aaif-goose/goose/releases/download/stable/download_cli.sh"
+        " | CONFIGURE=false bash` (puts `goose` in ~/.local/bin), then `goose configure`",
         needs=["GOOSE_PROVIDER", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"],
         docs="goose in ACP mode; provider and model from its own config or GOOSE_PROVIDER/GOOSE_MODEL",
     ),
@@ -59,7 +71,12 @@ _PRESETS: dict[str, dict[str, Any]] = {
         acp=["opencode", "acp"],
         install="npm install -g opencode-ai",
         needs=["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"],
-        docs="OpenCode in ACP mode; provider from its own config",
+        # OpenCode allows edits and shell commands itself unless told to ask: asking makes
+        # `permissions` decide, and its edits then come through fs/write_text_file
+        env={"OPENCODE_PERMISSION": '{"edit": "ask", "bash": "ask", "webfetch": "ask"}'},
+        docs="OpenCode in ACP mode; provider and model from its own config "
+        "(~/.config/opencode/opencode.json: any provider, or an OpenAI-compatible baseURL); "
+        "its edits and commands are asked for, so `permissions` decides",
     ),
     # -- command agents, given the whole brief ---------------------------------------------
     "aider": dict(
@@ -112,6 +129,28 @@ _PRESETS: dict[str, dict[str, Any]] = {
         needs=["GEMINI_API_KEY", "GOOGLE_API_KEY"],
         docs="`gemini -p` with the brief; tools auto-approved, `--skip-trust`",
     ),
+    "copilot-cli": dict(
+        command=[
+            "copilot",
+            "-p",
+            "{brief}",
+            "--allow-all-tools",
+            "--no-ask-user",
+            "--no-auto-update",
+            "--silent",
+        ],
+        install="npm install -g @github/copilot",
+        needs=_COPILOT_NEEDS,
+        docs="`copilot -p` with the brief; its tools allowed without asking, paths kept to its "
+        "cwd (the worktree); model as for `copilot`",
+    ),
+    "opencode-cli": dict(
+        command=["opencode", "run", "{brief}"],
+        install="npm install -g opencode-ai",
+        needs=["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"],
+        docs="`opencode run` with the brief; its own permission settings apply (edits allowed "
+        "by default); provider as for `opencode`",
+    ),
 }
 
 ACP_PRESETS = ("claude", "codex", "gemini", "copilot", "goose", "opencode")
@@ -138,6 +177,7 @@ def preset(name: str) -> AgentSpec | None:
         needs=list(p["needs"]),
         docs=p["docs"],
         passEnv=list(p["needs"]),
+        env=dict(p.get("env", {})),
     )
     if "acp" in p:
         spec.acp = _resolve(p["acp"], p.get("alternatives", []))
@@ -194,14 +234,18 @@ class AgentRow:
     needs: list[str]
     needsSet: list[str]  # which of `needs` are set in this environment
     default: bool
+    docs: str = ""  # what it is and how it is set up (presets)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def agents_report(config: Config) -> list[AgentRow]:
+def agents_report(config: Config, env: Mapping[str, str] | None = None) -> list[AgentRow]:
     """Every agent this configuration can use: the built-in one, the presets and the configured
-    agents, with whether each executable is found, how to install it and what it needs."""
+    agents, with whether each executable is found, how to install it and what it needs, in
+    ``env`` (the asking client's environment, as a delegation from it would run; ours when
+    None)."""
+    env = os.environ if env is None else env
     rows = [
         AgentRow(
             "builtin",
@@ -230,11 +274,12 @@ def agents_report(config: Config) -> list[AgentRow]:
                 spec.kind,
                 source,
                 argv,
-                _which(argv[0], spec),
+                _which(argv[0], spec, env),
                 spec.install,
                 list(spec.needs),
-                [v for v in spec.needs if os.environ.get(v) or v in spec.env],
+                [v for v in spec.needs if env.get(v) or v in spec.env],
                 config.agent == name,
+                spec.docs,
             )
         )
     return rows
@@ -248,10 +293,16 @@ def format_report(rows: list[AgentRow]) -> str:
         if r.kind == "builtin":
             state = "ready" if r.found else "no model set"
         else:
-            state = f"found: {r.found}" if r.found else "NOT FOUND"
+            state = (
+                f"found: {r.found}"
+                if r.found
+                else f"NOT FOUND: `{r.argv[0]}` is not installed (not on PATH)"
+            )
         out.append(f"{mark} {r.name:<11} {r.kind:<8} {r.source:<19} {state}")
         if r.argv:
             out.append(f"    argv: {' '.join(r.argv)}")
+        if r.docs:
+            out.append(f"    {r.docs}")
         if not r.found and r.install:
             out.append(f"    {'install' if r.kind != 'builtin' else 'to use it'}: {r.install}")
         if r.needs:

@@ -90,8 +90,6 @@ def kill_orphan(s: Session) -> None:
     except OSError:
         return
     if Path(cwd).resolve() == Path(s.worktree).resolve() or cwd.startswith(s.worktree + os.sep):
-        from .backends.command import kill_group
-
         kill_group(pid)
 
 
@@ -110,3 +108,11 @@ def kill_processes_in(folder: Path) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads (gone already, or not ours: nothing)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

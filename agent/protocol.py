@@ -149,6 +149,8 @@ class StatusResult(TypedDict):
     clients: list[ClientInfo]
     repos: list[str]
     startedAt: float
+    # {executor: "local" | "ray", cluster, nodes, cpus, remote: {sessionId: {node, ip, pid, ...}}}
+    executor: dict[str, Any]
     pool: dict[str, dict[str, int]]  # repository -> {worktrees, bytes}: its idle pooled worktrees
 
 

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from handoff.files import atomic_write
+
 from .session import Session
-from .store import atomic_write
 
 if TYPE_CHECKING:
     from .manager import SessionManager

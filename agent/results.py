@@ -150,8 +150,7 @@ def write_all(repo_root: Path, plans: list[FileMerge]) -> None:
             for d in reversed(missing):
                 d.mkdir()
                 made_dirs.append(d)
-            staged.append((files.temp_path(target), target))
-            files.stage(target, fm.content, fm.mode)
+            staged.append((files.stage(target, fm.content, fm.mode), target))
     except OSError as exc:
         for tmp, _ in staged:
             with contextlib.suppress(OSError):
@@ -243,9 +242,4 @@ def write_in_worktree(worktree: Path, path: str, data: bytes | None) -> None:
         return
     if target.is_dir() and not target.is_symlink():
         raise RevertError(f"{path} is a folder in the worktree")
-    mode = target.stat().st_mode if target.is_file() and not target.is_symlink() else None
-    tmp = folder / f".{parts[-1]}.handoff-tmp"
-    tmp.write_bytes(data)
-    if mode is not None:
-        os.chmod(tmp, mode)
-    os.replace(tmp, target)
+    files.write(target, data)  # a link there is replaced, not followed; a file keeps its bits

@@ -38,7 +38,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import landlock
-from .secrets import CREDENTIAL_VARS, is_secret_name  # noqa: F401  (one rule)
+from .gitenv import AGENT_VARS
+from .secrets import is_secret_name
 
 POLICIES = ("sandbox", "allow", "deny")
 MIN_LANDLOCK_ABI = landlock.MIN_ABI
@@ -57,30 +58,7 @@ DENIED = (
 
 # Environment variables that carry credentials (.secrets.is_secret_name: whole name parts) are
 # never passed to an agent process unless the configuration names them in `passEnv`.
-# Variables that would point git (run by an agent in its worktree) at another repository.
-GIT_REDIRECT_VARS = frozenset(
-    {
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_OBJECT_DIRECTORY",
-        "GIT_COMMON_DIR",
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-        "GIT_NAMESPACE",
-        "GIT_PREFIX",
-        "GIT_CEILING_DIRECTORIES",
-        "GIT_CONFIG",
-        "GIT_CONFIG_GLOBAL",
-        "GIT_CONFIG_SYSTEM",
-        "GIT_CONFIG_PARAMETERS",
-        "GIT_CONFIG_COUNT",
-        "GIT_EXEC_PATH",
-        "GIT_SSH",
-        "GIT_SSH_COMMAND",
-        "GIT_ASKPASS",
-        "SSH_ASKPASS",
-    }
-)
+# Variables that would point git (run by an agent in its worktree) elsewhere: .gitenv.
 COMMAND_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
 
 # git config keys a sandboxed git needs to read the repository; everything else is left out
@@ -96,11 +74,7 @@ def agent_env(
     """The environment of a command agent: ours without credentials and without variables
     that redirect git, plus the names ``pass_env`` lists, plus ``extra``."""
     keep = set(pass_env)
-    env = {
-        k: v
-        for k, v in base.items()
-        if k in keep or not (is_secret_name(k) or k in GIT_REDIRECT_VARS)
-    }
+    env = {k: v for k, v in base.items() if k in keep or not (is_secret_name(k) or k in AGENT_VARS)}
     env.update(extra or {})
     return env
 
@@ -183,7 +157,7 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
 
-    def stop(self, proc: subprocess.Popen) -> None:
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
         if self.kind == "landlock" and proc.poll() is None:
             # the helper kills every process the command started (it is their subreaper)
             with contextlib.suppress(ProcessLookupError):

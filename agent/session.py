@@ -135,7 +135,8 @@ class Session:
     def to_json(self) -> str:
         """:meth:`to_wire` as JSON text (what ``json.dumps`` writes), also built once per change:
         a list of sessions is sent as the sessions' texts joined."""
-        return self._kept("_json", lambda: json.dumps(self.to_wire()))
+        text: str = self._kept("_json", lambda: json.dumps(self.to_wire()))
+        return text
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Session:

@@ -17,19 +17,62 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# Keys of a repository file that run programs or widen an agent's reach. ``agent`` only when it
-# names something else than the built-in agent; ``commandPolicy`` only when it widens.
+# Keys of a repository file that run programs, widen an agent's reach, or choose where your code,
+# your key and your money go. Some only when they widen (``_HARMLESS``): ``agent`` naming the
+# built-in agent, ``commandPolicy`` narrowing, ``executor = "local"``, ``autoApply`` off,
+# ``maxCostUsd`` at most the default.
+#   agent       any other agent is a program (a preset too: your installed claude/codex/... with
+#               your credentials and your bill, chosen by the repository)
+#   agents      `command`/`acp` argv, `env`, `passEnv` (and the rest of such a table)
+#   model       which provider gets your code and the key of your environment, and bills you
+#   apiBase     the host your API key is sent to
+#   autoApply   results written to your files without your review
+#   maxCostUsd  raising how much of your money a session may spend
+#   executor, ray.*  where agents run (a cluster's address, what is installed there, its share)
+#   worktree.setup   a command; worktree.include: ignored files (.env, keys) copied to agents
+# Not guarded, because they cannot widen: `permissions` (the default, "worktree", is already
+# the widest; a repository can only narrow it, and the user's own setting comes later and wins),
+# `exclude` (keeps files out of results), limits (`maxSteps`, `timeoutS`, `maxParallel`),
+# `todo.*`, `pool.size`, `notify`, `keepFinishedDays` (finished sessions only).
 GUARDED = (
     "agent",
     "agents",
     "commandPolicy",
     "passEnv",
     "testCommand",
+    "model",
     "apiBase",
+    "autoApply",
+    "maxCostUsd",
+    "executor",
+    "ray.address",
+    "ray.runtimeEnv",
+    "ray.numCpus",
+    "ray.memoryMb",
     "worktree.setup",
     "worktree.include",
 )
 _NARROWING_POLICIES = ("sandbox", "deny")
+
+
+def _harmless(key: str, value: Any) -> bool:
+    """A guarded key whose value widens nothing."""
+    if key == "agent":
+        return value == "builtin"
+    if key == "commandPolicy":
+        return value in _NARROWING_POLICIES
+    if key == "executor":
+        return value == "local"
+    if key == "autoApply":
+        return value is False or (isinstance(value, str) and value.lower() in _OFF)
+    if key == "maxCostUsd":
+        from .config import Config
+
+        return isinstance(value, (int, float)) and value <= Config.maxCostUsd
+    return False
+
+
+_OFF = ("false", "0", "no", "off")
 KEEP = 20  # trusted contents remembered per file
 
 
@@ -53,8 +96,8 @@ class TrustState:
     def message(self) -> str:
         return (
             f"{self.file.name if self.file else 'the repository'} sets "
-            f"{', '.join(f'`{k}`' for k in self.guarded)}, which run programs or widen what "
-            "agents may do: ignored until you trust this repository's Handoff settings "
+            f"{', '.join(f'`{k}`' for k in self.guarded)}, which run programs, widen what "
+            "agents may do or choose where your code and key go: ignored until you trust this repository's Handoff settings "
             f"(run `handoff trust` in {self.file.parent if self.file else '.'})"
         )
 
@@ -95,11 +138,7 @@ def guarded_keys(data: Mapping[str, Any]) -> list[str]:
             elif f"{head}.{sub}" in data:
                 found.append(key)
             continue
-        if key not in data:
-            continue
-        if key == "agent" and value == "builtin":
-            continue
-        if key == "commandPolicy" and value in _NARROWING_POLICIES:
+        if key not in data or _harmless(key, value):
             continue
         found.append(key)
     return found
@@ -140,8 +179,9 @@ def trust(repo_root: Path, *, root: Path | None = None) -> TrustState:
 
     Raises OSError when the state folder cannot be written; ValueError when there is nothing
     to trust or the file cannot be read."""
+    from handoff.files import atomic_write
+
     from .config import read_toml
-    from .store import atomic_write
 
     messages: list[str] = []
     data, name = read_toml(Path(repo_root), messages)

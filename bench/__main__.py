@@ -91,20 +91,17 @@ def table(results: dict[str, Any]) -> str:
             rows.append((name, label, value, "", ""))
     head = ("benchmark", "measurement", "value", "target", "met")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
     return "\n".join([line, sep, *body])
 
 
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = []
-    if results.get("whatif_patches"):
-        lines.append(
-            f"WHAT-IF RUN: the server ran with proposed changes applied: "
-            f"{', '.join(results['whatif_patches'])}"
-        )
     lines.append(
         f"Handoff benchmarks{' (quick: sizes too small for the targets to mean anything)' if results['quick'] else ''}"
         f" - {m['date']} - {m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Linux {m['kernel']}, "
@@ -162,14 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(unknown)}")
     sizes = Sizes.small() if args.quick else Sizes.full()
-    from .whatif_server import from_env
-
-    patches = from_env()
     results: dict[str, Any] = {
         "quick": args.quick,
         "machine": machine(),
         "sizes": sizes.__dict__,
-        "whatif_patches": patches,
         "benchmarks": {},
     }
     failed = False

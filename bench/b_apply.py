@@ -125,7 +125,7 @@ def _in_process(
                 )
             current: dict[str, bytes | None] = {}
 
-            def read(path: str, current=current) -> bytes | None:
+            def read(path: str, current: dict[str, bytes | None] = current) -> bytes | None:
                 data = docs[path].text.encode() if path in docs else manager.read_disk(path)
                 current[path] = data
                 return data

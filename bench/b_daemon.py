@@ -126,7 +126,7 @@ async def _events(
                 protocol.FOLLOW_UP, {"sessionId": sid, "instruction": f"follow-up {i}", **request}
             )
 
-            def done(s: dict[str, Any] | None) -> bool:
+            def done(s: dict[str, Any] | None, runs: int = runs) -> bool:
                 return (
                     s is not None
                     and s["runs"] == runs + 1
@@ -162,14 +162,16 @@ async def _events(
             t0_first = mine[0][0]
             t1_first = _first(
                 lists,
-                lambda ss: (
+                lambda ss, sid=sid, runs=runs: (
                     (s := _find(ss, sid)) is not None and (s["state"], s["runs"]) != ("ready", runs)
                 ),
             )
-            t0_ready = _first(mine, lambda w: w["state"] == "ready" and w["runs"] == runs + 1)
+            t0_ready = _first(
+                mine, lambda w, runs=runs: w["state"] == "ready" and w["runs"] == runs + 1
+            )
             t1_ready = _first(
                 lists,
-                lambda ss: (
+                lambda ss, sid=sid, runs=runs: (
                     (s := _find(ss, sid)) is not None
                     and s["state"] == "ready"
                     and s["runs"] == runs + 1

@@ -86,7 +86,7 @@ async def measure(
             await client.list_sessions()
             out["listSessions"].append((time.perf_counter() - t0) * 1000)
         if times is not None:
-            times.write("%d %d %d\n" % (i % 2, t0 * 1e9, time.perf_counter_ns()))
+            times.write(f"{i % 2} {int(t0 * 1e9)} {time.perf_counter_ns()}\n")
         i += 1
         await asyncio.sleep(random.uniform(0.005, 0.025))
     return out

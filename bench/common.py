@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from handoff.agent.gitenv import REPOSITORY_VARS
+
 ROOT = Path(__file__).resolve().parent.parent  # the project
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
@@ -106,7 +108,7 @@ def server_env(state_dir: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("HANDOFF_") and k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
+        if not k.startswith("HANDOFF_") and k not in REPOSITORY_VARS
     }
     env.update(GIT_ENV)
     env["HANDOFF_STATE_DIR"] = str(state_dir)

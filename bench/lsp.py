@@ -279,13 +279,10 @@ def count_states(sessions: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def handoff_argv() -> list[str]:
-    """How the benchmarks start the server: ``handoff-lsp``, or with BENCH_PATCHES set, the same
-    server with proposed changes applied (see bench/whatif_server.py)."""
+    """How the benchmarks start the server: the venv's ``handoff-lsp``."""
     from .common import VENV_BIN
-    from .whatif_server import from_env, server_argv
 
-    patches = from_env()
-    return server_argv(patches) if patches else [str(VENV_BIN / "handoff-lsp")]
+    return [str(VENV_BIN / "handoff-lsp")]
 
 
 # -- raw start-up client ---------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """Files as git checks them out: atomic replacement, the executable bit, symbolic links.
 
+The one place a file is replaced atomically (temporary file, ``fsync``, ``os.replace``): the
+state folder's records (:func:`atomic_write`), results written to disk, the built-in agent's
+writes in its worktree.
+
 Shared by ``handoff apply`` (agent/results.py) and the language server (server/apply.py); no git
 here. Modes are git's: ``100644`` (a file), ``100755`` (an executable file), ``120000`` (a
 symbolic link, whose content is its target).
@@ -7,14 +11,17 @@ symbolic link, whose content is its target).
 
 from __future__ import annotations
 
+import itertools
 import os
 import posixpath
 import stat
+import threading
 from pathlib import Path
 
 REGULAR = "100644"
 EXECUTABLE = "100755"
 SYMLINK = "120000"
+_count = itertools.count()
 
 
 def disk_mode(path: Path) -> str | None:
@@ -77,41 +84,62 @@ def _existing_bits(path: Path) -> int | None:
 
 
 def temp_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.handoff-tmp")
+    """A fresh name beside ``target`` for what it becomes (unique to this process, thread and
+    call: concurrent writers of one file never share a temporary file)."""
+    return target.with_name(
+        f".{target.name[:200]}.handoff-{os.getpid()}-{threading.get_ident()}-{next(_count)}.tmp"
+    )
 
 
-def stage(target: Path, content: bytes, mode: str | None = None) -> Path:
+def stage(
+    target: Path, content: bytes, mode: str | None = None, *, bits: int | None = None
+) -> Path:
     """Write what ``target`` should become beside it (a regular file with the right bits, or a
     symbolic link when ``mode`` is SYMLINK, ``content`` being its target), flushed to disk;
-    return that temporary path, for :func:`commit`. Raises OSError."""
+    return that temporary path, for :func:`commit`. The bits are those of git ``mode`` applied
+    to the file it replaces (``mode`` None: kept as they are), or ``bits`` when given. Never
+    follows a link at the temporary name; the temporary file is gone when it raises OSError."""
     tmp = temp_path(target)
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
     if mode == SYMLINK:
         os.symlink(os.fsdecode(content), tmp)
         return tmp
-    bits = permissions(mode, _existing_bits(target))
+    if bits is None:
+        bits = permissions(mode, _existing_bits(target))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, bits)
+            os.fchmod(f.fileno(), bits)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
 def commit(tmp: Path, target: Path) -> None:
     """Put a staged file in place (atomic: a reader sees the old or the new one)."""
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def write(target: Path, content: bytes, mode: str | None = None) -> None:
-    """Replace ``target`` atomically with ``content`` (a link when ``mode`` is SYMLINK)."""
-    commit(stage(target, content, mode), target)
+def write(
+    target: Path, content: bytes, mode: str | None = None, *, bits: int | None = None
+) -> None:
+    """Replace ``target`` atomically with ``content`` (a link when ``mode`` is SYMLINK): a
+    temporary file beside it, flushed, then renamed over it (:func:`stage`, :func:`commit`)."""
+    commit(stage(target, content, mode, bits=bits), target)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a private file (0600) of Handoff's own state so a reader sees the old or the new
+    content, never half; its folder is made when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, data, bits=0o600)
 
 
 def set_mode(target: Path, mode: str) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -41,6 +40,8 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from . import files
 
 HOST = "127.0.0.1"  # never any other address
 PATHS = ("/v1/chat/completions", "/chat/completions")
@@ -310,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with server:
-        tmp = args.port_file.with_name(args.port_file.name + ".tmp")
-        tmp.write_text(str(server.port))
-        os.replace(tmp, args.port_file)  # readers never see a half-written port
+        files.write(args.port_file, str(server.port).encode())  # never half a port to read
         print(f"scripted model on {server.url}", file=sys.stderr)
         stop.wait()
     return 0

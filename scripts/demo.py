@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from handoff.offline_model import ScriptedModel
+from handoff.server.edits import apply_text_edits  # as a client applies them (UTF-16 columns)
+from handoff.text import split_lines
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
@@ -117,21 +119,6 @@ def make_repo(root: Path) -> Path:
     return repo
 
 
-def apply_text_edits(text: str, edits: list[types.TextEdit]) -> str:
-    lines = text.splitlines(keepends=True)
-
-    def offset(pos: types.Position) -> int:
-        return sum(len(line) for line in lines[: pos.line]) + pos.character
-
-    for edit in sorted(
-        edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True
-    ):
-        start, end = offset(edit.range.start), offset(edit.range.end)
-        text = text[:start] + edit.new_text + text[end:]
-        lines = text.splitlines(keepends=True)
-    return text
-
-
 class Editor(LanguageClient):
     """Just enough of an editor: one buffer, a status bar, a diagnostics list."""
 
@@ -144,7 +131,8 @@ class Editor(LanguageClient):
             kind = types.Command if isinstance(obj.get("command"), str) else types.CodeAction
             return conv.structure(obj, kind)
 
-        conv.register_structure_hook(Union[types.Command, types.CodeAction], code_action_or_command)
+        # a runtime key, spelled as lsprotocol's annotations are (typing.Union), not a type hint
+        conv.register_structure_hook(Union[types.Command, types.CodeAction], code_action_or_command)  # noqa: UP007
         self.text = ""
         self.version = 1
         self.sessions: list[dict[str, Any]] = []
@@ -359,7 +347,7 @@ async def demo(tmp: Path, env: dict[str, str]) -> int:
             )
         )
         say("editor", "opened shop/cart.py with an unsaved docstring on count()")
-        todo_line = editor.text.splitlines().index(
+        todo_line = split_lines(editor.text).index(
             "    # TODO: return 0.0 for an empty cart instead of failing"
         )
         pos = types.Position(line=todo_line, character=6)

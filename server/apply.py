@@ -21,6 +21,7 @@ from handoff import files
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Planned, Session, SessionError, State, b64, unb64
+from handoff.uris import doc_uri
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
@@ -85,6 +86,7 @@ async def apply_session(
     cancelled, the apply merges anyway, and the check runs again if the apply did not finish
     the session."""
     repo, s = ls.repos.find(session_id)
+    ls.repos.check_applies_here(repo, s)
     lock = ls.apply_locks.setdefault(session_id, asyncio.Lock())
     check = _checks.get((id(ls), session_id))
     if check is not None and not check.done() and check is not asyncio.current_task():
@@ -241,7 +243,7 @@ def _report_conflicts(ls, repo: Repo, s, conflicts: list[Planned], docs) -> None
     regions = []
     for p in conflicts:
         base = p.old_path or p.path
-        uri = docs[base].uri if base in docs else (repo.root / base).as_uri()
+        uri = doc_uri(docs, repo.root, base)
         for r in p.conflicts or []:
             regions.append((uri, r.start, r.end, p.reason))
         if not p.conflicts:

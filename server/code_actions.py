@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from handoff.agent.protocol import SessionError, State, actions_of
+from handoff.agent.protocol import Session, SessionError, State, actions_of
+from handoff.text import eol_of, line_span, shorten, split_lines, units
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.workspace import TextDocument
 
 from . import commands, delegation, todos
-from .edits import units
-from .status import SOURCE
+from .diagnostics import SOURCE
+
+if TYPE_CHECKING:
+    from .server import HandoffServer
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +106,7 @@ def _todos(text: str) -> list[todos.Todo]:
     return todos.find_todos(text)
 
 
-def _allowed(kind: str, only: list[str] | None) -> bool:
+def _allowed(kind: str, only: Sequence[types.CodeActionKind | str] | None) -> bool:
     if not only:
         return True
     wanted = [str(getattr(o, "value", o)) for o in only]
@@ -132,7 +137,7 @@ def _session_of(d: types.Diagnostic) -> str | None:
     return sid if isinstance(sid, str) else None
 
 
-def can_prompt(ls) -> bool:
+def can_prompt(ls: HandoffServer) -> bool:
     """The client runs ``handoff.client.delegatePrompt`` itself (asks for the instruction): it says
     so with the client capability ``experimental.handoff.prompt``."""
     experimental = getattr(ls.client_capabilities, "experimental", None)
@@ -159,7 +164,7 @@ def _comments(text: str) -> tuple[dict[int, list[todos.Comment]], list[str]]:
     by_line: dict[int, list[todos.Comment]] = {}
     for c in todos.comments(text):
         by_line.setdefault(c.line, []).append(c)
-    return by_line, todos.split_lines(text)
+    return by_line, split_lines(text)
 
 
 def _bare(text: str, rng: types.Range) -> bool:
@@ -168,7 +173,7 @@ def _bare(text: str, rng: types.Range) -> bool:
     are asked for on every selection change."""
     by_line, lines = _comments(text)
     last = len(lines) - 1
-    start, end = delegation.line_span(commands.converter().unstructure(rng))
+    start, end = line_span(commands.converter().unstructure(rng))
     start, end = min(start, last), min(end, last)
     if any(t.line <= end and t.end_line >= start for t in _todos(text)):
         return False
@@ -185,16 +190,18 @@ def _bare(text: str, rng: types.Range) -> bool:
     return True
 
 
-def todo_action(ls, uri: str, rng: types.Range, doc) -> types.CodeAction:
+def todo_action(
+    ls: HandoffServer, uri: str, rng: types.Range, doc: TextDocument
+) -> types.CodeAction:
     """For a client that cannot ask: a ``TODO(agent): `` line above the selection, indented like
     its first line, and the cursor at its end (``window/showDocument``) to type the task."""
-    lines = todos.split_lines(doc.source)
+    lines = split_lines(doc.source)
     line = min(rng.start.line, max(0, len(lines) - 1))
     first = lines[line] if lines else ""
     indent = first[: len(first) - len(first.lstrip(" \t"))]
     head, tail = _comment(getattr(doc, "language_id", "") or "", uri)
     inserted = f"{indent}{head}{TODO_MARK}{tail}"
-    eol = next((e for e in ("\r\n", "\n", "\r") if e in doc.source), "\n")
+    eol = eol_of(doc.source)
     at = types.Position(line=line, character=0)
     edit = types.TextEdit(range=types.Range(start=at, end=at), new_text=inserted + eol)
     caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
@@ -268,7 +275,7 @@ def delegate_actions(
     here = [t for t in found if t.line <= rng.end.line and t.end_line >= rng.start.line]
     for t in here[:3]:
         arg = {"uri": uri, "range": delegation.todo_range(text, t, ls.encoding)}
-        label = t.text if len(t.text) <= 50 else t.text[:49] + "…"
+        label = shorten(t.text, 50)
         actions.append(
             _action(
                 f"Delegate {t.tag} to background agent: {label}",
@@ -308,14 +315,14 @@ _COMMANDS = {
 }
 
 
-def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
+def hunk_actions(ls: HandoffServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """ "Accept this change" / "Reject this change" for each hunk diagnostic here."""
     uri, rng = params.text_document.uri, params.range
     found: dict[tuple[str, str], list[types.Diagnostic]] = {}
     for d in params.context.diagnostics:
         sid = _session_of(d)
         hid = d.data.get("hunkId") if sid and isinstance(d.data, dict) else None
-        if isinstance(hid, str):
+        if sid and isinstance(hid, str):
             found.setdefault((sid, hid), []).append(d)
     for a in ls.status.hunks_at(uri, rng.start.line, rng.end.line):  # a client that drops `data`
         found.setdefault((a.session_id, a.key), [])
@@ -323,8 +330,8 @@ def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
     for (sid, hid), diags in found.items():
         where = ""
         if len(found) > 1:
-            a = next((a for a in ls.status.hunks.get(sid, []) if a.key == hid), None)
-            where = f" at line {a.start[0] + 1}" if a is not None else ""
+            h = next((h for h in ls.status.hunks.get(sid, []) if h.key == hid), None)
+            where = f" at line {h.start[0] + 1}" if h is not None else ""
         arg = {"sessionId": sid, "hunks": [hid]}
         actions.append(
             _action(
@@ -342,7 +349,7 @@ def hunk_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
     return actions
 
 
-def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
+def session_actions(ls: HandoffServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """What may be done with the sessions whose diagnostics are here (``Session.actions``)."""
     uri, rng = params.text_document.uri, params.range
     found: dict[str, list[types.Diagnostic]] = {}
@@ -354,74 +361,84 @@ def session_actions(ls, params: types.CodeActionParams) -> list[types.CodeAction
     for s in ls.repos.sessions():
         if ls.status.touches(s, uri, rng.start.line, rng.end.line):
             found.setdefault(s.id, [])
-    actions = []
+    actions: list[types.CodeAction] = []
     for sid, diags in found.items():
         try:
             _, s = ls.repos.find(sid)
         except SessionError:  # a diagnostic of a session this server does not know (any more)
             continue
-        arg = {"sessionId": sid}
-        name = s.title if len(s.title) <= 40 else s.title[:39] + "…"
-        conflicted = any(isinstance(d.data, dict) and d.data.get("conflict") for d in diags) or (
-            s.state is State.READY and sid in ls.status.conflicts
-        )
-
-        def add(
-            title: str,
-            command: str,
-            extra: dict[str, Any] | None = None,
-            preferred=False,
-            note: str = "",
-        ):
-            actions.append(
-                _action(
-                    f"Handoff: {title} “{name}”{note}",
-                    SESSION_KIND,
-                    command,
-                    {**arg, **(extra or {})},
-                    diags,
-                    preferred,
-                )
-            )
-
-        hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
-        for option in (s.question or {}).get("options") or []:  # an agent waits for an answer
-            if isinstance(option, dict) and option.get("optionId"):
-                add(
-                    f"{option.get('name') or option['optionId']} (the agent asks) in",
-                    commands.ANSWER,
-                    {"optionId": option["optionId"]},
-                    preferred=True,
-                )
-        for action in actions_of(s):
-            if action not in _LABELS:
-                continue  # applyHunks / reject: per hunk, above
-            if action == "apply":
-                title = "Apply all of" if s.hunks > 1 else "Apply"
-                add(
-                    title, commands.APPLY, preferred=not conflicted and not hunk_here
-                )  # merged anew
-                if conflicted:
-                    add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
-            elif action == "followUp":
-                add(
-                    "Follow up on",
-                    commands.FOLLOW_UP,
-                    note=" (a comment at the origin says what next)",
-                )
-            elif action == "resume":
-                add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
-            else:
-                add(_LABELS[action], _COMMANDS[action])
+        actions += _actions_of_session(ls, s, diags)
     return actions
 
 
-def register(ls) -> None:
+def _actions_of_session(
+    ls: HandoffServer, s: Session, diags: list[types.Diagnostic]
+) -> list[types.CodeAction]:
+    """The code actions of one session, on its diagnostics ``diags``."""
+    sid = s.id
+    actions: list[types.CodeAction] = []
+    arg = {"sessionId": sid}
+    name = shorten(s.title, 40)
+    conflicted = any(isinstance(d.data, dict) and d.data.get("conflict") for d in diags) or (
+        s.state is State.READY and sid in ls.status.conflicts
+    )
+
+    def add(
+        title: str,
+        command: str,
+        extra: dict[str, Any] | None = None,
+        preferred=False,
+        note: str = "",
+    ):
+        actions.append(
+            _action(
+                f"Handoff: {title} “{name}”{note}",
+                SESSION_KIND,
+                command,
+                {**arg, **(extra or {})},
+                diags,
+                preferred,
+            )
+        )
+
+    hunk_here = any(isinstance(d.data, dict) and "hunkId" in d.data for d in diags)
+    for option in (s.question or {}).get("options") or []:  # an agent waits for an answer
+        if isinstance(option, dict) and option.get("optionId"):
+            add(
+                f"{option.get('name') or option['optionId']} (the agent asks) in",
+                commands.ANSWER,
+                {"optionId": option["optionId"]},
+                preferred=True,
+            )
+    for action in actions_of(s):
+        if action not in _LABELS:
+            continue  # applyHunks / reject: per hunk, above
+        if action == "apply":
+            title = "Apply all of" if s.hunks > 1 else "Apply"
+            add(title, commands.APPLY, preferred=not conflicted and not hunk_here)  # merged anew
+            if conflicted:
+                add("Apply with conflict markers", commands.APPLY, {"conflictMarkers": True})
+        elif action == "followUp":
+            add(
+                "Follow up on",
+                commands.FOLLOW_UP,
+                note=" (a comment at the origin says what next)",
+            )
+        elif action == "resume":
+            add("Resume", commands.FOLLOW_UP, {"instruction": s.instruction})
+        else:
+            add(_LABELS[action], _COMMANDS[action])
+    return actions
+
+
+def register(ls: HandoffServer) -> None:
     @ls.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=False),
     )
-    def code_action(ls, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+    def code_action(
+        ls: HandoffServer, params: types.CodeActionParams
+    ) -> list[types.CodeAction] | None:
         only = params.context.only
         rng = params.range
         if (rng.start.line, rng.start.character) > (rng.end.line, rng.end.character):

@@ -12,14 +12,15 @@ import inspect
 import json
 import logging
 import typing
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import ACTIVE, SessionError, State, TransitionError, allows
+from handoff.text import clip
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
@@ -27,8 +28,13 @@ from pygls.protocol import default_converter
 
 from . import delegation, hunks, show, todos
 from .apply import apply_session
-from .protocol import RawJSON, clip, problems, session_list
+from .protocol import RawJSON, problems, session_list
 from .repos import NotInRepository
+
+if TYPE_CHECKING:
+    from .server import HandoffServer
+
+Handler = Callable[..., Any]  # fn(ls, *args): the answer, or an awaitable of it
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 2000  # an error message never echoes a megabyte of what it was sent
@@ -47,22 +53,6 @@ AGENTS = "handoff.agents"  # {uri?}: the agents one can delegate to, and whether
 ANSWER = "handoff.answer"  # {sessionId, optionId}: the answer to an agent's permission question
 REJECT = "handoff.reject"
 REVEAL = "handoff.reveal"  # put the cursor somewhere (the TODO line a code action inserted)
-ALL = (
-    DELEGATE,
-    DELEGATE_TODOS,
-    LIST,
-    APPLY,
-    FOLLOW_UP,
-    CANCEL,
-    DISCARD,
-    SHOW,
-    PREVIEW,
-    REJECT,
-    REVEAL,
-    TRUST,
-    ANSWER,
-    AGENTS,
-)
 CLIENT_DELEGATE_PROMPT = "handoff.client.delegatePrompt"  # run by the client: ask, then delegate
 
 
@@ -215,223 +205,245 @@ def _range_dict(rng: types.Range | None) -> dict[str, Any] | None:
     return converter().unstructure(rng) if rng is not None else None
 
 
-def register(ls) -> None:
-    def command(name: str, *, reads_only: bool = False):
-        """Register ``fn(ls, *args)`` as command ``name``. An ``async def`` runs as a task; a
-        plain function answers in the same turn of the event loop (nothing else queues before
-        it), or returns an awaitable when it has to wait after all."""
+class Command:
+    """One command's handler as pygls calls it: the arguments parsed by ``fn``, the expected
+    errors (:data:`EXPECTED`) as ``RequestFailed`` with their message, and the session list
+    sent at once after a command that changed something. A plain ``fn`` answers in the same
+    turn of the event loop (nothing else queues before it), or returns an awaitable when it has
+    to wait after all; an ``async def`` runs as a task."""
 
-        def failed(exc: Exception) -> RequestFailed:
-            message = clip(str(exc), MAX_MESSAGE)
-            log.info("%s: %s", name, message)
-            return RequestFailed(message=message)
+    def __init__(self, name: str, fn: Handler, *, reads_only: bool = False) -> None:
+        self.name, self.fn, self.reads_only = name, fn, reads_only
 
-        def done(result: Any) -> Any:
-            if not reads_only:  # the session list already shows what the command did
-                ls.status.flush_now()
-            return result
+        self.__name__ = fn.__name__
 
-        async def finish(pending: Awaitable[Any]) -> Any:
-            try:
-                return done(await pending)
-            except EXPECTED as exc:
-                raise failed(exc) from None
+    def __call__(self, ls: HandoffServer, *args: Any) -> Any:
+        try:
+            result = self.fn(ls, *args)
+        except EXPECTED as exc:
+            raise self.failed(exc) from None
+        return self.finish(ls, result) if inspect.isawaitable(result) else self.done(ls, result)
 
-        def decorator(fn):
-            def handler(ls, *args: Any) -> Any:
-                try:
-                    result = fn(ls, *args)
-                except EXPECTED as exc:
-                    raise failed(exc) from None
-                return finish(result) if inspect.isawaitable(result) else done(result)
+    def failed(self, exc: Exception) -> RequestFailed:
+        message = clip(str(exc), MAX_MESSAGE)
+        log.info("%s: %s", self.name, message)
+        return RequestFailed(message=message)
 
-            handler.__name__ = fn.__name__
-            ls.command(name)(handler)
-            return fn
+    def done(self, ls: HandoffServer, result: Any) -> Any:
+        if not self.reads_only:  # the session list already shows what the command did
+            ls.status.flush_now()
+        return result
 
-        return decorator
+    async def finish(self, ls: HandoffServer, pending: Awaitable[Any]) -> Any:
+        try:
+            return self.done(ls, await pending)
+        except EXPECTED as exc:
+            raise self.failed(exc) from None
 
-    @command(DELEGATE)
-    async def delegate(ls, *args: Any) -> dict[str, Any]:
-        a = parse(DelegateArgs, args, DELEGATE)
+
+def register(ls: HandoffServer) -> None:
+    """Register every command of :data:`COMMANDS` with the server."""
+    for name, fn, reads_only in COMMANDS:
+        ls.command(name)(Command(name, fn, reads_only=reads_only))
+
+
+async def delegate(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(DelegateArgs, args, DELEGATE)
+    s = await delegation.delegate(
+        ls,
+        a.uri,
+        _range_dict(a.range),
+        instruction=a.instruction,
+        agent=a.agent,
+        diagnostics=a.diagnostics,
+    )
+    return {"sessionId": s.id}
+
+
+async def delegate_todos(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(UriArgs, args, DELEGATE_TODOS)
+    repo, file = await ls.repos.for_uri(a.uri)
+    text = await delegation.current_text(ls, repo, a.uri, file)
+    found = todos.find_todos(text)
+    if not found:
+        raise CommandError(f"there is no TODO, FIXME or XXX comment in {file}")
+    ids = []
+    for t in found:
         s = await delegation.delegate(
             ls,
             a.uri,
-            _range_dict(a.range),
-            instruction=a.instruction,
-            agent=a.agent,
-            diagnostics=a.diagnostics,
+            delegation.todo_range(text, t, ls.encoding),
+            instruction=delegation.todo_instruction(t, file),
+            title=t.text,
         )
-        return {"sessionId": s.id}
+        ids.append(s.id)
+    return {"sessionIds": ids}
 
-    @command(DELEGATE_TODOS)
-    async def delegate_todos(ls, *args: Any) -> dict[str, Any]:
-        a = parse(UriArgs, args, DELEGATE_TODOS)
-        repo, file = await ls.repos.for_uri(a.uri)
-        text = await delegation.current_text(ls, repo, a.uri, file)
-        found = todos.find_todos(text)
-        if not found:
-            raise CommandError(f"there is no TODO, FIXME or XXX comment in {file}")
-        ids = []
-        for t in found:
-            s = await delegation.delegate(
-                ls,
-                a.uri,
-                delegation.todo_range(text, t, ls.encoding),
-                instruction=delegation.todo_instruction(t, file),
-                title=t.text,
-            )
-            ids.append(s.id)
-        return {"sessionIds": ids}
 
-    def sessions() -> RawJSON:
-        return session_list(ls.repos.sessions())
+def _sessions(ls: HandoffServer) -> RawJSON:
+    return session_list(ls.repos.sessions())
 
-    async def sessions_after_discovery() -> RawJSON:
+
+async def _sessions_after_discovery(ls: HandoffServer) -> RawJSON:
+    await ls.until_discovered()
+    return _sessions(ls)
+
+
+def list_sessions(ls: HandoffServer, *args: Any) -> RawJSON | Awaitable[RawJSON]:
+    # Asked often (status bars refresh with it): answered at once, unless the workspace's
+    # repositories are still being found.
+    return _sessions(ls) if ls.repos.discovered.is_set() else _sessions_after_discovery(ls)
+
+
+async def apply(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(ApplyArgs, args, APPLY)
+    return await apply_session(ls, a.session_id, conflict_markers=a.conflict_markers, hunks=a.hunks)
+
+
+async def reject(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(RejectArgs, args, REJECT)
+    return await hunks.reject(ls, a.session_id, a.hunks or [], a.reason)
+
+
+async def reveal(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(RevealArgs, args, REVEAL)
+    if get_capability(ls.client_capabilities, "window.show_document.support", False):
+        await ls.window_show_document_async(
+            types.ShowDocumentParams(uri=a.uri, take_focus=True, selection=a.range)
+        )
+    return {}
+
+
+async def follow_up(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(FollowUpArgs, args, FOLLOW_UP)
+    repo, s = ls.repos.find(a.session_id)
+    if not allows(s, "followUp"):
+        hint = (
+            "it is still running: wait for it, or cancel it"
+            if s.state in ACTIVE
+            else "start a new session"
+        )
+        raise SessionError(f"session {s.id} is {s.state.value}: it cannot be followed up ({hint})")
+    instruction = (a.instruction or "").strip()
+    if not instruction and s.uri:
+        # From a code action: the comment at the origin, as it is now, is the instruction.
+        text = await delegation.current_text(ls, repo, s.uri, s.file or "")
+        try:
+            instruction, _ = delegation.task_of(text, s.range, s.file or s.uri)
+        except delegation.NoTask:
+            pass
+    if not instruction and allows(s, "resume"):
+        instruction = s.instruction  # resume: the last instruction, once more
+    if not instruction:
+        raise CommandError(
+            f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
+            "what to do next)"
+        )
+    result = await ls.repos.call(
+        protocol.FOLLOW_UP,
+        {
+            "sessionId": s.id,
+            "instruction": instruction,
+            **ls.settings.request_params(repo.root),
+        },
+    )
+    return {"sessionId": ls.repos.adopt(result["session"]).id}
+
+
+async def cancel(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(SessionArgs, args, CANCEL)
+    await cancel_session(ls, a.session_id)
+    return {}
+
+
+async def discard(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(SessionArgs, args, DISCARD)
+    repo, s = ls.repos.find(a.session_id)
+    await ls.repos.call(protocol.DISCARD, {"sessionId": s.id})  # cancels it first if it runs
+    return {}
+
+
+async def show_session(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(SessionArgs, args, SHOW)
+    repo, s = ls.repos.find(a.session_id)
+    await show.show(ls, repo, s)
+    return {}
+
+
+async def preview(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(SessionArgs, args, PREVIEW)
+    repo, s = ls.repos.find(a.session_id)
+    if s.state is not State.READY:
+        raise SessionError(
+            f"session {s.id} is {s.state.value}: only a ready session has a result to preview"
+        )
+    return {"files": await show.preview(ls, repo, s)}
+
+
+async def agents(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(TrustArgs, args, AGENTS)
+    root = None
+    if a.uri:
+        root = (await ls.repos.for_uri(a.uri))[0].root
+    elif len(ls.repos.roots()) == 1:
+        root = ls.repos.roots()[0]
+    result = await ls.repos.call(
+        protocol.AGENTS,
+        {"root": str(root) if root else None, **ls.settings.request_params(root)},
+    )
+    return {"agents": result["agents"]}
+
+
+async def answer(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(AnswerArgs, args, ANSWER)
+    ls.repos.find(a.session_id)
+    result = await ls.repos.call(
+        protocol.ANSWER, {"sessionId": a.session_id, "optionId": a.option_id}
+    )
+    ls.repos.adopt(result["session"])
+    return {}
+
+
+async def trust(ls: HandoffServer, *args: Any) -> dict[str, Any]:
+    a = parse(TrustArgs, args, TRUST)
+    if a.uri:
+        repo, _ = await ls.repos.for_uri(a.uri)
+        root = repo.root
+    else:
         await ls.until_discovered()
-        return sessions()
-
-    @command(LIST, reads_only=True)
-    def list_sessions(ls, *args: Any) -> Any:
-        # Asked often (status bars refresh with it): answered at once, unless the workspace's
-        # repositories are still being found.
-        return sessions() if ls.repos.discovered.is_set() else sessions_after_discovery()
-
-    @command(APPLY)
-    async def apply(ls, *args: Any) -> dict[str, Any]:
-        a = parse(ApplyArgs, args, APPLY)
-        return await apply_session(
-            ls, a.session_id, conflict_markers=a.conflict_markers, hunks=a.hunks
-        )
-
-    @command(REJECT)
-    async def reject(ls, *args: Any) -> dict[str, Any]:
-        a = parse(RejectArgs, args, REJECT)
-        return await hunks.reject(ls, a.session_id, a.hunks or [], a.reason)
-
-    @command(REVEAL, reads_only=True)
-    async def reveal(ls, *args: Any) -> dict[str, Any]:
-        a = parse(RevealArgs, args, REVEAL)
-        if get_capability(ls.client_capabilities, "window.show_document.support", False):
-            await ls.window_show_document_async(
-                types.ShowDocumentParams(uri=a.uri, take_focus=True, selection=a.range)
-            )
-        return {}
-
-    @command(FOLLOW_UP)
-    async def follow_up(ls, *args: Any) -> dict[str, Any]:
-        a = parse(FollowUpArgs, args, FOLLOW_UP)
-        repo, s = ls.repos.find(a.session_id)
-        if not allows(s, "followUp"):
-            hint = (
-                "it is still running: wait for it, or cancel it"
-                if s.state in ACTIVE
-                else "start a new session"
-            )
-            raise SessionError(
-                f"session {s.id} is {s.state.value}: it cannot be followed up ({hint})"
-            )
-        instruction = (a.instruction or "").strip()
-        if not instruction and s.uri:
-            # From a code action: the comment at the origin, as it is now, is the instruction.
-            text = await delegation.current_text(ls, repo, s.uri, s.file or "")
-            try:
-                instruction, _ = delegation.task_of(text, s.range, s.file or s.uri)
-            except delegation.NoTask:
-                pass
-        if not instruction and allows(s, "resume"):
-            instruction = s.instruction  # resume: the last instruction, once more
-        if not instruction:
+        roots = ls.repos.roots()
+        if len(roots) != 1:
             raise CommandError(
-                f"{FOLLOW_UP} needs an `instruction` (or a comment at the session's origin that says "
-                "what to do next)"
+                f"{TRUST} needs a `uri` of a file in the repository to trust "
+                f"({len(roots)} repositories are open)"
             )
-        result = await ls.repos.call(
-            protocol.FOLLOW_UP,
-            {
-                "sessionId": s.id,
-                "instruction": instruction,
-                **ls.settings.request_params(repo.root),
-            },
-        )
-        return {"sessionId": ls.repos.adopt(result["session"]).id}
+        root = roots[0]
+    from .settings import trust as trust_root
 
-    @command(CANCEL)
-    async def cancel(ls, *args: Any) -> dict[str, Any]:
-        a = parse(SessionArgs, args, CANCEL)
-        await cancel_session(ls, a.session_id)
-        return {}
-
-    @command(DISCARD)
-    async def discard(ls, *args: Any) -> dict[str, Any]:
-        a = parse(SessionArgs, args, DISCARD)
-        repo, s = ls.repos.find(a.session_id)
-        await ls.repos.call(protocol.DISCARD, {"sessionId": s.id})  # cancels it first if it runs
-        return {}
-
-    @command(SHOW, reads_only=True)
-    async def show_session(ls, *args: Any) -> dict[str, Any]:
-        a = parse(SessionArgs, args, SHOW)
-        repo, s = ls.repos.find(a.session_id)
-        await show.show(ls, repo, s)
-        return {}
-
-    @command(PREVIEW, reads_only=True)
-    async def preview(ls, *args: Any) -> dict[str, Any]:
-        a = parse(SessionArgs, args, PREVIEW)
-        repo, s = ls.repos.find(a.session_id)
-        if s.state is not State.READY:
-            raise SessionError(
-                f"session {s.id} is {s.state.value}: only a ready session has a result to preview"
-            )
-        return {"files": await show.preview(ls, repo, s)}
-
-    @command(AGENTS, reads_only=True)
-    async def agents(ls, *args: Any) -> dict[str, Any]:
-        a = parse(TrustArgs, args, AGENTS)
-        root = None
-        if a.uri:
-            root = (await ls.repos.for_uri(a.uri))[0].root
-        elif len(ls.repos.roots()) == 1:
-            root = ls.repos.roots()[0]
-        result = await ls.repos.call(
-            protocol.AGENTS,
-            {"root": str(root) if root else None, **ls.settings.request_params(root)},
-        )
-        return {"agents": result["agents"]}
-
-    @command(ANSWER)
-    async def answer(ls, *args: Any) -> dict[str, Any]:
-        a = parse(AnswerArgs, args, ANSWER)
-        ls.repos.find(a.session_id)
-        result = await ls.repos.call(
-            protocol.ANSWER, {"sessionId": a.session_id, "optionId": a.option_id}
-        )
-        ls.repos.adopt(result["session"])
-        return {}
-
-    @command(TRUST)
-    async def trust(ls, *args: Any) -> dict[str, Any]:
-        a = parse(TrustArgs, args, TRUST)
-        if a.uri:
-            repo, _ = await ls.repos.for_uri(a.uri)
-            root = repo.root
-        else:
-            await ls.until_discovered()
-            roots = ls.repos.roots()
-            if len(roots) != 1:
-                raise CommandError(
-                    f"{TRUST} needs a `uri` of a file in the repository to trust "
-                    f"({len(roots)} repositories are open)"
-                )
-            root = roots[0]
-        from .settings import trust as trust_root
-
-        result = await trust_root(ls, root)
-        return {"file": result["file"], "guarded": result.get("guarded") or []}
+    result = await trust_root(ls, root)
+    return {"file": result["file"], "guarded": result.get("guarded") or []}
 
 
-async def cancel_session(ls, session_id: str) -> None:
+# (command, handler, reads only: changes nothing, so no session list is sent after it)
+COMMANDS: tuple[tuple[str, Handler, bool], ...] = (
+    (DELEGATE, delegate, False),
+    (DELEGATE_TODOS, delegate_todos, False),
+    (LIST, list_sessions, True),
+    (APPLY, apply, False),
+    (REJECT, reject, False),
+    (REVEAL, reveal, True),
+    (FOLLOW_UP, follow_up, False),
+    (CANCEL, cancel, False),
+    (DISCARD, discard, False),
+    (SHOW, show_session, True),
+    (PREVIEW, preview, True),
+    (AGENTS, agents, True),
+    (ANSWER, answer, False),
+    (TRUST, trust, False),
+)
+
+
+async def cancel_session(ls: HandoffServer, session_id: str) -> None:
     """Cancel and wait (a little) until the agent has stopped."""
     repo, s = ls.repos.find(session_id)
     if s.state not in ACTIVE:

@@ -15,9 +15,9 @@ import anyio
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Session, b64
+from handoff.text import line_span, shorten, split_lines, title_of, units
 
 from . import todos
-from .edits import units
 from .repos import Repo
 
 if TYPE_CHECKING:
@@ -40,20 +40,10 @@ def todo_instruction(todo: todos.Todo, file: str) -> str:
     )
 
 
-def line_span(rng: Mapping[str, Any] | None) -> tuple[int, int]:
-    """First and last line a range covers (an end at column 0 leaves that line out)."""
-    if not rng:
-        return 0, 0
-    start, end = int(rng["start"]["line"]), int(rng["end"]["line"])
-    if end > start and int(rng["end"].get("character", 0)) == 0:
-        end -= 1
-    return start, max(start, end)
-
-
 def task_of(text: str, rng: Mapping[str, Any] | None, file: str) -> tuple[str, str]:
     """(instruction, title) read from the TODO or the comments in / above the range."""
     start, end = line_span(rng)
-    last = len(todos.split_lines(text)) - 1  # a stored range may be past a file that shrank
+    last = len(split_lines(text)) - 1  # a stored range may be past a file that shrank
     start, end = min(start, last), min(end, last)
     markers = todos.todos_in(text, start, end)
     if len(markers) == 1:
@@ -75,7 +65,7 @@ def task_of(text: str, rng: Mapping[str, Any] | None, file: str) -> tuple[str, s
 
 def todo_range(text: str, todo: todos.Todo, encoding: str) -> dict[str, Any]:
     """A TODO's range in the client's position encoding."""
-    lines = todos.split_lines(text)
+    lines = split_lines(text)
     return {
         "start": {"line": todo.line, "character": units(lines[todo.line][: todo.column], encoding)},
         "end": {
@@ -95,8 +85,7 @@ def _get(obj: Any, *keys: str) -> Any:
 
 
 def _text(value: Any, limit: int = MAX_DIAGNOSTIC) -> str:
-    text = value if isinstance(value, str) else "" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(value if isinstance(value, str) else "" if value is None else str(value), limit)
 
 
 def format_diagnostics(diagnostics: Any, rng: Mapping[str, Any] | None) -> list[str]:
@@ -139,7 +128,7 @@ def clamp(rng: dict[str, Any] | None, text: str, encoding: str) -> dict[str, Any
     a line's end means that line's end (as LSP says for positions)."""
     if not rng:
         return rng
-    lines = todos.split_lines(text)
+    lines = split_lines(text)
 
     def inside(pos: Mapping[str, Any]) -> dict[str, int]:
         if pos["line"] >= len(lines):
@@ -214,8 +203,3 @@ async def delegate(
     session = ls.repos.adopt(result["session"])
     log.info("session %s: %s (%s, %d overlays)", session.id, session.title, file, len(overlays))
     return session
-
-
-def title_of(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first if len(first) <= 72 else first[:71] + "…"

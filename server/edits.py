@@ -10,16 +10,16 @@ returned as :class:`DiskWrite`s for the server to do itself after the client app
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from handoff import files, linediff
 from handoff.agent.protocol import Planned as FileMerge  # one file of the daemon's merge plan
+from handoff.text import body, split_keepends, units
+from handoff.uris import doc_uri
 from lsprotocol import types
-
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,35 +80,14 @@ class BuiltEdit:
         return not self.files and not self.disk
 
 
-def split_keepends(text: str) -> list[str]:
-    """Lines with their terminators, split where LSP splits (``\\n``, ``\\r\\n``, ``\\r``)."""
-    if "\r" in text:
-        return _LINE.findall(text)
-    parts = text.split("\n")  # the common case, several times faster on a big file
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
-
-
-def units(s: str, encoding: str) -> int:
-    """Length of ``s`` in the code units of ``encoding`` (LSP column arithmetic)."""
-    if encoding == "utf-8":
-        return len(s.encode("utf-8", "surrogatepass"))
-    if encoding == "utf-32":
-        return len(s)
-    return len(s.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _position(lines: list[str], index: int, encoding: str) -> types.Position:
+def line_position(lines: list[str], index: int, encoding: str) -> types.Position:
     """The position at the start of line ``index``; past an unterminated last line, its end."""
     if index < len(lines) or not lines:
         return types.Position(line=index, character=0)
     last = lines[-1]
-    body = last.rstrip("\r\n")
-    if body != last:  # the text ends with a line end: the next line exists and is empty
+    if body(last) != last:  # the text ends with a line end: the next line exists and is empty
         return types.Position(line=len(lines), character=0)
-    return types.Position(line=len(lines) - 1, character=units(body, encoding))
+    return types.Position(line=len(lines) - 1, character=units(last, encoding))
 
 
 def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextEdit]:
@@ -120,7 +99,9 @@ def text_edits(old: str, new: str, encoding: str = "utf-16") -> list[types.TextE
             continue
         edits.append(
             types.TextEdit(
-                range=types.Range(start=_position(a, i1, encoding), end=_position(a, i2, encoding)),
+                range=types.Range(
+                    start=line_position(a, i1, encoding), end=line_position(a, i2, encoding)
+                ),
                 new_text="".join(b[j1:j2]),
             )
         )
@@ -137,10 +118,10 @@ def apply_text_edits(text: str, edits: list[types.TextEdit], encoding: str = "ut
     def offset(pos: types.Position) -> int:
         if pos.line >= len(lines):
             return len(text)
-        body = lines[pos.line].rstrip("\r\n")
+        line = body(lines[pos.line])
         col, used = 0, 0
-        while col < len(body) and used < pos.character:
-            used += units(body[col], encoding)
+        while col < len(line) and used < pos.character:
+            used += units(line[col], encoding)
             col += 1
         return starts[pos.line] + col
 
@@ -191,11 +172,12 @@ def build(
     ann = annotation_id if caps.change_annotations else None
 
     def uri_of(path: str) -> str:
-        return docs[path].uri if path in docs else (repo_root / path).as_uri()
+        return doc_uri(docs, repo_root, path)
 
     def add_text(path: str, old: str, new: str) -> None:
         uri = uri_of(path)
-        edits = text_edits(old, new, caps.encoding)
+        plain = text_edits(old, new, caps.encoding)
+        edits: list[types.TextEdit | types.AnnotatedTextEdit] = [*plain]
         if not edits:
             return
         files_changed.append(uri)
@@ -215,7 +197,7 @@ def build(
                 )
             )
         else:
-            flat.setdefault(uri, []).extend(edits)
+            flat.setdefault(uri, []).extend(plain)  # no annotations without documentChanges
 
     def old_text(path: str) -> str | None:
         if path in docs:
@@ -242,12 +224,12 @@ def build(
                         "replaced) a symbolic link; close it or apply from the "
                         "terminal (`handoff apply`)"
                     )
-            old_path = repo_root / fm.old_path if action == "rename" and fm.old_path else None
+            moved_from = repo_root / fm.old_path if action == "rename" and fm.old_path else None
             disk.append(
                 DiskWrite(
                     repo_root / fm.path,
                     None if action == "delete" else fm.content,
-                    old_path,
+                    moved_from,
                     fm.mode,
                 )
             )
@@ -341,10 +323,110 @@ def build(
     return BuiltEdit(edit, disk, list(dict.fromkeys(files_changed)))
 
 
-def _insert_all(text: str, ann: str | None) -> types.TextEdit:
+def _insert_all(text: str, ann: str | None) -> types.TextEdit | types.AnnotatedTextEdit:
     rng = types.Range(
         start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)
     )
     if ann:
         return types.AnnotatedTextEdit(annotation_id=ann, range=rng, new_text=text)
     return types.TextEdit(range=rng, new_text=text)
+
+
+_SPLITLINES_EXTRA = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # breaks to str.splitlines, not to LSP
+_CHUNK = 1 << 16
+
+
+def _line_offset(text: str, line: int) -> int:
+    """Where line ``line`` of ``text`` (lines end in ``\\n``) starts; the end past the last."""
+    if line <= 0:
+        return 0
+    pos, seen = 0, 0
+    while pos < len(text):  # whole chunks counted in C, then the one holding the line
+        end = min(len(text), pos + _CHUNK)
+        n = text.count("\n", pos, end)
+        if seen + n >= line:
+            break
+        seen, pos = seen + n, end
+    else:
+        return len(text)
+    while seen < line:
+        pos = text.index("\n", pos) + 1
+        seen += 1
+    return pos
+
+
+def incremental(text: str, change: types.TextDocumentContentChangePartial, codec) -> str | None:
+    """``text`` with the incremental ``change`` applied, without splitting the whole document
+    into lines (pygls' own way costs ~0.1 s a keystroke in a 10 MB file); None for a text whose
+    line breaks are not plain ``\\n`` / ``\\r\\n`` (lone ``\\r``, or what ``str.splitlines``
+    also counts, where pygls counts lines its own way: it applies those)."""
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
+        return None
+    if any(c in text or c in change.text for c in _SPLITLINES_EXTRA):  # each a fast search
+        return None
+
+    def offset(pos: types.Position) -> int:
+        start = _line_offset(text, pos.line)
+        stop = text.find("\n", start)
+        stop = len(text) if stop < 0 else stop
+        line = text[start:stop].removesuffix("\r")
+        if line.isascii() or codec is None:
+            column = pos.character
+        else:
+            column = codec.position_from_client_units(
+                [line], types.Position(line=0, character=pos.character)
+            ).character
+        return start + min(column, len(line))
+
+    rng = change.range
+    a, b = offset(rng.start), offset(rng.end)
+    return text[:a] + change.text + text[max(a, b) :]
+
+
+class Lines:
+    """A text's lines (each with its break) as ``handoff.text.split_keepends`` gives them,
+    without splitting the text: one line costs a count in C (a 10 MB document's split costs
+    ~0.1 s, done on every change for the diagnostics' ranges). A text with a lone ``\r`` is
+    split as before."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        plain = text.count("\r") == text.count("\r\n")
+        self._split = None if plain else split_keepends(text)
+        self._len: int | None = None
+        self._counts: list[int] | None = None
+
+    def __len__(self) -> int:
+        if self._split is not None:
+            return len(self._split)
+        if self._len is None:
+            t = self._text
+            self._len = t.count("\n") + (1 if t and not t.endswith("\n") else 0)
+        return self._len
+
+    def __getitem__(self, i: int) -> str:
+        if self._split is not None:
+            return self._split[i]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        start = self._offset(i)
+        stop = self._text.find("\n", start)
+        return self._text[start : len(self._text) if stop < 0 else stop + 1]
+
+    def _offset(self, line: int) -> int:
+        """Where ``line`` starts: the chunk holding it from a running count made once (one
+        pass over the text for any number of lookups), then the lines within that chunk."""
+        if self._counts is None:
+            t, total, counts = self._text, 0, []
+            for pos in range(0, len(t), _CHUNK):
+                total += t.count("\n", pos, pos + _CHUNK)
+                counts.append(total)  # breaks before the end of chunk k
+            self._counts = counts
+        k = bisect.bisect_left(self._counts, line)  # the chunk whose end passes `line` breaks
+        pos, seen = k * _CHUNK, self._counts[k - 1] if k else 0
+        while seen < line:
+            pos = self._text.index("\n", pos) + 1
+            seen += 1
+        return pos

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from handoff.agent import protocol
 from handoff.agent.protocol import Planned, Session, SessionError, allows, b64
+from handoff.text import split_keepends
+from handoff.uris import doc_uri
 from lsprotocol import types
 
 from . import edits
@@ -82,15 +84,6 @@ def _line_index(pos: types.Position) -> int:
     return pos.line + (1 if pos.character else 0)
 
 
-def _end_of(lines: list[str], encoding: str) -> types.Position:
-    if not lines:
-        return types.Position(line=0, character=0)
-    last = lines[-1]
-    if last.rstrip("\r\n") != last:
-        return types.Position(line=len(lines), character=0)
-    return types.Position(line=len(lines) - 1, character=edits.units(last, encoding))
-
-
 def file_hunks(fm: Planned, uri: str, current: str | None, encoding: str) -> list[Hunk]:
     """The hunks of one file's merge plan against its current text (None: it does not exist)."""
     if fm.action == "unchanged" or (fm.action == "conflict" and fm.resolved is None):
@@ -98,7 +91,7 @@ def file_hunks(fm: Planned, uri: str, current: str | None, encoding: str) -> lis
     text_merge = fm.action == "write" or (fm.action == "conflict" and not fm.old_path)
     new = edits._decode(fm.resolved if fm.action == "conflict" else fm.content)
     if text_merge and current is not None and new is not None:
-        lines = edits.split_keepends(current)
+        lines = split_keepends(current)
         seen: collections.Counter[tuple[str, str]] = collections.Counter()
         found = []
         for e in edits.text_edits(current, new, encoding):  # the one diff of the file
@@ -112,8 +105,9 @@ def file_hunks(fm: Planned, uri: str, current: str | None, encoding: str) -> lis
     if fm.action == "conflict":
         return []
     old = current or ""
+    old_lines = split_keepends(old)
     end = (
-        _end_of(edits.split_keepends(old), encoding)
+        edits.line_position(old_lines, len(old_lines), encoding)
         if fm.action != "create"
         else types.Position(line=0, character=0)
     )
@@ -143,7 +137,7 @@ def hunks_of(
     found: list[Hunk] = []
     for fm in plans:
         where = fm.old_path or fm.path
-        uri = docs[where].uri if where in docs else (repo.root / where).as_uri()
+        uri = doc_uri(docs, repo.root, where)
         text = docs[where].text if where in docs else edits._decode(current.get(where))
         found += file_hunks(fm, uri, text, encoding)
     return found

@@ -22,26 +22,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import cattrs
+from handoff.text import clip
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import RPCRequest
 from pygls.protocol.language_server import lsp_method
 
+from . import edits
+
 if TYPE_CHECKING:
     from handoff.agent.protocol import Session
 
 log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5
-
-
-def clip(value: object, limit: int = 80) -> str:
-    """``value`` as text shortened to about ``limit`` characters (head … tail), for messages."""
-    text = str(value)
-    if len(text) <= limit:
-        return text
-    half = max(1, (limit - 1) // 2)
-    return f"{text[:half]}…{text[-half:]}"
 
 
 def camel_path(text: str) -> str:
@@ -207,4 +201,15 @@ class HandoffProtocol(LanguageServerProtocol):
         if unquote(uri) not in self.workspace.text_documents:
             self._skip(f"{types.TEXT_DOCUMENT_DID_CHANGE} for {uri[:200]}: it was never opened")
             return None
-        return (yield from super().lsp_text_document__did_change(params))
+        doc = self.workspace.text_documents[unquote(uri)]
+        for change in params.content_changes:  # pygls' loop, big documents' edits made cheap
+            fast = None
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                fast = edits.incremental(doc.source, change, doc.position_codec)
+            if fast is None:
+                doc.apply_change(change)
+            else:
+                doc._source = fast
+            doc.version = params.text_document.version
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None

@@ -25,11 +25,11 @@ import anyio
 from handoff.agent import protocol
 from handoff.agent.client import DaemonClient, RemoteError
 from handoff.agent.protocol import Session, SessionError
+from handoff.text import clip
+from handoff.uris import path_of
 from lsprotocol import types
-from pygls.uris import to_fs_path
 
 from .edits import OpenDoc
-from .protocol import clip
 
 if TYPE_CHECKING:
     from .server import HandoffServer
@@ -65,17 +65,6 @@ class Repo:
             return None
 
 
-def path_of(uri: str) -> Path | None:
-    """The local absolute path of a ``file:`` uri; None for anything else (untitled buffers,
-    a uri that decodes to a relative path or to one with a NUL byte)."""
-    if not uri.startswith("file:"):
-        return None
-    fs = to_fs_path(uri)
-    if not fs or "\x00" in fs or not fs.startswith("/"):
-        return None
-    return Path(fs)
-
-
 def _inside_any(path: Path, folders: list[Path]) -> bool:
     """``path`` is in one of ``folders`` (as given or with symlinks resolved; blocking)."""
     for p in (path, path.resolve()):
@@ -93,6 +82,9 @@ class Repos:
     def __init__(self, ls: HandoffServer) -> None:
         self.ls = ls
         self._repos: dict[Path, Repo] = {}
+        # the other worktrees of those repositories (`git worktree add`), by root: their
+        # sessions are listed too (the daemon keys sessions by repository, not by worktree)
+        self._others: dict[Path, Repo] = {}
         self._root_of_dir: dict[Path, Path] = {}
         self._finding: dict[Path, asyncio.Task[Path]] = {}  # root lookups under way, by folder
         self.discovered = asyncio.Event()
@@ -124,9 +116,10 @@ class Repos:
 
     async def _connect(self) -> None:
         await self.daemon.connect()
+        info = self.daemon.info
         log.info(
             "session daemon pid %s (%s)",
-            (self.daemon.info or {}).get("pid"),
+            info.get("pid") if info else None,
             "started" if self.daemon.started else "running",
         )
         if self._watch is None or self._watch.done():
@@ -170,10 +163,28 @@ class Repos:
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("a session the daemon sent could not be read: %s", exc)
             return
-        repo = self._repos.get(Path(new.repoRoot))
+        self._merge(self._home(new), new)
+
+    def _home(self, s: Session) -> Repo:
+        """The mirror's repository of ``s``: its worktree, opened here or not (the daemon sends
+        only the sessions of repositories this front opened)."""
+        root = Path(s.repoRoot)
+        repo = self._repos.get(root) or self._others.get(root)
         if repo is None:
-            return
-        self._merge(repo, new)
+            repo = self._others[root] = Repo(root)
+        return repo
+
+    def _all(self) -> list[Repo]:
+        return [*self._repos.values(), *self._others.values()]
+
+    def check_applies_here(self, repo: Repo, s: Session) -> None:
+        """A session of a worktree this editor did not open is applied there, not here."""
+        if repo.root not in self._repos:
+            raise SessionError(
+                f"session {s.id} was started in the worktree {repo.root}, which is not open "
+                f"here: apply it there (open that folder, or `handoff apply {s.id}` in it); "
+                "show, follow-up and discard work from here"
+            )
 
     def _merge(self, repo: Repo, new: Session) -> Session:
         """Take the daemon's word for ``new`` into the mirror (the same object is updated, so
@@ -193,7 +204,7 @@ class Repos:
 
     def _on_progress(self, params: dict[str, Any]) -> None:
         sid = params.get("sessionId")
-        for repo in self._repos.values():
+        for repo in self._all():
             s = repo.sessions.get(sid)  # type: ignore[arg-type]
             if s is not None:
                 s.steps = int(params.get("steps") or 0)
@@ -204,12 +215,7 @@ class Repos:
     def adopt(self, wire: dict[str, Any]) -> Session:
         """A session a request answered with (it may arrive before its notification)."""
         new = Session.from_dict(wire)
-        repo = self._repos.get(Path(new.repoRoot))
-        if repo is None:
-            raise SessionError(
-                f"session {new.id} belongs to {new.repoRoot}, which is not open here"
-            )
-        return self._merge(repo, new)
+        return self._merge(self._home(new), new)
 
     # -- finding ---------------------------------------------------------------------------
     async def for_path(self, path: Path, *, folder: bool = False) -> Repo:
@@ -247,19 +253,23 @@ class Repos:
         repo = self._repos.get(root)
         fresh = repo is None
         if repo is None:
-            repo = self._repos[root] = Repo(root)
-        seen = set()
-        for wire in result["sessions"]:
+            repo = self._repos[root] = self._others.pop(root, None) or Repo(root)
+        seen: set[str] = set()
+        touched = {root: repo}  # the repositories (worktrees) of these sessions
+        for wire in result["sessions"]:  # every worktree's of the repository
             s = Session.from_dict(wire)
             seen.add(s.id)
-            if fresh:
-                repo.sessions[s.id] = s
+            home = self._home(s)
+            touched[home.root] = home
+            if fresh and s.id not in home.sessions:
+                home.sessions[s.id] = s
             else:
-                self._merge(repo, s)
-        for sid in [sid for sid in repo.sessions if sid not in seen]:
-            del repo.sessions[sid]  # forgotten by the new daemon (keepFinishedDays)
+                self._merge(home, s)
+        for r in touched.values():
+            for sid in [sid for sid in r.sessions if sid not in seen]:
+                del r.sessions[sid]  # forgotten by the new daemon (keepFinishedDays)
         if fresh:
-            self.ls.status.loaded(list(repo.sessions.values()))
+            self.ls.status.loaded([s for r in touched.values() for s in r.sessions.values()])
             log.info("repository %s: %d sessions", root, len(repo.sessions))
             await self.ls.settings.pull([root], with_global=False)  # its scoped settings, then
             await self.ls.settings.config_for(root)  # what is wrong with them (or untrusted) shows
@@ -317,11 +327,11 @@ class Repos:
 
     # -- sessions --------------------------------------------------------------------------
     def sessions(self) -> list[Session]:
-        found = [s for repo in self._repos.values() for s in repo.sessions.values()]
+        found = [s for repo in self._all() for s in repo.sessions.values()]
         return sorted(found, key=lambda s: s.createdAt)
 
     def find(self, session_id: str) -> tuple[Repo, Session]:
-        for repo in self._repos.values():
+        for repo in self._all():
             s = repo.sessions.get(session_id)
             if s is not None:
                 return repo, s

@@ -11,14 +11,14 @@ import asyncio
 import logging
 import threading
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 from handoff import __version__
 from handoff.agent import protocol
 from handoff.agent.client import RemoteError
 from handoff.agent.protocol import Session, SessionError, State
+from handoff.uris import normal
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
@@ -114,7 +114,7 @@ class HandoffServer(LanguageServer):
         apply would meet now: new ones appear, resolved ones go."""
         if self._closing is not None or self.loop is None:
             return
-        ours = Path(unquote(urlparse(uri).path)).as_uri() if uri.startswith("file:") else uri
+        ours = normal(uri)
         for s in self.repos.sessions():
             if s.state is State.READY and (ours in s.filesChanged or uri in s.filesChanged):
                 pending = self._rechecks.pop(s.id, None)

@@ -115,7 +115,8 @@ class Settings:
         except JsonRpcException as exc:  # the client failed the request: keep what we had
             log.warning("workspace/configuration failed: %s", exc)
             return
-        for scope, value in zip(scopes, values or []):
+        # strict=False: a client that answers fewer (or more) items than asked leaves the rest
+        for scope, value in zip(scopes, values or [], strict=False):
             self.pulled[scope] = value
 
     def pushed(self, settings: Any) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from handoff.agent import protocol
 from handoff.agent.protocol import Session
+from handoff.uris import doc_uri
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
@@ -56,7 +57,7 @@ async def preview(ls: HandoffServer, repo: Repo, s: Session) -> list[dict[str, A
     for p in plans:
         if p.action == "unchanged":
             continue
-        uri = docs[p.path].uri if p.path in docs else (repo.root / p.path).as_uri()
+        uri = doc_uri(docs, repo.root, p.path)
         content = (
             None
             if p.action == "delete" or p.content is None

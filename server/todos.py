@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from handoff.text import count_breaks, split_lines
+
 MARKERS = ("TODO", "FIXME", "XXX")
 AGENT_OWNER = "agent"
 
-_LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 # What may stand between the start of a comment and its first word.
 _LINE_OPENERS = [
     ("//", re.compile(r"//+[!/]?")),
@@ -68,11 +69,6 @@ class Todo:
 
     def contains_line(self, line: int) -> bool:
         return self.line <= line <= self.end_line
-
-
-def split_lines(text: str) -> list[str]:
-    """The document's lines without their terminators, as LSP counts them."""
-    return _LINE_SPLIT.split(text)
 
 
 def _string_spans(line: str) -> list[tuple[int, int]]:
@@ -182,8 +178,64 @@ def _plausible(line: str, i: int, kind: str) -> bool:
     return True
 
 
+BIG = 1 << 18  # characters: a bigger text is scanned only around its markers
+_WINDOW_LINES = 200  # lines after a marker a window keeps (its continuation lines)
+
+
 def find_todos(text: str) -> list[Todo]:
-    """Every TODO / FIXME / XXX comment of ``text``, in order."""
+    """Every TODO / FIXME / XXX comment of ``text``, in order. A text with no marker at all
+    costs a search; a big one is scanned only in windows around its markers (each from a line
+    outside any block comment), so code actions and opening a 10 MB file never scan it all."""
+    if not any(m in text for m in MARKERS):
+        return []
+    if len(text) <= BIG:
+        return _find_todos(text)
+    found: dict[tuple[int, int], Todo] = {}
+    first, counted = 0, 0
+    for start, end in _windows(text):  # in order: the lines before each counted once
+        first, counted = first + count_breaks(text, counted, start), start
+        for t in _find_todos(text[start:end]):
+            t = dataclasses.replace(t, line=t.line + first, end_line=t.end_line + first)
+            found.setdefault((t.line, t.column), t)
+    return [found[k] for k in sorted(found)]
+
+
+def _line_start(text: str, pos: int) -> int:
+    return max(text.rfind("\n", 0, pos), text.rfind("\r", 0, pos)) + 1
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    """Spans of ``text`` (from a line start) around every marker, merged where they overlap."""
+    spans: list[tuple[int, int]] = []
+    blocks = [(o, c) for o, c in _BLOCK_END.items() if o in text]
+    for marker in MARKERS:
+        pos = text.find(marker)
+        while pos >= 0:
+            start = _line_start(text, pos)
+            for opener, closer in blocks:  # inside a block comment: from its start
+                o = text.rfind(opener, 0, pos)
+                if o >= 0 and text.find(closer, o + len(opener), pos) < 0:
+                    start = min(start, _line_start(text, o))
+            end = pos
+            for _ in range(_WINDOW_LINES):
+                nl = text.find("\n", end)
+                if nl < 0:
+                    end = len(text)
+                    break
+                end = nl + 1
+            spans.append((start, end))
+            pos = text.find(marker, end)
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _find_todos(text: str) -> list[Todo]:
     cs = comments(text)
     todos: list[Todo] = []
     i = 0

@@ -11,11 +11,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from handoff.text import title_of
+from handoff.uris import path_of
 from lsprotocol import types
 
 from . import delegation, todos
 from .commands import EXPECTED
-from .repos import NotInRepository, path_of
+from .repos import NotInRepository
 
 if TYPE_CHECKING:
     from .server import HandoffServer
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def _key(file: str | None, text: str) -> tuple[str | None, str]:
-    return (file, delegation.title_of(" ".join(text.split())))
+    return (file, title_of(" ".join(text.split())))
 
 
 class Triggers:

@@ -27,14 +27,15 @@ from acp import PROTOCOL_VERSION, RequestError, text_block
 from acp.client.connection import ClientSideConnection
 from acp.schema import ClientCapabilities, FileSystemCapabilities, Implementation
 
+from ..capped import HeadTail
+from ..processes import kill_group
 from .acp_client import HandoffClient
 from .base import AgentContext, AgentError, LimitReached, Outcome
 from .command import (
-    _Capped,
+    OUTPUT_CAP,
     _exit_description,
     agent_environment,
     hide_env_secrets,
-    kill_group,
     strip_ansi,
 )
 
@@ -144,7 +145,7 @@ class _Live:
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process, client: HandoffClient) -> None:
         self.name, self.proc, self.client = name, proc, client
-        self.stderr = _Capped()
+        self.stderr = HeadTail(OUTPUT_CAP)
         self.run: _Run | None = None
         self.conn: ClientSideConnection | None = None
         self.init: Any = None
@@ -221,7 +222,9 @@ class AcpBackend:
         cfg = ctx.config
         spec = cfg.agent_spec(self.name)
         hide_env_secrets(ctx, spec)
-        env, dropped = agent_environment(spec, {"HANDOFF_SESSION_ID": ctx.session_id}, ctx.env)
+        env, dropped = agent_environment(
+            spec, {"HANDOFF_SESSION_ID": ctx.session_id}, ctx.env, ctx.worktree
+        )
         ctx.record({"type": "acp_start", "argv": self.argv, "envDropped": dropped})
         policy = spec.permissions if spec and spec.permissions else cfg.permissions
         holder: dict[str, _Live] = {}
@@ -236,14 +239,24 @@ class AcpBackend:
                 return ""
             return await run.ctx.ask(question)
 
+        def on_update(update: Any) -> None:
+            run = current()
+            if run is not None:
+                run.update(update)
+
+        def record(event: dict[str, Any]) -> None:
+            run = current()
+            if run is not None:
+                run.ctx.record(event)
+
         client = HandoffClient(
             ctx.worktree,
             policy=policy,
             command_policy=cfg.commandPolicy,
             pass_env=cfg.passEnv,
             timeout_s=cfg.timeoutS,
-            on_update=lambda u: (r := current()) and r.update(u),
-            record=lambda e: (r := current()) and r.ctx.record(e),
+            on_update=on_update,
+            record=record,
             ask=ask if policy == "ask" else None,
         )
         try:
@@ -273,7 +286,9 @@ class AcpBackend:
                 live.stderr.add(chunk)
 
         live.pump = asyncio.get_running_loop().create_task(pump())
-        live.conn = ClientSideConnection(client, proc.stdin, proc.stdout)
+        # HandoffClient answers what Handoff offers its agents; elicitation is not offered (an
+        # agent asking for it gets "method not found"), hence not all of acp's Client protocol.
+        live.conn = ClientSideConnection(client, proc.stdin, proc.stdout)  # type: ignore[arg-type]
         from ... import __version__
 
         live.init = await live.conn.initialize(
@@ -361,6 +376,7 @@ class AcpBackend:
                 live.run = run
                 acp_sid, text = await self._session(live, ctx, run)
                 ctx.record({"type": "acp_prompt", "sessionId": acp_sid, "text": text})
+                assert live.conn is not None  # _start made it
                 prompt_task = asyncio.ensure_future(
                     live.conn.prompt(session_id=acp_sid, prompt=[text_block(text)])
                 )
@@ -419,6 +435,7 @@ class AcpBackend:
                             "exitCode": live.proc.returncode,
                         }
                     )
+        assert live is not None  # the prompt was answered: it ran
         steps, cost = len(run.tool_calls), run.cost
         reason = resp.stop_reason
         if reason in ("refusal", "cancelled"):
@@ -490,8 +507,9 @@ async def _exit_code(live: _Live | None) -> int | None:
 def _detail(data: Any) -> str:
     if isinstance(data, dict):
         for key in ("details", "message", "error"):
-            if isinstance(data.get(key), str):
-                return data[key]
+            value = data.get(key)
+            if isinstance(value, str):
+                return value
     return str(data)[:500]
 
 

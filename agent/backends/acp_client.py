@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shlex
 import subprocess
 import threading
+import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,10 @@ from acp.schema import (
     WaitForTerminalExitResponse,
     WriteTextFileResponse,
 )
+from handoff.text import split_keepends
 
 from .. import sandbox
+from ..capped import Tail
 from ..processes import background
 from .tools import ToolError, Workspace, _read_bytes
 
@@ -57,8 +61,7 @@ class _Terminal:
         loop: Any,
     ) -> None:
         self._cm, self.launch, self.proc, self.limit = launch_cm, launch, proc, limit
-        self.buf = bytearray()
-        self.truncated = False
+        self.out = Tail(limit)
         self.done = anyio.Event()
         self.limiter: asyncio.Task[None] | None = None
         self._loop = loop
@@ -67,19 +70,16 @@ class _Terminal:
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         try:
-            while chunk := self.proc.stdout.read1(65536):
-                self.buf += chunk
-                if len(self.buf) > self.limit:  # the spec: truncated from the beginning
-                    del self.buf[: len(self.buf) - self.limit]
-                    self.truncated = True
+            # Popen(stdout=PIPE) with the default buffering gives a BufferedReader
+            while chunk := typing.cast(io.BufferedReader, self.proc.stdout).read1(65536):
+                self.out.add(chunk)  # the spec: truncated from the beginning
         except (OSError, ValueError):
             pass
         self.proc.wait()
         self._loop.call_soon_threadsafe(self.done.set)
 
     def output(self) -> str:
-        text = bytes(self.buf).decode("utf-8", "replace")
-        return text.lstrip("\ufffd") if self.truncated else text
+        return self.out.text()
 
     def exit_status(self) -> TerminalExitStatus | None:
         code = self.proc.returncode
@@ -177,7 +177,7 @@ class HandoffClient:
             raise self._refuse("fs/read_text_file", exc) from None
         text = data.decode("utf-8", "replace")
         if line is not None or limit is not None:
-            lines = text.splitlines(keepends=True)
+            lines = split_keepends(text)
             start = max((line or 1) - 1, 0)
             text = "".join(lines[start : start + limit if limit is not None else None])
         return ReadTextFileResponse(content=text)
@@ -327,7 +327,7 @@ class HandoffClient:
     ) -> TerminalOutputResponse:
         t = self._term(terminal_id)
         return TerminalOutputResponse(
-            output=t.output(), truncated=t.truncated, exit_status=t.exit_status()
+            output=t.output(), truncated=t.out.truncated, exit_status=t.exit_status()
         )
 
     async def wait_for_terminal_exit(

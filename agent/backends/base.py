@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..config import Config
 
 if TYPE_CHECKING:
-    from ..store import Redactor
+    from ..secrets import Redactor
 
 
 @dataclasses.dataclass

@@ -23,13 +23,16 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import anyio
+import anyio.abc
 
 from ..brief import range_label
+from ..capped import HeadTail
 from ..config import AgentSpec
-from ..processes import background
-from ..sandbox import GIT_REDIRECT_VARS
+from ..gitenv import AGENT_VARS
+from ..processes import background, kill_group
 from ..secrets import is_secret_name, scrub
 from .base import AgentContext, AgentError, LimitReached, Outcome
 
@@ -44,18 +47,28 @@ def strip_ansi(text: str) -> str:
 
 
 def agent_environment(
-    spec: AgentSpec | None, extra: dict[str, str], base: Mapping[str, str] | None = None
+    spec: AgentSpec | None,
+    extra: dict[str, str],
+    base: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """The environment of an external agent and the secret-looking names left out of it:
     ``base`` (the delegating client's; ours when None) without credentials (unless ``passEnv``
     names them) and without variables that redirect git, plus the agent's ``env``, plus
-    ``extra``."""
+    ``extra``. ``PWD`` is ``cwd`` (the worktree), never the client's folder: agents that take
+    their working folder from ``PWD`` (``opencode run`` does) would work in the developer's
+    tree."""
     env, dropped = scrub(
-        os.environ if base is None else base, spec.passEnv if spec else (), GIT_REDIRECT_VARS
+        os.environ if base is None else base, spec.passEnv if spec else (), AGENT_VARS
     )
     if spec is not None:
         env.update(spec.env)
     env.update(extra)
+    env.pop("OLDPWD", None)
+    if cwd is not None:
+        env["PWD"] = str(cwd)
+    else:
+        env.pop("PWD", None)
     return env, dropped
 
 
@@ -69,35 +82,6 @@ def _tail(text: str, n: int = ERROR_LINES) -> str:
     return "\n".join(strip_ansi(text).strip().splitlines()[-n:])
 
 
-class _Capped:
-    """Keeps the head and the tail of a stream, so huge output costs little memory."""
-
-    def __init__(self, cap: int = OUTPUT_CAP) -> None:
-        self.cap = cap
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-
-    def add(self, chunk: bytes) -> None:
-        room = self.cap // 2 - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        self.tail += chunk
-        if len(self.tail) > self.cap // 2:
-            cut = len(self.tail) - self.cap // 2
-            self.dropped += cut
-            del self.tail[:cut]
-
-    def text(self) -> str:
-        mid = f"\n[... {self.dropped} bytes left out ...]\n" if self.dropped else ""
-        return (
-            bytes(self.head).decode("utf-8", "replace")
-            + mid
-            + bytes(self.tail).decode("utf-8", "replace")
-        )
-
-
 def _exit_description(code: int) -> str:
     if code < 0:
         try:
@@ -106,13 +90,6 @@ def _exit_description(code: int) -> str:
             name = f"signal {-code}"
         return f"was killed by {name} (it crashed or something stopped it)"
     return f"exited with code {code}"
-
-
-def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class CommandBackend:
@@ -138,6 +115,7 @@ class CommandBackend:
                 "HANDOFF_RANGE": range_label(ctx.range),
             },
             ctx.env,
+            ctx.worktree,
         )
 
     async def run(self, ctx: AgentContext) -> Outcome:
@@ -145,7 +123,7 @@ class CommandBackend:
         env, dropped = self._env(ctx)
         ctx.record({"type": "command", "argv": argv, "envDropped": dropped})
         ctx.progress(f"running {os.path.basename(argv[0])}", 0, 0.0)
-        out, err = _Capped(), _Capped()
+        out, err = HeadTail(OUTPUT_CAP), HeadTail(OUTPUT_CAP)
         started = time.monotonic()
         try:
             proc = await anyio.open_process(
@@ -162,7 +140,8 @@ class CommandBackend:
         background(proc.pid)  # before it has started anything of its own
         ctx.started(proc.pid)
 
-        async def pump(stream, sink: _Capped) -> None:
+        async def pump(stream: anyio.abc.ByteReceiveStream | None, sink: HeadTail) -> None:
+            assert stream is not None  # opened as a pipe
             async for chunk in stream:
                 sink.add(chunk)
 
@@ -191,14 +170,15 @@ class CommandBackend:
                         "stderr": err.text(),
                     }
                 )
-        if proc.returncode != 0:
+        code = await proc.wait()  # it has ended: its exit code
+        if code != 0:
             parts = [
                 f"{label}:\n{t}"
                 for label, t in (("stdout", _tail(out.text())), ("stderr", _tail(err.text())))
                 if t
             ]
             shown = "\n".join(parts) or "(no output)"
-            raise AgentError(f"agent `{self.name}` {_exit_description(proc.returncode)}:\n{shown}")
+            raise AgentError(f"agent `{self.name}` {_exit_description(code)}:\n{shown}")
         lines = [line.strip() for line in strip_ansi(out.text()).splitlines() if line.strip()]
         summary = lines[-1] if lines else f"agent `{self.name}` finished"
         return Outcome(summary=summary, steps=1)

@@ -70,7 +70,7 @@ def import_litellm() -> ModuleType:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
             saved, sys.stdout = sys.stdout, sys.stderr
             try:
-                mod = importlib.import_module("litellm")
+                mod: Any = importlib.import_module("litellm")  # its settings are module globals
             finally:
                 sys.stdout = saved
             mod.suppress_debug_info = True  # no "Give Feedback / Get Help" prints on errors
@@ -221,12 +221,12 @@ def _delay(attempt: int, exc: BaseException) -> float:
         getattr(exc, "response", None), "headers", None
     )
     try:
-        retry_after = float(headers.get("retry-after")) if headers else None  # type: ignore[arg-type]
+        retry_after: float | None = float(headers.get("retry-after")) if headers else None
     except (TypeError, ValueError):
         retry_after = None
     if retry_after is not None and 0 <= retry_after <= BACKOFF_CAP_S:
         return retry_after
-    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.8, 1.0)
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**attempt) * random.uniform(0.8, 1.0)
 
 
 def _assistant_message(response: Any) -> dict[str, Any]:

@@ -27,7 +27,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from handoff import files
+from handoff.text import body, split_keepends
+
 from .. import sandbox
+from ..capped import HeadTail
 from ..processes import background
 
 MAX_READ_LINES = 2000
@@ -248,7 +252,7 @@ class Workspace:
         data = _read_bytes(real)
         if b"\0" in data[:8192]:
             return f"{self._rel(real)} is a binary file ({len(data)} bytes)"
-        lines = data.decode("utf-8", "replace").splitlines()
+        lines = [body(x) for x in split_keepends(data.decode("utf-8", "replace"))]
         if not lines:
             return f"{self._rel(real)} is empty"
         start = 1 if startLine is None else startLine
@@ -301,7 +305,7 @@ class Workspace:
                 continue
             if b"\0" in data[:8192]:
                 continue
-            for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            for n, line in enumerate(map(body, split_keepends(data.decode("utf-8", "replace"))), 1):
                 if regex.search(line):
                     hits.append(f"{self._rel(f)}:{n}: {line[:MAX_MATCH_LINE]}")
                     if len(hits) >= MAX_MATCHES:
@@ -374,7 +378,7 @@ class Workspace:
             )
             background(proc.pid)  # its session's scheduling group too (it has the host's nice)
             self._proc, self._launch = proc, launch
-            out = _CappedReader(proc.stdout)  # type: ignore[arg-type]
+            out = _CappedReader(proc.stdout)
             try:
                 try:
                     code: int | None = proc.wait(timeout=self.command_timeout_s)
@@ -409,22 +413,14 @@ class _CappedReader:
 
     def __init__(self, pipe: Any) -> None:
         self._pipe = pipe
-        self._head = bytearray()
-        self._tail = bytearray()
-        self._total = 0
+        self._out = HeadTail(MAX_OUTPUT_BYTES)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        half = MAX_OUTPUT_BYTES // 2
         try:
             while chunk := self._pipe.read1(65536):
-                self._total += len(chunk)
-                room = half - len(self._head)
-                if room > 0:
-                    self._head += chunk[:room]
-                    chunk = chunk[room:]
-                self._tail = (self._tail + chunk)[-half:]
+                self._out.add(chunk)
         except (OSError, ValueError):
             pass
 
@@ -436,9 +432,7 @@ class _CappedReader:
             self._pipe.close()
 
     def text(self) -> str:
-        omitted = self._total - len(self._head) - len(self._tail)
-        mid = f"\n[... {omitted} bytes omitted ...]\n" if omitted > 0 else ""
-        return self._head.decode("utf-8", "replace") + mid + self._tail.decode("utf-8", "replace")
+        return self._out.text("omitted")
 
 
 def _link_state(root: Path) -> bytes | None:
@@ -504,17 +498,7 @@ def _write_bytes(real: Path, data: bytes) -> str:
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise ToolError("not a regular file")
-    tmp = real.with_name(f".{real.name[:200]}.handoff-{os.getpid()}-{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if st is not None:
-                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
-        os.replace(tmp, real)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    files.write(real, data)  # its bits kept; a new file gets the umask's
     if st is not None and st.st_nlink > 1:
         return (
             " (it was a hard link to another file; the link was replaced, the other file "

@@ -194,7 +194,8 @@ class Editor:
                 return conv.structure(obj, types.Command)
             return conv.structure(obj, types.CodeAction)
 
-        conv.register_structure_hook(Union[types.Command, types.CodeAction], code_action_hook)
+        # a runtime key, spelled as lsprotocol's annotations are (typing.Union), not a type hint
+        conv.register_structure_hook(Union[types.Command, types.CodeAction], code_action_hook)  # noqa: UP007
 
         def wrap(method: str, record: Callable[..., Any] | None = None):
             default = DEFAULT_CLIENT_FEATURES.get(method)

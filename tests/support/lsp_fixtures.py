@@ -1,4 +1,4 @@
-"""Fixtures of the LSP end-to-end tests (imported by tests/test_lsp_*.py)."""
+"""Fixtures of the LSP end-to-end tests (a plugin of the root conftest: every test may ask for them by name)."""
 
 from __future__ import annotations
 

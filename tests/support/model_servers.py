@@ -55,6 +55,11 @@ def _tool(names: list[str], *wanted: str) -> str | None:
     return None
 
 
+def _props(schema: Any) -> dict[str, Any]:
+    """The ``properties`` of a tool's parameter schema (empty when it has none)."""
+    return (schema.get("properties") or {}) if isinstance(schema, dict) else {}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -149,28 +154,38 @@ class ModelServers:
 
     # -- the task, as a step --------------------------------------------------------------
     def _step(
-        self, done_results: int, tools: list[str], text: str
+        self, done_results: int, tools: dict[str, dict[str, Any]], text: str
     ) -> tuple[str, str, dict[str, Any]] | str:
-        """("tool", name, args) for the next tool call, or the final text."""
+        """("tool", name, args) for the next tool call, or the final text. ``tools``: each
+        offered tool's name and its parameters' JSON schema ``properties``; the arguments take
+        the names that tool's schema gives (``file_path``, ``path``, ``filePath``, ...)."""
         t = self.task
         path = t.abs_path(text)
-        read = _tool(tools, "Read", "read_file", "ReadFile")
-        edit = _tool(tools, "Edit", "replace", "edit_file", "Replace")
+        names = list(tools)
+        read = _tool(names, "Read", "read_file", "ReadFile", "view", "read")
+        edit = _tool(names, "Edit", "replace", "edit_file", "Replace", "edit")
+
+        def key(tool: str, *options: str) -> str:
+            props = tools.get(tool) or {}
+            return next((o for o in options if o in props), options[0])
+
+        paths = ("file_path", "absolute_path", "path", "filePath")
         if done_results == 0 and read:
-            key = (
-                "absolute_path" if "absolute_path" in text and read == "read_file" else "file_path"
-            )
-            return ("tool", read, {key: path})
+            return ("tool", read, {key(read, *paths): path})
         if done_results <= 1 and edit:
-            args = {"file_path": path, "old_string": t.old, "new_string": t.new}
-            if edit == "replace":  # gemini-cli's wants a reason too
+            args = {
+                key(edit, *paths): path,
+                key(edit, "old_string", "old_str", "oldString"): t.old,
+                key(edit, "new_string", "new_str", "newString"): t.new,
+            }
+            if "instruction" in (tools.get(edit) or {}):  # gemini-cli's wants a reason too
                 args["instruction"] = f"In {t.file}, replace the line as asked."
             return ("tool", edit, args)
         return t.done
 
     # -- Anthropic Messages -----------------------------------------------------------------
     def _anthropic(self, h: Any, body: dict[str, Any]) -> None:
-        tools = [x.get("name", "") for x in body.get("tools") or []]
+        tools = {x.get("name", ""): _props(x.get("input_schema")) for x in body.get("tools") or []}
         results = sum(
             1
             for m in body.get("messages", [])
@@ -341,68 +356,86 @@ class ModelServers:
         ]
         h.sse(events)
 
-    # -- OpenAI chat completions (aider) ------------------------------------------------------
+    # -- OpenAI chat completions (aider without tools; copilot, opencode with tools) -----------
     def _chat(self, h: Any, body: dict[str, Any]) -> None:
         t = self.task
-        with self.lock:  # aider's prompt holds example turns: the first request is the task
-            self.chats += 1
-            first = self.chats == 1
-        content = (
-            f"{t.done}\n\n{t.file}\n```python\n<<<<<<< SEARCH\n{t.old}\n=======\n{t.new}\n"
-            f">>>>>>> REPLACE\n```\n"
-            if first
-            else t.done
-        )
+        tools = {
+            (x.get("function") or {}).get("name", ""): _props(
+                (x.get("function") or {}).get("parameters")
+            )
+            for x in body.get("tools") or []
+            if isinstance(x, dict)
+        }
+        calls: list[dict[str, Any]] = []
+        if tools:
+            results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
+            step = self._step(results, tools, json.dumps(body))
+            if isinstance(step, str):
+                content = step
+            else:
+                _, name, args = step
+                content = ""
+                calls = [
+                    {
+                        "index": 0,
+                        "id": f"call_{uuid.uuid4().hex[:12]}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(args)},
+                    }
+                ]
+        else:
+            with self.lock:  # aider's prompt holds example turns: the first request is the task
+                self.chats += 1
+                first = self.chats == 1
+            content = (
+                f"{t.done}\n\n{t.file}\n```python\n<<<<<<< SEARCH\n{t.old}\n=======\n{t.new}\n"
+                f">>>>>>> REPLACE\n```\n"
+                if first
+                else t.done
+            )
+        finish = "tool_calls" if calls else "stop"
         cid = f"chatcmpl-{uuid.uuid4().hex[:10]}"
         usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        message: dict[str, Any] = {"role": "assistant", "content": content or None}
+        if calls:
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
         if not body.get("stream"):
             return h._json(
                 200,
                 {
                     "id": cid,
                     "object": "chat.completion",
+                    "created": 0,
                     "model": body.get("model", "m"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": content},
-                        }
-                    ],
+                    "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                     "usage": usage,
                 },
             )
-        chunk = {"id": cid, "object": "chat.completion.chunk", "model": body.get("model", "m")}
+        chunk = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": body.get("model", "m"),
+        }
+        delta: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            delta["tool_calls"] = calls
         h.sse(
             [
-                (
-                    None,
-                    {
-                        **chunk,
-                        "choices": [
-                            {"index": 0, "delta": {"role": "assistant", "content": content}}
-                        ],
-                    },
-                ),
-                (
-                    None,
-                    {
-                        **chunk,
-                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                        "usage": usage,
-                    },
-                ),
+                (None, {**chunk, "choices": [{"index": 0, "delta": delta}]}),
+                (None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}),
+                (None, {**chunk, "choices": [], "usage": usage}),
             ]
         )
         h.wfile.write(b"data: [DONE]\n\n")
 
     # -- Gemini generateContent ---------------------------------------------------------------
     def _gemini(self, h: Any, body: dict[str, Any], *, stream: bool) -> None:
-        tools = [
-            f.get("name", "")
+        tools = {
+            f.get("name", ""): _props(f.get("parametersJsonSchema") or f.get("parameters"))
             for t in body.get("tools") or []
             for f in t.get("functionDeclarations") or []
-        ]
+        }
         results = sum(
             1
             for c in body.get("contents", [])

@@ -37,7 +37,14 @@ async def run(spec: dict) -> dict:
         out: dict = {"configMessages": messages}
         try:
             s = mgr.delegate(DelegateRequest(spec["instruction"], file=task.file))
-            s = await asyncio.wait_for(mgr.wait(s.id), spec.get("timeout", 120))
+            try:
+                s = await asyncio.wait_for(mgr.wait(s.id), spec.get("timeout", 120))
+            except TimeoutError:  # what it was doing, for the failure message
+                out["timedOut"] = True
+                out["transcript"] = mgr.store.read_transcript(s.id)[-8:]
+                out["requests"] = [r["path"] for r in servers.requests]
+                print(json.dumps(out))
+                raise
             out.update(
                 state=s.state.value,
                 error=s.error,

@@ -24,6 +24,9 @@ const MEANWHILE = process.env.E2E_MEANWHILE || ''; // a line typed at the end wh
 const EXPECTED_REVIEW = process.env.E2E_EXPECTED_REVIEW_FILE ? fs.readFileSync(process.env.E2E_EXPECTED_REVIEW_FILE, 'utf8') : '';
 const REVIEW_INSTRUCTION = process.env.E2E_REVIEW_INSTRUCTION || '';
 const SLOW = Number(process.env.E2E_TIMEOUT_SCALE || '1');
+// "Handoff: Choose Agent...": a configured agent to choose, and a preset that is not installed.
+const CHOOSE_AGENT = process.env.E2E_CHOOSE_AGENT || '';
+const MISSING_AGENT = process.env.E2E_MISSING_AGENT || '';
 
 const T = {
   start: 180_000 * SLOW, // the workbench's first load (extension host, extensions scan)
@@ -114,11 +117,63 @@ async function pickQuickItem(page, text) {
 
 async function openSessionPick(page) {
   await page.locator('#workbench\\.parts\\.statusbar .statusbar-item[id$="handoff.status"] .statusbar-item-label').click();
-  await waitFor('the session quick pick', async () => {
+  await waitFor(`the session quick pick${CHOOSE_AGENT ? ` (a session of agent ${CHOOSE_AGENT})` : ''}`, async () => {
     const t = await page.locator('.quick-input-widget').innerText().catch(() => '');
-    return /Handoff sessions/.test(t) && /ready/.test(t);
+    return /Handoff sessions/.test(t) && /ready/.test(t) && (!CHOOSE_AGENT || t.includes(`agent ${CHOOSE_AGENT}`));
   }, T.ui);
   await pickQuickItem(page, 'ready');
+}
+
+async function agentRows(page) {
+  // The visible rows of the quick pick, as text: label, description, detail, separator label,
+  // one space between the parts.
+  return page.evaluate(() =>
+    Array.from(document.querySelectorAll('.quick-input-widget .monaco-list-row')).map((r) =>
+      Array.from(r.querySelectorAll('.label-name, .label-description, .quick-input-list-label-meta, .quick-input-list-detail, .quick-input-list-separator'))
+        .map((e) => (e.textContent || '').replace(/\u00a0/g, ' ').trim())
+        .filter(Boolean)
+        .join(' ') || (r.textContent || '').replace(/\u00a0/g, ' ')),
+  );
+}
+
+async function openAgentPick(page, name) {
+  // "Handoff: Choose Agent...", filtered to one agent; its row's text.
+  await runCommand(page, 'Handoff: Choose Agent...');
+  await waitFor('the agents quick pick', async () =>
+    /Handoff: Choose Agent/.test(await page.locator('.quick-input-widget').innerText().catch(() => '')), T.server);
+  await page.locator('.quick-input-widget .quick-input-box input').fill(name);
+  return waitFor(`"${name}" in the agents quick pick`, async () =>
+    (await agentRows(page)).find((t) => t.includes(name)) || '', T.server);
+}
+
+async function chooseAgents(page, shot) {
+  // A preset that is not installed is listed as such, with how to install it; choosing it
+  // chooses nothing, and a warning says why.
+  const missing = await openAgentPick(page, MISSING_AGENT);
+  log(`agents quick pick, ${MISSING_AGENT}: ${JSON.stringify(missing)}`);
+  if (!/not installed/.test(missing) || !/install: /.test(missing)) {
+    throw new Error(`"${MISSING_AGENT}" is not shown as not installed with its install line: ${missing}`);
+  }
+  await shot('agents-missing');
+  await pickQuickItem(page, MISSING_AGENT);
+  await waitFor(`the warning that "${MISSING_AGENT}" is not installed`, async () =>
+    (await notifications(page)).some((n) => n.includes(`"${MISSING_AGENT}" is not installed`)), T.ui);
+  log(`choosing ${MISSING_AGENT} warned that it is not installed, and chose nothing`);
+  // A configured agent whose program is found: installed, chosen for the next delegations.
+  const row = await openAgentPick(page, CHOOSE_AGENT);
+  log(`agents quick pick, ${CHOOSE_AGENT}: ${JSON.stringify(row)}`);
+  if (/not installed/.test(row) || !/configured/.test(row)) {
+    throw new Error(`"${CHOOSE_AGENT}" is not shown as an installed, configured agent: ${row}`);
+  }
+  await pickQuickItem(page, CHOOSE_AGENT);
+  await waitFor('the quick pick to close', async () =>
+    !(await page.locator('.quick-input-widget').isVisible().catch(() => false)), T.ui);
+  const again = await openAgentPick(page, CHOOSE_AGENT);
+  if (!/chosen here/.test(again)) throw new Error(`"${CHOOSE_AGENT}" is not marked as chosen: ${again}`);
+  await shot('agents-chosen');
+  await page.keyboard.press('Escape');
+  await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: T.ui });
+  log(`chose agent ${CHOOSE_AGENT}`);
 }
 
 async function codeLenses(page) {
@@ -144,7 +199,12 @@ async function clickCodeLens(page, text, index = 0) {
       if (t === text && box) found.push({ h, top: box.y });
     }
     found.sort((a, b) => a.top - b.top);
-    if (!found[index]) throw new Error(`no CodeLens "${text}" #${index}`);
+    if (!found[index]) {
+      // between two renderings there may be none for a moment
+      if (attempt >= 10) throw new Error(`no CodeLens "${text}" #${index}`);
+      await page.waitForTimeout(200);
+      continue;
+    }
     try {
       await found[index].h.click({ timeout: 3000 });
       return;
@@ -300,6 +360,12 @@ async function main() {
     }, T.ui);
     log('app.py is open');
 
+    if (CHOOSE_AGENT) {
+      step = 'choose an agent (Handoff: Choose Agent...): a missing one refused, a configured one chosen';
+      await chooseAgents(page, shot);
+      console.log(`E2E OK: agents: ${MISSING_AGENT} listed as not installed and refused, ${CHOOSE_AGENT} chosen`);
+    }
+
     step = 'select the add() function';
     const editorInput = page.locator('#workbench\\.parts\\.editor .editor-instance .monaco-editor textarea').first();
     await page.locator('#workbench\\.parts\\.editor .editor-instance .monaco-editor .view-lines').first().click();
@@ -319,7 +385,8 @@ async function main() {
     const input = page.locator('.quick-input-widget .quick-input-box input');
     await waitFor('the instruction input box', async () => {
       const prompt = await page.locator('.quick-input-widget').innerText().catch(() => '');
-      return /Instruction for the background agent/.test(prompt);
+      return /Instruction for the background agent/.test(prompt) &&
+        (!CHOOSE_AGENT || prompt.includes(`(agent: ${CHOOSE_AGENT})`));
     }, T.ui);
     await input.fill(INSTRUCTION);
     await input.press('Enter');

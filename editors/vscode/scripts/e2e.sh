@@ -95,6 +95,10 @@ agent = "edit"
 
 [agents.edit]
 command = ["python3", "$WORK/agent.py"]
+
+# the same program under another name: chosen with "Handoff: Choose Agent..." before delegating
+[agents.careful]
+command = ["python3", "$WORK/agent.py"]
 TOML
 cat >"$REPO/.gitignore" <<'EOF2'
 __pycache__/
@@ -222,6 +226,7 @@ PLAYWRIGHT_CORE="$PLAYWRIGHT_CORE" E2E_URL="http://127.0.0.1:$PORT" E2E_REPO="$R
   E2E_SCREENSHOTS="$WORK/screenshots" E2E_EXPECTED_FILE="$WORK/expected.py" \
   E2E_EXPECTED_REVIEW_FILE="$WORK/expected-review.py" E2E_REVIEW_INSTRUCTION="Comment both results" \
   E2E_INSTRUCTION="Reject arguments that are not integers" E2E_MEANWHILE="$MEANWHILE" \
+  E2E_CHOOSE_AGENT=careful E2E_MISSING_AGENT=goose \
   node "$HERE/e2e-driver.js" &
 DRIVER_PID=$!
 started=$SECONDS

@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as vscode from 'vscode';
 import {
+  DidChangeConfigurationNotification,
   ExecuteCommandRequest,
   LanguageClient,
   LanguageClientOptions,
@@ -13,7 +14,7 @@ import {
   TransportKind,
 } from 'vscode-languageclient/node';
 import { registerApplyEdit } from './applyEdit';
-import { SECTION, affectsServerCommand, handoffConfig, serverSettings } from './settings';
+import { SECTION, affectsServerCommand, getChosenAgent, handoffConfig, serverSettings } from './settings';
 import { Session } from './sessions';
 
 export const CLIENT_ID = 'handoff';
@@ -108,6 +109,16 @@ export class HandoffClient implements vscode.Disposable {
       outputChannel: this.output,
       initializationOptions: handoffConfig(),
       middleware: {
+        // A delegation from a code action names the agent chosen in this workspace, as the
+        // delegate commands do (the configuration carries it too, once the server pulled it).
+        executeCommand: async (command, args, next) => {
+          const agent = getChosenAgent();
+          const first = args[0] as Record<string, unknown> | undefined;
+          if (command === 'handoff.delegate' && agent && first && typeof first === 'object' && !first.agent) {
+            return next(command, [{ ...first, agent }, ...args.slice(1)]);
+          }
+          return next(command, args);
+        },
         workspace: {
           // Answer section `handoff` with the wire-shaped object, not VS Code's raw settings tree.
           configuration: async (params, token, next) => {
@@ -179,6 +190,20 @@ export class HandoffClient implements vscode.Disposable {
       throw new Error('the language server is not running (see the "Handoff" output, or run "Handoff: Restart Language Server")');
     }
     return (await client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [arg] })) as T;
+  }
+
+  /** Tell the server the configuration changed (it pulls section `handoff` again). */
+  configurationChanged(): void {
+    const client = this.client;
+    if (client && client.state === State.Running) {
+      void client.sendNotification(DidChangeConfigurationNotification.type, { settings: null });
+    }
+  }
+
+  /** The LSP URI of a document, as the server sees it. */
+  toProtocolUri(uri: vscode.Uri): string {
+    const conv = this.client?.code2ProtocolConverter;
+    return conv ? conv.asUri(uri) : uri.toString();
   }
 
   /** The LSP URI and range of an editor selection, as the server sees them. */

@@ -1,5 +1,6 @@
 // Entry point: wires the client, the session list, the status bar and the commands. Nothing else.
 import * as vscode from 'vscode';
+import { AgentChoice, CHOOSE_AGENT_COMMAND, chooseAgent } from './agents';
 import { HandoffClient, message } from './client';
 import { DELEGATE_COMMAND, DELEGATE_PROMPT_COMMAND, delegatePrompt, delegateSelection } from './delegate';
 import { InlineReview } from './hunks';
@@ -13,6 +14,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const handoff = new HandoffClient();
   client = handoff;
   const store = new SessionStore();
+  const choice = new AgentChoice(context.workspaceState);
   handoff.onSessions((sessions) => store.replace(sessions));
   handoff.onDidChangeRunning(async (running) => {
     if (!running) {
@@ -31,11 +33,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   context.subscriptions.push(
     store,
+    choice,
     new StatusItem(store),
     registerReview(),
     new InlineReview(handoff, store),
     vscode.commands.registerCommand(DELEGATE_COMMAND, () => delegateSelection(handoff)),
     vscode.commands.registerCommand(DELEGATE_PROMPT_COMMAND, (arg) => delegatePrompt(handoff, arg)),
+    vscode.commands.registerCommand(CHOOSE_AGENT_COMMAND, () => chooseAgent(handoff, choice)),
     vscode.commands.registerCommand(SHOW_SESSIONS_COMMAND, () => showSessions(handoff, store)),
     vscode.commands.registerCommand('handoff.reviewDiff', () => pickAndReview(handoff, store.all())),
     vscode.commands.registerCommand('handoff.applyReviewed', (uri?: vscode.Uri) =>

@@ -79,6 +79,17 @@ export function serverSettings(): ServerSettings {
   };
 }
 
+/** The agent chosen with "Handoff: Choose Agent..." in this workspace (agents.ts), or undefined. */
+let chosenAgent: string | undefined;
+
+export function setChosenAgent(name: string | undefined): void {
+  chosenAgent = name || undefined;
+}
+
+export function getChosenAgent(): string | undefined {
+  return chosenAgent;
+}
+
 export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig {
   const cfg = vscode.workspace.getConfiguration(SECTION, scope);
   const out: Record<string, unknown> = {};
@@ -87,6 +98,9 @@ export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig 
     if (value !== null && value !== undefined && value !== '') {
       out[key] = plain(value);
     }
+  }
+  if (chosenAgent) {
+    out.agent = chosenAgent; // the workspace's choice wins over the `handoff.agent` setting
   }
   const autoTrigger = cfg.get<unknown>('todo.autoTrigger');
   if (typeof autoTrigger === 'boolean') {

@@ -1,5 +1,5 @@
 -- Delegate a selection, watch the statusline go running -> ready, review the diff, apply,
--- list the sessions, check health. Run inside headless Neovim by tests/test_nvim.py.
+-- list the sessions, check health. Run inside headless Neovim by tests/editors/nvim/test_nvim.py.
 --
 -- Environment (besides the harness's): HANDOFF_TEST_FILE (the file to open),
 -- HANDOFF_TEST_EXPECTED (a file holding the text the buffer must have after :Handoff apply).

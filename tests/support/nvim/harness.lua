@@ -1,4 +1,4 @@
--- Shared by the end-to-end scenarios that tests/test_nvim.py runs inside headless Neovim.
+-- Shared by the end-to-end scenarios that tests/editors/nvim/test_nvim.py runs inside headless Neovim.
 --
 -- Environment: HANDOFF_TEST_OUT (where the JSON result goes), HANDOFF_TEST_TIMEOUT_MS (each wait).
 -- Every wait is on a condition; nothing sleeps for a guess. A scenario that fails records its

@@ -1,4 +1,4 @@
--- init.lua of the headless Neovim that tests/test_nvim.py drives.
+-- init.lua of the headless Neovim that tests/editors/nvim/test_nvim.py drives.
 -- Paths come from the environment the test sets.
 vim.g.loaded_python3_provider = 0 -- else every Python file costs ~3 s to open
 vim.g.loaded_node_provider = 0

@@ -1,6 +1,6 @@
 -- The rest of a session's life through :Handoff: cancel and discard a slow session; delegate a
 -- TODO typed in an unsaved buffer (empty instruction); follow up; apply and show the transcript
--- from the :Handoff sessions menu; open the log. Run inside headless Neovim by tests/test_nvim.py.
+-- from the :Handoff sessions menu; open the log. Run inside headless Neovim by tests/editors/nvim/test_nvim.py.
 --
 -- Environment (besides the harness's): HANDOFF_TEST_FILE, HANDOFF_TEST_EXPECTED (the buffer text
 -- after the apply), HANDOFF_SERVER_LOG (the --log-file given to the server).

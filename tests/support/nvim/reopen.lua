@@ -1,6 +1,6 @@
 -- The session outlives Neovim: phase "delegate" delegates a selection and quits while the agent
 -- runs; phase "reopen" (a new Neovim) finds the session in the statusline and applies it.
--- Run inside headless Neovim by tests/test_nvim_daemon.py.
+-- Run inside headless Neovim by tests/editors/nvim/test_nvim_daemon.py.
 --
 -- Environment (besides the harness's): HANDOFF_TEST_FILE, HANDOFF_TEST_EXPECTED,
 -- HANDOFF_TEST_PHASE ("delegate" or "reopen").

@@ -1,7 +1,7 @@
 -- Review hunk by hunk: the code action on a bare selection asks for the instruction
 -- (vim.ui.input), the session's two changes show as virtual lines, `]h` goes to each,
 -- `:Handoff accept` takes one, `:Handoff reject <reason>` refuses the other and the agent follows
--- up with the reason. Run inside headless Neovim by tests/test_review_nvim.py.
+-- up with the reason. Run inside headless Neovim by tests/editors/nvim/test_review_nvim.py.
 --
 -- Environment (besides the harness's): HANDOFF_TEST_FILE, REVIEW_TASK_COPY (where the follow-up's
 -- agent copies its task).

@@ -1,0 +1,1 @@
+"""Smoke test of ``bench/``: a quick run of the benchmarks, its numbers present and sane."""

@@ -1,0 +1,1 @@
+"""Tests of ``handoff_pkg/`` (import name ``handoff``): what both sides share (text, uris, files)."""

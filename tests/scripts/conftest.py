@@ -1,0 +1,1 @@
+"""Tests of ``scripts/``: ``make demo`` as a user runs it."""
