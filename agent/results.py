@@ -33,7 +33,9 @@ def _cached(key: tuple[str, str, str]) -> tuple[list[gitops.FileChange], list[by
         return hit
 
 
-def _keep(key: tuple[str, str, str], value: tuple[list[gitops.FileChange], list[bytes | None]]):
+def _keep(
+    key: tuple[str, str, str], value: tuple[list[gitops.FileChange], list[bytes | None]]
+) -> None:
     size = sum(len(b) for b in value[1] if b)
     if size > _READS_BUDGET // 4:
         return
