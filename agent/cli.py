@@ -42,7 +42,7 @@ def _age(iso: str) -> str:
     return f"{secs}s"
 
 
-def _lines_range(spec: str | None) -> dict | None:
+def _lines_range(spec: str | None) -> dict[str, Any] | None:
     if not spec:
         return None
     a, _, b = spec.partition("-")
@@ -129,7 +129,8 @@ class Terminal:
         print("handoff: the session daemon went away; starting a new one", file=sys.stderr)
         await self.client.close()
         await self.open(Path(self.root))
-        return (await self.call(protocol.GET, sessionId=sid))["session"]
+        session: dict[str, Any] = (await self.call(protocol.GET, sessionId=sid))["session"]
+        return session
 
     async def close(self) -> None:
         await self.client.close()

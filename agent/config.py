@@ -12,14 +12,14 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 ENV_KEYS = {
     "HANDOFF_MODEL": "model",
@@ -205,7 +205,7 @@ def _str(v: Any) -> str:
 def _policy(v: Any) -> str:
     if v not in ("sandbox", "allow", "deny"):
         raise ValueError('one of "sandbox", "allow", "deny"')
-    return v
+    return str(v)
 
 
 def _env_names(v: Any) -> list[str]:
@@ -221,7 +221,7 @@ def _env_names(v: Any) -> list[str]:
 def _permissions(v: Any) -> str:
     if v not in PERMISSIONS:
         raise ValueError('one of "worktree", "reject", "ask"')
-    return v
+    return str(v)
 
 
 def _globs(v: Any) -> list[str]:
@@ -244,7 +244,7 @@ def _env_table(v: Any) -> dict[str, str]:
 def _executor(v: Any) -> str:
     if v not in EXECUTORS:
         raise ValueError('one of "local", "ray"')
-    return v
+    return str(v)
 
 
 def _runtime_env(v: Any) -> dict[str, Any]:
@@ -293,7 +293,7 @@ _SCALARS = {
 }
 
 # Tables of one level: key -> (the Config attribute, its keys and their checks)
-_TABLES = {
+_TABLES: dict[str, tuple[str, dict[str, Callable[[Any], Any]]]] = {
     "todo": ("todo", {"autoTrigger": _bool}),
     "daemon": ("daemon", {"idleMinutes": _days}),
     "ray": (
@@ -362,7 +362,7 @@ def _apply(cfg: Config, data: Mapping[str, Any], source: str, messages: list[str
             messages.append(f"{where} must be {exc}; using the default")
 
 
-_AGENT_FIELDS = {
+_AGENT_FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "passEnv": (_env_names, "passing none"),
     "env": (_env_table, "setting none"),
     "exclude": (_globs, "excluding none"),
@@ -402,7 +402,7 @@ def _agent_spec(
         try:
             value = check(v)
             if key == "env":  # adds to the preset's (or an earlier source's) variables
-                value = {**out.env, **value}
+                value = {**out.env, **dict(value)}
             setattr(out, key, value)
         except ValueError as exc:
             messages.append(f"{source}: agent `{name}`: `{key}` must be {exc}; {fallback}")
@@ -435,8 +435,8 @@ def read_toml(repo_root: Path, messages: list[str]) -> tuple[dict[str, Any], str
 
 
 def _trusted_part(
-    cfg: Config, repo_root: Path, name: str, data: dict[str, Any], messages: list[str]
-) -> dict[str, Any]:
+    cfg: Config, repo_root: Path, name: str, data: Mapping[str, Any], messages: list[str]
+) -> Mapping[str, Any]:
     """``data`` without what needs workspace trust (agent/trust.py) unless the file is trusted."""
     from . import trust
 
@@ -476,14 +476,14 @@ def load(
         if data:
             _apply(cfg, _trusted_part(cfg, Path(repo_root), name, data, messages), name, messages)
     _apply(cfg, from_env(os.environ if env is None else env), "environment", messages)
-    for source, data in overrides:
-        if data is None:
+    for source, given in overrides:
+        if given is None:
             continue
-        if not isinstance(data, Mapping):
+        if not isinstance(given, Mapping):
             messages.append(f"{source}: the configuration must be an object; ignored")
             continue
-        _apply(cfg, data, source, messages)
-        if "agent" in data:  # the user's own choice of agent: nothing left to refuse
+        _apply(cfg, given, source, messages)
+        if "agent" in given:  # the user's own choice of agent: nothing left to refuse
             cfg.untrusted = None
     if cfg.untrusted_model and cfg.untrusted is None and cfg.agent == "builtin" and not cfg.model:
         cfg.untrusted = cfg.untrusted_model

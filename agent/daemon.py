@@ -30,7 +30,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ from .backends.base import AgentError
 from .executors import ClusterError
 from .executors.cluster import RayExecutor
 from .host import AgentHost
-from .manager import DelegateRequest, SessionError, SessionManager, not_ready
-from .protocol import RemoteError, Session, State, b64, unb64
+from .manager import DelegateRequest, SessionManager, not_ready
+from .protocol import RemoteError, Session, SessionError, State, b64, unb64
 from .rpc import Connection
 from .secrets import Redactor
 from .session import ACTIVE, TransitionError
@@ -115,7 +115,7 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except (OSError, AttributeError):
         return None
-    return struct.unpack("3i", creds)[1]
+    return int(struct.unpack("3i", creds)[1])
 
 
 class Daemon:
@@ -272,7 +272,7 @@ class Daemon:
             raise RemoteError(f"{exc.strerror or exc}{where}") from None
 
     # -- events ----------------------------------------------------------------------------
-    def _on_loop(self, fn, *args) -> None:
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._loop is None:
             return
         if threading.get_ident() == self._loop_thread:

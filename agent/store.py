@@ -120,6 +120,9 @@ class Store:
         repository, says where that is)."""
         self.repo_root = Path(repo_root)
         self.redactor = redactor or Redactor()
+        self.root: Path
+        self.legacy: list[Path]
+        self.main: Path
         if like is not None:
             self.root, self.legacy, self.main = like.root, list(like.legacy), like.main
             return

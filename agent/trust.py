@@ -58,11 +58,11 @@ _NARROWING_POLICIES = ("sandbox", "deny")
 def _harmless(key: str, value: Any) -> bool:
     """A guarded key whose value widens nothing."""
     if key == "agent":
-        return value == "builtin"
+        return bool(value == "builtin")
     if key == "commandPolicy":
         return value in _NARROWING_POLICIES
     if key == "executor":
-        return value == "local"
+        return bool(value == "local")
     if key == "autoApply":
         return value is False or (isinstance(value, str) and value.lower() in _OFF)
     if key == "maxCostUsd":

@@ -116,7 +116,7 @@ class Diagnostics:
             return
         steps = [
             ("full", old, new)
-            if getattr(change, "range", None) is None
+            if not isinstance(change, types.TextDocumentContentChangePartial)
             else (
                 "range",
                 (change.range.start.line, change.range.start.character),

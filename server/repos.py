@@ -253,7 +253,8 @@ class Repos:
         repo = self._repos.get(root)
         fresh = repo is None
         if repo is None:
-            repo = self._repos[root] = self._others.pop(root, None) or Repo(root)
+            other = self._others.pop(root) if root in self._others else None
+            repo = self._repos[root] = other or Repo(root)
         seen: set[str] = set()
         touched = {root: repo}  # the repositories (worktrees) of these sessions
         for wire in result["sessions"]:  # every worktree's of the repository

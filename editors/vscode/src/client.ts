@@ -14,7 +14,14 @@ import {
   TransportKind,
 } from 'vscode-languageclient/node';
 import { registerApplyEdit } from './applyEdit';
-import { SECTION, affectsServerCommand, getChosenAgent, handoffConfig, serverSettings } from './settings';
+import {
+  SECTION,
+  affectsServerCommand,
+  getChosenAgent,
+  handoffConfig,
+  ignoredWorkspaceKeys,
+  serverSettings,
+} from './settings';
 import { Session } from './sessions';
 
 export const CLIENT_ID = 'handoff';
@@ -98,6 +105,15 @@ export class HandoffClient implements vscode.Disposable {
       return false;
     }
     this.output.appendLine(`[handoff] starting ${server.command} ${server.args.join(' ')} (from ${server.origin})`);
+    const ignored = ignoredWorkspaceKeys();
+    if (ignored.length) {
+      const msg =
+        `Handoff: ${ignored.join(', ')} in this workspace's settings ${ignored.length > 1 ? 'are' : 'is'} not used ` +
+        '(such settings run programs or widen what agents may do): set them in your user settings, ' +
+        "or in the repository's .handoff.toml and run `handoff trust`.";
+      this.output.appendLine(`[handoff] ${msg}`);
+      void vscode.window.showWarningMessage(msg);
+    }
     const serverOptions: ServerOptions = {
       command: server.command,
       args: server.args,

@@ -46,6 +46,10 @@ export interface HandoffConfig {
   daemon?: { idleMinutes?: number };
   /** The warm pool: idle worktrees kept ready per repository (0: off). */
   pool?: { size?: number };
+  /** Where agents run: this machine, or a Ray cluster (`ray.*`); user or remote settings only. */
+  executor?: 'local' | 'ray';
+  worktree?: { include?: string[]; setup?: string };
+  ray?: { address?: string; numCpus?: number; memoryMb?: number; runtimeEnv?: Record<string, unknown> };
 }
 
 /** The flat keys mirrored one to one from settings `handoff.<key>`. */
@@ -67,7 +71,50 @@ const CONFIG_KEYS = [
   'exclude',
   'permissions',
   'notify',
+  'executor',
 ] as const;
+
+/**
+ * Keys that run programs or widen what an agent may do (agent/trust.py's GUARDED). A
+ * workspace's `.vscode/settings.json` is a file of the repository, so for these only the
+ * user's own (or remote) settings count: a repository sets them in `.handoff.toml`, where
+ * `handoff trust` guards them. The workspace values found are reported by ignoredWorkspaceKeys.
+ */
+export const USER_ONLY_KEYS: readonly string[] = [
+  'agent',
+  'agents',
+  'commandPolicy',
+  'passEnv',
+  'testCommand',
+  'model',
+  'apiBase',
+  'autoApply',
+  'maxCostUsd',
+  'executor',
+  'ray.address',
+  'ray.runtimeEnv',
+  'ray.numCpus',
+  'ray.memoryMb',
+  'worktree.setup',
+  'worktree.include',
+];
+
+/** The value of `handoff.<key>` as the server should get it: for USER_ONLY_KEYS the user's. */
+function setting(cfg: vscode.WorkspaceConfiguration, key: string): unknown {
+  if (!USER_ONLY_KEYS.includes(key)) {
+    return cfg.get<unknown>(key);
+  }
+  return cfg.inspect<unknown>(key)?.globalValue;
+}
+
+/** USER_ONLY_KEYS that a workspace (folder) setting sets, and that are therefore not used. */
+export function ignoredWorkspaceKeys(scope?: vscode.ConfigurationScope): string[] {
+  const cfg = vscode.workspace.getConfiguration(SECTION, scope);
+  return USER_ONLY_KEYS.filter((key) => {
+    const seen = cfg.inspect<unknown>(key);
+    return seen?.workspaceValue !== undefined || seen?.workspaceFolderValue !== undefined;
+  }).map((key) => `${SECTION}.${key}`);
+}
 
 export function serverSettings(): ServerSettings {
   const cfg = vscode.workspace.getConfiguration(SECTION);
@@ -94,7 +141,7 @@ export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig 
   const cfg = vscode.workspace.getConfiguration(SECTION, scope);
   const out: Record<string, unknown> = {};
   for (const key of CONFIG_KEYS) {
-    const value = cfg.get<unknown>(key);
+    const value = setting(cfg, key);
     if (value !== null && value !== undefined && value !== '') {
       out[key] = plain(value);
     }
@@ -113,6 +160,26 @@ export function handoffConfig(scope?: vscode.ConfigurationScope): HandoffConfig 
   const poolSize = cfg.get<unknown>('pool.size');
   if (typeof poolSize === 'number') {
     out.pool = { size: poolSize };
+  }
+  const worktree: Record<string, unknown> = {};
+  for (const key of ['include', 'setup']) {
+    const value = setting(cfg, `worktree.${key}`);
+    if (value !== null && value !== undefined && value !== '') {
+      worktree[key] = plain(value);
+    }
+  }
+  if (Object.keys(worktree).length) {
+    out.worktree = worktree;
+  }
+  const ray: Record<string, unknown> = {};
+  for (const key of ['address', 'numCpus', 'memoryMb', 'runtimeEnv']) {
+    const value = setting(cfg, `ray.${key}`);
+    if (value !== null && value !== undefined && value !== '') {
+      ray[key] = plain(value);
+    }
+  }
+  if (Object.keys(ray).length) {
+    out.ray = ray;
   }
   return out as HandoffConfig;
 }

@@ -16,7 +16,7 @@ from tests.support.paths import ROOT
 EXT = ROOT / "editors" / "vscode"
 # what a repository's own settings (.vscode/settings.json) must not set: they run programs or
 # widen an agent's reach, or they are secrets
-USER_ONLY = {"apiKey", "commandPolicy", "passEnv"}
+USER_ONLY = {"apiKey", "commandPolicy", "passEnv", "executor", "ray.address", "ray.runtimeEnv"}
 
 
 def server_keys() -> list[str]:
@@ -70,3 +70,25 @@ def test_what_widens_an_agent_is_set_by_the_user_only():
         assert declared[f"handoff.{key}"].get("scope") == "machine", key  # not a workspace's
     assert declared["handoff.commandPolicy"]["enum"] == ["sandbox", "allow", "deny", None]
     assert "HANDOFF_API_KEY" in declared["handoff.apiKey"]["markdownDescription"]
+
+
+def test_a_workspace_cannot_set_what_needs_handoff_trust():
+    """`.vscode/settings.json` is a file of the repository: for every key that needs `handoff
+    trust` in `.handoff.toml` (agent/trust.py), the extension reads the user's value only and
+    says which workspace values it ignored."""
+    import re
+
+    from handoff.agent.trust import GUARDED
+
+    source = (EXT / "src" / "settings.ts").read_text()
+    listed = re.search(r"USER_ONLY_KEYS: readonly string\[\] = \[(.*?)\];", source, re.S)
+    assert listed is not None
+    user_only = set(re.findall(r"'([\w.]+)'", listed.group(1)))
+    declared = {k.removeprefix("handoff.") for k in settings()}
+    assert user_only == {k for k in GUARDED if k in declared}
+    assert (
+        "globalValue" in source
+        and "ignoredWorkspaceKeys" in (EXT / "src" / "client.ts").read_text()
+    )
+    for key in user_only:
+        assert "User or remote settings only" in str(settings()[f"handoff.{key}"]), key
