@@ -212,13 +212,13 @@ def _run_many(
             except FileNotFoundError as exc:
                 _not_found(cwd, exc)
     finally:
-        done = []
-        for proc, stdin in procs:
-            out, err = proc.communicate(stdin)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    for (args, _, check), proc in zip(calls, done, strict=True):
+        done: list[subprocess.CompletedProcess[bytes]] = []
+        for child, data in procs:
+            out, err = child.communicate(data)
+            done.append(subprocess.CompletedProcess(child.args, child.returncode, out, err))
+    for (args, _, check), result in zip(calls, done, strict=True):
         if check:
-            _check(cwd, args, proc)
+            _check(cwd, args, result)
     return done
 
 
