@@ -186,11 +186,12 @@ def _run_many(
     one's output read in turn (a process whose pipe is full waits for its turn), so their start-up
     costs overlap. Raises the first failure, after every one has ended. (Worktree
     administration, one command at a time per repository, runs in turn.)"""
+    done: list[subprocess.CompletedProcess[bytes]] = []
     if any(_is_admin(args) for args, _, _ in calls):
         done = [_run(cwd, *args, stdin=stdin, check=False) for args, stdin, _ in calls]
-        for (args, _, check), proc in zip(calls, done, strict=True):
+        for (args, _, check), result in zip(calls, done, strict=True):
             if check:
-                _check(cwd, args, proc)
+                _check(cwd, args, result)
         return done
     procs: list[tuple[subprocess.Popen[bytes], bytes | None]] = []
     try:
@@ -212,7 +213,6 @@ def _run_many(
             except FileNotFoundError as exc:
                 _not_found(cwd, exc)
     finally:
-        done: list[subprocess.CompletedProcess[bytes]] = []
         for child, data in procs:
             out, err = child.communicate(data)
             done.append(subprocess.CompletedProcess(child.args, child.returncode, out, err))
