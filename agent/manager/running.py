@@ -153,15 +153,24 @@ class Running(ManagerBase):
             message=f"handoff {s.id}: snapshot\n\n{s.title}",
         )
         log.info("%s: snapshot in %.3f s", s.id, time.monotonic() - t0)
+        # the origin file (unless its buffer came along) and the guides, in one read
+        wanted = list(GUIDES)
+        if req.file and req.file not in req.overlays:
+            wanted.append(req.file)
+        found = dict(
+            zip(
+                wanted,
+                gitops.read_blobs(self.repo_root, [(s.baseCommit, p) for p in wanted]),
+                strict=True,
+            )
+        )
         text = None
         if req.file:
-            data = req.overlays.get(req.file)
-            if data is None:
-                data = gitops.read_blob(self.repo_root, s.baseCommit, req.file)
+            data = req.overlays.get(req.file, found.get(req.file))
             text = data.decode("utf-8", "replace") if data is not None else None
         guide = None
         for name in GUIDES:
-            data = gitops.read_blob(self.repo_root, s.baseCommit, name)
+            data = found[name]
             if data is not None:
                 guide = (name, data.decode("utf-8", "replace"))
                 break

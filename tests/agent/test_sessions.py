@@ -69,6 +69,7 @@ async def test_command_agent_env_placeholders_and_result(repo: Path, tmp_path: P
     ) + ["{task_file}", "{task}", str(tmp_path / "seen.json")]
     # uncommitted work the agent must see
     (repo / "app.py").write_text((repo / "app.py").read_text() + "\n# wip\n")
+    (repo / "AGENTS.md").write_text("Run pytest before you finish.\n")  # a guide, not committed
     mgr = command_manager(repo, {"env": argv}, "env")
     before = dev_state(repo)
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 16}}
@@ -87,6 +88,7 @@ async def test_command_agent_env_placeholders_and_result(repo: Path, tmp_path: P
     assert seen["argv"][0] == seen["HANDOFF_TASK_FILE"] and seen["argv"][1] == "add a check"
     assert Path(seen["cwd"]) == Path(s.worktree)
     assert "def add(a, b):" in seen["brief"] and "uncommitted and unsaved" in seen["brief"]
+    assert "## Project guide (AGENTS.md)\n\nRun pytest before you finish." in seen["brief"]
     # the developer's files are untouched until they apply
     assert dev_state(repo) == before
     diff = mgr.diff(s.id)
@@ -96,6 +98,7 @@ async def test_command_agent_env_placeholders_and_result(repo: Path, tmp_path: P
     assert (repo / "app.py").read_text() == (
         "def add(a, b):\n    return a + b  # checked\n\n\ndef sub(a, b):\n    return a - b\n\n# wip\n"
     )
+    assert (repo / "AGENTS.md").read_text() == "Run pytest before you finish.\n"
     assert mgr.get(s.id).state is State.APPLIED
     assert not Path(s.worktree).exists()
     assert git(repo, "branch", "--list", "handoff/*") == ""
