@@ -212,10 +212,12 @@ def remap_changed(
         k = max(0, bisect.bisect_right(starts, m) - 1)
         for tag, i1, i2, j1, _j2 in itertools.islice(ops, max(0, k - 1), None):
             if i1 <= m < i2:
-                return ch.head + (j1 + (m - i1) if tag == "equal" else j1)
+                # a deletion at the end of the changed lines maps past them: onto the last line
+                # when the document now ends there
+                return min(ch.head + (j1 + (m - i1) if tag == "equal" else j1), ch.new_lines - 1)
             if i1 > m:
                 break
-        return ch.head + m
+        return min(ch.head + m, ch.new_lines - 1)
 
     moved = False
     for anchor in anchors:
