@@ -132,8 +132,10 @@ def _admin_lock(cwd: Path, args: Sequence[str]) -> contextlib.AbstractContextMan
         proc = _run_unlocked(
             Path(cwd), ("rev-parse", "--path-format=absolute", "--git-common-dir"), check=False
         )
-        common = os.path.realpath(os.fsdecode(proc.stdout).strip() or key)
-        _common_dirs[key] = common
+        found = os.fsdecode(proc.stdout).strip() if proc.returncode == 0 else ""
+        common = os.path.realpath(found or key)
+        if found:  # not a repository (yet): asked again next time
+            _common_dirs[key] = common
     with _admin_guard:
         return _admin_locks.setdefault(common, threading.Lock())
 
