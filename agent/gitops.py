@@ -381,18 +381,7 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
         raise GitError(f"worktree folder exists already and is not empty: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _run(
-            repo_root,
-            "worktree",
-            "add",
-            "--quiet",
-            "--no-checkout",
-            "-b",
-            branch,
-            str(path),
-            commit,
-        )
-        _populate(path)
+        _add_and_populate(repo_root, path, commit, "-b", branch)
     except GitError as exc:
         if "unable to write" in str(exc) or "No space left" in str(exc):
             free = shutil.disk_usage(path.parent).free
@@ -406,10 +395,25 @@ def _checkout_workers() -> str:
     return f"checkout.workers={os.cpu_count() or 1}"
 
 
-def _populate(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
-    """Check out a worktree made with ``--no-checkout`` (index and files), on every core
-    (parallel checkout, git 2.32+; older gits ignore it: 3-4x faster on a large tree)."""
-    _run(worktree, "-c", _checkout_workers(), "reset", "--quiet", "--hard", prefix=prefix)
+def _add_and_populate(
+    repo_root: Path, path: Path, commit: str, *how: str, prefix: Sequence[str] = ()
+) -> None:
+    """``git worktree add --no-checkout`` (``how``: on a new branch, or detached), a short
+    command under the repository's admin lock; then the checkout (index and files) outside it,
+    on every core (parallel checkout, git 2.32+; older gits ignore it: 3-4x faster on a large
+    tree)."""
+    _run(
+        repo_root,
+        "worktree",
+        "add",
+        "--quiet",
+        "--no-checkout",
+        *how,
+        str(path),
+        commit,
+        prefix=prefix,
+    )
+    _run(path, "-c", _checkout_workers(), "reset", "--quiet", "--hard", prefix=prefix)
 
 
 def add_detached_worktree(
@@ -419,18 +423,7 @@ def add_detached_worktree(
     stat data then refreshed once (``refresh_index``) so that moving it to another commit later
     compares stat data, not contents."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _run(
-        repo_root,
-        "worktree",
-        "add",
-        "--quiet",
-        "--no-checkout",
-        "--detach",
-        str(path),
-        commit,
-        prefix=prefix,
-    )
-    _populate(path, prefix=prefix)
+    _add_and_populate(repo_root, path, commit, "--detach", prefix=prefix)
 
 
 def trust_fresh_checkout(worktree: Path) -> None:
