@@ -22,6 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NoReturn
 
+from handoff.files import write as write_file
+
+from . import gitindex
 from .gitenv import REPOSITORY_VARS
 
 log = logging.getLogger(__name__)
@@ -182,7 +185,10 @@ def _check(cwd: Path, args: Sequence[str], proc: subprocess.CompletedProcess[byt
 
 
 def _run_many(
-    cwd: Path, calls: Sequence[tuple[Sequence[str], bytes | None, bool]]
+    cwd: Path,
+    calls: Sequence[tuple[Sequence[str], bytes | None, bool]],
+    *,
+    prefix: Sequence[str] = (),
 ) -> list[subprocess.CompletedProcess[bytes]]:
     """``_run`` of several ``(args, stdin, check)`` at once: every git started first, then each
     one's output read in turn (a process whose pipe is full waits for its turn), so their start-up
@@ -190,7 +196,9 @@ def _run_many(
     administration, one command at a time per repository, runs in turn.)"""
     done: list[subprocess.CompletedProcess[bytes]] = []
     if any(_is_admin(args) for args, _, _ in calls):
-        done = [_run(cwd, *args, stdin=stdin, check=False) for args, stdin, _ in calls]
+        done = [
+            _run(cwd, *args, stdin=stdin, check=False, prefix=prefix) for args, stdin, _ in calls
+        ]
         for (args, _, check), result in zip(calls, done, strict=True):
             if check:
                 _check(cwd, args, result)
@@ -202,7 +210,7 @@ def _run_many(
                 procs.append(
                     (
                         subprocess.Popen(
-                            git_argv(*args),
+                            [*prefix, *git_argv(*args)],
                             cwd=cwd,
                             env=_env(),
                             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -391,17 +399,12 @@ def add_worktree(repo_root: Path, path: Path, *, branch: str, commit: str) -> No
         raise
 
 
-def _checkout_workers() -> str:
-    return f"checkout.workers={os.cpu_count() or 1}"
-
-
 def _add_and_populate(
     repo_root: Path, path: Path, commit: str, *how: str, prefix: Sequence[str] = ()
 ) -> None:
     """``git worktree add --no-checkout`` (``how``: on a new branch, or detached), a short
-    command under the repository's admin lock; then the checkout (index and files) outside it,
-    on every core (parallel checkout, git 2.32+; older gits ignore it: 3-4x faster on a large
-    tree)."""
+    command under the repository's admin lock; then the checkout (index and files) outside it
+    (:func:`_populate`)."""
     _run(
         repo_root,
         "worktree",
@@ -413,7 +416,111 @@ def _add_and_populate(
         commit,
         prefix=prefix,
     )
+    _populate(path, prefix=prefix)
+
+
+PARTS_MIN_ENTRIES = 2000  # below this, one git's checkout costs less than starting several
+# What every git of a checkout in parts reads and writes: a plain version 2 index, whole.
+_PARTS_CONFIG = (
+    *("-c", "index.version=2", "-c", "core.splitIndex=false", "-c", "index.sparse=false"),
+    *("-c", "core.untrackedCache=false", "-c", "checkout.workers=1"),
+)
+
+
+def _populate(path: Path, *, prefix: Sequence[str] = ()) -> None:
+    """Check a worktree made with ``--no-checkout`` out at its HEAD: its index and files.
+
+    With several cores and a tree of at least ``PARTS_MIN_ENTRIES`` files, in parts
+    (:func:`_checkout_in_parts`); else, or for a sparse checkout, git's own ``reset --hard``
+    with parallel checkout (``checkout.workers``, git 2.32+; older gits ignore it)."""
+    parts = os.cpu_count() or 1
+    if parts > 1 and _checkout_in_parts(path, parts, prefix):
+        return
     _run(path, "-c", _checkout_workers(), "reset", "--quiet", "--hard", prefix=prefix)
+
+
+def _checkout_in_parts(path: Path, parts: int, prefix: Sequence[str]) -> bool:
+    """The tree split into ``parts`` contiguous ranges of its files, each written by its own
+    ``git checkout-index`` (serial, into folders no other part writes into) into its own copy of
+    the index, all at once; the index of the whole is then spliced from the copies
+    (agent/gitindex.py). Git's parallel checkout hands every file from one process to its
+    workers and theirs write side by side in the same folders: on two cores this does the same
+    work in about 0.7 of its time (bench/RESULTS.md). False (nothing left of it) when the tree
+    is small, the repository has a sparse checkout, or the index is not one this can split."""
+    index = worktree_index(path)
+    read, fmt, sparse = _run_many(
+        path,
+        [
+            ((*_PARTS_CONFIG, "read-tree", "HEAD"), None, True),
+            (("rev-parse", "--show-object-format"), None, True),
+            (("config", "--bool", "core.sparseCheckout"), None, False),
+        ],
+        prefix=prefix,
+    )
+    layout = None
+    if sparse.stdout.strip() != b"true":
+        hash_size = {b"sha1": 20, b"sha256": 32}.get(fmt.stdout.strip(), 0)
+        layout = gitindex.plan(index.read_bytes(), parts, hash_size)
+    if layout is None or layout.count < PARTS_MIN_ENTRIES:
+        index.unlink(missing_ok=True)  # git's own checkout starts from no index, as before
+        return False
+    for folder in layout.shared_dirs():
+        os.makedirs(os.path.join(os.fsencode(path), folder), exist_ok=True)
+    copies = [index] + [index.with_name(f"index.handoff-part{k}") for k in range(1, parts)]
+    lists = [index.with_name(f"index.handoff-part{k}.paths") for k in range(parts)]
+    try:
+        data = index.read_bytes()
+        for copy in copies[1:]:
+            copy.write_bytes(data)
+        for k, part in enumerate(layout.parts):
+            lists[k].write_bytes(part.paths)
+        _run_parts(
+            path,
+            ("checkout-index", "-u", "-f", "-z", "--stdin"),
+            [(copies[k], lists[k]) for k in range(parts)],
+            prefix,
+        )
+        try:
+            whole = gitindex.splice(layout, [c.read_bytes() for c in copies])
+        except ValueError as exc:  # every file is written; git makes the index over them
+            log.warning("the checkout of %s in parts: %s; git's own reset --hard", path, exc)
+            index.unlink(missing_ok=True)
+            return False
+        write_file(index, whole, fsync=False)
+    finally:
+        for extra in [*copies[1:], *lists]:
+            extra.unlink(missing_ok=True)
+    return True
+
+
+def _run_parts(
+    path: Path, args: Sequence[str], parts: Sequence[tuple[Path, Path]], prefix: Sequence[str]
+) -> None:
+    """``git *args`` once per ``(index, stdin file)`` in ``parts``, all at once, in ``path``."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for index, paths in parts:
+            with open(paths, "rb") as stdin:
+                procs.append(
+                    subprocess.Popen(
+                        [*prefix, *git_argv(*_PARTS_CONFIG, *args)],
+                        cwd=path,
+                        env=_env({"GIT_INDEX_FILE": str(index)}),
+                        stdin=stdin,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
+                )
+    except FileNotFoundError as exc:
+        _not_found(path, exc)
+    finally:
+        done = [(p, p.communicate()[1]) for p in procs]
+    for proc, err in done:
+        _check(path, args, subprocess.CompletedProcess(proc.args, proc.returncode, b"", err))
+
+
+def _checkout_workers() -> str:
+    return f"checkout.workers={os.cpu_count() or 1}"
 
 
 def add_detached_worktree(
@@ -426,6 +533,14 @@ def add_detached_worktree(
     _add_and_populate(repo_root, path, commit, "--detach", prefix=prefix)
 
 
+def worktree_index(worktree: Path) -> Path:
+    """The index file of a linked worktree (in its admin folder, which its ``.git`` names)."""
+    link = (Path(worktree) / ".git").read_text("utf-8", "replace").strip()
+    if link.startswith("gitdir:"):  # what git wrote: the worktree's admin folder holds its index
+        return Path(worktree, link[len("gitdir:") :].strip(), "index")
+    return Path(_out(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+
+
 def trust_fresh_checkout(worktree: Path) -> None:
     """Let git trust the stat data of a checkout it has just made, before anything else has
     written into it: the worktree's index gets a modification time a second ahead of every file
@@ -434,11 +549,7 @@ def trust_fresh_checkout(worktree: Path) -> None:
     call that writes the index, ~0.1 s on 20,000 files). Sound only for a folder no one else
     writes into between the checkout and the next index write (a fresh worktree of Handoff's
     own, before its agent starts): that write stamps the index with the real time again."""
-    link = (Path(worktree) / ".git").read_text("utf-8", "replace").strip()
-    if link.startswith("gitdir:"):  # what git wrote: the worktree's admin folder holds its index
-        index = Path(worktree, link[len("gitdir:") :].strip(), "index")
-    else:
-        index = Path(_out(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    index = worktree_index(worktree)
     st = index.stat()
     ahead = int(max(st.st_mtime, time.time())) + 1
     os.utime(index, (ahead, ahead))
@@ -483,22 +594,66 @@ def switch_worktree(worktree: Path, *, branch: str, commit: str, clean: bool = T
         _run(worktree, "clean", "-ffdxq")
 
 
+PATHS_MAX = 64  # more paths than this: git's pathspec match of every entry costs more than a
+# two-way read-tree (each entry is matched against each path)
+
+
 def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str, head: str) -> None:
     """Put a worktree known to be pristine (just checked out and trusted, or cleaned and reset:
-    :func:`make_pristine`), detached at ``head``, on a new branch ``branch`` at ``commit``: a
-    two-way ``read-tree -m -u`` writes the files that differ and looks at no other file
-    (``checkout`` would first stat every file of the tree: 0.25 s on 100,000 files). The three
-    gits (the branch made, must not exist yet; the files; HEAD onto the branch) depend on no
-    other's result and run at once. A local change in a file that differs makes it fail (nothing
-    is lost); the caller then removes the worktree and its branch and makes one afresh."""
-    _run_many(
+    :func:`make_pristine`), detached at ``head``, on a new branch ``branch`` at ``commit``,
+    writing only the files that differ (``diff-tree`` of the two commits) and reading only their
+    index entries: ``git checkout --no-overlay <commit> -- <those paths>`` (files added, changed
+    and removed; git's ``checkout`` of a commit would first stat every file of the tree, and a
+    two-way ``read-tree -m -u`` makes every entry of the index anew: 0.25 s on 100,000 files);
+    with more than ``PATHS_MAX`` of them, the two-way ``read-tree``. The branch (it must not
+    exist yet), the files and HEAD's move depend on no other's result and run at once. The
+    caller removes the worktree and its branch when it fails (nothing of the developer's is in
+    it)."""
+    listed = _run(
         worktree,
-        [
-            (("update-ref", f"refs/heads/{branch}", commit, ""), None, True),  # "": must be new
-            (("-c", _checkout_workers(), "read-tree", "-m", "-u", head, commit), None, True),
-            (("symbolic-ref", "HEAD", f"refs/heads/{branch}"), None, True),
-        ],
-    )
+        *("diff-tree", "-r", "-z", "--no-renames", "--name-only", head, commit),
+        # two commits are compared: no index is needed, and git would read it whole
+        env={"GIT_INDEX_FILE": f"{worktree_index(worktree)}.none"},
+    ).stdout
+    listed_paths = {p for p in listed.split(b"\0") if p}
+    # a path under another listed one (a file that became a folder, or the reverse) is that
+    # one's: git counts a path its pathspec left nothing to match as an error
+    paths = sorted(p for p in listed_paths if not _under_any(p, listed_paths))
+    if len(paths) > PATHS_MAX:
+        files: tuple[Sequence[str], bytes | None, bool] = (
+            ("-c", _checkout_workers(), "read-tree", "-m", "-u", head, commit),
+            None,
+            True,
+        )
+    else:
+        files = (
+            (
+                "--literal-pathspecs",
+                *("-c", "core.preloadIndex=false"),  # its threads match every entry again
+                "checkout",
+                "--quiet",
+                "--no-overlay",
+                commit,
+                "--pathspec-from-file=-",
+                "--pathspec-file-nul",
+            ),
+            b"".join(p + b"\0" for p in paths),
+            True,
+        )
+    calls = [
+        (("update-ref", f"refs/heads/{branch}", commit, ""), None, True),  # "": must be new
+        (("symbolic-ref", "HEAD", f"refs/heads/{branch}"), None, True),
+    ]
+    _run_many(worktree, [*calls, files] if paths else calls)
+
+
+def _under_any(path: bytes, paths: set[bytes]) -> bool:
+    head = path
+    while b"/" in head:
+        head = head.rpartition(b"/")[0]
+        if head in paths:
+            return True
+    return False
 
 
 def make_pristine(worktree: Path) -> None:

@@ -8,8 +8,10 @@ to that stamp covers the LSP round trip, the server's ``delegate`` request to th
 (with the unsaved buffer), the snapshot (temporary index + ``add -A`` + overlays +
 ``write-tree``/``commit-tree``), the brief, the session's worktree and the agent's process start.
 
-Four things, interleaved (the order rotates every run; a ``sync`` before each, and the warm
-daemon's pool refilled before each, so no background work lands on a measurement):
+Four things, interleaved (the order rotates every run; before each, the warm daemon's pool
+refilled, a ``sync``, and a wait until the disk has written and trimmed nothing for a second
+(``common.quiet_disk``: on an ext4 mounted with ``discard`` the trims of the last removal go on
+after ``sync``), so no background work lands on a measurement):
 
 - **serial**: ``git worktree add -b <branch> <path> HEAD``, git's default;
 - **best**: ``git -c checkout.workers=<cores> worktree add ...``, git's parallel checkout, the
@@ -50,17 +52,14 @@ from .common import (
     generated_repo,
     git,
     median,
+    on_disk,
+    quiet_disk,
     reset_repo,
     server_env,
     summary,
     tracked_size_mb,
 )
 from .lsp import BenchClient, handoff_argv
-
-
-def _sync() -> None:
-    os.sync()
-    time.sleep(0.2)
 
 
 def _bare_add(repo: Path, path: Path, branch: str, commit: str, *extra: str) -> float:
@@ -122,6 +121,29 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
     times: dict[str, list[float]] = {k: [] for k in ("serial", "best", "cold", "warm")}
     answered: dict[str, list[float]] = {"cold": [], "warm": []}
     discard: list[float] = []
+    # On a disk, nothing is removed until every measurement of this size is taken: ext4 skips the inodes
+    # of files deleted in the last minute (five when their inode table is not written yet) when
+    # it allocates new ones, at a cost in system time that grows with how many were deleted
+    # (`recently_deleted` in ext4's inode allocator: a checkout of 20,000 files took 0.75 s on
+    # this disk before any removal and 5-6 s, 8 s of it in the kernel, right after one). The
+    # order of the kinds rotates, but which kind pays for which removal would be chance.
+    leftovers: list[tuple[Path, str]] = []  # baseline worktrees (path, branch)
+    ended: dict[str, list[str]] = {"cold": [], "warm": []}  # sessions to discard at the end
+    defer = on_disk(base)  # on tmpfs, everything goes at once (no such cost; RAM is the limit)
+
+    def remove_worktrees() -> None:
+        for path, branch in leftovers:
+            _remove(repo, path, branch)
+        leftovers.clear()
+
+    async def discard_sessions() -> None:
+        for kind, sids in ended.items():
+            for sid in sids:
+                t = time.perf_counter()
+                await clients[kind].command("handoff.discard", {"sessionId": sid})
+                discard.append(time.perf_counter() - t)
+            sids.clear()
+
     clients: dict[str, BenchClient] = {}
     states = {kind: base / f"state-{kind}" for kind in ("cold", "warm")}
     uris: dict[str, str] = {}
@@ -179,22 +201,18 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
             state = next(s["state"] for s in client.sessions if s["id"] == sid)
             if state != "ready":
                 raise RuntimeError(f"session {sid} ended {state}")
-            t = time.perf_counter()
-            await client.command("handoff.discard", {"sessionId": sid})
-            discard.append(time.perf_counter() - t)
+            ended[kind].append(sid)
             return (started - t0) / 1e9, (t_answer - t0) / 1e9
 
         def baseline(kind: str, i: int) -> float:
             path = base / kind / f"wt{i}"
             extra = ("-c", f"checkout.workers={workers}") if kind == "best" else ()
-            try:
-                return _bare_add(repo, path, f"bench/{kind}-{i}", head, *extra)
-            finally:
-                _remove(repo, path, f"bench/{kind}-{i}")
+            leftovers.append((path, f"bench/{kind}-{i}"))
+            return _bare_add(repo, path, f"bench/{kind}-{i}", head, *extra)
 
         async def settle() -> None:
             await _wait_pool(states["warm"], 2)  # no refill runs under a measurement
-            _sync()
+            quiet_disk(base)
 
         log(
             f"  repository: {n_files} files, {tracked_size_mb(repo):.0f} MB tracked"
@@ -216,6 +234,9 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
                     total, answer = await delegate(kind, i)
                     times[kind].append(total)
                     answered[kind].append(answer)
+                if not defer:
+                    remove_worktrees()
+                    await discard_sessions()
             log(
                 f"  {n_files} files, run {i + 1}/{runs}: "
                 + ", ".join(f"{k} {times[k][-1]:.2f} s" for k in kinds)
@@ -224,6 +245,7 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
             json.loads(r.read_text()).get("bytes", 0)
             for r in states["warm"].glob("repos/*/pool/p-*.json")
         ) / (1 << 20)
+        await discard_sessions()
     finally:
         for client in clients.values():
             await client.close()
@@ -238,28 +260,35 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
     pool = Pool(repo, base / "parts" / "pool", threading.Lock())
     overlay = {"pkg00/mod0/file00000.py": b"unsaved\n"}
     for i in range(max(1, min(runs, 3))):
-        _sync()
+        quiet_disk(base)
         t0 = time.perf_counter()
         commit = gitops.snapshot(repo, ref=f"refs/handoff/bench{i}/base", overlays=overlay)
         snap.append(time.perf_counter() - t0)
-        wt = base / "parts" / f"wt{i}"
-        _sync()
+        wt = base / "parts" / f"add{i}"
+        leftovers.append((wt, f"bench/part-{i}"))
+        quiet_disk(base)
         t0 = time.perf_counter()
         gitops.add_worktree(repo, wt, branch=f"bench/part-{i}", commit=commit)
         add.append(time.perf_counter() - t0)
-        _remove(repo, wt, f"bench/part-{i}")
+        if not defer:
+            remove_worktrees()
         pool._size = 1
         pool._fill()
-        _sync()
+        wt = base / "parts" / f"take{i}"
+        leftovers.append((wt, f"bench/take-{i}"))
+        quiet_disk(base)
         t0 = time.perf_counter()
         assert pool.take(wt, branch=f"bench/take-{i}", commit=commit)
         take.append(time.perf_counter() - t0)
-        _remove(repo, wt, f"bench/take-{i}")
+        if not defer:
+            remove_worktrees()
         # what the daemon does now: the worktree readied while the snapshot is taken
         for kind, parts in (("cold", cold_p), ("warm", warm_p)):
             if kind == "warm":
                 pool._fill()
-            _sync()
+            wt = base / "parts" / f"{kind}{i}"
+            leftovers.append((wt, f"bench/{kind}-{i}"))
+            quiet_disk(base)
             t0 = time.perf_counter()
             early = pool.early(use_pool=kind == "warm")
             c = gitops.snapshot(repo, ref=f"refs/handoff/bench{kind}{i}/base", overlays=overlay)
@@ -274,7 +303,10 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
                     "after_ready_s": total - max(t_snap, early.done - early.started),
                 }
             )
-            _remove(repo, wt, f"bench/{kind}-{i}")
+            if not defer:
+                remove_worktrees()
+    remove_worktrees()
+    pool.clear()
     reset_repo(repo)
     if scratch is not None:
         shutil.rmtree(base, ignore_errors=True)

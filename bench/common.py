@@ -349,6 +349,43 @@ def reset_repo(root: Path) -> None:
         git(root, "update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs).encode())
 
 
+def _block_stat(path: Path) -> Path | None:
+    """/sys/dev/block/<major>:<minor>/stat of the disk holding ``path`` (None on tmpfs)."""
+    dev = os.stat(path).st_dev
+    stat = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    return stat if stat.exists() else None
+
+
+def on_disk(path: Path) -> bool:
+    """Whether ``path`` is on a block device (not tmpfs)."""
+    return _block_stat(path) is not None
+
+
+def quiet_disk(path: Path, *, still_s: float = 1.0, timeout_s: float = 60.0) -> float:
+    """``sync``, then wait until the disk holding ``path`` has written and discarded nothing
+    for ``still_s`` (an ext4 mounted with ``discard`` trims what a removal freed after ``sync``
+    returns, and the journal writes on; a measurement started then pays for the one before).
+    Returns the seconds waited."""
+    t0 = time.monotonic()
+    os.sync()
+    stat = _block_stat(path)
+    if stat is None:
+        time.sleep(0.2)
+        return time.monotonic() - t0
+
+    def busy() -> tuple[str, ...]:
+        f = stat.read_text().split()
+        return (f[6], f[8], f[13] if len(f) > 13 else "")  # sectors written, in flight, discarded
+
+    last, since = busy(), time.monotonic()
+    while time.monotonic() - since < still_s and time.monotonic() - t0 < timeout_s:
+        time.sleep(0.1)
+        now = busy()
+        if now != last or now[1] != "0":
+            last, since = now, time.monotonic()
+    return time.monotonic() - t0
+
+
 def du_mb(path: Path) -> float:
     out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True).stdout
     return int(out.split()[0]) / 1024 if out else float("nan")

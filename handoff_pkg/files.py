@@ -92,11 +92,17 @@ def temp_path(target: Path) -> Path:
 
 
 def stage(
-    target: Path, content: bytes, mode: str | None = None, *, bits: int | None = None
+    target: Path,
+    content: bytes,
+    mode: str | None = None,
+    *,
+    bits: int | None = None,
+    fsync: bool = True,
 ) -> Path:
     """Write what ``target`` should become beside it (a regular file with the right bits, or a
-    symbolic link when ``mode`` is SYMLINK, ``content`` being its target), flushed to disk;
-    return that temporary path, for :func:`commit`. The bits are those of git ``mode`` applied
+    symbolic link when ``mode`` is SYMLINK, ``content`` being its target), flushed to disk
+    (``fsync=False``: left to the kernel, as git leaves its index); return that temporary path,
+    for :func:`commit`. The bits are those of git ``mode`` applied
     to the file it replaces (``mode`` None: kept as they are), or ``bits`` when given. Never
     follows a link at the temporary name; the temporary file is gone when it raises OSError."""
     tmp = temp_path(target)
@@ -110,7 +116,8 @@ def stage(
         with os.fdopen(fd, "wb") as f:
             f.write(content)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
             os.fchmod(f.fileno(), bits)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -128,11 +135,16 @@ def commit(tmp: Path, target: Path) -> None:
 
 
 def write(
-    target: Path, content: bytes, mode: str | None = None, *, bits: int | None = None
+    target: Path,
+    content: bytes,
+    mode: str | None = None,
+    *,
+    bits: int | None = None,
+    fsync: bool = True,
 ) -> None:
     """Replace ``target`` atomically with ``content`` (a link when ``mode`` is SYMLINK): a
     temporary file beside it, flushed, then renamed over it (:func:`stage`, :func:`commit`)."""
-    commit(stage(target, content, mode, bits=bits), target)
+    commit(stage(target, content, mode, bits=bits, fsync=fsync), target)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
