@@ -259,7 +259,7 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
     snap, add, take, cold_p, warm_p = [], [], [], [], []
     pool = Pool(repo, base / "parts" / "pool", threading.Lock())
     overlay = {"pkg00/mod0/file00000.py": b"unsaved\n"}
-    for i in range(max(1, min(runs, 3))):
+    for i in range(max(1, min(runs, 2))):
         quiet_disk(base)
         t0 = time.perf_counter()
         commit = gitops.snapshot(repo, ref=f"refs/handoff/bench{i}/base", overlays=overlay)
