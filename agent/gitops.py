@@ -448,7 +448,7 @@ def _checkout_in_parts(path: Path, parts: int, prefix: Sequence[str]) -> bool:
     work in about 0.7 of its time (bench/RESULTS.md). False (nothing left of it) when the tree
     is small, the repository has a sparse checkout, or the index is not one this can split."""
     index = worktree_index(path)
-    read, fmt, sparse = _run_many(
+    _read, fmt, sparse = _run_many(
         path,
         [
             ((*_PARTS_CONFIG, "read-tree", "HEAD"), None, True),
@@ -457,10 +457,11 @@ def _checkout_in_parts(path: Path, parts: int, prefix: Sequence[str]) -> bool:
         ],
         prefix=prefix,
     )
-    layout = None
+    layout, data = None, b""
     if sparse.stdout.strip() != b"true":
         hash_size = {b"sha1": 20, b"sha256": 32}.get(fmt.stdout.strip(), 0)
-        layout = gitindex.plan(index.read_bytes(), parts, hash_size)
+        data = index.read_bytes()
+        layout = gitindex.plan(data, parts, hash_size)
     if layout is None or layout.count < PARTS_MIN_ENTRIES:
         index.unlink(missing_ok=True)  # git's own checkout starts from no index, as before
         return False
@@ -469,7 +470,6 @@ def _checkout_in_parts(path: Path, parts: int, prefix: Sequence[str]) -> bool:
     copies = [index] + [index.with_name(f"index.handoff-part{k}") for k in range(1, parts)]
     lists = [index.with_name(f"index.handoff-part{k}.paths") for k in range(parts)]
     try:
-        data = index.read_bytes()
         for copy in copies[1:]:
             copy.write_bytes(data)
         for k, part in enumerate(layout.parts):
