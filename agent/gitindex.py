@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
+from collections.abc import Iterator
 
 _STAT = 40  # ctime, mtime (seconds, nanoseconds), dev, ino, mode, uid, gid, size: 4 bytes each
 _EXTENDED = 0x4000  # an entry flag of version 3 (skip-worktree, intent-to-add)
@@ -45,13 +46,14 @@ class Plan:
         a file's folders come before it in the index, so only a folder that holds the last
         path of one part and the first of the next is written by both; made beforehand, no
         part's ``mkdir`` meets another's."""
-        found: set[bytes] = set()
-        for part in self.parts[1:]:
-            head = part.first
-            while b"/" in head:
-                head = head.rpartition(b"/")[0]
-                found.add(head)
-        return sorted(found)
+        return sorted({folder for part in self.parts[1:] for folder in parents(part.first)})
+
+
+def parents(path: bytes) -> Iterator[bytes]:
+    """The folders above a repository path, nearest first (``a/b/c`` -> ``a/b``, ``a``)."""
+    while b"/" in path:
+        path = path.rpartition(b"/")[0]
+        yield path
 
 
 def _entry_size(hash_size: int, name_len: int) -> int:

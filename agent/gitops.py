@@ -618,7 +618,9 @@ def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str, head: 
     listed_paths = {p for p in listed.split(b"\0") if p}
     # a path under another listed one (a file that became a folder, or the reverse) is that
     # one's: git counts a path its pathspec left nothing to match as an error
-    paths = sorted(p for p in listed_paths if not _under_any(p, listed_paths))
+    paths = sorted(
+        p for p in listed_paths if not any(up in listed_paths for up in gitindex.parents(p))
+    )
     if len(paths) > PATHS_MAX:
         files: tuple[Sequence[str], bytes | None, bool] = (
             ("-c", _checkout_workers(), "read-tree", "-m", "-u", head, commit),
@@ -645,15 +647,6 @@ def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str, head: 
         (("symbolic-ref", "HEAD", f"refs/heads/{branch}"), None, True),
     ]
     _run_many(worktree, [*calls, files] if paths else calls)
-
-
-def _under_any(path: bytes, paths: set[bytes]) -> bool:
-    head = path
-    while b"/" in head:
-        head = head.rpartition(b"/")[0]
-        if head in paths:
-            return True
-    return False
 
 
 def make_pristine(worktree: Path) -> None:

@@ -121,9 +121,9 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
     times: dict[str, list[float]] = {k: [] for k in ("serial", "best", "cold", "warm")}
     answered: dict[str, list[float]] = {"cold": [], "warm": []}
     discard: list[float] = []
-    # On a disk, nothing is removed until every measurement of this size is taken: ext4 skips the inodes
-    # of files deleted in the last minute (five when their inode table is not written yet) when
-    # it allocates new ones, at a cost in system time that grows with how many were deleted
+    # On a disk, nothing is removed until every measurement of this size is taken: ext4 skips
+    # the inodes of files deleted in the last minute (five when their inode table is not written
+    # yet) when it allocates new ones, at a cost in system time that grows with how many were deleted
     # (`recently_deleted` in ext4's inode allocator: a checkout of 20,000 files took 0.75 s on
     # this disk before any removal and 5-6 s, 8 s of it in the kernel, right after one). The
     # order of the kinds rotates, but which kind pays for which removal would be chance.
