@@ -189,15 +189,17 @@ def _run_many(
     calls: Sequence[tuple[Sequence[str], bytes | None, bool]],
     *,
     prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> list[subprocess.CompletedProcess[bytes]]:
-    """``_run`` of several ``(args, stdin, check)`` at once: every git started first, then each
-    one's output read in turn (a process whose pipe is full waits for its turn), so their start-up
-    costs overlap. Raises the first failure, after every one has ended. (Worktree
-    administration, one command at a time per repository, runs in turn.)"""
+    """``_run`` of several ``(args, stdin, check)`` at once (``env`` for each): every git
+    started first, then each one's output read in turn (a process whose pipe is full waits for
+    its turn), so their start-up costs overlap. Raises the first failure, after every one has
+    ended. (Worktree administration, one command at a time per repository, runs in turn.)"""
     done: list[subprocess.CompletedProcess[bytes]] = []
     if any(_is_admin(args) for args, _, _ in calls):
         done = [
-            _run(cwd, *args, stdin=stdin, check=False, prefix=prefix) for args, stdin, _ in calls
+            _run(cwd, *args, stdin=stdin, env=env, check=False, prefix=prefix)
+            for args, stdin, _ in calls
         ]
         for (args, _, check), result in zip(calls, done, strict=True):
             if check:
@@ -212,7 +214,7 @@ def _run_many(
                         subprocess.Popen(
                             [*prefix, *git_argv(*args)],
                             cwd=cwd,
-                            env=_env(),
+                            env=_env(env),
                             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE,
@@ -284,6 +286,36 @@ def _check_rel(path: str) -> str:
 # --- snapshot --------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class Snapshot:
+    """A snapshot's commit, and what was read of it beside the ref's update."""
+
+    commit: str
+    blobs: dict[str, bytes | None]  # each path of ``read`` at the commit (``read_blob``'s form)
+    submodules: list[str]  # ``submodule_paths`` of the commit
+
+
+_index_paths: dict[tuple[str, int, int], Path] = {}
+
+
+def _index_path(repo_root: Path) -> Path:
+    """The developer's index file (``rev-parse --git-path index``), asked of git once per
+    repository while its ``.git`` stays the same file or folder."""
+    try:
+        st = os.lstat(repo_root / ".git")
+        key: tuple[str, int, int] | None = (str(repo_root), st.st_dev, st.st_ino)
+    except OSError:
+        key = None
+    found = _index_paths.get(key) if key else None
+    if found is None:
+        found = Path(_out(repo_root, "rev-parse", "--git-path", "index"))
+        if not found.is_absolute():
+            found = repo_root / found
+        if key:
+            _index_paths[key] = found
+    return found
+
+
 def snapshot(
     repo_root: Path,
     *,
@@ -291,65 +323,175 @@ def snapshot(
     overlays: Mapping[str, bytes] | None = None,
     message: str = "handoff snapshot",
 ) -> str:
-    """Commit what the developer sees (HEAD + staged + unstaged + untracked + ``overlays``).
+    """:func:`take_snapshot`'s commit."""
+    return take_snapshot(repo_root, ref=ref, overlays=overlays, message=message).commit
+
+
+def take_snapshot(
+    repo_root: Path,
+    *,
+    ref: str,
+    overlays: Mapping[str, bytes] | None = None,
+    message: str = "handoff snapshot",
+    read: Sequence[str] = (),
+    added: Callable[[], object] | None = None,
+    committed: Callable[[str], object] | None = None,
+) -> Snapshot:
+    """Commit what the developer sees (HEAD + staged + unstaged + untracked + ``overlays``),
+    and read ``read`` and the submodule paths of that commit.
 
     Works on a copy of the index, so the developer's index, files, stash and branches are
-    untouched; the commit is kept alive by ``ref``. Returns the commit sha.
-    """
+    untouched; the commit is kept alive by ``ref``. Five gits in turn (``add -A``, with HEAD's
+    lookup and the overlays' blobs beside it; ``update-index`` for the overlays; ``write-tree``;
+    ``commit-tree``; the ref's update with the reads beside it). ``added`` is called once the
+    working tree has been walked (after ``add -A``, or on failure), ``committed`` with the
+    commit as soon as it is made (before the ref is written and the reads)."""
     repo_root = Path(repo_root)
     if not ref.startswith("refs/"):
         raise GitError(f"snapshot ref must start with 'refs/': {ref}")
-    index = Path(_out(repo_root, "rev-parse", "--git-path", "index"))
-    if not index.is_absolute():
-        index = repo_root / index
+    index = _index_path(repo_root)
     tmpdir = Path(tempfile.mkdtemp(prefix="handoff-index-"))
     try:
         tmp_index = tmpdir / "index"
         if index.is_file():
             shutil.copy2(index, tmp_index)  # keep mtime: racy-git detection stays correct
         env = {"GIT_INDEX_FILE": str(tmp_index), **IDENTITY}
-        proc = _run(repo_root, "add", "-A", "--", ":/", env=env, check=False)
-        if proc.returncode != 0:
+        targets = _overlay_targets(repo_root, overlays or {})
+        listed = sorted({path for path, _ in targets.values()})
+        calls: list[tuple[Sequence[str], bytes | None, bool]] = [
+            (("add", "-A", "--", ":/"), None, False),
+            (("rev-parse", "-q", "--verify", "HEAD^{commit}"), None, False),
+        ]
+        if listed:  # the entries before the add: their modes, unless the files say otherwise
+            calls.append(
+                (("--literal-pathspecs", "ls-files", "-s", "-z", "--", *listed), None, True)
+            )
+        calls += [
+            (("hash-object", "-w", "--stdin", f"--path={path}"), data, True)
+            for path, data in targets.values()
+        ]
+        try:
+            added_proc, found, *rest = _run_many(repo_root, calls, env=env)
+        finally:
+            if added is not None:
+                added()
+        if added_proc.returncode != 0:
             # e.g. an embedded repository without commits: add what can be added.
-            log.warning("git add -A: %s", os.fsdecode(proc.stderr).strip())
-            proc = _run(repo_root, "add", "-A", "--ignore-errors", "--", ":/", env=env, check=False)
-            if proc.returncode not in (0, 1):  # 1: some files skipped; more: nothing was added
-                msg = os.fsdecode(proc.stderr).strip() or f"exit code {proc.returncode}"
+            log.warning("git add -A: %s", os.fsdecode(added_proc.stderr).strip())
+            added_proc = _run(
+                repo_root, "add", "-A", "--ignore-errors", "--", ":/", env=env, check=False
+            )
+            if added_proc.returncode not in (
+                0,
+                1,
+            ):  # 1: some files skipped; more: nothing was added
+                msg = os.fsdecode(added_proc.stderr).strip() or f"exit code {added_proc.returncode}"
                 raise GitError(f"could not snapshot the working tree of {repo_root}: {msg}")
-        if overlays:
-            _apply_overlays(repo_root, overlays, env)
+        if targets:
+            listing, hashed = rest[0], rest[1:]
+            _put_overlays(repo_root, targets, listing.stdout, hashed, env)
         tree = _out(repo_root, "write-tree", env=env)
-        sha, _ = head(repo_root)
+        sha = os.fsdecode(found.stdout).strip() if found.returncode == 0 else ""
         parents = ["-p", sha] if sha else []
         commit = _out(
             repo_root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, env=env
         )
-        _run(repo_root, "update-ref", "-m", "handoff: snapshot", ref, commit)
-        return commit
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+    if committed is not None:
+        committed(commit)
+    items = [(commit, p) for p in read]
+    blob_calls = _blob_calls(items, check=True)
+    done = _run_many(
+        repo_root,
+        [
+            (("update-ref", "-m", "handoff: snapshot", ref, commit), None, True),
+            _submodule_call(commit),
+            *(blob_calls or ()),
+        ],
+    )
+    blobs: list[bytes | None] = []
+    if items:
+        if blob_calls is None or _converts(done[3], done[4]):  # working-tree form: one by one
+            blobs = [read_blob(repo_root, commit, path) for path in read]
+        else:
+            blobs = _parse_batch(done[2].stdout, len(items))
+    return Snapshot(commit, dict(zip(read, blobs, strict=True)), _submodules(done[1]))
 
 
-def _apply_overlays(repo_root: Path, overlays: Mapping[str, bytes], env: Mapping[str, str]) -> None:
-    """Put unsaved buffers into the (temporary) index named by ``env``."""
-    paths = {_check_rel(p): data for p, data in overlays.items()}
-    listing = _run(
-        repo_root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *paths, env=env
-    ).stdout
-    modes: dict[str, str] = {}
-    for entry in _z(listing):
-        meta, _, path = entry.partition("\t")
-        modes[path] = meta.split(" ")[0]
-    records = []
-    for path, data in paths.items():
-        mode = modes.get(path, "100644")
-        if mode in ("120000", "160000"):
-            target = _link_target(repo_root, path) if mode == "120000" else None
+def _overlay_targets(
+    repo_root: Path, overlays: Mapping[str, bytes]
+) -> dict[str, tuple[str, bytes]]:
+    """Each unsaved buffer's path -> (the path its content goes to, the content): the file a
+    symlink in the working tree points to, for a symlink (left out when it points outside, or to
+    no regular file), and left out for a folder (a submodule's, say)."""
+    out: dict[str, tuple[str, bytes]] = {}
+    for raw, data in overlays.items():
+        path = _check_rel(raw)
+        try:
+            st = os.lstat(repo_root / path)
+        except (FileNotFoundError, NotADirectoryError):
+            out[path] = (path, data)  # deleted or never saved: a new file
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            target = _link_target(repo_root, path)
             if target is None:
                 log.warning("overlay for %s skipped: not a regular file", path)
                 continue
-            path, mode = target, modes.get(target, "100644")
-        sha = _out(repo_root, "hash-object", "-w", "--stdin", f"--path={path}", stdin=data, env=env)
+            out[path] = (target, data)
+        elif stat.S_ISREG(st.st_mode):
+            out[path] = (path, data)
+        else:
+            log.warning("overlay for %s skipped: not a regular file", path)
+    return out
+
+
+def _put_overlays(
+    repo_root: Path,
+    targets: Mapping[str, tuple[str, bytes]],
+    listing: bytes,
+    blobs: Sequence[subprocess.CompletedProcess[bytes]],
+    env: Mapping[str, str],
+) -> None:
+    """Put unsaved buffers (their blobs written) into the (temporary) index named by ``env``,
+    each with the mode ``git add -A`` gave its file: the entry's mode from before the add when
+    the file's executable bit agrees with it, else asked of the index after the add."""
+    before: dict[str, str] = {}
+    for entry in _z(listing):
+        meta, _, path = entry.partition("\t")
+        before[path] = meta.split(" ")[0]
+    modes: dict[str, str] = {}
+    unsure = []
+    for path, _ in targets.values():
+        try:
+            st = os.lstat(repo_root / path)
+        except (FileNotFoundError, NotADirectoryError):
+            modes[path] = "100644"  # the add removed its entry, if it had one
+            continue
+        executable = bool(st.st_mode & stat.S_IXUSR)
+        mode = before.get(path)
+        if stat.S_ISREG(st.st_mode) and mode in ("100644", "100755"):
+            if (mode == "100755") == executable:
+                modes[path] = mode
+                continue
+        elif stat.S_ISREG(st.st_mode) and mode is None and not executable:
+            modes[path] = "100644"
+            continue
+        unsure.append(path)  # core.fileMode decides, or the file changed kind: git's answer
+    if unsure:
+        after = _run(
+            repo_root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *unsure, env=env
+        ).stdout
+        for entry in _z(after):
+            meta, _, path = entry.partition("\t")
+            modes[path] = meta.split(" ")[0]
+    records = []
+    for (path, _), blob in zip(targets.values(), blobs, strict=True):
+        mode = modes.get(path, "100644")
+        if mode not in ("100644", "100755"):
+            log.warning("overlay for %s skipped: not a regular file", path)
+            continue
+        sha = os.fsdecode(blob.stdout).strip()
         records.append(f"{mode} {sha} 0\t".encode() + os.fsencode(path))
     if records:
         _run(
@@ -649,23 +791,30 @@ def branch_pristine_worktree(worktree: Path, *, branch: str, commit: str, head: 
     _run_many(worktree, [*calls, files] if paths else calls)
 
 
-def make_pristine(worktree: Path) -> None:
+def make_pristine(worktree: Path, *, clean: bool = True, prefix: Sequence[str] = ()) -> None:
     """Every untracked and ignored file removed (nested repositories too: ``git clean -ffdx``)
     and every tracked file as its HEAD has it: ``git diff-files`` looks (beside the clean: they
-    read the index, neither writes it), and only a change found costs a ``git reset --hard``."""
-    _clean, changed = _run_many(
-        worktree,
-        [
-            (("clean", "-ffdxq"), None, True),
-            (("diff-files", "--quiet", "--ignore-submodules"), None, False),
-        ],
-    )
+    read the index, neither writes it), and only a change found costs a ``git reset --hard``.
+    ``clean=False`` when no file can have been made in it (its folders are as they were made):
+    the clean's walk of the whole tree is saved."""
+    calls: list[tuple[Sequence[str], bytes | None, bool]] = [
+        (("diff-files", "--quiet", "--ignore-submodules"), None, False)
+    ]
+    if clean:
+        calls.append((("clean", "-ffdxq"), None, True))
+    changed = _run_many(worktree, calls, prefix=prefix)[0]
     if changed.returncode not in (0, 1):
         _check(worktree, ("diff-files",), changed)
     if changed.returncode == 1:
         _run(
             worktree, "-c", _checkout_workers(), "reset", "--hard", "-q", "--no-recurse-submodules"
         )
+
+
+def untracked_entries(worktree: Path, *, prefix: Sequence[str] = ()) -> list[str]:
+    """Every file of the working tree that is not tracked, ignored or not (a folder holding only
+    such files as one entry ending in ``/``)."""
+    return _z(_run(worktree, "ls-files", "-z", "--others", "--directory", prefix=prefix).stdout)
 
 
 def ignored_entries(repo_root: Path) -> list[str]:
@@ -1036,16 +1185,29 @@ def read_raw_blobs(
     ``check``, whether a checkout conversion applies to any of their paths (``converts``; raw
     blobs are then not what ``read_blob`` gives), asked of git at the same time. A path with a
     line end cannot go through the batch: (True, []) then, whatever ``check``."""
+    calls = _blob_calls(items, check=check)
+    if calls is None:
+        return True, []
+    done = _run_many(repo_root, calls)
+    conv = check and _converts(done[1], done[2])
+    return conv, _parse_batch(done[0].stdout, len(items))
+
+
+def _blob_calls(
+    items: Sequence[tuple[str, str]], *, check: bool
+) -> list[tuple[Sequence[str], bytes | None, bool]] | None:
+    """The gits of :func:`read_raw_blobs` (the batch, then ``_convert_calls`` with ``check``);
+    None when a path cannot go through the batch, [] for no items."""
+    if not items:
+        return []
     paths = sorted({p for _, p in items})
     if any("\n" in p for p in paths):
-        return True, []
+        return None
     batch = b"".join(os.fsencode(f"{c}:{p}") + b"\n" for c, p in items)
     calls: list[tuple[Sequence[str], bytes | None, bool]] = [(("cat-file", "--batch"), batch, True)]
     if check:
         calls += _convert_calls(paths)
-    done = _run_many(repo_root, calls)
-    conv = check and _converts(done[1], done[2])
-    return conv, _parse_batch(done[0].stdout, len(items))
+    return calls
 
 
 def _parse_batch(data: bytes, count: int) -> list[bytes | None]:
@@ -1067,16 +1229,16 @@ def _parse_batch(data: bytes, count: int) -> list[bytes | None]:
 def submodule_paths(repo_root: Path, commit: str) -> list[str]:
     """The submodule paths ``.gitmodules`` names at ``commit`` (a session's worktree has none of
     their contents); [] when there is none."""
-    proc = _run(
-        repo_root,
-        "config",
-        "-z",
-        "--blob",
-        f"{commit}:.gitmodules",
-        "--get-regexp",
-        r"^submodule\..*\.path$",
-        check=False,
-    )
+    args, _, _ = _submodule_call(commit)
+    return _submodules(_run(repo_root, *args, check=False))
+
+
+def _submodule_call(commit: str) -> tuple[Sequence[str], bytes | None, bool]:
+    args = ("config", "-z", "--blob", f"{commit}:.gitmodules", "--get-regexp")
+    return ((*args, r"^submodule\..*\.path$"), None, False)
+
+
+def _submodules(proc: subprocess.CompletedProcess[bytes]) -> list[str]:
     if proc.returncode != 0:
         return []
     return sorted(os.fsdecode(item).partition("\n")[2] for item in proc.stdout.split(b"\0") if item)

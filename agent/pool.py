@@ -8,8 +8,10 @@ the worktree is whole). They are made in the background, at idle priority (``nic
 A session *takes* one (:meth:`Pool.take`): its record is deleted first (from then on it is in
 no pool, whatever happens), the folder is renamed into the session's place
 (``worktrees/<id>/``, ``git worktree move``), and there it is moved to the session's snapshot on
-the session's branch (only the files that differ are written) and made pristine (``git clean
--ffdx``). A session that can start at once has its worktree readied while its snapshot is taken
+the session's branch (only the files that differ are written) and made pristine: every tracked
+file as its commit has it, and no other file (``git clean -ffdx``, a walk of the whole tree,
+unless each of its folders still has the inode and ctime stamped in ``p-<hex>.dirs`` when it was
+made: a file made, removed or renamed in a folder moves the folder's ctime). A session that can start at once has its worktree readied while its snapshot is taken
 (:meth:`Pool.early`): an idle one claimed the same way and made pristine, or, when the pool is off
 or empty, a checkout of HEAD made there and then; :meth:`Pool.take_early` then renames it into
 place and branches it at the snapshot, writing only the files that differ. A worktree never
@@ -47,6 +49,8 @@ from . import gitops
 log = logging.getLogger(__name__)
 
 PREFIX = "p-"
+AIM_WAIT_S = 3600.0  # the longest a readied worktree waits for its session's snapshot
+GO_WAIT_S = 2.0  # the longest a pooled worktree's check waits for the snapshot's walk
 RACY_WAIT_S = 1.1  # git's index timestamps have a granularity of one second
 
 
@@ -70,6 +74,24 @@ def is_pooled(path: str | Path) -> bool:
     )
 
 
+def _dir_stamps(path: Path) -> list[list[Any]]:
+    """``[relative path, inode, ctime in ns]`` of every folder of a worktree (its root first): a
+    file made, removed or renamed in a folder, or the folder's own change, moves its ctime, which
+    nothing can set back."""
+    found = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        folder = os.path.join(path, rel)
+        st = os.lstat(folder)
+        found.append([rel, st.st_ino, st.st_ctime_ns])
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(os.path.join(rel, entry.name) if rel else entry.name)
+    return found
+
+
 def _du(path: Path) -> int:
     """Bytes a folder takes on disk (allocated blocks), symlinks not followed."""
     total = 0
@@ -81,7 +103,8 @@ def _du(path: Path) -> int:
 
 
 class Early:
-    """A worktree being readied for one session beside its snapshot (:meth:`Pool.early`)."""
+    """A worktree being readied for one session beside its snapshot (:meth:`Pool.early`), then
+    taken into the session's place once the snapshot is committed (:meth:`Pool.aim`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -90,6 +113,14 @@ class Early:
         self.thread: threading.Thread
         self.error: BaseException | None = None
         self.started = self.done = 0.0  # time.monotonic() of the readying's start and end
+        # set once the snapshot beside it has walked the developer's tree (``take_snapshot``'s
+        # ``added``): a pooled worktree's check waits for it rather than share the cores with it
+        self.go = threading.Event()
+        # where it goes (the session's folder, branch and snapshot), or None when dropped
+        self.target: tuple[Path, str, str] | None = None
+        self.aimed = threading.Event()
+        self.taken = False  # it is the session's worktree, on its branch at its snapshot
+        self.moved_s = 0.0  # how long the move to the snapshot took
 
 
 class Pool:
@@ -109,6 +140,30 @@ class Pool:
     # -- records ---------------------------------------------------------------------------
     def _record(self, name: str) -> Path:
         return self.folder / f"{name}.json"
+
+    def _stamps(self, name: str) -> Path:
+        """The stamps of a pooled worktree's folders as made (``_dir_stamps``): a take that finds
+        them unchanged skips the walk of ``git clean``."""
+        return self.folder / f"{name}.dirs"
+
+    def _untouched(self, path: Path) -> bool:
+        """Whether no file was made, removed or renamed in a pooled worktree since it was made:
+        each of its folders as stamped then (the stamps are used up: a take reads them once)."""
+        stamps = self._stamps(path.name)
+        try:
+            recorded = json.loads(stamps.read_bytes())
+        except (OSError, ValueError):
+            return False
+        finally:
+            stamps.unlink(missing_ok=True)
+        try:
+            for rel, ino, ctime in recorded:
+                st = os.lstat(os.path.join(path, rel))
+                if (st.st_ino, st.st_ctime_ns) != (ino, ctime):
+                    return False
+        except (OSError, TypeError, ValueError):
+            return False
+        return bool(recorded)
 
     def ready(self) -> list[tuple[str, dict[str, Any]]]:
         """The pooled worktrees ready to be taken, oldest first: (name, record)."""
@@ -165,6 +220,11 @@ class Pool:
             if self._stop.is_set():
                 return  # left without a record: removed at the next start
             gitops.refresh_index(path, prefix=prefix)
+            atomic_write(self._stamps(name), json.dumps(_dir_stamps(path)).encode())
+            # after the stamps: what was made before them is seen here, what after, moves them
+            stray = gitops.untracked_entries(path, prefix=prefix)
+            if stray:
+                raise gitops.GitError(f"something wrote into {path} as it was made: {stray[:3]}")
             record = {"state": "ready", "commit": commit, "createdAt": time.time()}
             record["bytes"] = _du(path)
             atomic_write(self._record(name), json.dumps(record).encode())
@@ -182,6 +242,7 @@ class Pool:
             src = self._claim()
             if src is None:
                 return False
+            untouched = self._untouched(src)  # before the move, which changes its root's ctime
             try:
                 with self._git_lock:
                     gitops.move_worktree(self.repo_root, src, dest)
@@ -194,7 +255,7 @@ class Pool:
                     self._early.discard(src.name)
             break
         try:
-            gitops.switch_worktree(dest, branch=branch, commit=commit)
+            gitops.switch_worktree(dest, branch=branch, commit=commit, clean=not untouched)
         except gitops.GitError as exc:  # never half a session's worktree: make a fresh one
             log.warning("pool: %s could not be moved to %s: %s", dest, commit, exc)
             with self._git_lock:
@@ -259,7 +320,9 @@ class Pool:
                 with self._lock:
                     self._early.discard(early.path.name)
                 early.path, early.pooled = src, True
-                gitops.make_pristine(src)
+                untouched = self._untouched(src)
+                early.go.wait(GO_WAIT_S)
+                gitops.make_pristine(src, clean=not untouched)
             else:
                 with self._git_lock:
                     gitops.add_detached_worktree(self.repo_root, early.path, "HEAD")
@@ -268,40 +331,57 @@ class Pool:
         except (gitops.GitError, OSError) as exc:
             early.error = exc
         early.done = time.monotonic()
+        if not early.aimed.wait(AIM_WAIT_S):
+            early.error = early.error or gitops.GitError("no session took it in time")
+        if early.error is not None or early.target is None:
+            if early.error is not None:
+                log.warning("a worktree could not be readied early: %s", early.error)
+            self._remove(early.path)
+            return
+        dest, branch, commit = early.target
+        t0 = time.monotonic()
+        try:
+            with self._git_lock:
+                gitops.move_worktree(self.repo_root, early.path, dest)
+        except gitops.GitError as exc:
+            log.warning("%s could not be moved to %s: %s", early.path, dest, exc)
+            self._remove(early.path)
+            return
+        try:
+            gitops.branch_pristine_worktree(dest, branch=branch, commit=commit, head=early.head)
+        except gitops.GitError as exc:
+            log.warning("%s could not be moved to %s: %s", dest, commit, exc)
+            with self._git_lock:
+                gitops.remove_worktree_and_branch(self.repo_root, dest, branch)
+            return
+        early.moved_s = time.monotonic() - t0
+        early.taken = True
+
+    def aim(self, early: Early, dest: Path, *, branch: str, commit: str) -> None:
+        """Have an :meth:`early` worktree become ``dest``, a session's worktree on a new
+        ``branch`` at ``commit``, as soon as it is ready (in its own thread: the snapshot's last
+        reads and the brief are written meanwhile); :meth:`take_early` waits for it."""
+        if not early.aimed.is_set():
+            early.target = (dest, branch, commit)
+            early.aimed.set()
 
     def take_early(self, early: Early, dest: Path, *, branch: str, commit: str) -> bool:
         """Make ``dest`` a session's worktree from its :meth:`early` one (waited for): on a new
         ``branch`` at ``commit``. False when it could not be made (nothing is left of it)."""
+        self.aim(early, dest, branch=branch, commit=commit)
         t0 = time.monotonic()
         early.thread.join()
-        t1 = time.monotonic()
         try:
-            if early.error is not None:
-                log.warning("a worktree could not be readied early: %s", early.error)
-                self._remove(early.path)
-                return False
-            try:
-                with self._git_lock:
-                    gitops.move_worktree(self.repo_root, early.path, dest)
-            except gitops.GitError as exc:
-                log.warning("%s could not be moved to %s: %s", early.path, dest, exc)
-                self._remove(early.path)
-                return False
-            try:
-                gitops.branch_pristine_worktree(dest, branch=branch, commit=commit, head=early.head)
-            except gitops.GitError as exc:
-                log.warning("%s could not be moved to %s: %s", dest, commit, exc)
-                with self._git_lock:
-                    gitops.remove_worktree_and_branch(self.repo_root, dest, branch)
+            if not early.taken or early.target != (dest, branch, commit):
                 return False
             log.info(
                 "%s: %s in %.3f s (waited for it %.3f s), moved to %s in %.3f s",
                 dest.name,
                 "pooled worktree made pristine" if early.pooled else "checked out",
                 early.done - early.started,
-                t1 - t0,
+                time.monotonic() - t0,
                 commit[:12],
-                time.monotonic() - t1,
+                early.moved_s,
             )
             return True
         finally:
@@ -310,9 +390,14 @@ class Pool:
 
     def drop(self, early: Early) -> None:
         """Remove an :meth:`early` worktree no session took (its snapshot failed, it was
-        cancelled): never back into the pool."""
+        cancelled): never back into the pool; one already moved into a session's place goes
+        with its branch."""
+        early.aimed.set()  # not aimed before: it is removed where it is
         early.thread.join()
-        self._remove(early.path)
+        if early.taken and early.target is not None:
+            dest, branch, _ = early.target
+            with self._git_lock, contextlib.suppress(gitops.GitError, OSError):
+                gitops.remove_worktree_and_branch(self.repo_root, dest, branch)
         with self._lock:
             self._early.discard(early.path.name)
 
@@ -325,6 +410,7 @@ class Pool:
                 shutil.rmtree(path, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self._record(path.name).unlink()
+        self._stamps(path.name).unlink(missing_ok=True)
 
     def trim(self, keep: int = 0) -> int:
         """Remove idle worktrees beyond ``keep`` (newest first); how many were removed."""
@@ -346,7 +432,7 @@ class Pool:
         with self._lock:
             ready |= self._early  # in use by a session starting now
         for child in self.folder.iterdir():
-            if child.suffix == ".json":
+            if child.suffix in (".json", ".dirs"):
                 if child.stem not in ready or not (self.folder / child.stem).is_dir():
                     child.unlink(missing_ok=True)
             elif child.is_dir() and child.name.startswith(PREFIX) and child.name not in ready:

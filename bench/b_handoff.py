@@ -24,11 +24,12 @@ after ``sync``), so no background work lands on a measurement):
   daemon.
 
 Then, for the breakdown, the pieces called in-process (``gitops.snapshot``, ``gitops.add_worktree``,
-``Pool.take``: move + checkout of the difference + ``git clean -ffdx``), and what the daemon does
+``Pool.take``: move + checkout of the difference + the pristine check), and what the daemon does
 now for a session that can start at once: ``Pool.early`` (a checkout of HEAD, or a pooled worktree
-made pristine) while ``gitops.snapshot`` runs, then ``Pool.take_early`` (move, two-way
-``read-tree`` of the files that differ, branch): its total, and what it costs after the slower of
-the two.
+checked once the snapshot has walked the developer's tree) while ``gitops.take_snapshot`` runs,
+moved into place and to the snapshot in its own thread as soon as the commit is made
+(``Pool.aim``: move, checkout of the files that differ, branch), while the snapshot's ref and
+reads are written: its total, and what it costs after the slower of the two.
 """
 
 from __future__ import annotations
@@ -291,9 +292,16 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
             quiet_disk(base)
             t0 = time.perf_counter()
             early = pool.early(use_pool=kind == "warm")
-            c = gitops.snapshot(repo, ref=f"refs/handoff/bench{kind}{i}/base", overlays=overlay)
+            branch = f"bench/{kind}-{i}"
+            c = gitops.take_snapshot(
+                repo,
+                ref=f"refs/handoff/bench{kind}{i}/base",
+                overlays=overlay,
+                added=early.go.set,
+                committed=lambda c, e=early, w=wt, b=branch: pool.aim(e, w, branch=b, commit=c),
+            ).commit
             t_snap = time.perf_counter() - t0
-            assert pool.take_early(early, wt, branch=f"bench/{kind}-{i}", commit=c)
+            assert pool.take_early(early, wt, branch=branch, commit=c)
             total = time.perf_counter() - t0
             parts.append(
                 {

@@ -141,29 +141,33 @@ class Running(ManagerBase):
         """Snapshot what the developer sees and write the brief (worker thread); with ``early``,
         the session's worktree is readied beside it (``Pool.early``: a pooled one made pristine,
         else a checkout of HEAD)."""
+        ready = None
         if early:
             cfg = self.config_of(s)
-            self._early[s.id] = self.pool.early(use_pool=self._pool_on and cfg.pool.size > 0)
-        self.store.save(s)
-        t0 = time.monotonic()
-        s.baseCommit = gitops.snapshot(
-            self.repo_root,
-            ref=f"refs/handoff/{s.id}/base",
-            overlays=req.overlays,
-            message=f"handoff {s.id}: snapshot\n\n{s.title}",
-        )
-        log.info("%s: snapshot in %.3f s", s.id, time.monotonic() - t0)
-        # the origin file (unless its buffer came along) and the guides, in one read
+            ready = self._early[s.id] = self.pool.early(
+                use_pool=self._pool_on and cfg.pool.size > 0
+            )
+        # the origin file (unless its buffer came along) and the guides, read beside the ref
         wanted = list(GUIDES)
         if req.file and req.file not in req.overlays:
             wanted.append(req.file)
-        found = dict(
-            zip(
-                wanted,
-                gitops.read_blobs(self.repo_root, [(s.baseCommit, p) for p in wanted]),
-                strict=True,
+        t0 = time.monotonic()
+        try:
+            self.store.save(s)
+            snap = gitops.take_snapshot(
+                self.repo_root,
+                ref=f"refs/handoff/{s.id}/base",
+                overlays=req.overlays,
+                message=f"handoff {s.id}: snapshot\n\n{s.title}",
+                read=wanted,
+                added=ready.go.set if ready is not None else None,
+                committed=functools.partial(self._aim, s, ready) if ready is not None else None,
             )
-        )
+        finally:
+            if ready is not None:
+                ready.go.set()  # also when it failed early
+        s.baseCommit, found = snap.commit, snap.blobs
+        log.info("%s: snapshot in %.3f s", s.id, time.monotonic() - t0)
         text = None
         if req.file:
             data = req.overlays.get(req.file, found.get(req.file))
@@ -179,10 +183,15 @@ class Running(ManagerBase):
             Origin(file=req.file, range=req.range, text=text, diagnostics=req.diagnostics),
             test_command=self.config_of(s).testCommand,
             guide=guide,
-            submodules=gitops.submodule_paths(self.repo_root, s.baseCommit),
+            submodules=snap.submodules,
         )
         self.store.write_brief(s.id, brief)
         self.store.save(s)
+
+    def _aim(self, s: Session, ready: pool.Early, commit: str) -> None:
+        """The worktree readied beside the snapshot becomes the session's, at its snapshot, in
+        its own thread while the brief is written (``Pool.aim``)."""
+        self.pool.aim(ready, Path(s.worktree), branch=s.branch, commit=commit)
 
     async def _run(self, s: Session, prepare: Callable[[], Awaitable[None]] | None = None) -> None:
         """Run the agent once for ``s``: queued -> running -> ready | failed | cancelled."""
@@ -230,7 +239,7 @@ class Running(ManagerBase):
 
     async def _agent_pass(self, s: Session) -> None:
         worktree = Path(s.worktree)
-        if not worktree.exists():
+        if s.id in self._early or not worktree.exists():  # readied early: it may be there now
             await anyio.to_thread.run_sync(self._make_worktree, s)
         config = self.config_of(s)
         if config.executor == "ray":  # the agent runs on a Ray cluster; the result comes back here

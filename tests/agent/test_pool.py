@@ -407,3 +407,28 @@ def test_a_pooled_worktree_written_into_is_pristine_when_taken(
     sid = run_ok(repo, "second")
     assert worktree_event(state_dir, sid)["pooled"]
     assert seen_by(seen, sid)["files"] == pristine
+
+
+def test_a_pooled_worktree_written_deep_inside_is_pristine_when_taken(
+    repo: Path, tmp_path: Path, state_dir: Path
+):
+    """Files made in a folder below the top, a folder made there, a tracked file changed in
+    place there: the take's check of the folders' stamps and the index's stat data sees each."""
+    (repo / "pkg" / "sub").mkdir(parents=True)
+    (repo / "pkg" / "sub" / "deep.py").write_text("DEEP = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a deep file")
+    seen = setup_repo(repo, tmp_path)
+    first = run_ok(repo, "first")
+    pristine = dict(seen_by(seen, first)["files"])
+    tampered = wait_pool(state_dir, 2)
+    one, other = (Path(rec["path"]) for rec in tampered)
+    (one / "pkg" / "sub" / "stray.txt").write_text("untracked, deep\n")
+    (one / "pkg" / "sub" / "made").mkdir()
+    (one / "pkg" / "sub" / "made" / "x.log").write_text("ignored, deeper\n")
+    with open(other / "pkg" / "sub" / "deep.py", "r+") as f:  # same inode, folder untouched
+        f.write("DEEP = 2\n")
+    for name in ("second", "third"):
+        sid = run_ok(repo, name)
+        assert worktree_event(state_dir, sid)["pooled"]
+        assert seen_by(seen, sid)["files"] == pristine

@@ -205,6 +205,40 @@ def test_executable_mode_kept_for_overlays(repo: Path) -> None:
     assert blob(repo, sha, "run.sh") == b"#!/bin/sh\necho hi\n"
 
 
+def test_overlay_modes_follow_the_working_tree(repo: Path) -> None:
+    """An unsaved buffer gets the mode `git add -A` gives its file: an unstaged chmod counts, a
+    new executable file is executable, and with core.fileMode=false the recorded mode stays."""
+    (repo / "tool.sh").write_text("#!/bin/sh\n")
+    git(repo, "add", "tool.sh")
+    git(repo, "commit", "-qm", "tool")
+    (repo / "tool.sh").chmod(0o755)  # not staged
+    (repo / "new.sh").write_text("#!/bin/sh\n")
+    (repo / "new.sh").chmod(0o755)  # untracked
+    buffers = {"tool.sh": b"#!/bin/sh\necho tool\n", "new.sh": b"#!/bin/sh\necho new\n"}
+    sha = gitops.snapshot(repo, ref=REF, overlays=buffers)
+    assert tree_entry(repo, sha, "tool.sh")[0] == "100755"
+    assert tree_entry(repo, sha, "new.sh")[0] == "100755"
+    assert blob(repo, sha, "tool.sh") == b"#!/bin/sh\necho tool\n"
+    assert blob(repo, sha, "new.sh") == b"#!/bin/sh\necho new\n"
+
+    git(repo, "config", "core.fileMode", "false")
+    sha = gitops.snapshot(repo, ref=REF, overlays=buffers)
+    assert tree_entry(repo, sha, "tool.sh")[0] == "100644"  # as recorded: the bit is not trusted
+    assert tree_entry(repo, sha, "new.sh")[0] == "100644"
+    assert blob(repo, sha, "tool.sh") == b"#!/bin/sh\necho tool\n"
+
+
+def test_an_overlay_on_a_folder_is_left_out(repo: Path) -> None:
+    (repo / "pkg").mkdir(exist_ok=True)
+    (repo / "pkg" / "mod.py").write_text("X = 1\n")
+    snap = gitops.take_snapshot(
+        repo, ref=REF, overlays={"pkg": b"not a file\n"}, read=["pkg/mod.py", "absent.txt"]
+    )
+    assert tree_entry(repo, snap.commit, "pkg/mod.py")[0] == "100644"
+    assert snap.blobs == {"pkg/mod.py": b"X = 1\n", "absent.txt": None}
+    assert snap.submodules == []
+
+
 def test_submodule_stays_a_gitlink(repo: Path, tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -223,6 +257,7 @@ def test_submodule_stays_a_gitlink(repo: Path, tmp_path: Path) -> None:
     assert developer_state(repo) == before
     assert tree_entry(repo, sha, "vendor/lib") == ("160000", sub_head)
     assert blob(repo, sha, ".gitmodules") == (repo / ".gitmodules").read_bytes()
+    assert gitops.take_snapshot(repo, ref=REF).submodules == ["vendor/lib"]
 
 
 def test_overlay_outside_the_repository_is_refused(repo: Path) -> None:
