@@ -536,7 +536,7 @@ def run_setup(
     """Run ``worktree.setup`` in ``worktree`` in the sandbox (``commandPolicy = "allow"``:
     unconfined); (exit code, output). Raises SetupError when it cannot run or fails."""
     from . import sandbox
-    from .processes import background
+    from .processes import background, in_background_group
 
     kind = "none" if policy == "allow" else sandbox.available()
     if kind is None:
@@ -548,7 +548,7 @@ def run_setup(
         command, root=worktree, kind=kind, pass_env=pass_env, base_env=env
     ) as launch:
         proc = subprocess.Popen(
-            launch.argv,
+            in_background_group(launch.argv),
             cwd=worktree,
             env=launch.env,
             stdin=subprocess.DEVNULL,

@@ -50,6 +50,19 @@ def background(pid: int | None = None) -> None:
         pass
 
 
+def in_background_group(argv: list[str]) -> list[str]:
+    """``argv`` started through a shell that first lowers its own session's scheduling group to
+    :data:`AGENT_NICE`, then becomes ``argv`` (``exec``): for a command started with
+    ``start_new_session``, whose group :func:`background` would lower only after ``Popen``
+    returns, by which time a quick command may be done. The caller still calls
+    :func:`background` for the process itself. For launchers that always exist (a shell, the
+    sandbox's): a missing program would fail in the shell, not in ``Popen``."""
+    if not Path("/proc/self/autogroup").exists():
+        return argv
+    lower = f'echo {AGENT_NICE} > /proc/self/autogroup 2>/dev/null; exec "$@"'
+    return ["/bin/sh", "-c", lower, "sh", *argv]
+
+
 def _short_slice(pid: int, nice: int) -> None:
     """Ask for :data:`AGENT_SLICE_NS` for ``pid``'s main thread (threads and children it starts
     after this inherit it). Best effort: nothing happens where the call does not exist."""

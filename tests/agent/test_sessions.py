@@ -395,27 +395,33 @@ async def test_a_worktree_readied_early_never_outlives_a_session_that_does_not_s
     the session is cancelled while it waits for a slot, that worktree goes (nothing stays in
     git's worktree list, nor in the pool's folder)."""
     argv = write_agent(
-        tmp_path / "bin", "slow", 'time.sleep(1.0); pathlib.Path("out.txt").write_text("x")'
+        tmp_path / "bin", "slow", 'time.sleep(2.0); pathlib.Path("out.txt").write_text("x")'
     )
     mgr = command_manager(repo, {"slow": argv}, "slow", maxParallel=1)
     bad = mgr.delegate(DelegateRequest("bad overlay", overlays={"../outside.txt": b"x"}))
-    first = mgr.delegate(DelegateRequest("runs"))
-    queued = mgr.delegate(DelegateRequest("waits for the slot"))
+    both = [mgr.delegate(DelegateRequest("runs")), mgr.delegate(DelegateRequest("waits"))]
     await mgr.wait(bad.id)
     assert mgr.get(bad.id).state is State.FAILED
-    for _ in range(200):  # until the queued one has its snapshot, then cancel it there
-        if mgr.get(queued.id).baseCommit and mgr.get(queued.id).state is State.QUEUED:
-            break
-        await anyio.sleep(0.01)
+    # Both were readied early (the slot was free when they were delegated); whichever snapshot
+    # came second waits for the slot: cancel it there.
+    with anyio.fail_after(30):
+        while True:
+            states = {mgr.get(s.id).state for s in both}
+            waiting = [s for s in both if mgr.get(s.id).baseCommit]
+            if states == {State.RUNNING, State.QUEUED} and len(waiting) == 2:
+                break
+            await anyio.sleep(0.01)
+    [runs] = [s for s in both if mgr.get(s.id).state is State.RUNNING]
+    [queued] = [s for s in both if s is not runs]
     mgr.cancel(queued.id)
     await mgr.wait(queued.id)
-    await mgr.wait(first.id)
-    assert mgr.get(first.id).state is State.READY, mgr.get(first.id).error
+    await mgr.wait(runs.id)
+    assert mgr.get(runs.id).state is State.READY, mgr.get(runs.id).error
     assert mgr.get(queued.id).state is State.CANCELLED
     listed = [
         line[len("worktree ") :]
         for line in git(repo, "worktree", "list", "--porcelain").splitlines()
         if line.startswith("worktree ")
     ]
-    assert listed[1:] == [mgr.get(first.id).worktree]
+    assert listed[1:] == [mgr.get(runs.id).worktree]
     assert not [p for p in mgr.pool.folder.glob("p-*")]
