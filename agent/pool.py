@@ -9,9 +9,14 @@ A session *takes* one (:meth:`Pool.take`): its record is deleted first (from the
 no pool, whatever happens), the folder is renamed into the session's place
 (``worktrees/<id>/``, ``git worktree move``), and there it is moved to the session's snapshot on
 the session's branch (only the files that differ are written) and made pristine: every tracked
-file as its commit has it, and no other file (``git clean -ffdx``, a walk of the whole tree,
-unless each of its folders still has the inode and ctime stamped in ``p-<hex>.dirs`` when it was
-made: a file made, removed or renamed in a folder moves the folder's ctime). A session that can start at once has its worktree readied while its snapshot is taken
+file as its commit has it, and no other file. Each idle worktree is watched (agent/watch.py,
+inotify, every folder) from when it was made and checked: one nothing wrote in since is pristine
+as it is, and costs no look at its files. Else ``git diff-files`` finds the tracked files to put
+back, and ``git clean -ffdx`` (a walk of the whole tree) removes the rest, unless each of its
+folders still has the inode and ctime stamped in ``p-<hex>.dirs`` when it was made (a file made,
+removed or renamed in a folder moves the folder's ctime): what holds after a restart of the
+daemon, which loses the watches. A session that can start at once has its worktree readied
+while its snapshot is taken
 (:meth:`Pool.early`): an idle one claimed the same way and made pristine, or, when the pool is off
 or empty, a checkout of HEAD made there and then; :meth:`Pool.take_early` then renames it into
 place and branches it at the snapshot, writing only the files that differ. A worktree never
@@ -45,6 +50,7 @@ from typing import Any
 from handoff.files import atomic_write
 
 from . import gitops
+from .watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,7 @@ class Early:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.pooled = False  # an idle pooled worktree (else a checkout made now)
+        self.quiet = False  # pooled, and nothing was written in it since it was made (no check)
         self.head = ""  # the commit it is at, once readied
         self.thread: threading.Thread
         self.error: BaseException | None = None
@@ -136,6 +143,9 @@ class Pool:
         self._making: str | None = None  # the name being made now
         self._early: set[str] = set()  # names of early() worktrees not taken or dropped yet
         self._stop = threading.Event()
+        # every folder of each idle worktree, watched from when it was made: a take of one that
+        # nothing wrote in (quiet) skips the look at its files (``git diff-files``, ``clean``)
+        self._watch = Watch()
 
     # -- records ---------------------------------------------------------------------------
     def _record(self, name: str) -> Path:
@@ -145,6 +155,16 @@ class Pool:
         """The stamps of a pooled worktree's folders as made (``_dir_stamps``): a take that finds
         them unchanged skips the walk of ``git clean``."""
         return self.folder / f"{name}.dirs"
+
+    def _checked(self, path: Path) -> tuple[bool, bool]:
+        """``(quiet, untouched)`` of a claimed idle worktree, read once, before it moves: quiet,
+        nothing was written in it since it was made and checked (its watch); untouched, no file
+        was made, removed or renamed in it (its folders' stamps; what holds after a restart of
+        the daemon, which loses the watches)."""
+        quiet = self._watch.quiet(path.name)
+        self._watch.forget(path.name)
+        untouched = self._untouched(path)
+        return quiet, quiet or untouched
 
     def _untouched(self, path: Path) -> bool:
         """Whether no file was made, removed or renamed in a pooled worktree since it was made:
@@ -220,11 +240,16 @@ class Pool:
             if self._stop.is_set():
                 return  # left without a record: removed at the next start
             gitops.refresh_index(path, prefix=prefix)
-            atomic_write(self._stamps(name), json.dumps(_dir_stamps(path)).encode())
-            # after the stamps: what was made before them is seen here, what after, moves them
+            stamps = _dir_stamps(path)
+            watched = self._watch.add(name, [os.path.join(path, rel) for rel, _, _ in stamps])
+            atomic_write(self._stamps(name), json.dumps(stamps).encode())
+            # after the stamps and the watch: what was made before them is seen here, what after
+            # moves the stamps and is an event of the watch
             stray = gitops.untracked_entries(path, prefix=prefix)
             if stray:
                 raise gitops.GitError(f"something wrote into {path} as it was made: {stray[:3]}")
+            if watched:  # a file changed before the watch began is put back (an event then)
+                gitops.make_pristine(path, clean=False, prefix=prefix)
             record = {"state": "ready", "commit": commit, "createdAt": time.time()}
             record["bytes"] = _du(path)
             atomic_write(self._record(name), json.dumps(record).encode())
@@ -242,7 +267,7 @@ class Pool:
             src = self._claim()
             if src is None:
                 return False
-            untouched = self._untouched(src)  # before the move, which changes its root's ctime
+            _, untouched = self._checked(src)  # before the move, which changes its root's ctime
             try:
                 with self._git_lock:
                     gitops.move_worktree(self.repo_root, src, dest)
@@ -320,9 +345,10 @@ class Pool:
                 with self._lock:
                     self._early.discard(early.path.name)
                 early.path, early.pooled = src, True
-                untouched = self._untouched(src)
-                early.go.wait(GO_WAIT_S)
-                gitops.make_pristine(src, clean=not untouched)
+                early.quiet, untouched = self._checked(src)
+                if not early.quiet:
+                    early.go.wait(GO_WAIT_S)
+                    gitops.make_pristine(src, clean=not untouched)
             else:
                 with self._git_lock:
                     gitops.add_detached_worktree(self.repo_root, early.path, "HEAD")
@@ -377,7 +403,13 @@ class Pool:
             log.info(
                 "%s: %s in %.3f s (waited for it %.3f s), moved to %s in %.3f s",
                 dest.name,
-                "pooled worktree made pristine" if early.pooled else "checked out",
+                (
+                    "pooled worktree, nothing written in it,"
+                    if early.quiet
+                    else "pooled worktree made pristine"
+                    if early.pooled
+                    else "checked out"
+                ),
                 early.done - early.started,
                 time.monotonic() - t0,
                 commit[:12],
@@ -411,6 +443,7 @@ class Pool:
         with contextlib.suppress(FileNotFoundError):
             self._record(path.name).unlink()
         self._stamps(path.name).unlink(missing_ok=True)
+        self._watch.forget(path.name)
 
     def trim(self, keep: int = 0) -> int:
         """Remove idle worktrees beyond ``keep`` (newest first); how many were removed."""

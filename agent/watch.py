@@ -1,0 +1,110 @@
+"""Whether anything was written in a folder tree since it was watched: one inotify instance for
+many trees (the pool's idle worktrees), each known by a key.
+
+A tree is watched folder by folder (inotify watches a folder's own entries, not below it), so
+every file made, written, removed, renamed or changed in its mode or times, and every folder
+made in it, is an event of the folder that holds it. Reading a file is not one. A tree is
+*quiet* while none of its folders has had an event since :meth:`Watch.add`; anything this
+cannot vouch for (inotify missing, the watch limit reached, the kernel's queue overflowed, a
+key never added or since forgotten) is not quiet, and the caller looks at the files instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+try:
+    import inotify_simple
+except ImportError:  # not Linux: nothing is ever quiet
+    inotify_simple = None
+
+
+def _mask() -> int:
+    f = inotify_simple.flags
+    return int(
+        f.MODIFY
+        | f.ATTRIB
+        | f.CLOSE_WRITE
+        | f.MOVED_FROM
+        | f.MOVED_TO
+        | f.CREATE
+        | f.DELETE
+        | f.DELETE_SELF
+        | f.MOVE_SELF
+        | f.ONLYDIR
+        | f.DONT_FOLLOW
+    )
+
+
+class Watch:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: Any = None
+        self._keys: dict[str, list[int]] = {}  # key -> its folders' watch descriptors
+        self._of: dict[int, str] = {}  # watch descriptor -> key
+        self._dirty: set[str] = set()
+
+    def add(self, key: str, folders: Iterable[str]) -> bool:
+        """Watch ``folders`` (every folder of one tree) as ``key``; False when they cannot all
+        be watched (then none is)."""
+        if inotify_simple is None:
+            return False
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._fd = inotify_simple.INotify(nonblocking=True)
+                mask = _mask()
+                wds = self._keys.setdefault(key, [])
+                self._dirty.discard(key)
+                for folder in folders:
+                    wd = self._fd.add_watch(folder, mask)
+                    wds.append(wd)
+                    self._of[wd] = key
+            except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches reached
+                log.info("watch of %s: %s; it is checked file by file instead", key, exc)
+                self._forget(key)
+                return False
+        return True
+
+    def quiet(self, key: str) -> bool:
+        """Whether nothing was written in ``key``'s tree since it was added."""
+        with self._lock:
+            self._drain()
+            return key in self._keys and key not in self._dirty
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._drain()
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        for wd in self._keys.pop(key, []):
+            self._of.pop(wd, None)
+            try:
+                self._fd.rm_watch(wd)
+            except OSError:  # its folder is gone already (the watch went with it)
+                pass
+        self._dirty.discard(key)
+
+    def _drain(self) -> None:
+        if self._fd is None:
+            return
+        overflow = int(inotify_simple.flags.Q_OVERFLOW)
+        while True:
+            try:
+                events = self._fd.read(timeout=0)
+            except BlockingIOError:
+                events = []
+            if not events:
+                return
+            for event in events:
+                if event.mask & overflow:  # events were lost: no tree can be vouched for
+                    self._dirty.update(self._keys)
+                key = self._of.get(event.wd)
+                if key is not None:
+                    self._dirty.add(key)
