@@ -19,11 +19,12 @@ after ``sync``), so no background work lands on a measurement):
 - **cold**: the handoff with ``pool.size = 0``: a ``git worktree add`` of HEAD (the same parallel
   checkout) started while the snapshot is taken, then moved to the snapshot (only the files that
   differ written), its own daemon;
-- **warm**: the handoff with the warm pool (``pool.size = 2``, ready): an idle worktree made
-  pristine while the snapshot is taken, then moved to it the same way (agent/pool.py), its own
-  daemon.
+- **warm**: the handoff with the warm pool (``pool.size = 2``, ready): an idle worktree, which
+  its watch says nothing wrote in since it was made (else made pristine while the snapshot is
+  taken), moved to the snapshot the same way (agent/pool.py), its own daemon.
 
-Then, for the breakdown, the pieces called in-process (``gitops.snapshot``, ``gitops.add_worktree``,
+Then, for the breakdown (while the daemons are idle, before the sessions are discarded: on a
+disk their deletions would land on these checkouts), the pieces called in-process (``gitops.snapshot``, ``gitops.add_worktree``,
 ``Pool.take``: move + checkout of the difference + the pristine check), and what the daemon does
 now for a session that can start at once: ``Pool.early`` (a checkout of HEAD, or a pooled worktree
 checked once the snapshot has walked the developer's tree) while ``gitops.take_snapshot`` runs,
@@ -145,6 +146,72 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
                 discard.append(time.perf_counter() - t)
             sids.clear()
 
+    def breakdown() -> tuple[list[Any], ...]:
+        # The pieces in-process, while the daemons are idle and before any session is
+        # discarded (on a disk, those deletions would land on these checkouts).
+        from handoff.agent import gitops
+        from handoff.agent.pool import Pool
+
+        snap, add, take, cold_p, warm_p = [], [], [], [], []
+        pool = Pool(repo, base / "parts" / "pool", threading.Lock())
+        overlay = {"pkg00/mod0/file00000.py": b"unsaved\n"}
+        for i in range(max(1, min(runs, 2))):
+            quiet_disk(base)
+            t0 = time.perf_counter()
+            commit = gitops.snapshot(repo, ref=f"refs/handoff/bench{i}/base", overlays=overlay)
+            snap.append(time.perf_counter() - t0)
+            wt = base / "parts" / f"add{i}"
+            leftovers.append((wt, f"bench/part-{i}"))
+            quiet_disk(base)
+            t0 = time.perf_counter()
+            gitops.add_worktree(repo, wt, branch=f"bench/part-{i}", commit=commit)
+            add.append(time.perf_counter() - t0)
+            if not defer:
+                remove_worktrees()
+            pool._size = 1
+            pool._fill()
+            wt = base / "parts" / f"take{i}"
+            leftovers.append((wt, f"bench/take-{i}"))
+            quiet_disk(base)
+            t0 = time.perf_counter()
+            assert pool.take(wt, branch=f"bench/take-{i}", commit=commit)
+            take.append(time.perf_counter() - t0)
+            if not defer:
+                remove_worktrees()
+            # what the daemon does now: the worktree readied while the snapshot is taken
+            for kind, parts in (("cold", cold_p), ("warm", warm_p)):
+                if kind == "warm":
+                    pool._fill()
+                wt = base / "parts" / f"{kind}{i}"
+                leftovers.append((wt, f"bench/{kind}-{i}"))
+                quiet_disk(base)
+                t0 = time.perf_counter()
+                early = pool.early(use_pool=kind == "warm")
+                branch = f"bench/{kind}-{i}"
+                c = gitops.take_snapshot(
+                    repo,
+                    ref=f"refs/handoff/bench{kind}{i}/base",
+                    overlays=overlay,
+                    added=early.go.set,
+                    committed=lambda c, e=early, w=wt, b=branch: pool.aim(e, w, branch=b, commit=c),
+                ).commit
+                t_snap = time.perf_counter() - t0
+                assert pool.take_early(early, wt, branch=branch, commit=c)
+                total = time.perf_counter() - t0
+                parts.append(
+                    {
+                        "total_s": total,
+                        "snapshot_s": t_snap,
+                        "ready_s": early.done - early.started,
+                        "after_ready_s": total - max(t_snap, early.done - early.started),
+                    }
+                )
+                if not defer:
+                    remove_worktrees()
+        remove_worktrees()
+        pool.clear()
+        return snap, add, take, cold_p, warm_p
+
     clients: dict[str, BenchClient] = {}
     states = {kind: base / f"state-{kind}" for kind in ("cold", "warm")}
     uris: dict[str, str] = {}
@@ -246,6 +313,7 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
             json.loads(r.read_text()).get("bytes", 0)
             for r in states["warm"].glob("repos/*/pool/p-*.json")
         ) / (1 << 20)
+        snap, add, take, cold_p, warm_p = await asyncio.to_thread(breakdown)
         await discard_sessions()
     finally:
         for client in clients.values():
@@ -253,68 +321,6 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
         for state in states.values():  # before their state folders or worktrees go
             await asyncio.to_thread(daemons.stop, state)
 
-    # Breakdown: the pieces in-process.
-    from handoff.agent import gitops
-    from handoff.agent.pool import Pool
-
-    snap, add, take, cold_p, warm_p = [], [], [], [], []
-    pool = Pool(repo, base / "parts" / "pool", threading.Lock())
-    overlay = {"pkg00/mod0/file00000.py": b"unsaved\n"}
-    for i in range(max(1, min(runs, 2))):
-        quiet_disk(base)
-        t0 = time.perf_counter()
-        commit = gitops.snapshot(repo, ref=f"refs/handoff/bench{i}/base", overlays=overlay)
-        snap.append(time.perf_counter() - t0)
-        wt = base / "parts" / f"add{i}"
-        leftovers.append((wt, f"bench/part-{i}"))
-        quiet_disk(base)
-        t0 = time.perf_counter()
-        gitops.add_worktree(repo, wt, branch=f"bench/part-{i}", commit=commit)
-        add.append(time.perf_counter() - t0)
-        if not defer:
-            remove_worktrees()
-        pool._size = 1
-        pool._fill()
-        wt = base / "parts" / f"take{i}"
-        leftovers.append((wt, f"bench/take-{i}"))
-        quiet_disk(base)
-        t0 = time.perf_counter()
-        assert pool.take(wt, branch=f"bench/take-{i}", commit=commit)
-        take.append(time.perf_counter() - t0)
-        if not defer:
-            remove_worktrees()
-        # what the daemon does now: the worktree readied while the snapshot is taken
-        for kind, parts in (("cold", cold_p), ("warm", warm_p)):
-            if kind == "warm":
-                pool._fill()
-            wt = base / "parts" / f"{kind}{i}"
-            leftovers.append((wt, f"bench/{kind}-{i}"))
-            quiet_disk(base)
-            t0 = time.perf_counter()
-            early = pool.early(use_pool=kind == "warm")
-            branch = f"bench/{kind}-{i}"
-            c = gitops.take_snapshot(
-                repo,
-                ref=f"refs/handoff/bench{kind}{i}/base",
-                overlays=overlay,
-                added=early.go.set,
-                committed=lambda c, e=early, w=wt, b=branch: pool.aim(e, w, branch=b, commit=c),
-            ).commit
-            t_snap = time.perf_counter() - t0
-            assert pool.take_early(early, wt, branch=branch, commit=c)
-            total = time.perf_counter() - t0
-            parts.append(
-                {
-                    "total_s": total,
-                    "snapshot_s": t_snap,
-                    "ready_s": early.done - early.started,
-                    "after_ready_s": total - max(t_snap, early.done - early.started),
-                }
-            )
-            if not defer:
-                remove_worktrees()
-    remove_worktrees()
-    pool.clear()
     reset_repo(repo)
     if scratch is not None:
         shutil.rmtree(base, ignore_errors=True)
