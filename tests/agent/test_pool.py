@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.agents import toml_agents, trust_repo, write_agent
 from tests.support.cli import handoff
 from tests.support.git import git
@@ -409,11 +411,14 @@ def test_a_pooled_worktree_written_into_is_pristine_when_taken(
     assert seen_by(seen, sid)["files"] == pristine
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["watched", "after-restart"])
 def test_a_pooled_worktree_written_deep_inside_is_pristine_when_taken(
-    repo: Path, tmp_path: Path, state_dir: Path
+    repo: Path, tmp_path: Path, state_dir: Path, restart: bool
 ):
     """Files made in a folder below the top, a folder made there, a tracked file changed in
-    place there: the take's check of the folders' stamps and the index's stat data sees each."""
+    place there: the pool's watch of the worktree sees each; after a restart of the daemon
+    (which loses the watches), the take's check of the folders' stamps and the index's stat
+    data does."""
     (repo / "pkg" / "sub").mkdir(parents=True)
     (repo / "pkg" / "sub" / "deep.py").write_text("DEEP = 1\n")
     git(repo, "add", "-A")
@@ -428,6 +433,8 @@ def test_a_pooled_worktree_written_deep_inside_is_pristine_when_taken(
     (one / "pkg" / "sub" / "made" / "x.log").write_text("ignored, deeper\n")
     with open(other / "pkg" / "sub" / "deep.py", "r+") as f:  # same inode, folder untouched
         f.write("DEEP = 2\n")
+    if restart:
+        assert handoff(repo, "daemon", "stop").returncode == 0
     for name in ("second", "third"):
         sid = run_ok(repo, name)
         assert worktree_event(state_dir, sid)["pooled"]
