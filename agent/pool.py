@@ -481,10 +481,13 @@ class Pool:
         return n
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop making worktrees (the daemon stops); what was half-made goes at the next start."""
+        """Stop making worktrees (the daemon stops); what was half-made goes at the next start.
+        The idle ones are no longer watched: a daemon that starts again checks them file by
+        file."""
         self._stop.set()
         if self._filler is not None:
             self._filler.join(timeout=timeout)
+        self._watch.close()
 
 
 # -- ready to run ---------------------------------------------------------------------------

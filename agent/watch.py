@@ -7,6 +7,10 @@ made in it, is an event of the folder that holds it. Reading a file is not one. 
 *quiet* while none of its folders has had an event since :meth:`Watch.add`; anything this
 cannot vouch for (inotify missing, the watch limit reached, the kernel's queue overflowed, a
 key never added or since forgotten) is not quiet, and the caller looks at the files instead.
+
+Watches are a per-user budget the developer's editor needs too (``fs.inotify.max_user_watches``;
+VS Code warns when it runs out): every :class:`Watch` of this process together takes at most
+:data:`SHARE` of it, and a tree that would take more is not watched.
 """
 
 from __future__ import annotations
@@ -17,6 +21,20 @@ from collections.abc import Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+SHARE = 1 / 16  # of fs.inotify.max_user_watches, for all of this process's watches
+_MAX_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
+_taken = 0  # watches this process holds, all Watch objects together
+_budget_lock = threading.Lock()
+
+
+def _budget() -> int:
+    try:
+        with open(_MAX_WATCHES, encoding="ascii") as f:
+            return int(int(f.read().strip()) * SHARE)
+    except (OSError, ValueError):
+        return 0
+
 
 try:
     import inotify_simple
@@ -54,6 +72,18 @@ class Watch:
         be watched (then none is)."""
         if inotify_simple is None:
             return False
+        folders = list(folders)
+        global _taken
+        with _budget_lock:
+            if _taken + len(folders) > _budget():
+                log.info(
+                    "watch of %s: %d folders would pass Handoff's share of the user's inotify "
+                    "watches; it is checked file by file instead",
+                    key,
+                    len(folders),
+                )
+                return False
+            _taken += len(folders)
         with self._lock:
             try:
                 if self._fd is None:
@@ -67,7 +97,9 @@ class Watch:
                     self._of[wd] = key
             except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches reached
                 log.info("watch of %s: %s; it is checked file by file instead", key, exc)
-                self._forget(key)
+                added = len(self._keys.get(key, []))
+                self._forget(key)  # gives back what was added
+                _give_back(len(folders) - added)
                 return False
         return True
 
@@ -82,8 +114,19 @@ class Watch:
             self._drain()
             self._forget(key)
 
+    def close(self) -> None:
+        """Stop watching every tree (their watches go back to the budget)."""
+        with self._lock:
+            for key in list(self._keys):
+                self._forget(key)
+            if self._fd is not None:
+                self._fd.close()
+                self._fd = None
+
     def _forget(self, key: str) -> None:
-        for wd in self._keys.pop(key, []):
+        wds = self._keys.pop(key, [])
+        _give_back(len(wds))
+        for wd in wds:
             self._of.pop(wd, None)
             try:
                 self._fd.rm_watch(wd)
@@ -108,3 +151,9 @@ class Watch:
                 key = self._of.get(event.wd)
                 if key is not None:
                     self._dirty.add(key)
+
+
+def _give_back(n: int) -> None:
+    global _taken
+    with _budget_lock:
+        _taken = max(0, _taken - n)

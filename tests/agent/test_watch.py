@@ -52,3 +52,28 @@ def test_what_the_watch_cannot_vouch_for_is_never_quiet(tmp_path: Path):
     assert not watch.quiet("t")
     assert not watch.add("gone", [str(tmp_path / "t"), str(tmp_path / "missing")])
     assert not watch.quiet("gone")
+
+
+def test_the_watches_stay_within_a_share_of_the_users_limit(tmp_path: Path, monkeypatch):
+    """A machine whose fs.inotify.max_user_watches is 64: Handoff takes at most 4 of them (the
+    editor needs the rest); a tree that would pass that is checked file by file instead, and a
+    forgotten tree gives its watches back."""
+    from handoff.agent import watch as module
+
+    limit = tmp_path / "max_user_watches"
+    limit.write_text("64\n")
+    monkeypatch.setattr(module, "_MAX_WATCHES", str(limit))
+    monkeypatch.setattr(module, "_taken", 0)
+    trees = []
+    for name in ("one", "two"):
+        (tmp_path / name / "a" / "b").mkdir(parents=True)
+        trees.append(folders(tmp_path / name))
+    assert len(trees[0]) == 3
+    watch = Watch()
+    assert watch.add("one", trees[0])
+    assert not watch.add("two", trees[1]) and not watch.quiet("two")
+    watch.forget("one")
+    assert watch.add("two", trees[1]) and watch.quiet("two")
+    watch.close()  # the daemon stops: every watch goes back
+    assert not watch.quiet("two")
+    assert Watch().add("one", trees[0])
