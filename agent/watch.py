@@ -3,10 +3,13 @@ many trees (the pool's idle worktrees), each known by a key.
 
 A tree is watched folder by folder (inotify watches a folder's own entries, not below it), so
 every file made, written, removed, renamed or changed in its mode or times, and every folder
-made in it, is an event of the folder that holds it. Reading a file is not one. A tree is
-*quiet* while none of its folders has had an event since :meth:`Watch.add`; anything this
-cannot vouch for (inotify missing, the watch limit reached, the kernel's queue overflowed, a
-key never added or since forgotten) is not quiet, and the caller looks at the files instead.
+made in it, is an event of the folder that holds it. Reading a file is not one; nor is a write
+through a shared memory mapping, or through a hard link from outside the tree (the event is the
+other folder's): the trees watched here are the pool's own, made by git in Handoff's state
+folder, and no session's or developer's file links into them. A tree is *quiet* while none of
+its folders has had an event since :meth:`Watch.add`; anything this cannot vouch for (inotify
+missing, the watch limit reached, the kernel's queue overflowed, a key never added or since
+forgotten) is not quiet, and the caller looks at the files instead.
 
 Watches are a per-user budget the developer's editor needs too (``fs.inotify.max_user_watches``;
 VS Code warns when it runs out): every :class:`Watch` of this process together takes at most
