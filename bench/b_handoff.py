@@ -11,7 +11,9 @@ to that stamp covers the LSP round trip, the server's ``delegate`` request to th
 Four things, interleaved (the order rotates every run; before each, the warm daemon's pool
 refilled, a ``sync``, and a wait until the disk has written and trimmed nothing for a second
 (``common.quiet_disk``: on an ext4 mounted with ``discard`` the trims of the last removal go on
-after ``sync``), so no background work lands on a measurement):
+after ``sync``), and on a disk, a minute since the last removal of many files (the last run's
+folders, the last size's sessions: ext4 passes over inodes freed in the last minute when it
+allocates new ones), so no background work lands on a measurement):
 
 - **serial**: ``git worktree add -b <branch> <path> HEAD``, git's default;
 - **best**: ``git -c checkout.workers=<cores> worktree add ...``, git's parallel checkout, the
@@ -75,6 +77,9 @@ def _bare_add(repo: Path, path: Path, branch: str, commit: str, *extra: str) -> 
     return time.perf_counter() - t0
 
 
+RECENTLY_DELETED_S = 61.0  # ext4's `recently_deleted`: 60 s since the inode was freed (synced)
+
+
 def _remove(repo: Path, path: Path, branch: str) -> None:
     git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
     shutil.rmtree(path, ignore_errors=True)
@@ -108,6 +113,7 @@ def _files() -> list[int]:
 async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -> dict[str, Any]:
     source = generated_repo(n_files, log=log)
     base = fresh_dir((scratch or OUT) / f"handoff-{n_files}")
+    removed_at = time.monotonic()  # the last run's folders (and the last size's) went just now
     if scratch is not None:  # the whole experiment on another file system (e.g. tmpfs)
         repo = base / source.name
         subprocess.run(["cp", "-a", str(source), str(repo)], check=True)
@@ -281,6 +287,14 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
         async def settle() -> None:
             await _wait_pool(states["warm"], 2)  # no refill runs under a measurement
             quiet_disk(base)
+            # ext4 passes over the inodes freed in the last minute (once synced) when it
+            # allocates new ones: the first checkouts after a big removal paid 3-30 s for it
+            wait = RECENTLY_DELETED_S - (time.monotonic() - removed_at)
+            if defer and not sizes.quick and wait > 0:
+                log(
+                    f"  waiting {wait:.0f} s: files were removed on this disk less than a minute ago"
+                )
+                await asyncio.sleep(wait)
 
         log(
             f"  repository: {n_files} files, {tracked_size_mb(repo):.0f} MB tracked"
