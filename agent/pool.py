@@ -572,7 +572,7 @@ def run_setup(
     """Run ``worktree.setup`` in ``worktree`` in the sandbox (``commandPolicy = "allow"``:
     unconfined); (exit code, output). Raises SetupError when it cannot run or fails."""
     from . import sandbox
-    from .processes import background, in_background_group
+    from .processes import background
 
     kind = "none" if policy == "allow" else sandbox.available()
     if kind is None:
@@ -584,7 +584,7 @@ def run_setup(
         command, root=worktree, kind=kind, pass_env=pass_env, base_env=env
     ) as launch:
         proc = subprocess.Popen(
-            in_background_group(launch.argv),
+            launch.argv,
             cwd=worktree,
             env=launch.env,
             stdin=subprocess.DEVNULL,

@@ -54,9 +54,10 @@ def in_background_group(argv: list[str]) -> list[str]:
     """``argv`` started through a shell that first lowers its own session's scheduling group to
     :data:`AGENT_NICE`, then becomes ``argv`` (``exec``): for a command started with
     ``start_new_session``, whose group :func:`background` would lower only after ``Popen``
-    returns, by which time a quick command may be done. The caller still calls
-    :func:`background` for the process itself. For launchers that always exist (a shell, the
-    sandbox's): a missing program would fail in the shell, not in ``Popen``."""
+    returns, by which time a quick command may be done (``sandbox.prepare`` gives it to every
+    command it launches; whoever starts one still calls :func:`background` for the process
+    itself). For launchers that always exist (a shell, the sandbox's): a missing program would
+    fail in the shell, not in ``Popen``."""
     if not Path("/proc/self/autogroup").exists():
         return argv
     lower = f'echo {AGENT_NICE} > /proc/self/autogroup 2>/dev/null; exec "$@"'

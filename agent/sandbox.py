@@ -39,6 +39,7 @@ from pathlib import Path
 
 from . import landlock
 from .gitenv import AGENT_VARS
+from .processes import in_background_group
 from .secrets import is_secret_name
 
 POLICIES = ("sandbox", "allow", "deny")
@@ -245,23 +246,27 @@ def prepare(
     base_env: Mapping[str, str] | None = None,
 ) -> Iterator[Launch]:
     """A :class:`Launch` for ``sh -c command`` in ``root``; its scratch folder (private HOME
-    and TMPDIR, sanitized git config) is removed on exit."""
+    and TMPDIR, sanitized git config) is removed on exit. Its argv lowers the scheduling group
+    of the session it is started in before anything else runs
+    (``processes.in_background_group``)."""
     root_s = os.path.realpath(root)
     base = os.environ if base_env is None else base_env
     scratch = tempfile.mkdtemp(prefix="handoff-cmd-")
     try:
         shell = ["/bin/sh", "-c", command]
         if kind == "bubblewrap":
-            yield _bwrap_launch(shell, root_s, scratch, base, pass_env)
+            launch = _bwrap_launch(shell, root_s, scratch, base, pass_env)
         elif kind == "landlock":
-            yield _landlock_launch(shell, root_s, scratch, base, pass_env)
+            launch = _landlock_launch(shell, root_s, scratch, base, pass_env)
         elif kind == "none":
             home, tmp = os.path.join(scratch, "home"), os.path.join(scratch, "tmp")
             os.mkdir(home)
             os.mkdir(tmp)
-            yield Launch("none", shell, command_env(base, pass_env, home=home, tmp=tmp))
+            launch = Launch("none", shell, command_env(base, pass_env, home=home, tmp=tmp))
         else:
             raise ValueError(f"unknown sandbox kind {kind!r}")
+        launch.argv = in_background_group(launch.argv)
+        yield launch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -41,7 +41,7 @@ from handoff.text import split_keepends
 
 from .. import sandbox
 from ..capped import Tail
-from ..processes import background, in_background_group
+from ..processes import background
 from .tools import ToolError, Workspace, _read_bytes
 
 TERMINAL_OUTPUT_BYTES = 1_000_000  # kept per terminal when the agent sets no outputByteLimit
@@ -288,7 +288,7 @@ class HandoffClient:
         extra = {e.name: e.value for e in env or []}
         try:
             proc = subprocess.Popen(
-                in_background_group(launch.argv),
+                launch.argv,
                 cwd=self.root,
                 env={**launch.env, **extra},
                 stdin=subprocess.DEVNULL,

@@ -32,7 +32,7 @@ from handoff.text import body, split_keepends
 
 from .. import sandbox
 from ..capped import HeadTail
-from ..processes import background, in_background_group
+from ..processes import background
 
 MAX_READ_LINES = 2000
 MAX_READ_CHARS = 60_000
@@ -368,7 +368,7 @@ class Workspace:
         link = _link_state(self.root)
         with sandbox.prepare(command, root=self.root, kind=kind, pass_env=self.pass_env) as launch:
             proc = subprocess.Popen(
-                in_background_group(launch.argv),
+                launch.argv,
                 cwd=self.root,
                 env=launch.env,
                 stdin=subprocess.DEVNULL,
