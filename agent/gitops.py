@@ -316,6 +316,34 @@ def _index_path(repo_root: Path) -> Path:
     return found
 
 
+def index_path(repo_root: Path) -> Path:
+    """The developer's index file of the worktree ``repo_root``."""
+    return _index_path(Path(repo_root))
+
+
+def shared_index_path(repo_root: Path, index: Path | None = None) -> Path | None:
+    """The shared index ``index`` (the developer's, by default) is split from, or None when it
+    is not split (``rev-parse --shared-index-path``)."""
+    env = {"GIT_INDEX_FILE": str(index)} if index is not None else None
+    found = _out(repo_root, "rev-parse", "--shared-index-path", env=env)
+    return (Path(repo_root) / found) if found else None
+
+
+def split_index(repo_root: Path, index: Path, *, prefix: Sequence[str] = ()) -> None:
+    """Split the index file ``index`` of ``repo_root``: its entries move to a new shared index
+    in the git folder (where git keeps them: ``sharedindex.<hash>``), which no git is let
+    expire (agent/keptindex.py owns it)."""
+    _run(
+        repo_root,
+        "-c",
+        "splitIndex.sharedIndexExpire=never",
+        "update-index",
+        "--split-index",
+        env={"GIT_INDEX_FILE": str(index)},
+        prefix=prefix,
+    )
+
+
 def snapshot(
     repo_root: Path,
     *,
@@ -336,6 +364,7 @@ def take_snapshot(
     read: Sequence[str] = (),
     added: Callable[[], object] | None = None,
     committed: Callable[[str], object] | None = None,
+    start: Path | None = None,
 ) -> Snapshot:
     """Commit what the developer sees (HEAD + staged + unstaged + untracked + ``overlays``),
     and read ``read`` and the submodule paths of that commit.
@@ -343,59 +372,27 @@ def take_snapshot(
     Works on a copy of the index, so the developer's index, files, stash and branches are
     untouched; the commit is kept alive by ``ref``. Five gits in turn (``add -A``, with HEAD's
     lookup and the overlays' blobs beside it; ``update-index`` for the overlays; ``write-tree``;
-    ``commit-tree``; the ref's update with the reads beside it). ``added`` is called once the
-    working tree has been walked (after ``add -A``, or on failure), ``committed`` with the
-    commit as soon as it is made (before the ref is written and the reads)."""
+    ``commit-tree``; the ref's update with the reads beside it). ``start``: a split copy of the
+    developer's index to start from instead (agent/keptindex.py; git then writes only the
+    entries that differ from its shared index); when git fails on it, the snapshot starts over
+    from the developer's index. ``added`` is called once the working tree has been walked
+    (after ``add -A``, or on failure), ``committed`` with the commit as soon as it is made
+    (before the ref is written and the reads)."""
     repo_root = Path(repo_root)
     if not ref.startswith("refs/"):
         raise GitError(f"snapshot ref must start with 'refs/': {ref}")
-    index = _index_path(repo_root)
+    targets = _overlay_targets(repo_root, overlays or {})
     tmpdir = Path(tempfile.mkdtemp(prefix="handoff-index-"))
     try:
-        tmp_index = tmpdir / "index"
-        if index.is_file():
-            shutil.copy2(index, tmp_index)  # keep mtime: racy-git detection stays correct
-        env = {"GIT_INDEX_FILE": str(tmp_index), **IDENTITY}
-        targets = _overlay_targets(repo_root, overlays or {})
-        listed = sorted({path for path, _ in targets.values()})
-        calls: list[tuple[Sequence[str], bytes | None, bool]] = [
-            (("add", "-A", "--", ":/"), None, False),
-            (("rev-parse", "-q", "--verify", "HEAD^{commit}"), None, False),
-        ]
-        if listed:  # the entries before the add: their modes, unless the files say otherwise
-            calls.append(
-                (("--literal-pathspecs", "ls-files", "-s", "-z", "--", *listed), None, True)
-            )
-        calls += [
-            (("hash-object", "-w", "--stdin", f"--path={path}"), data, True)
-            for path, data in targets.values()
-        ]
-        try:
-            added_proc, found, *rest = _run_many(repo_root, calls, env=env)
-        finally:
-            if added is not None:
-                added()
-        if added_proc.returncode != 0:
-            # e.g. an embedded repository without commits: add what can be added.
-            log.warning("git add -A: %s", os.fsdecode(added_proc.stderr).strip())
-            added_proc = _run(
-                repo_root, "add", "-A", "--ignore-errors", "--", ":/", env=env, check=False
-            )
-            if added_proc.returncode not in (
-                0,
-                1,
-            ):  # 1: some files skipped; more: nothing was added
-                msg = os.fsdecode(added_proc.stderr).strip() or f"exit code {added_proc.returncode}"
-                raise GitError(f"could not snapshot the working tree of {repo_root}: {msg}")
-        if targets:
-            listing, hashed = rest[0], rest[1:]
-            _put_overlays(repo_root, targets, listing.stdout, hashed, env)
-        tree = _out(repo_root, "write-tree", env=env)
-        sha = os.fsdecode(found.stdout).strip() if found.returncode == 0 else ""
-        parents = ["-p", sha] if sha else []
-        commit = _out(
-            repo_root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, env=env
-        )
+        commit = None
+        if start is not None:
+            try:
+                commit = _commit_index(repo_root, start, tmpdir, targets, message, added, SPLIT)
+            except GitError as exc:
+                log.warning("snapshot from the kept index failed, again from the index: %s", exc)
+        if commit is None:
+            index = _index_path(repo_root)
+            commit = _commit_index(repo_root, index, tmpdir, targets, message, added, ())
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     if committed is not None:
@@ -417,6 +414,79 @@ def take_snapshot(
         else:
             blobs = _parse_batch(done[2].stdout, len(items))
     return Snapshot(commit, dict(zip(read, blobs, strict=True)), _submodules(done[1]))
+
+
+# What a git writing a split index is told: only the entries that differ from the shared index
+# are written (never a new shared index, which git would put in the developer's git folder), and
+# no shared index is ever expired by it.
+SPLIT = (
+    "-c",
+    "core.splitIndex=true",
+    "-c",
+    "splitIndex.maxPercentChange=100",
+    "-c",
+    "splitIndex.sharedIndexExpire=never",
+)
+
+
+def _commit_index(
+    repo_root: Path,
+    index: Path,
+    tmpdir: Path,
+    targets: Mapping[str, tuple[str, bytes]],
+    message: str,
+    added: Callable[[], object] | None,
+    config: Sequence[str],
+) -> str:
+    """The commit of the working tree and ``targets``, made on a copy of ``index`` in
+    ``tmpdir`` (``config`` before each git that writes it)."""
+    tmp_index = tmpdir / "index"
+    tmp_index.unlink(missing_ok=True)
+    if index.is_file():
+        shutil.copy2(index, tmp_index)  # keep mtime: racy-git detection stays correct
+    env = {"GIT_INDEX_FILE": str(tmp_index), **IDENTITY}
+    listed = sorted({path for path, _ in targets.values()})
+    calls: list[tuple[Sequence[str], bytes | None, bool]] = [
+        ((*config, "add", "-A", "--", ":/"), None, False),
+        (("rev-parse", "-q", "--verify", "HEAD^{commit}"), None, False),
+    ]
+    if listed:  # the entries before the add: their modes, unless the files say otherwise
+        calls.append(
+            ((*config, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *listed), None, True)
+        )
+    calls += [
+        (("hash-object", "-w", "--stdin", f"--path={path}"), data, True)
+        for path, data in targets.values()
+    ]
+    try:
+        added_proc, found, *rest = _run_many(repo_root, calls, env=env)
+    finally:
+        if added is not None:
+            added()
+    if added_proc.returncode != 0:
+        # e.g. an embedded repository without commits: add what can be added.
+        log.warning("git add -A: %s", os.fsdecode(added_proc.stderr).strip())
+        added_proc = _run(
+            repo_root,
+            *config,
+            "add",
+            "-A",
+            "--ignore-errors",
+            "--",
+            ":/",
+            env=env,
+            check=False,
+        )
+        if added_proc.returncode not in (0, 1):  # 1: some files skipped; more: nothing was added
+            msg = os.fsdecode(added_proc.stderr).strip() or f"exit code {added_proc.returncode}"
+            raise GitError(f"could not snapshot the working tree of {repo_root}: {msg}")
+    if targets:
+        listing, hashed = rest[0], rest[1:]
+        _put_overlays(repo_root, targets, listing.stdout, hashed, env, config)
+    tree = _out(repo_root, *config, "write-tree", env=env)
+    sha = os.fsdecode(found.stdout).strip() if found.returncode == 0 else ""
+    parents = ["-p", sha] if sha else []
+    return _out(repo_root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, env=env)
 
 
 def _overlay_targets(
@@ -452,6 +522,7 @@ def _put_overlays(
     listing: bytes,
     blobs: Sequence[subprocess.CompletedProcess[bytes]],
     env: Mapping[str, str],
+    config: Sequence[str] = (),
 ) -> None:
     """Put unsaved buffers (their blobs written) into the (temporary) index named by ``env``,
     each with the mode ``git add -A`` gave its file: the entry's mode from before the add when
@@ -480,7 +551,15 @@ def _put_overlays(
         unsure.append(path)  # core.fileMode decides, or the file changed kind: git's answer
     if unsure:
         after = _run(
-            repo_root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *unsure, env=env
+            repo_root,
+            *config,
+            "--literal-pathspecs",
+            "ls-files",
+            "-s",
+            "-z",
+            "--",
+            *unsure,
+            env=env,
         ).stdout
         for entry in _z(after):
             meta, _, path = entry.partition("\t")
@@ -496,6 +575,7 @@ def _put_overlays(
     if records:
         _run(
             repo_root,
+            *config,
             "update-index",
             "-z",
             "--index-info",

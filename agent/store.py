@@ -7,6 +7,8 @@ Layout under the state root (``HANDOFF_STATE_DIR`` or ``platformdirs.user_state_
                                       transcript.jsonl one JSON object a line
                                       messages.json    model conversation, for follow-ups
     repos/<name>-<hash>/worktrees/<id>/                the session's git worktree
+    repos/<name>-<hash>/pool/                          idle worktrees (agent/pool.py)
+    repos/<name>-<hash>/index                          the kept split index (agent/keptindex.py)
 
 One folder a repository, however many worktrees it has: ``<name>-<hash>`` is the key of its main
 working tree (the first of ``git worktree list``; a bare repository's own folder), so every
@@ -144,6 +146,14 @@ class Store:
         if _same(self.repo_root, self.main):
             return self.root / "pool"
         return self.root / f"pool-{repo_key(self.repo_root)}"
+
+    @property
+    def index_path(self) -> Path:
+        """The split copy of this worktree's index that snapshots start from
+        (agent/keptindex.py)."""
+        if _same(self.repo_root, self.main):
+            return self.root / "index"
+        return self.root / f"index-{repo_key(self.repo_root)}"
 
     def ensure_writable(self) -> None:
         """Raise StateDirError (one clear line) unless sessions can be stored here."""

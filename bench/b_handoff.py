@@ -5,8 +5,9 @@ others), packed, with uncommitted work (20 modified tracked files, a staged chan
 files) and, in the editor, one open buffer with unsaved changes. The agent is ``/bin/sh`` writing
 ``date +%s%N`` (wall clock, ns) to a file first thing: the time from sending the delegate request
 to that stamp covers the LSP round trip, the server's ``delegate`` request to the session daemon
-(with the unsaved buffer), the snapshot (temporary index + ``add -A`` + overlays +
-``write-tree``/``commit-tree``), the brief, the session's worktree and the agent's process start.
+(with the unsaved buffer), the snapshot (a copy of the daemon's kept split index,
+agent/keptindex.py, + ``add -A`` + overlays + ``write-tree``/``commit-tree``), the brief, the
+session's worktree and the agent's process start.
 
 Four things, interleaved (the order rotates every run; before each, the warm daemon's pool
 refilled, a ``sync``, and a wait until the disk has written and trimmed nothing for a second
@@ -26,8 +27,8 @@ allocates new ones), so no background work lands on a measurement):
   taken), moved to the snapshot the same way (agent/pool.py), its own daemon.
 
 Then, for the breakdown (while the daemons are idle, before the sessions are discarded: on a disk
-their deletions would land on these checkouts), the pieces called in-process (``gitops.snapshot``,
-``gitops.add_worktree``, ``Pool.take``: move + checkout of the difference + the pristine check),
+their deletions would land on these checkouts), the pieces called in-process (``gitops.snapshot``
+from a copy of the developer's index and from a copy of a kept split one, ``gitops.add_worktree``, ``Pool.take``: move + checkout of the difference + the pristine check),
 and what the daemon does now for a session that can start at once: ``Pool.early`` (a checkout of
 HEAD, or a pooled worktree: taken as it is when its watch saw nothing written in it, else
 checked once the snapshot has walked the developer's tree) while
@@ -157,16 +158,33 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
         # The pieces in-process, while the daemons are idle and before any session is
         # discarded (on a disk, those deletions would land on these checkouts).
         from handoff.agent import gitops
+        from handoff.agent.keptindex import KeptIndex
         from handoff.agent.pool import Pool
 
-        snap, add, take, cold_p, warm_p = [], [], [], [], []
+        snap, snap_kept, add, take, cold_p, warm_p = [], [], [], [], [], []
         pool = Pool(repo, base / "parts" / "pool", threading.Lock())
+        kept = KeptIndex(repo, base / "parts" / "index")  # as the daemon keeps one
+        kept.refresh_soon()
+        if not kept.settle():
+            raise RuntimeError("no kept index was made")
         overlay = {"pkg00/mod0/file00000.py": b"unsaved\n"}
         for i in range(max(1, min(runs, 2))):
             quiet_disk(base)
             t0 = time.perf_counter()
             commit = gitops.snapshot(repo, ref=f"refs/handoff/bench{i}/base", overlays=overlay)
             snap.append(time.perf_counter() - t0)
+            quiet_disk(base)
+            t0 = time.perf_counter()
+            with kept.use() as start:
+                assert start is not None
+                again = gitops.take_snapshot(
+                    repo, ref=f"refs/handoff/bench{i}/kept", overlays=overlay, start=start
+                ).commit
+            snap_kept.append(time.perf_counter() - t0)
+            if git(repo, "rev-parse", f"{again}^{{tree}}") != git(
+                repo, "rev-parse", f"{commit}^{{tree}}"
+            ):
+                raise RuntimeError("the snapshot from the kept index is another tree")
             wt = base / "parts" / f"add{i}"
             leftovers.append((wt, f"bench/part-{i}"))
             quiet_disk(base)
@@ -195,13 +213,17 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
                 t0 = time.perf_counter()
                 early = pool.early(use_pool=kind == "warm")
                 branch = f"bench/{kind}-{i}"
-                c = gitops.take_snapshot(
-                    repo,
-                    ref=f"refs/handoff/bench{kind}{i}/base",
-                    overlays=overlay,
-                    added=early.go.set,
-                    committed=lambda c, e=early, w=wt, b=branch: pool.aim(e, w, branch=b, commit=c),
-                ).commit
+                with kept.use() as start:
+                    c = gitops.take_snapshot(
+                        repo,
+                        ref=f"refs/handoff/bench{kind}{i}/base",
+                        overlays=overlay,
+                        added=early.go.set,
+                        committed=lambda c, e=early, w=wt, b=branch: pool.aim(
+                            e, w, branch=b, commit=c
+                        ),
+                        start=start,
+                    ).commit
                 t_snap = time.perf_counter() - t0
                 assert pool.take_early(early, wt, branch=branch, commit=c)
                 total = time.perf_counter() - t0
@@ -217,7 +239,8 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
                     remove_worktrees()
         remove_worktrees()
         pool.clear()
-        return snap, add, take, cold_p, warm_p
+        kept.close()
+        return snap, snap_kept, add, take, cold_p, warm_p
 
     clients: dict[str, BenchClient] = {}
     states = {kind: base / f"state-{kind}" for kind in ("cold", "warm")}
@@ -329,7 +352,7 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
             json.loads(r.read_text()).get("bytes", 0)
             for r in states["warm"].glob("repos/*/pool/p-*.json")
         ) / (1 << 20)
-        snap, add, take, cold_p, warm_p = await asyncio.to_thread(breakdown)
+        snap, snap_kept, add, take, cold_p, warm_p = await asyncio.to_thread(breakdown)
         await discard_sessions()
     finally:
         for client in clients.values():
@@ -385,6 +408,7 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
         "discard_s": summary(discard),
         "pool_mb": pool_mb,
         "in_process_snapshot_s": summary(snap),
+        "in_process_snapshot_kept_s": summary(snap_kept),
         "in_process_add_worktree_s": summary(add),
         "in_process_pool_take_s": summary(take),
         "in_process_early_cold": cold_p,
@@ -399,7 +423,11 @@ async def _one_size(sizes, log, scratch: Path | None, n_files: int, runs: int) -
             (f"cold handoff (pool.size = 0), {label}, median", f"{cold:.3f} s"),
             (f"warm handoff (pool ready), {label}, median", f"{warm:.3f} s"),
             (f"  cold / best, warm / best ({label})", f"{cold / best:.2f} / {warm / best:.3f}"),
-            (f"  snapshot (in-process, median), {label}", f"{median(snap) * 1000:.0f} ms"),
+            (
+                f"  snapshot (in-process, median): from a copy of the index / the kept split "
+                f"index, {label}",
+                f"{median(snap) * 1000:.0f} / {median(snap_kept) * 1000:.0f} ms",
+            ),
             (f"  gitops.add_worktree (in-process, median), {label}", f"{median(add):.3f} s"),
             (
                 f"  Pool.take: move + checkout + clean (in-process, median), {label}",

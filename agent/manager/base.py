@@ -20,6 +20,7 @@ import anyio
 from .. import gitops, pool, results
 from ..backends.base import AgentError, Backend
 from ..config import Config
+from ..keptindex import KeptIndex
 from ..processes import kill_orphan, pid_alive
 from ..secrets import Redactor
 from ..session import (
@@ -121,6 +122,9 @@ class ManagerBase:
         self.pool = pool.Pool(self.repo_root, self.store.pool_dir, self._git_lock)  # its own
         self._pool_on = False
         self._early: dict[str, pool.Early] = {}  # worktrees readied beside the snapshot
+        # the split copy of the index that snapshots start from (agent/keptindex.py): the
+        # daemon's, made when it starts the pool
+        self.kept: KeptIndex | None = None
 
     def config_of(self, s: Session) -> Config:
         return self._configs.get(s.id, self.config)

@@ -5,6 +5,7 @@ and stopping them all when the daemon stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -20,6 +21,7 @@ from .. import gitops, pool
 from ..backends.base import AgentContext, AgentError
 from ..brief import Origin, build_brief
 from ..config import Config
+from ..keptindex import KeptIndex
 from ..processes import pid_alive
 from ..session import (
     ACTIVE,
@@ -51,11 +53,15 @@ def _worktree_gone(worktree: Path) -> str:
 
 class Running(ManagerBase):
     def start_pool(self) -> None:
-        """Keep ``pool.size`` idle worktrees ready for this repository's sessions (the daemon
-        calls it; blocking: first removes what a crash left half-made in the pool folder)."""
+        """Keep ``pool.size`` idle worktrees ready for this repository's sessions, and a split
+        copy of its index for snapshots to start from (the daemon calls it; blocking: first
+        removes what a crash left half-made in the pool folder)."""
         self._pool_on = True
         self.pool.recover()
         self.pool.ensure(self.config.pool.size)
+        if self.kept is None:
+            self.kept = KeptIndex(self.repo_root, self.store.index_path)
+        self.kept.refresh_soon()
 
     def _spawn(self, s: Session, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"handoff-session-{s.id}")
@@ -154,15 +160,17 @@ class Running(ManagerBase):
         t0 = time.monotonic()
         try:
             self.store.save(s)
-            snap = gitops.take_snapshot(
-                self.repo_root,
-                ref=f"refs/handoff/{s.id}/base",
-                overlays=req.overlays,
-                message=f"handoff {s.id}: snapshot\n\n{s.title}",
-                read=wanted,
-                added=ready.go.set if ready is not None else None,
-                committed=functools.partial(self._aim, s, ready) if ready is not None else None,
-            )
+            with self.kept.use() if self.kept else contextlib.nullcontext() as start:
+                snap = gitops.take_snapshot(
+                    self.repo_root,
+                    ref=f"refs/handoff/{s.id}/base",
+                    overlays=req.overlays,
+                    message=f"handoff {s.id}: snapshot\n\n{s.title}",
+                    read=wanted,
+                    added=ready.go.set if ready is not None else None,
+                    committed=functools.partial(self._aim, s, ready) if ready else None,
+                    start=start,
+                )
         finally:
             if ready is not None:
                 ready.go.set()  # also when it failed early
@@ -435,6 +443,8 @@ class Running(ManagerBase):
         """Stop every running session; they become ``interrupted`` and can be resumed."""
         self._closing = True
         await anyio.to_thread.run_sync(self.pool.stop)
+        if self.kept is not None:
+            await anyio.to_thread.run_sync(self.kept.close)
         tasks = [t for t in self._tasks.values() if not t.done()]
         for t in tasks:
             t.cancel()

@@ -260,6 +260,23 @@ def test_daemon_status_stop_and_logs(repo: Path, state_dir: Path):
     assert handoff(repo, "daemon", "status").returncode == 1
 
 
+def test_the_split_index_the_daemon_keeps_in_the_git_folder_goes_when_it_stops(
+    repo: Path, state_dir: Path
+):
+    (repo / "app.py").write_text("edited, not staged\n")
+    index = (repo / ".git" / "index").read_bytes()
+    assert handoff(repo, "ls").returncode == 0  # the daemon opens the repository
+    pid = daemon_pid(state_dir)
+    deadline = time.monotonic() + 30
+    while not list((repo / ".git").glob("sharedindex.*")):  # the kept index's (keptindex.py)
+        assert time.monotonic() < deadline, "no kept index was made"
+        time.sleep(0.05)
+    assert handoff(repo, "daemon", "stop").returncode == 0
+    wait_gone(pid)
+    assert not list((repo / ".git").glob("sharedindex.*"))
+    assert (repo / ".git" / "index").read_bytes() == index
+
+
 def test_the_daemon_is_detached_and_exits_when_idle(repo: Path, state_dir: Path):
     (repo / ".handoff.toml").write_text("[daemon]\nidleMinutes = 0.02\n")
     assert handoff(repo, "ls").returncode == 0
