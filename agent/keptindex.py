@@ -91,7 +91,11 @@ class KeptIndex:
             if kept is not None:
                 tmpdir = Path(tempfile.mkdtemp(prefix="handoff-kept-"))
                 start = tmpdir / "index"
-                shutil.copy2(kept, start)  # keeps mtime: racy-git detection stays correct
+                try:
+                    shutil.copy2(kept, start)  # keeps mtime: racy-git detection stays correct
+                except OSError as exc:  # deleted by hand: made again at the next use
+                    log.info("kept index %s: %s", kept, exc)
+                    start = None
             yield start
         finally:
             if tmpdir is not None:
@@ -127,7 +131,12 @@ class KeptIndex:
             stamp = _stamp(os.stat(gitops.index_path(self.repo_root)))
         except (OSError, gitops.GitError):
             return None  # no index yet, or no repository any more
-        if stamp == self._stamp and self._shared is not None and self._shared.is_file():
+        if (
+            stamp == self._stamp
+            and self._shared is not None
+            and self._shared.is_file()
+            and self.path.is_file()
+        ):
             return self.path
         if stamp != self._tried or self._stamp == stamp:  # changed, or its shared index went
             self._tried = stamp
@@ -141,9 +150,12 @@ class KeptIndex:
     def _sweep(self, force: bool = False) -> None:
         """Delete the shared indexes Handoff made that the kept file does not point to and no
         snapshot reads (every one, with ``force``)."""
-        for shared in sorted(self._owned):
-            if not force and (shared == self._shared or self._readers.get(shared, 0)):
-                continue
+        gone = [
+            shared
+            for shared in sorted(self._owned)
+            if force or (shared != self._shared and not self._readers.get(shared, 0))
+        ]
+        for shared in gone:
             self._owned.discard(shared)
             self._readers.pop(shared, None)
             try:
@@ -153,7 +165,8 @@ class KeptIndex:
             if theirs is not None and os.path.abspath(theirs) == str(shared):
                 continue  # the developer's index was split since, onto this one: theirs now
             shared.unlink(missing_ok=True)
-        self._write_note()
+        if gone:
+            self._write_note()
 
     def _write_note(self) -> None:
         try:

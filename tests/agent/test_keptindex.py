@@ -177,3 +177,32 @@ def test_what_a_daemon_that_did_not_stop_left_the_next_one_deletes(
     later.close()
     assert shared_indexes(repo) == set()
     assert not path.with_name("index.shared").exists()
+
+
+def test_a_linked_worktree_has_its_own_kept_index_in_its_own_git_folder(
+    repo: Path, tmp_path: Path
+) -> None:
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(linked))
+    (linked / "app.py").write_text("on the side\n")
+    admin = Path(git(linked, "rev-parse", "--absolute-git-dir").strip())
+    k = KeptIndex(linked, tmp_path / "state" / "index-linked")
+    k.refresh_soon()
+    assert k.settle()
+
+    commit, used = snap(linked, k)
+
+    assert used
+    assert blob(linked, commit, "app.py") == b"on the side\n"
+    assert len(list(admin.glob("sharedindex.*"))) == 1 and shared_indexes(repo) == set()
+    k.close()
+    assert list(admin.glob("sharedindex.*")) == []
+
+
+def test_a_kept_index_deleted_by_hand_is_made_again(repo: Path, kept: KeptIndex) -> None:
+    kept.path.unlink()
+    commit, used = snap(repo, kept)
+    assert not used and blob(repo, commit, "app.py") == (repo / "app.py").read_bytes()
+    assert kept.settle()
+    assert snap(repo, kept)[1]
+    assert len(shared_indexes(repo)) == 1
