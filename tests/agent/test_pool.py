@@ -298,6 +298,11 @@ def test_pool_in_daemon_status_worktree_list_and_gc(repo: Path, tmp_path: Path, 
     pooled = [b for b in listing if "/pool/p-" in b]
     assert len(pooled) == 2 and all("\ndetached" in b for b in pooled)
     assert sum(f"branch refs/heads/handoff/{sid}" in b for b in listing) == 1
+    # each idle one's index is split, its shared index in its own admin folder (gitops.refresh_index)
+    admins = [Path(git(Path(r["path"]), "rev-parse", "--absolute-git-dir").strip()) for r in ready]
+    for admin, r in zip(admins, ready, strict=True):
+        shared = git(Path(r["path"]), "rev-parse", "--shared-index-path").strip()
+        assert shared and Path(r["path"], shared).resolve().parent == admin.resolve()
 
     gc = handoff(repo, "gc")
     assert gc.returncode == 0, gc.stderr
@@ -307,6 +312,7 @@ def test_pool_in_daemon_status_worktree_list_and_gc(repo: Path, tmp_path: Path, 
         b for b in git(repo, "worktree", "list", "--porcelain").split("\n\n") if "/pool/" in b
     ]
     assert not list(next(state_dir.glob("repos/*/pool")).iterdir())
+    assert not any(a.exists() for a in admins)  # their shared indexes went with them
     # the session's own worktree is kept (it still holds work)
     assert next(state_dir.glob(f"repos/*/worktrees/{sid}")).is_dir()
     assert "pool: 0 idle worktree(s)" in handoff(repo, "daemon", "status").stdout
