@@ -781,9 +781,9 @@ def refresh_index(worktree: Path, *, prefix: Sequence[str] = ()) -> None:
     """``git update-index --refresh`` in ``worktree``: files written in the same second as the
     index are "racily clean" and compared by content at every checkout until the index is
     written again, later than them (call this at least a second after the files were written).
-    The index is split at the same time (its shared index in the worktree's own admin folder,
-    gone with it), so the checkout that later moves the worktree to a snapshot writes a few KB,
-    not the whole index (~9 of its ~20 ms on 20,000 files)."""
+    The index is then split (its shared index in the worktree's own admin folder, gone with
+    it), so the checkout that later moves the worktree to a snapshot writes a few KB, not the
+    whole index (~9 of its ~20 ms on 20,000 files)."""
     _run(worktree, "update-index", "-q", "--refresh", check=False, prefix=prefix)
     # its own call: a refresh that changes nothing writes nothing, and splits nothing either
     _run(
