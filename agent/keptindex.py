@@ -102,7 +102,9 @@ class KeptIndex:
                 shutil.rmtree(tmpdir, ignore_errors=True)
             if shared is not None:
                 with self._lock:
-                    self._readers[shared] -= 1
+                    left = self._readers.pop(shared, 0) - 1  # none when close swept it
+                    if left > 0:
+                        self._readers[shared] = left
                     self._sweep()
 
     def close(self) -> None:
@@ -181,41 +183,32 @@ class KeptIndex:
     # --- the background worker ------------------------------------------------------------
 
     def _refresh(self) -> None:
-        """Split copies of the developer's index until one copies it as it is now."""
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                if not self._adopted:
-                    self._adopt_leftovers()
-            try:
-                made = self._split()
-            except (OSError, gitops.GitError) as exc:
-                log.info(
-                    "%s: no kept index (%s); snapshots start from the index", self.repo_root, exc
-                )
+        """Split a copy of the developer's index and make it the kept file (one that changed
+        meanwhile is split again when a snapshot next asks)."""
+        with self._lock:
+            if self._closed:
                 return
-            if made is None:
+            if not self._adopted:
+                self._adopt_leftovers()
+        try:
+            made = self._split()
+        except (OSError, gitops.GitError) as exc:
+            log.info("%s: no kept index (%s); snapshots start from the index", self.repo_root, exc)
+            return
+        if made is None:
+            return
+        stamp, new, shared, owned = made
+        with self._lock:
+            if owned:
+                self._owned.add(shared)
+            self._write_note()  # before the kept file points to it
+            if self._closed:
+                new.unlink(missing_ok=True)
+                self._sweep(force=True)
                 return
-            stamp, new, shared, owned = made
-            with self._lock:
-                if owned:
-                    self._owned.add(shared)
-                self._write_note()  # before the kept file points to it
-                if self._closed:
-                    new.unlink(missing_ok=True)
-                    self._sweep(force=True)
-                    return
-                os.replace(new, self.path)
-                self._stamp, self._shared = stamp, shared
-                self._sweep()
-                try:
-                    now = _stamp(os.stat(gitops.index_path(self.repo_root)))
-                except (OSError, gitops.GitError):
-                    return
-                if now == stamp:
-                    return
-                self._tried = now  # changed while it was split: again
+            os.replace(new, self.path)
+            self._stamp, self._shared = stamp, shared
+            self._sweep()
 
     def _adopt_leftovers(self) -> None:
         """The shared indexes a daemon that did not stop named in the note are this one's to
