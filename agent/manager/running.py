@@ -168,7 +168,9 @@ class Running(ManagerBase):
                     message=f"handoff {s.id}: snapshot\n\n{s.title}",
                     read=wanted,
                     added=ready.go.set if ready is not None else None,
-                    committed=functools.partial(self._aim, s, ready) if ready else None,
+                    committed=(
+                        functools.partial(self._aim, s, ready) if ready is not None else None
+                    ),
                     start=start,
                 )
         finally:
