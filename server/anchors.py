@@ -89,40 +89,35 @@ def remap(anchor: Anchor, old: str, new: str) -> bool:
     return remap_all([anchor], old, new)
 
 
-def _common_prefix(a: str, b: str, limit: int) -> int:
-    """The length of the longest common prefix of ``a`` and ``b`` (at most ``limit``), compared
-    in chunks (slices compare in C: a 10 MB document takes milliseconds)."""
+def _common_run(same: Callable[[int, int], bool], limit: int) -> int:
+    """The largest ``n <= limit`` with ``same(0, n)``, where ``same(lo, hi)`` says whether the
+    two texts agree from offset ``lo`` to ``hi``: compared in chunks that double (slices
+    compare in C: a 10 MB document takes milliseconds), then halved inside the first chunk that
+    differs."""
     lo, step = 0, 1 << 12
     while lo < limit:
         hi = min(limit, lo + step)
-        if a[lo:hi] != b[lo:hi]:
+        if not same(lo, hi):
             while hi - lo > 1:  # a mismatch in lo..hi
                 mid = (lo + hi) // 2
-                if a[lo:mid] == b[lo:mid]:
+                if same(lo, mid):
                     lo = mid
                 else:
                     hi = mid
             return lo
         lo, step = hi, min(step * 2, 1 << 20)
     return limit
+
+
+def _common_prefix(a: str, b: str, limit: int) -> int:
+    """The length of the longest common prefix of ``a`` and ``b`` (at most ``limit``)."""
+    return _common_run(lambda lo, hi: a[lo:hi] == b[lo:hi], limit)
 
 
 def _common_suffix(a: str, b: str, limit: int) -> int:
     """The length of the longest common suffix of ``a`` and ``b`` (at most ``limit``)."""
     la, lb = len(a), len(b)
-    lo, step = 0, 1 << 12
-    while lo < limit:
-        hi = min(limit, lo + step)
-        if a[la - hi : la - lo] != b[lb - hi : lb - lo]:
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
-                    lo = mid
-                else:
-                    hi = mid
-            return lo
-        lo, step = hi, min(step * 2, 1 << 20)
-    return limit
+    return _common_run(lambda lo, hi: a[la - hi : la - lo] == b[lb - hi : lb - lo], limit)
 
 
 def _lines(text: str) -> list[str]:
