@@ -451,9 +451,7 @@ def _commit_index(
         (("rev-parse", "-q", "--verify", "HEAD^{commit}"), None, False),
     ]
     if listed:  # the entries before the add: their modes, unless the files say otherwise
-        calls.append(
-            ((*config, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *listed), None, True)
-        )
+        calls.append((("--literal-pathspecs", "ls-files", "-s", "-z", "--", *listed), None, True))
     calls += [
         (("hash-object", "-w", "--stdin", f"--path={path}"), data, True)
         for path, data in targets.values()
@@ -524,9 +522,10 @@ def _put_overlays(
     env: Mapping[str, str],
     config: Sequence[str] = (),
 ) -> None:
-    """Put unsaved buffers (their blobs written) into the (temporary) index named by ``env``,
-    each with the mode ``git add -A`` gave its file: the entry's mode from before the add when
-    the file's executable bit agrees with it, else asked of the index after the add."""
+    """Put unsaved buffers (their blobs written) into the (temporary) index named by ``env``
+    (``config`` before the git that writes it), each with the mode ``git add -A`` gave its
+    file: the entry's mode from before the add when the file's executable bit agrees with it,
+    else asked of the index after the add."""
     before: dict[str, str] = {}
     for entry in _z(listing):
         meta, _, path = entry.partition("\t")
@@ -551,15 +550,7 @@ def _put_overlays(
         unsure.append(path)  # core.fileMode decides, or the file changed kind: git's answer
     if unsure:
         after = _run(
-            repo_root,
-            *config,
-            "--literal-pathspecs",
-            "ls-files",
-            "-s",
-            "-z",
-            "--",
-            *unsure,
-            env=env,
+            repo_root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *unsure, env=env
         ).stdout
         for entry in _z(after):
             meta, _, path = entry.partition("\t")

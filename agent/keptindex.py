@@ -157,18 +157,20 @@ class KeptIndex:
             for shared in sorted(self._owned)
             if force or (shared != self._shared and not self._readers.get(shared, 0))
         ]
+        if not gone:
+            return
+        try:
+            theirs = gitops.shared_index_path(self.repo_root)
+        except gitops.GitError:
+            theirs = None
+            gone = []  # no repository any more: nothing of it to delete
         for shared in gone:
             self._owned.discard(shared)
             self._readers.pop(shared, None)
-            try:
-                theirs = gitops.shared_index_path(self.repo_root)
-            except gitops.GitError:
-                continue  # no repository any more
             if theirs is not None and os.path.abspath(theirs) == str(shared):
                 continue  # the developer's index was split since, onto this one: theirs now
             shared.unlink(missing_ok=True)
-        if gone:
-            self._write_note()
+        self._write_note()
 
     def _write_note(self) -> None:
         try:

@@ -10,7 +10,7 @@ import pytest
 from handoff.agent import gitops
 from handoff.agent.keptindex import KeptIndex
 
-from tests.agent.test_snapshot import blob, developer_state
+from tests.agent.test_snapshot import blob, developer_state, dirty
 from tests.support.git import git
 
 REF = "refs/handoff/s1/base"
@@ -22,11 +22,17 @@ def _no_index_refresh(monkeypatch):
     monkeypatch.setenv("GIT_OPTIONAL_LOCKS", "0")
 
 
-@pytest.fixture
-def kept(repo: Path, tmp_path: Path):
-    k = KeptIndex(repo, tmp_path / "state" / "index")
+def ready(root: Path, path: Path) -> KeptIndex:
+    """A kept index of ``root`` at ``path``, its split copy made."""
+    k = KeptIndex(root, path)
     k.refresh_soon()
     assert k.settle()
+    return k
+
+
+@pytest.fixture
+def kept(repo: Path, tmp_path: Path):
+    k = ready(repo, tmp_path / "state" / "index")
     yield k
     k.close()
 
@@ -47,22 +53,11 @@ def tree(repo: Path, commit: str) -> str:
     return git(repo, "rev-parse", f"{commit}^{{tree}}").strip()
 
 
-def dirty(repo: Path) -> None:
-    (repo / "app.py").write_text("# staged\n")
-    git(repo, "add", "app.py")
-    (repo / "app.py").write_text("# staged\n# unstaged on top\n")
-    (repo / "README.md").unlink()
-    (repo / "notes.txt").write_text("untracked\n")
-    (repo / "debug.log").write_text("ignored\n")
-
-
 def test_a_snapshot_from_the_kept_index_is_the_snapshot_of_the_developers(
     repo: Path, tmp_path: Path
 ) -> None:
     dirty(repo)
-    k = KeptIndex(repo, tmp_path / "state" / "index")
-    k.refresh_soon()
-    assert k.settle()
+    k = ready(repo, tmp_path / "state" / "index")
     before = developer_state(repo)
     overlays = {"notes.txt": b"unsaved buffer\n", "pkg/new.py": b"print(1)\n"}
 
@@ -160,18 +155,14 @@ def test_what_a_daemon_that_did_not_stop_left_the_next_one_deletes(
     repo: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "state" / "index"
-    crashed = KeptIndex(repo, path)
-    crashed.refresh_soon()
-    assert crashed.settle()
+    ready(repo, path)  # a daemon that did not stop: never closed
     left = shared_indexes(repo)
-    assert len(left) == 1  # and never closed
+    assert len(left) == 1
     git(repo, "add", "README.md")  # any index write
     (repo / "new.txt").write_text("new\n")
     git(repo, "add", "new.txt")
 
-    later = KeptIndex(repo, path)
-    later.refresh_soon()
-    assert later.settle()
+    later = ready(repo, path)
     now = shared_indexes(repo)
     assert len(now) == 1 and not (now & left)
     later.close()
@@ -186,9 +177,7 @@ def test_a_linked_worktree_has_its_own_kept_index_in_its_own_git_folder(
     git(repo, "worktree", "add", "-q", "-b", "side", str(linked))
     (linked / "app.py").write_text("on the side\n")
     admin = Path(git(linked, "rev-parse", "--absolute-git-dir").strip())
-    k = KeptIndex(linked, tmp_path / "state" / "index-linked")
-    k.refresh_soon()
-    assert k.settle()
+    k = ready(linked, tmp_path / "state" / "index-linked")
 
     commit, used = snap(linked, k)
 

@@ -62,14 +62,19 @@ def developer_state(root: Path) -> dict[str, object]:
     }
 
 
-def test_snapshot_has_staged_unstaged_untracked_and_buffers(repo: Path) -> None:
-    head_before = git(repo, "rev-parse", "HEAD").strip()
+def dirty(repo: Path) -> None:
+    """Work of every kind in the tree: staged, unstaged on top, deleted, untracked, ignored."""
     (repo / "app.py").write_text("# staged\n")
     git(repo, "add", "app.py")
     (repo / "app.py").write_text("# staged\n# unstaged on top\n")
     (repo / "README.md").unlink()
     (repo / "notes.txt").write_text("untracked\n")
     (repo / "debug.log").write_text("ignored\n")
+
+
+def test_snapshot_has_staged_unstaged_untracked_and_buffers(repo: Path) -> None:
+    head_before = git(repo, "rev-parse", "HEAD").strip()
+    dirty(repo)
     (repo / "stash-me.txt").write_text("x\n")
     git(repo, "stash", "push", "-u", "-q", "--", "stash-me.txt")
     before = developer_state(repo)
