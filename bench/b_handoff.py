@@ -28,8 +28,9 @@ allocates new ones), so no background work lands on a measurement):
 
 Then, for the breakdown (while the daemons are idle, before the sessions are discarded: on a disk
 their deletions would land on these checkouts), the pieces called in-process (``gitops.snapshot``
-from a copy of the developer's index and from a copy of a kept split one, ``gitops.add_worktree``, ``Pool.take``: move + checkout of the difference + the pristine check),
-and what the daemon does now for a session that can start at once: ``Pool.early`` (a checkout of
+from a copy of the developer's index and from a copy of a kept split one,
+``gitops.add_worktree``, ``Pool.take``: move + checkout of the difference + the pristine
+check), and what the daemon does now for a session that can start at once: ``Pool.early`` (a checkout of
 HEAD, or a pooled worktree: taken as it is when its watch saw nothing written in it, else
 checked once the snapshot has walked the developer's tree) while
 ``gitops.take_snapshot`` runs, moved into place and to the snapshot in its own thread as soon as
