@@ -29,7 +29,8 @@ HASHES = {20: "sha1", 32: "sha256"}
 class Part:
     start: int  # byte offset of its first entry
     end: int  # byte offset after its last entry
-    paths: bytes  # its paths, each ending in NUL (``checkout-index -z --stdin``)
+    lo: int  # number of its first entry
+    hi: int  # number after its last entry
     first: bytes  # its first path ("" for an empty part)
 
 
@@ -40,13 +41,28 @@ class Plan:
     extensions: int  # byte offset where the extensions start (after the last entry)
     hash_size: int
     parts: list[Part]
+    names: list[bytes]  # every entry's path, in index order
 
-    def shared_dirs(self) -> list[bytes]:
-        """The folders two parts could both make (every folder above each part's first path):
-        a file's folders come before it in the index, so only a folder that holds the last
-        path of one part and the first of the next is written by both; made beforehand, no
-        part's ``mkdir`` meets another's."""
-        return sorted({folder for part in self.parts[1:] for folder in parents(part.first)})
+    def paths(self, k: int) -> bytes:
+        """Part ``k``'s paths, each ending in NUL (``checkout-index -z --stdin``)."""
+        part = self.parts[k]
+        return b"".join(name + b"\0" for name in self.names[part.lo : part.hi])
+
+    def folders(self) -> list[bytes]:
+        """Every folder of the tree, each after the folders above it, in index order: made
+        beforehand (git's own parallel checkout makes them before it hands files to its
+        workers), no part's ``mkdir`` meets another's and no part waits on one."""
+        seen: dict[bytes, None] = {}
+        last = b""
+        for name in self.names:
+            folder = name.rpartition(b"/")[0]
+            if folder == last or not folder:
+                continue
+            last = folder
+            if folder not in seen:
+                for up in reversed([folder, *parents(folder)]):
+                    seen.setdefault(up, None)
+        return list(seen)
 
 
 def parents(path: bytes) -> Iterator[bytes]:
@@ -70,29 +86,25 @@ def plan(data: bytes, parts: int, hash_size: int) -> Plan | None:
     signature, version, count = struct.unpack_from(">4sII", data)
     if signature != b"DIRC" or version != 2:
         return None
-    bounds = [count * k // parts for k in range(parts + 1)]
-    starts: list[int] = []
-    names: list[list[bytes]] = [[] for _ in range(parts)]
     flags_at = _STAT + hash_size
     name_at = flags_at + 2
-    off, part, limit = 12, 0, len(data) - hash_size
+    off, limit = 12, len(data) - hash_size
+    names: list[bytes] = []
+    offsets: list[int] = []
     find, unpack = data.find, struct.Struct(">H").unpack_from
-    for i in range(count):
-        while i == bounds[part]:  # a part starts here (several when a part is empty)
-            starts.append(off)
-            part += 1
+    for _ in range(count):
         if off + name_at > limit or unpack(data, off + flags_at)[0] & _EXTENDED:
             return None
         nul = find(b"\0", off + name_at, limit)
         if nul < 0:
             return None
-        names[part - 1].append(data[off + name_at : nul])
+        names.append(data[off + name_at : nul])
+        offsets.append(off)
         off += _entry_size(hash_size, nul - off - name_at)
-    while len(starts) < parts:
-        starts.append(off)
     if off > limit:
         return None
-    ends = [*starts[1:], off]
+    bounds = [count * k // parts for k in range(parts + 1)]
+    at = [*offsets, off]
     return Plan(
         count=count,
         size=len(data),
@@ -100,13 +112,15 @@ def plan(data: bytes, parts: int, hash_size: int) -> Plan | None:
         hash_size=hash_size,
         parts=[
             Part(
-                start=starts[k],
-                end=ends[k],
-                paths=b"".join(p + b"\0" for p in names[k]),
-                first=names[k][0] if names[k] else b"",
+                start=at[bounds[k]],
+                end=at[bounds[k + 1]],
+                lo=bounds[k],
+                hi=bounds[k + 1],
+                first=names[bounds[k]] if bounds[k] < bounds[k + 1] else b"",
             )
             for k in range(parts)
         ],
+        names=names,
     )
 
 

@@ -58,7 +58,7 @@ def test_a_plan_covers_every_entry_once_in_order(sha1_repo: Path, parts: int) ->
     assert layout is not None
     assert layout.count == len(NAMES)
     assert len(layout.parts) == parts
-    joined = b"".join(p.paths for p in layout.parts)
+    joined = b"".join(layout.paths(k) for k in range(parts))
     assert [p for p in joined.split(b"\0") if p] == _paths(sha1_repo)
     assert layout.parts[0].start == 12
     for before, after in zip(layout.parts, layout.parts[1:], strict=False):
@@ -113,16 +113,15 @@ def test_a_copy_of_another_layout_is_refused(sha1_repo: Path) -> None:
         gitindex.splice(layout, [data])
 
 
-def test_the_folders_two_parts_share_are_those_above_a_part_s_first_path(
-    sha1_repo: Path,
-) -> None:
+def test_every_folder_comes_after_the_folders_above_it(sha1_repo: Path) -> None:
     layout = gitindex.plan(_index(sha1_repo), 2, 20)
     assert layout is not None
-    first = layout.parts[1].first
-    assert first.count(b"/") == 2  # the middle of pkg*/mod*/
-    assert layout.shared_dirs() == [first.split(b"/")[0], first.rpartition(b"/")[0]]
-    whole = gitindex.plan(_index(sha1_repo), 1, 20)
-    assert whole is not None and whole.shared_dirs() == []
+    folders = layout.folders()
+    expected = {up for name in _paths(sha1_repo) for up in gitindex.parents(name)}
+    assert sorted(folders) == sorted(expected)  # each once
+    for k, folder in enumerate(folders):
+        assert all(up in folders[:k] for up in gitindex.parents(folder)), folder
+    assert folders[:3] == [b"a", b"a/b", b"dir with space"]  # in index order
 
 
 def test_what_it_cannot_split_is_refused(sha1_repo: Path, tmp_path: Path) -> None:
