@@ -658,7 +658,7 @@ def _checkout_in_parts(path: Path, parts: int, prefix: Sequence[str]) -> bool:
     made beforehand (``Plan.folders``); the index of the whole is then spliced from the copies
     (agent/gitindex.py). Git's parallel checkout hands every file from one process to its
     workers and theirs write side by side in the same folders: on two cores this does the same
-    work in about 0.7 of its time (bench/RESULTS.md). False (nothing left of it) when the tree
+    work in 0.7-0.9 of its time (bench/RESULTS.md). False (nothing left of it) when the tree
     is small, the repository has a sparse checkout, or the index is not one this can split."""
     index = worktree_index(path)
     _read, fmt, sparse = _run_many(
